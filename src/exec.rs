@@ -1,0 +1,372 @@
+//! Running host tools, and commands inside an image.
+//!
+//! Every external program goes through [`Cmd`], which logs the argv at `-v`
+//! and, on failure, reports the argv, the exit status and the tail of
+//! stderr. Children get `PR_SET_PDEATHSIG(SIGKILL)`, so a killed nfsroot
+//! takes its helpers with it.
+//!
+//! Work that mounts things (the bootstrapper, `nfsroot exec`) runs inside
+//! private mount and pid namespaces (`unshare -m -p -f --kill-child`): the
+//! mounts live only as long as the namespace, so no exit path — an error,
+//! Ctrl-C or SIGKILL — can leave /proc, /sys or /dev mounted in a tree.
+
+use anyhow::{Context, Result, bail};
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+static VERBOSITY: AtomicU8 = AtomicU8::new(1);
+
+/// 0 = quiet, 1 = normal, 2+ = verbose (show argv of every command).
+pub fn set_verbosity(v: u8) {
+    VERBOSITY.store(v, Ordering::Relaxed);
+}
+
+/// Current verbosity level.
+pub fn verbosity() -> u8 {
+    VERBOSITY.load(Ordering::Relaxed)
+}
+
+/// A host tool and the Debian package that provides it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tool {
+    pub name: &'static str,
+    pub package: &'static str,
+}
+
+/// Find `tool` on PATH (and the sbin directories, which root may lack).
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ];
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Resolve a required tool or fail naming the package to install.
+pub fn require(tool: Tool) -> Result<PathBuf> {
+    find_tool(tool.name).with_context(|| {
+        format!(
+            "{} not found on this host; install it with: apt-get install {}",
+            tool.name, tool.package
+        )
+    })
+}
+
+/// Fail unless running as root, saying why root is needed.
+pub fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{why} needs root (it creates device nodes, mounts and chroots); run it as root");
+    }
+    Ok(())
+}
+
+/// A command to run, with error reporting that shows what was run.
+#[derive(Debug)]
+pub struct Cmd {
+    argv: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    dir: Option<PathBuf>,
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Self {
+            argv: vec![program.as_ref().to_owned()],
+            env: Vec::new(),
+            dir: None,
+        }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.argv.push(a.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.argv
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.env.push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self
+    }
+
+    pub fn current_dir(mut self, d: impl AsRef<Path>) -> Self {
+        self.dir = Some(d.as_ref().to_owned());
+        self
+    }
+
+    /// The argv as one shell-readable line, for messages.
+    pub fn display(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| shell_quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.argv[0]);
+        c.args(&self.argv[1..]);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        if let Some(d) = &self.dir {
+            c.current_dir(d);
+        }
+        // SAFETY: prctl is async-signal-safe; no allocation happens here.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        c
+    }
+
+    /// Run to completion; return stdout. Fails with argv and stderr tail.
+    pub fn output(&self) -> Result<String> {
+        if verbosity() >= 2 {
+            eprintln!("+ {}", self.display());
+        }
+        let out = self
+            .command()
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("starting {}", self.display()))?;
+        if !out.status.success() {
+            bail!(
+                "command failed ({}): {}\n{}",
+                out.status,
+                self.display(),
+                tail(&String::from_utf8_lossy(&out.stderr), 20)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Run to completion, discarding stdout.
+    pub fn run(&self) -> Result<()> {
+        self.output().map(|_| ())
+    }
+
+    /// Run with stdio inherited (interactive use); fail on non-zero exit.
+    pub fn run_inherit(&self) -> Result<i32> {
+        if verbosity() >= 2 {
+            eprintln!("+ {}", self.display());
+        }
+        let st = self
+            .command()
+            .status()
+            .with_context(|| format!("starting {}", self.display()))?;
+        Ok(st.code().unwrap_or(128 + 9))
+    }
+
+    /// Run, handing each line of stdout and stderr to `on_line` as it
+    /// comes; on failure the error carries the last lines seen.
+    pub fn run_lines(&self, mut on_line: impl FnMut(&str)) -> Result<()> {
+        if verbosity() >= 2 {
+            eprintln!("+ {}", self.display());
+        }
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", self.display()))?;
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let pump = |r: Box<dyn Read + Send>, tx: std::sync::mpsc::Sender<String>| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines() {
+                    match line {
+                        Ok(l) => {
+                            if tx.send(l).is_err() {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        let t1 = pump(Box::new(child.stdout.take().expect("piped")), tx.clone());
+        let t2 = pump(Box::new(child.stderr.take().expect("piped")), tx);
+        let mut last: VecDeque<String> = VecDeque::new();
+        for line in rx {
+            on_line(&line);
+            if last.len() == 20 {
+                last.pop_front();
+            }
+            last.push_back(line);
+        }
+        let _ = t1.join();
+        let _ = t2.join();
+        let st = child.wait()?;
+        if !st.success() {
+            bail!(
+                "command failed ({st}): {}\n{}",
+                self.display(),
+                last.into_iter().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Quote a word for a POSIX shell when it needs it.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+pub const UNSHARE: Tool = Tool {
+    name: "unshare",
+    package: "util-linux",
+};
+
+/// Wrap a command so it runs in private mount and pid namespaces that die
+/// with it (and with us).
+pub fn in_private_namespaces(inner: Cmd) -> Result<Cmd> {
+    let unshare = require(UNSHARE)?;
+    Ok(Cmd {
+        argv: [
+            unshare.into_os_string(),
+            "--mount".into(),
+            "--propagation".into(),
+            "private".into(),
+            "--pid".into(),
+            "--fork".into(),
+            "--kill-child=SIGKILL".into(),
+            "--".into(),
+        ]
+        .into_iter()
+        .chain(inner.argv)
+        .collect(),
+        env: inner.env,
+        dir: inner.dir,
+    })
+}
+
+/// The policy-rc.d that keeps daemons from starting in a chroot.
+pub const POLICY_RC_D: &str = "#!/bin/sh\n# installed by nfsroot while it works in this image\nexit 101\n";
+
+/// A command run inside `root` with /proc, /sys, /dev, /dev/pts and a
+/// private /run mounted, and policy-rc.d in place; all in private
+/// namespaces so every mount vanishes when the command ends, however it
+/// ends. policy-rc.d is removed afterwards unless the image already had one.
+pub fn chroot_cmd(root: &Path, argv: &[OsString]) -> Result<Cmd> {
+    let script = r#"set -e
+r="$1"; shift
+mount -t proc proc "$r/proc"
+mount --rbind /sys "$r/sys"; mount --make-rslave "$r/sys"
+mount --rbind /dev "$r/dev"; mount --make-rslave "$r/dev"
+mkdir -p "$r/run"; mount -t tmpfs -o mode=755 tmpfs "$r/run"
+mkdir -p "$r/tmp"
+own=
+if [ ! -e "$r/usr/sbin/policy-rc.d" ]; then
+  printf '%s' "$NFSROOT_POLICY" > "$r/usr/sbin/policy-rc.d"
+  chmod 755 "$r/usr/sbin/policy-rc.d"; own=1
+fi
+set +e
+chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  HOME=/root TERM="${TERM:-dumb}" DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"
+rc=$?
+[ -n "$own" ] && rm -f "$r/usr/sbin/policy-rc.d"
+exit $rc
+"#;
+    let mut c = Cmd::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .arg("nfsroot-chroot")
+        .arg(root)
+        .env("NFSROOT_POLICY", POLICY_RC_D);
+    c = c.args(argv);
+    in_private_namespaces(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_shows_argv_and_stderr() {
+        let err = Cmd::new("sh")
+            .arg("-c")
+            .arg("echo boom >&2; exit 3")
+            .run()
+            .unwrap_err();
+        let m = format!("{err:#}");
+        assert!(m.contains("sh -c 'echo boom >&2; exit 3'"), "{m}");
+        assert!(m.contains("boom"), "{m}");
+        assert!(m.contains("exit status: 3"), "{m}");
+    }
+
+    #[test]
+    fn missing_tool_names_package() {
+        let e = require(Tool {
+            name: "no-such-tool-nfsroot",
+            package: "nfsroot-pkg",
+        })
+        .unwrap_err();
+        assert!(format!("{e}").contains("apt-get install nfsroot-pkg"));
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("/x/y"), "/x/y");
+    }
+
+    #[test]
+    fn run_lines_collects() {
+        let mut seen = vec![];
+        Cmd::new("sh")
+            .arg("-c")
+            .arg("echo a; echo b >&2")
+            .run_lines(|l| seen.push(l.to_string()))
+            .unwrap();
+        seen.sort();
+        assert_eq!(seen, ["a", "b"]);
+    }
+}

@@ -1,0 +1,453 @@
+//! File-system primitives that every stage shares.
+//!
+//! Anything a node or an admin depends on is written through [`AtomicFile`]:
+//! a temp file in the destination's own directory, fsynced, renamed over the
+//! final name, and the directory fsynced, so a crash leaves either the old or
+//! the new file, never a torn one. Temp names start with `.nfsroot-tmp-` so a
+//! later run (holding the lock) can sweep leftovers with [`sweep_temps`].
+//!
+//! [`Lock`] is an advisory `flock` on a file outside the exported tree. The
+//! kernel drops it when the holder dies, so a killed run never wedges the next
+//! one; the holder's pid and operation are written into the file so a second
+//! run can say who holds it.
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Prefix of every temp file this tool creates next to a final name.
+pub const TEMP_PREFIX: &str = ".nfsroot-tmp-";
+
+/// fsync a directory so that renames and unlinks inside it are durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).with_context(|| format!("opening directory {}", dir.display()))?;
+    d.sync_all()
+        .with_context(|| format!("syncing directory {}", dir.display()))
+}
+
+fn parent_of(path: &Path) -> Result<&Path> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => Ok(p),
+        Some(_) => Ok(Path::new(".")),
+        None => bail!("{} has no parent directory", path.display()),
+    }
+}
+
+/// A file being written under a temp name beside its final path.
+#[derive(Debug)]
+pub struct AtomicFile {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+impl AtomicFile {
+    /// Start writing `dest` (mode 0644).
+    pub fn create(dest: &Path) -> Result<Self> {
+        Self::create_mode(dest, 0o644)
+    }
+
+    /// Start writing `dest` with the given permission bits.
+    pub fn create_mode(dest: &Path, mode: u32) -> Result<Self> {
+        let dir = parent_of(dest)?;
+        let name = dest
+            .file_name()
+            .with_context(|| format!("{} has no file name", dest.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        // umask may have narrowed the mode; set it exactly.
+        fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .with_context(|| format!("setting mode of {}", tmp.display()))?;
+        Ok(Self {
+            file,
+            tmp,
+            dest: dest.to_path_buf(),
+            done: false,
+        })
+    }
+
+    /// The open temp file, for callers that need `Seek` or metadata.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// fsync, rename over the destination, fsync the directory.
+    pub fn commit(mut self) -> Result<()> {
+        self.file
+            .flush()
+            .and_then(|_| self.file.sync_all())
+            .with_context(|| format!("syncing {}", self.tmp.display()))?;
+        fs::rename(&self.tmp, &self.dest)
+            .with_context(|| format!("renaming into place {}", self.dest.display()))?;
+        self.done = true;
+        fsync_dir(parent_of(&self.dest)?)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Write `data` to `dest` atomically (mode 0644).
+pub fn atomic_write(dest: &Path, data: &[u8]) -> Result<()> {
+    atomic_write_mode(dest, data, 0o644)
+}
+
+/// Write `data` to `dest` atomically with the given mode.
+pub fn atomic_write_mode(dest: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut f = AtomicFile::create_mode(dest, mode)?;
+    f.write_all(data)
+        .with_context(|| format!("writing {}", dest.display()))?;
+    f.commit()
+}
+
+/// Copy `src` to `dest` atomically; returns the sha256 of what was written,
+/// re-read from the temp file before the rename so a short write is caught.
+pub fn atomic_copy(src: &Path, dest: &Path, mode: u32) -> Result<String> {
+    let mut input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let mut out = AtomicFile::create_mode(dest, mode)?;
+    let mut hasher = HashingWriter::new(&mut out);
+    io::copy(&mut input, &mut hasher)
+        .with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    let want = hasher.finish_hex();
+    out.file().flush()?;
+    out.file().rewind()?;
+    let got = sha256_reader(out.file())?;
+    if got != want {
+        bail!(
+            "verifying {}: sha256 {got} after writing, expected {want}",
+            dest.display()
+        );
+    }
+    out.commit()?;
+    Ok(want)
+}
+
+/// A `Write` adapter that hashes everything passing through it.
+#[derive(Debug)]
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+    /// Bytes written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+    /// The hex digest of everything written.
+    pub fn finish_hex(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+    /// Digest and the inner writer.
+    pub fn into_parts(self) -> (String, W) {
+        (hex::encode(self.hasher.finalize()), self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// sha256 of everything a reader yields, as hex.
+pub fn sha256_reader(mut r: impl Read) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// sha256 of a file, as hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    sha256_reader(f).with_context(|| format!("reading {}", path.display()))
+}
+
+/// sha256 of a byte slice, as hex.
+pub fn sha256_bytes(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Remove temp files left in `dir` by runs that died. Call with the lock held.
+pub fn sweep_temps(dir: &Path) -> Result<usize> {
+    let mut n = 0;
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in rd {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            fs::remove_file(entry.path())
+                .with_context(|| format!("removing stale {}", entry.path().display()))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Create a directory and its parents, naming it in the error.
+pub fn mkdir_p(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))
+}
+
+/// An exclusive advisory lock, held until dropped (or the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Take the lock at `path` for `op` on `what` (e.g. `image minimal`).
+    /// With `wait`, block until it is free; otherwise fail naming the holder.
+    pub fn acquire(path: &Path, what: &str, op: &str, wait: bool) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            mkdir_p(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        let fd = file.as_raw_fd();
+        // SAFETY: fd is a valid open descriptor owned by `file`.
+        let rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(err).with_context(|| format!("locking {}", path.display()));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let (pid, hop) = holder.split_once(' ').unwrap_or((holder, "?"));
+            if !wait {
+                bail!(
+                    "{what} is locked by pid {pid} ({hop}); wait for it to finish, \
+                     or pass --wait to queue behind it"
+                );
+            }
+            eprintln!("nfsroot: {what} is locked by pid {pid} ({hop}); waiting");
+            // SAFETY: as above.
+            let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{} {op}", std::process::id())?;
+        file.flush()?;
+        Ok(Self {
+            _file: file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the lock lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Swap two directory entries atomically (renameat2 RENAME_EXCHANGE).
+pub fn exchange(a: &Path, b: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let ca = CString::new(a.as_os_str().as_bytes())?;
+    let cb = CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD is always valid.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("exchanging {} and {}", a.display(), b.display()));
+    }
+    Ok(())
+}
+
+/// Remove a tree if it exists. Refuses `/` and paths with mounts below them
+/// (a bind mount left inside a tree must never be followed by rm -rf).
+pub fn remove_tree(path: &Path) -> Result<()> {
+    if path == Path::new("/") {
+        bail!("refusing to remove /");
+    }
+    if !path.exists() && fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    if let Some(m) = mounts_below(path)?.first() {
+        bail!(
+            "refusing to remove {}: {} is mounted inside it; unmount it first",
+            path.display(),
+            m.display()
+        );
+    }
+    fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// Mount points at or below `path`, from /proc/self/mountinfo.
+pub fn mounts_below(path: &Path) -> Result<Vec<PathBuf>> {
+    let canon = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let info = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| m.starts_with(&canon))
+        .collect())
+}
+
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn dropped_atomic_file_keeps_old_content() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        atomic_write(&p, b"old").unwrap();
+        {
+            let mut f = AtomicFile::create(&p).unwrap();
+            f.write_all(b"half").unwrap();
+        }
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        assert_eq!(sweep_temps(d.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn atomic_copy_hashes() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("s");
+        fs::write(&s, b"abc").unwrap();
+        let h = atomic_copy(&s, &d.path().join("t"), 0o644).unwrap();
+        assert_eq!(
+            h,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn second_lock_names_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.lock");
+        let _l = Lock::acquire(&p, "image x", "build", false).unwrap();
+        let err = Lock::acquire(&p, "image x", "snapshot", false).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&format!("image x is locked by pid {} (build)", std::process::id())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn exchange_swaps_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        fs::write(a.join("ma"), "").unwrap();
+        exchange(&a, &b).unwrap();
+        assert!(b.join("ma").exists());
+        assert!(!a.join("ma").exists());
+    }
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), PathBuf::from("/a b"));
+    }
+}

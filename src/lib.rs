@@ -1,0 +1,20 @@
+//! nfsroot builds a diskless Debian image from a TOML profile and runs its
+//! life on a PXE/NFS-root cluster.
+//!
+//! The design in a paragraph: a [`profile`] is parsed and validated into one
+//! value. `build` is a straight list of small steps over that value and a
+//! staging tree: [`bootstrap`], the diskless fixups, stage hooks, then an
+//! atomic swap into `<base-dir>/<name>` ([`image`]), all under the image's
+//! lock. Boot artifacts come from the image's own files: [`kernel`] finds
+//! kernels, [`initramfs`] assembles an NFS-root initramfs, [`publish`] puts
+//! kernel, initramfs and PXELINUX configs into the TFTP root, config last.
+//! [`boottest`] proves the result boots, in QEMU against a real NFS server.
+//! Every file a node or an admin relies on is written through
+//! [`fsutil::AtomicFile`]; every external program runs through
+//! [`exec::Cmd`].
+
+pub mod exec;
+pub mod fsutil;
+pub mod image;
+pub mod publish;
+pub mod pxelinux;
