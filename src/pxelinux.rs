@@ -219,7 +219,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(hex_ip("10.18.1.2".parse().unwrap()), "0A120112");
+        // The issue text says 10.18.1.2 -> 0A120112; 0x12 is 18, so that name
+        // belongs to 10.18.1.18. PXELINUX computes it octet by octet:
+        assert_eq!(hex_ip("10.18.1.2".parse().unwrap()), "0A120102");
+        assert_eq!(hex_ip("10.18.1.18".parse().unwrap()), "0A120112");
         assert_eq!(hex_ip("172.16.1.10".parse().unwrap()), "AC10010A");
         assert_eq!(mac_file_name("52:54:00:AB:cd:01"), "01-52-54-00-ab-cd-01");
         assert_eq!(serial_of("ttyS1,9600n8"), Some((1, 9600)));
