@@ -1,0 +1,158 @@
+//! Shared helpers: run the binary, make temp layouts, and the shared
+//! fixture image (built once from profiles/minimal.toml, then reused by
+//! every test and every later run in this checkout; tests must not change
+//! it — copy it with [`copy_image`] first).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The crate root (where profiles/ and hooks/ are).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Scratch space for tests that persists across runs of one checkout.
+pub fn work_dir() -> PathBuf {
+    let d = repo().join("target").join("nfsroot-it");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Where every test build caches .debs, so only the first build downloads.
+pub fn deb_cache() -> PathBuf {
+    work_dir().join("debs")
+}
+
+/// A Command for the real binary, with paths pointing into `root`.
+pub fn nfsroot(layout: &TestLayout) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nfsroot"));
+    c.env("NFSROOT_BASE_DIR", &layout.base)
+        .env("NFSROOT_TFTP_ROOT", &layout.tftp)
+        .env("NFSROOT_CACHE_DIR", deb_cache())
+        .env_remove("NFSROOT_INVENTORY")
+        .env_remove("NFSROOT_ETC_DIR");
+    c
+}
+
+/// Run and capture; panics with the full output when `ok` is not met.
+pub fn run(mut c: Command, expect_ok: bool) -> Output {
+    let out = c.output().expect("running nfsroot");
+    if out.status.success() != expect_ok {
+        panic!(
+            "{:?} exited {} (expected success={expect_ok})\nstdout:\n{}\nstderr:\n{}",
+            c,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Base dir and TFTP root of one test.
+#[derive(Debug)]
+pub struct TestLayout {
+    pub base: PathBuf,
+    pub tftp: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestLayout {
+    /// A fresh, empty layout under a temp dir removed at drop.
+    pub fn temp() -> Self {
+        let t = tempfile::Builder::new()
+            .prefix("nfsroot-test-")
+            .tempdir_in(work_dir())
+            .unwrap();
+        let base = t.path().join("base");
+        let tftp = t.path().join("tftp");
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::create_dir_all(&tftp).unwrap();
+        Self {
+            base,
+            tftp,
+            _tmp: Some(t),
+        }
+    }
+
+    pub fn image(&self, name: &str) -> PathBuf {
+        self.base.join(name)
+    }
+}
+
+/// The shared image built from profiles/minimal.toml and published.
+/// Built once per checkout (guarded by a file lock across test processes).
+pub fn fixture() -> &'static TestLayout {
+    static F: OnceLock<TestLayout> = OnceLock::new();
+    F.get_or_init(|| {
+        let root = work_dir().join("fixture");
+        let layout = TestLayout {
+            base: root.join("base"),
+            tftp: root.join("tftp"),
+            _tmp: None,
+        };
+        std::fs::create_dir_all(&layout.base).unwrap();
+        std::fs::create_dir_all(&layout.tftp).unwrap();
+        let lock = std::fs::File::create(root.join("lock")).unwrap();
+        flock(&lock);
+        let stamp = root.join("built");
+        let digest = fixture_digest();
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(digest.as_str()) {
+            let mut c = nfsroot(&layout);
+            c.arg("build")
+                .arg(repo().join("profiles/minimal.toml"))
+                .arg("--force");
+            run(c, true);
+            std::fs::write(&stamp, &digest).unwrap();
+        }
+        layout
+    })
+}
+
+/// The fixture is rebuilt when the binary or the profile changes.
+fn fixture_digest() -> String {
+    let bin = std::fs::metadata(env!("CARGO_BIN_EXE_nfsroot")).unwrap();
+    let prof = std::fs::read(repo().join("profiles/minimal.toml")).unwrap();
+    format!(
+        "{}-{}-{:x}",
+        bin.len(),
+        bin.modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        prof.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))
+    )
+}
+
+fn flock(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid fd owned by f.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0);
+}
+
+/// Copy an image tree (for tests that change it), preserving everything.
+pub fn copy_image(src: &Path, dst: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Mount points under `path` in this process's mount table.
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_string_lossy().to_string();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&p))
+        .map(String::from)
+        .collect()
+}

@@ -1,0 +1,6 @@
+//! The one integration-test binary: every test drives the real `nfsroot`
+//! executable in its own temp directories (never the host's /var/lib or
+//! /etc). Tests that need a real image share one built from
+//! `profiles/minimal.toml` by [`common::fixture`], built once per checkout.
+
+mod common;
