@@ -112,20 +112,27 @@ pub fn fixture() -> &'static TestLayout {
     })
 }
 
-/// The fixture is rebuilt when the binary or the profile changes.
+/// The fixture is rebuilt when what goes into an image changes: the
+/// profile, hooks/, or the build stages' sources.
 fn fixture_digest() -> String {
-    let bin = std::fs::metadata(env!("CARGO_BIN_EXE_nfsroot")).unwrap();
-    let prof = std::fs::read(repo().join("profiles/minimal.toml")).unwrap();
-    format!(
-        "{}-{}-{:x}",
-        bin.len(),
-        bin.modified()
-            .unwrap()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        prof.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))
-    )
+    let mut files = vec![repo().join("profiles/minimal.toml")];
+    for dir in ["hooks", "src/fixups"] {
+        if let Ok(rd) = std::fs::read_dir(repo().join(dir)) {
+            let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+            v.sort();
+            files.extend(v);
+        }
+    }
+    for f in ["src/bootstrap.rs", "src/build.rs", "src/profile.rs"] {
+        files.push(repo().join(f));
+    }
+    let mut h: u64 = 0xcbf29ce484222325;
+    for f in files {
+        for b in std::fs::read(&f).unwrap_or_default() {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 fn flock(f: &std::fs::File) {
