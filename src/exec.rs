@@ -114,7 +114,8 @@ impl Cmd {
     }
 
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
-        self.env.push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self.env
+            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
         self
     }
 
@@ -288,7 +289,8 @@ pub fn in_private_namespaces(inner: Cmd) -> Result<Cmd> {
 }
 
 /// The policy-rc.d that keeps daemons from starting in a chroot.
-pub const POLICY_RC_D: &str = "#!/bin/sh\n# installed by nfsroot while it works in this image\nexit 101\n";
+pub const POLICY_RC_D: &str =
+    "#!/bin/sh\n# installed by nfsroot while it works in this image\nexit 101\n";
 
 /// A command run inside `root` with /proc, /sys, /dev, /dev/pts and a
 /// private /run mounted, and policy-rc.d in place; all in private

@@ -351,7 +351,8 @@ pub fn remove_tree(path: &Path) -> Result<()> {
 /// Mount points at or below `path`, from /proc/self/mountinfo.
 pub fn mounts_below(path: &Path) -> Result<Vec<PathBuf>> {
     let canon = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let info = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     Ok(info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -367,7 +368,9 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8) {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8)
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -428,7 +431,10 @@ mod tests {
         let err = Lock::acquire(&p, "image x", "snapshot", false).unwrap_err();
         let msg = format!("{err:#}");
         assert!(
-            msg.contains(&format!("image x is locked by pid {} (build)", std::process::id())),
+            msg.contains(&format!(
+                "image x is locked by pid {} (build)",
+                std::process::id()
+            )),
             "{msg}"
         );
     }

@@ -159,11 +159,7 @@ pub fn swap_into_place(staging: &Path, dest: &Path, force: bool) -> Result<bool>
         Ok(true)
     } else {
         std::fs::rename(staging, dest).map_err(|e| {
-            anyhow::anyhow!(
-                "moving {} to {}: {e}",
-                staging.display(),
-                dest.display()
-            )
+            anyhow::anyhow!("moving {} to {}: {e}", staging.display(), dest.display())
         })?;
         fsutil::fsync_dir(parent)?;
         Ok(false)

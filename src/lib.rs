@@ -16,5 +16,6 @@
 pub mod exec;
 pub mod fsutil;
 pub mod image;
+pub mod profile;
 pub mod publish;
 pub mod pxelinux;

@@ -62,7 +62,12 @@ pub fn render(c: &Config) -> String {
             let _ = writeln!(s, "PROMPT 1");
             let _ = writeln!(s, "TIMEOUT {}", c.timeout_s * 10);
             let labels: Vec<&str> = entries.iter().map(|e| e.label.as_str()).collect();
-            let _ = writeln!(s, "SAY nfsroot: booting {} (labels: {})", first.label, labels.join(" "));
+            let _ = writeln!(
+                s,
+                "SAY nfsroot: booting {} (labels: {})",
+                first.label,
+                labels.join(" ")
+            );
             for e in entries {
                 let _ = writeln!(s, "\nLABEL {}", e.label);
                 let _ = writeln!(s, "  KERNEL {}", e.kernel);

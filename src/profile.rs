@@ -1,0 +1,949 @@
+//! Profiles: the TOML that describes an image.
+//!
+//! A profile is parsed with serde (`deny_unknown_fields` everywhere), then
+//! validated as a whole. Both kinds of error carry the file, the line and
+//! column, the key, and what is allowed: serde errors come with a byte span
+//! from the toml parser; semantic errors find their key's span by walking a
+//! `toml_edit` document of the same text. Defaults are filled by serde, so
+//! `profile show` prints exactly what a build will use.
+//!
+//! Profiles are found by path, or by name in `./profiles/`,
+//! `/etc/nfsroot/profiles/`, and the profiles built into the binary.
+
+use anyhow::{Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Profiles shipped in the binary, by name.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("minimal", include_str!("../profiles/minimal.toml")),
+    ("cluster", include_str!("../profiles/cluster.toml")),
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Image name: the directory under the base dir and the TFTP subdir.
+    pub name: String,
+    /// Debian suite (codename or alias).
+    #[serde(default = "d_suite")]
+    pub suite: String,
+    #[serde(default = "d_arch")]
+    pub architecture: String,
+    /// mmdebstrap/debootstrap variant.
+    #[serde(default = "d_variant")]
+    pub variant: String,
+    /// `auto` (mmdebstrap if installed), `mmdebstrap` or `debootstrap`.
+    #[serde(default = "d_bootstrapper")]
+    pub bootstrapper: String,
+    /// Mirror URL; empty means: detect from the host's apt sources.
+    #[serde(default)]
+    pub mirror: String,
+    #[serde(default = "d_components")]
+    pub components: Vec<String>,
+    /// Extra apt source lines (one-line format).
+    #[serde(default)]
+    pub extra_sources: Vec<String>,
+    /// Packages on top of the variant. nfsroot adds what diskless boot needs.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Timezone, e.g. `Europe/Lisbon`.
+    #[serde(default = "d_timezone")]
+    pub timezone: String,
+    /// crypt(3) hash for root; empty keeps root locked.
+    #[serde(default)]
+    pub root_password_hash: String,
+    /// Lines for /root/.ssh/authorized_keys.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    #[serde(default)]
+    pub nfs: Nfs,
+    /// tmpfs mounts in the nodes' fstab.
+    #[serde(default = "d_tmpfs")]
+    pub tmpfs: Vec<Tmpfs>,
+    /// Extra NFS mounts (e.g. /home from the master).
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub hostname: Hostname,
+    #[serde(default)]
+    pub logs: Logs,
+    #[serde(default)]
+    pub boot: Boot,
+    #[serde(default)]
+    pub initramfs: Initramfs,
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Nfs {
+    /// The NFS server's address as the nodes see it.
+    #[serde(default = "d_server")]
+    pub server: String,
+    /// `ro` or `rw`.
+    #[serde(default = "d_root_mode")]
+    pub root_mode: String,
+    /// Mount options for the root, after the server path in `nfsroot=`.
+    #[serde(default = "d_nfs_options")]
+    pub options: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tmpfs {
+    pub path: String,
+    #[serde(default = "d_tmpfs_size")]
+    pub size: String,
+    #[serde(default = "d_tmpfs_mode")]
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// `server:/path`.
+    pub source: String,
+    /// Absolute mount point in the image.
+    pub target: String,
+    #[serde(default = "d_mount_options")]
+    pub options: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hostname {
+    /// Sources tried in order: hosts, dhcp, dns, pattern.
+    #[serde(default = "d_hostname_sources")]
+    pub sources: Vec<String>,
+    /// Fallback pattern, e.g. `node{ip.3:03}`.
+    #[serde(default = "d_hostname_pattern")]
+    pub pattern: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    /// `per-host` (rsyslog writes <dir>/<hostname>/) or `local`.
+    #[serde(default = "d_logs_layout")]
+    pub layout: String,
+    /// Directory on the node holding the per-host directories.
+    #[serde(default = "d_logs_dir")]
+    pub dir: String,
+    /// NFS export mounted on `dir` (`server:/path`). Empty: the server's
+    /// `<base-dir>/.logs/<image>` when the root is read-only; none for rw.
+    #[serde(default)]
+    pub export: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// Serial console, e.g. `ttyS0,115200`; empty for none.
+    #[serde(default = "d_serial")]
+    pub serial: String,
+    /// Extra kernel command line.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Published kernels to keep.
+    #[serde(default = "d_keep")]
+    pub keep_kernels: u32,
+    /// Seconds the PXELINUX prompt waits.
+    #[serde(default = "d_prompt")]
+    pub prompt_timeout: u32,
+    /// Make this image PXELINUX's `default` when publishing.
+    #[serde(default = "d_true")]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Initramfs {
+    /// `nfsroot` (built by this tool) or `initramfs-tools`.
+    #[serde(default = "d_backend")]
+    pub backend: String,
+    /// `gzip` or `zstd`.
+    #[serde(default = "d_compression")]
+    pub compression: String,
+    /// Module names added to the default set (or `default` alone).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Module names removed from the set.
+    #[serde(default)]
+    pub exclude_modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    #[serde(default, rename = "post-bootstrap")]
+    pub post_bootstrap: Vec<String>,
+    #[serde(default, rename = "post-fixups")]
+    pub post_fixups: Vec<String>,
+    #[serde(default, rename = "post-build")]
+    pub post_build: Vec<String>,
+}
+
+fn d_suite() -> String {
+    "bookworm".into()
+}
+fn d_arch() -> String {
+    "amd64".into()
+}
+fn d_variant() -> String {
+    "minbase".into()
+}
+fn d_bootstrapper() -> String {
+    "auto".into()
+}
+fn d_components() -> Vec<String> {
+    vec!["main".into()]
+}
+fn d_timezone() -> String {
+    "Etc/UTC".into()
+}
+fn d_server() -> String {
+    "10.0.2.2".into()
+}
+fn d_root_mode() -> String {
+    "ro".into()
+}
+fn d_nfs_options() -> String {
+    "vers=3,tcp".into()
+}
+fn d_tmpfs() -> Vec<Tmpfs> {
+    vec![
+        Tmpfs {
+            path: "/tmp".into(),
+            size: "256m".into(),
+            mode: "1777".into(),
+        },
+        Tmpfs {
+            path: "/var/tmp".into(),
+            size: "128m".into(),
+            mode: "1777".into(),
+        },
+    ]
+}
+fn d_tmpfs_size() -> String {
+    "128m".into()
+}
+fn d_tmpfs_mode() -> String {
+    "755".into()
+}
+fn d_mount_options() -> String {
+    "rw,vers=3,tcp,nolock,_netdev".into()
+}
+fn d_hostname_sources() -> Vec<String> {
+    ["hosts", "dhcp", "dns", "pattern"]
+        .map(String::from)
+        .to_vec()
+}
+fn d_hostname_pattern() -> String {
+    "node{ip.3:03}".into()
+}
+fn d_logs_layout() -> String {
+    "per-host".into()
+}
+fn d_logs_dir() -> String {
+    "/var/log/hosts".into()
+}
+fn d_serial() -> String {
+    "ttyS0,115200".into()
+}
+fn d_keep() -> u32 {
+    3
+}
+fn d_prompt() -> u32 {
+    3
+}
+fn d_true() -> bool {
+    true
+}
+fn d_backend() -> String {
+    "nfsroot".into()
+}
+fn d_compression() -> String {
+    "gzip".into()
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                toml::from_str("").expect("defaults deserialize")
+            }
+        }
+    )*};
+}
+default_from_serde!(Nfs, Hostname, Logs, Boot, Initramfs);
+
+/// A profile together with where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub profile: Profile,
+    /// The file (or `<builtin>/NAME.toml`).
+    pub origin: PathBuf,
+    /// The directory relative hook paths are resolved against.
+    pub dir: PathBuf,
+    /// The source text (its sha256 is the profile digest).
+    pub text: String,
+}
+
+impl Loaded {
+    /// sha256 of the profile text, recorded in the release stamp.
+    pub fn digest(&self) -> String {
+        crate::fsutil::sha256_bytes(self.text.as_bytes())
+    }
+
+    /// A hook path as given in the profile, resolved.
+    pub fn hook_path(&self, h: &str) -> PathBuf {
+        let p = Path::new(h);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+}
+
+/// Load by file path, or by name from the profile search path.
+pub fn load(name_or_path: &str) -> Result<Loaded> {
+    let p = Path::new(name_or_path);
+    if name_or_path.contains('/') || name_or_path.ends_with(".toml") || p.exists() {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| anyhow!("reading profile {}: {e}", p.display()))?;
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        return parse(&text, p, &dir);
+    }
+    for dir in ["profiles", "/etc/nfsroot/profiles"] {
+        let f = Path::new(dir).join(format!("{name_or_path}.toml"));
+        if f.exists() {
+            return load(&f.to_string_lossy());
+        }
+    }
+    if let Some((n, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+        let origin = PathBuf::from(format!("<builtin>/{n}.toml"));
+        return parse(text, &origin, Path::new("."));
+    }
+    let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+    bail!(
+        "no profile named {name_or_path:?}: not a file, not in ./profiles or \
+         /etc/nfsroot/profiles, not built in (built-in: {})",
+        names.join(", ")
+    )
+}
+
+/// Parse and validate profile text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &Path, dir: &Path) -> Result<Loaded> {
+    let profile: Profile = match toml::from_str(text) {
+        Ok(p) => p,
+        Err(e) => {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            bail!(
+                "{}:{line}:{col}: {}",
+                origin.display(),
+                e.message().trim_end()
+            );
+        }
+    };
+    let loaded = Loaded {
+        profile,
+        origin: origin.to_path_buf(),
+        dir: dir.to_path_buf(),
+        text: text.to_string(),
+    };
+    if let Err(e) = validate(&loaded) {
+        let (line, col) = locate(text, &e.key).unwrap_or((1, 1));
+        bail!(
+            "{}:{line}:{col}: {}: {}",
+            origin.display(),
+            e.key.join("."),
+            e.msg
+        );
+    }
+    Ok(loaded)
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, off: usize) -> (usize, usize) {
+    let before = &text[..off.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+/// Find the span of a key path (`["mounts","1","target"]`) in the text:
+/// the deepest key that exists, so a missing key points at its table.
+fn locate(text: &str, key: &[String]) -> Option<(usize, usize)> {
+    use toml_edit::{Item, Value};
+    enum Node<'a> {
+        Item(&'a Item),
+        Table(&'a dyn toml_edit::TableLike),
+        Value(&'a Value),
+    }
+    let doc = toml_edit::ImDocument::parse(text.to_string()).ok()?;
+    let mut best: Option<usize> = None;
+    let mut cur = Node::Item(doc.as_item());
+    for k in key {
+        let idx = k.parse::<usize>().ok();
+        cur = match (cur, idx) {
+            (Node::Item(Item::ArrayOfTables(a)), Some(i)) => {
+                let t = a.get(i)?;
+                if let Some(s) = t.span() {
+                    best = Some(s.start);
+                }
+                Node::Table(t)
+            }
+            (Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)), Some(i)) => {
+                let v = a.get(i)?;
+                if let Some(s) = v.span() {
+                    best = Some(s.start);
+                }
+                Node::Value(v)
+            }
+            (Node::Item(it), None) => {
+                let (kk, v) = it.as_table_like()?.get_key_value(k)?;
+                if let Some(s) = kk.span() {
+                    best = Some(s.start);
+                }
+                Node::Item(v)
+            }
+            (Node::Table(t), None) => {
+                let (kk, v) = t.get_key_value(k)?;
+                if let Some(s) = kk.span() {
+                    best = Some(s.start);
+                }
+                Node::Item(v)
+            }
+            (Node::Value(Value::InlineTable(t)), None) => {
+                let (kk, v) = t.get_key_value(k)?;
+                if let Some(s) = kk.span() {
+                    best = Some(s.start);
+                }
+                Node::Item(v)
+            }
+            _ => break,
+        };
+    }
+    best.map(|b| line_col(text, b))
+}
+
+/// A validation failure at a key path.
+#[derive(Debug)]
+struct Invalid {
+    key: Vec<String>,
+    msg: String,
+}
+
+fn invalid(key: &[&str], msg: impl Into<String>) -> Invalid {
+    Invalid {
+        key: key.iter().map(|s| s.to_string()).collect(),
+        msg: msg.into(),
+    }
+}
+
+pub const SUITES: &[&str] = &[
+    "buster",
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "sid",
+    "oldstable",
+    "stable",
+    "testing",
+    "unstable",
+];
+pub const ARCHES: &[&str] = &[
+    "amd64", "arm64", "armel", "armhf", "i386", "mips64el", "ppc64el", "riscv64", "s390x",
+];
+pub const VARIANTS: &[&str] = &[
+    "minbase",
+    "essential",
+    "apt",
+    "required",
+    "important",
+    "standard",
+    "buildd",
+    "debootstrap",
+];
+const DEBOOTSTRAP_VARIANTS: &[&str] = &["minbase", "buildd", "debootstrap"];
+
+fn one_of(key: &[&str], v: &str, allowed: &[&str]) -> Result<(), Invalid> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "{v:?} is not allowed; expected one of: {}",
+                allowed.join(", ")
+            ),
+        ))
+    }
+}
+
+fn validate(l: &Loaded) -> Result<(), Invalid> {
+    let p = &l.profile;
+    if crate::image::check_name(&p.name).is_err() {
+        return Err(invalid(
+            &["name"],
+            format!(
+                "{:?} is not a valid image name; use 1-64 characters a-z 0-9 . _ - \
+                 starting with a letter or digit",
+                p.name
+            ),
+        ));
+    }
+    one_of(&["suite"], &p.suite, SUITES)?;
+    one_of(&["architecture"], &p.architecture, ARCHES)?;
+    one_of(
+        &["bootstrapper"],
+        &p.bootstrapper,
+        &["auto", "mmdebstrap", "debootstrap"],
+    )?;
+    if p.bootstrapper == "debootstrap" {
+        one_of(&["variant"], &p.variant, DEBOOTSTRAP_VARIANTS)?;
+    } else {
+        one_of(&["variant"], &p.variant, VARIANTS)?;
+    }
+    if !p.mirror.is_empty() && !is_url(&p.mirror) {
+        return Err(invalid(
+            &["mirror"],
+            format!(
+                "{:?} is not a URL; expected http://, https:// or file:// (or leave it out to use the host's mirror)",
+                p.mirror
+            ),
+        ));
+    }
+    for (i, c) in p.components.iter().enumerate() {
+        if c.is_empty() || !c.bytes().all(|b| b.is_ascii_lowercase() || b == b'-') {
+            return Err(invalid(
+                &["components", &i.to_string()],
+                format!("{c:?} is not a component name (e.g. main, contrib, non-free-firmware)"),
+            ));
+        }
+    }
+    for (i, s) in p.extra_sources.iter().enumerate() {
+        let w: Vec<&str> = s.split_whitespace().collect();
+        let ok =
+            w.len() >= 3 && (w[0] == "deb" || w[0] == "deb-src") && w.iter().any(|x| is_url(x));
+        if !ok {
+            return Err(invalid(
+                &["extra_sources", &i.to_string()],
+                format!(
+                    "{s:?} is not a one-line apt source; expected \"deb URL SUITE COMPONENT...\""
+                ),
+            ));
+        }
+    }
+    for (i, pkg) in p.packages.iter().enumerate() {
+        let ok = !pkg.is_empty()
+            && pkg.as_bytes()[0].is_ascii_alphanumeric()
+            && pkg
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.:=~".contains(&b));
+        if !ok {
+            return Err(invalid(
+                &["packages", &i.to_string()],
+                format!("{pkg:?} is not a Debian package name"),
+            ));
+        }
+    }
+    if !p.timezone.is_empty()
+        && !p.timezone.split('/').all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-+".contains(&b))
+        })
+    {
+        return Err(invalid(
+            &["timezone"],
+            format!(
+                "{:?} is not a timezone name; expected e.g. Etc/UTC or Europe/Lisbon",
+                p.timezone
+            ),
+        ));
+    }
+    let h = &p.root_password_hash;
+    if !h.is_empty()
+        && !(h.starts_with('$') && h.matches('$').count() >= 3 && !h.contains(char::is_whitespace))
+    {
+        return Err(invalid(
+            &["root_password_hash"],
+            "expected a crypt(3) hash such as $y$... or $6$... (make one with: \
+             mkpasswd -m yescrypt); a plain password is never accepted",
+        ));
+    }
+    for (i, k) in p.ssh_authorized_keys.iter().enumerate() {
+        let t = k.split_whitespace().next().unwrap_or("");
+        if !(t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-")) {
+            return Err(invalid(
+                &["ssh_authorized_keys", &i.to_string()],
+                "expected a public key line starting with ssh-ed25519, ssh-rsa, ecdsa-... or sk-...",
+            ));
+        }
+    }
+    if !is_host(&p.nfs.server) {
+        return Err(invalid(
+            &["nfs", "server"],
+            format!("{:?} is not an IPv4 address or host name", p.nfs.server),
+        ));
+    }
+    one_of(&["nfs", "root_mode"], &p.nfs.root_mode, &["ro", "rw"])?;
+    check_options(&["nfs", "options"], &p.nfs.options)?;
+    for (i, t) in p.tmpfs.iter().enumerate() {
+        let idx = i.to_string();
+        check_abs(&["tmpfs", &idx, "path"], &t.path)?;
+        let s = t.size.trim_end_matches(['k', 'm', 'g', 'K', 'M', 'G', '%']);
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                &["tmpfs", &idx, "size"],
+                format!(
+                    "{:?} is not a tmpfs size; expected e.g. 256m, 1g or 10%",
+                    t.size
+                ),
+            ));
+        }
+        if t.mode.len() < 3
+            || t.mode.len() > 4
+            || !t.mode.bytes().all(|b| (b'0'..=b'7').contains(&b))
+        {
+            return Err(invalid(
+                &["tmpfs", &idx, "mode"],
+                format!(
+                    "{:?} is not an octal mode; expected e.g. 1777 or 755",
+                    t.mode
+                ),
+            ));
+        }
+    }
+    for (i, m) in p.mounts.iter().enumerate() {
+        let idx = i.to_string();
+        let ok = m.source.split_once(':').is_some_and(|(h, path)| {
+            is_host(h) && path.starts_with('/') && !path.contains(char::is_whitespace)
+        });
+        if !ok {
+            return Err(invalid(
+                &["mounts", &idx, "source"],
+                format!(
+                    "{:?} is not an NFS source; expected server:/path, e.g. master:/home",
+                    m.source
+                ),
+            ));
+        }
+        check_abs(&["mounts", &idx, "target"], &m.target)?;
+        check_options(&["mounts", &idx, "options"], &m.options)?;
+    }
+    for (i, s) in p.hostname.sources.iter().enumerate() {
+        one_of(
+            &["hostname", "sources", &i.to_string()],
+            s,
+            &["hosts", "dhcp", "dns", "pattern"],
+        )?;
+    }
+    if let Err(e) = render_pattern(
+        &p.hostname.pattern,
+        Ipv4Addr::new(10, 0, 2, 15),
+        "52:54:00:12:34:56",
+    ) {
+        return Err(invalid(&["hostname", "pattern"], e.to_string()));
+    }
+    one_of(&["logs", "layout"], &p.logs.layout, &["per-host", "local"])?;
+    check_abs(&["logs", "dir"], &p.logs.dir)?;
+    if !p.logs.export.is_empty()
+        && !p
+            .logs
+            .export
+            .split_once(':')
+            .is_some_and(|(h, path)| is_host(h) && path.starts_with('/'))
+    {
+        return Err(invalid(
+            &["logs", "export"],
+            format!(
+                "{:?} is not an NFS export; expected server:/path",
+                p.logs.export
+            ),
+        ));
+    }
+    if !p.boot.serial.is_empty() && crate::pxelinux::serial_of(&p.boot.serial).is_none() {
+        return Err(invalid(
+            &["boot", "serial"],
+            format!(
+                "{:?} is not a serial console; expected ttyS<N>[,<baud>], e.g. ttyS0,115200, or \"\" for none",
+                p.boot.serial
+            ),
+        ));
+    }
+    if p.boot.cmdline.contains(['\n', '\r']) {
+        return Err(invalid(
+            &["boot", "cmdline"],
+            "the kernel command line must be one line",
+        ));
+    }
+    if p.boot.keep_kernels == 0 {
+        return Err(invalid(&["boot", "keep_kernels"], "must be at least 1"));
+    }
+    if p.boot.prompt_timeout > 600 {
+        return Err(invalid(
+            &["boot", "prompt_timeout"],
+            "expected 0 to 600 seconds",
+        ));
+    }
+    one_of(
+        &["initramfs", "backend"],
+        &p.initramfs.backend,
+        &["nfsroot", "initramfs-tools"],
+    )?;
+    one_of(
+        &["initramfs", "compression"],
+        &p.initramfs.compression,
+        &["gzip", "zstd"],
+    )?;
+    for (field, list) in [
+        ("modules", &p.initramfs.modules),
+        ("exclude_modules", &p.initramfs.exclude_modules),
+    ] {
+        for (i, m) in list.iter().enumerate() {
+            if m.is_empty()
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    &["initramfs", field, &i.to_string()],
+                    format!("{m:?} is not a kernel module name (e.g. virtio_net, e1000)"),
+                ));
+            }
+        }
+    }
+    for (stage, list) in [
+        ("post-bootstrap", &p.hooks.post_bootstrap),
+        ("post-fixups", &p.hooks.post_fixups),
+        ("post-build", &p.hooks.post_build),
+    ] {
+        for (i, h) in list.iter().enumerate() {
+            let path = l.hook_path(h);
+            if !path.is_file() {
+                return Err(invalid(
+                    &["hooks", stage, &i.to_string()],
+                    format!(
+                        "hook script {} does not exist (relative paths are relative to the profile's directory)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_url(s: &str) -> bool {
+    ["http://", "https://", "file://"]
+        .iter()
+        .any(|p| s.starts_with(p) && s.len() > p.len() && !s.contains(char::is_whitespace))
+}
+
+/// An IPv4 address or an RFC 1123 host name.
+pub fn is_host(s: &str) -> bool {
+    if s.parse::<Ipv4Addr>().is_ok() {
+        return true;
+    }
+    if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return false; // looks like a broken address
+    }
+    is_hostname(s)
+}
+
+/// An RFC 1123 host name (labels of a-z0-9-, not starting/ending with -).
+pub fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn check_abs(key: &[&str], p: &str) -> Result<(), Invalid> {
+    if !p.starts_with('/')
+        || p.contains(char::is_whitespace)
+        || p.split('/').any(|c| c == "..")
+        || p == "/"
+    {
+        return Err(invalid(
+            key,
+            format!("{p:?} is not an absolute path below / (no spaces, no ..)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_options(key: &[&str], o: &str) -> Result<(), Invalid> {
+    if o.contains(char::is_whitespace) || o.starts_with(',') || o.ends_with(',') || o.contains(",,")
+    {
+        return Err(invalid(
+            key,
+            format!(
+                "{o:?} is not a mount option list; expected comma-separated options without spaces, e.g. vers=3,tcp"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Render a hostname pattern for an address and MAC.
+///
+/// Placeholders: `{ip.N}` (octet N, 0-3), `{ip.N:0W}` (zero-padded to W),
+/// `{ip.hex}` (PXELINUX hex name, lower case), `{mac}` (hex digits only).
+pub fn render_pattern(pattern: &str, ip: Ipv4Addr, mac: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = pattern;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let end = rest[i..]
+            .find('}')
+            .ok_or_else(|| anyhow!("unclosed '{{' in {pattern:?}"))?
+            + i;
+        let ph = &rest[i + 1..end];
+        let (name, fmt) = ph.split_once(':').unwrap_or((ph, ""));
+        let val = match name {
+            "ip.0" | "ip.1" | "ip.2" | "ip.3" => {
+                let o = ip.octets()[(name.as_bytes()[3] - b'0') as usize];
+                match fmt {
+                    "" => o.to_string(),
+                    f if f.len() == 2 && f.starts_with('0') && f.as_bytes()[1].is_ascii_digit() => {
+                        format!("{o:0w$}", w = (f.as_bytes()[1] - b'0') as usize)
+                    }
+                    f => bail!(
+                        "placeholder {{{ph}}}: unknown format {f:?}; expected :0W, e.g. {{ip.3:03}}"
+                    ),
+                }
+            }
+            "ip.hex" => crate::pxelinux::hex_ip(ip).to_ascii_lowercase(),
+            "mac" => mac.replace([':', '-'], "").to_ascii_lowercase(),
+            _ => bail!(
+                "unknown placeholder {{{ph}}} in {pattern:?}; allowed: {{ip.0}}..{{ip.3}}, {{ip.N:0W}}, {{ip.hex}}, {{mac}}"
+            ),
+        };
+        out.push_str(&val);
+        rest = &rest[end + 1..];
+    }
+    if rest.contains('}') {
+        bail!("unmatched '}}' in {pattern:?}");
+    }
+    out.push_str(rest);
+    if !is_hostname(&out) || out.contains('.') {
+        bail!(
+            "{pattern:?} gives {out:?}, which is not a valid host name (letters, digits and -, \
+             not starting or ending with -)"
+        );
+    }
+    Ok(out)
+}
+
+impl Profile {
+    /// The logs export as nodes mount it, if any (`server:/path`).
+    pub fn logs_export(&self, layout: &crate::image::Layout) -> Option<String> {
+        if self.logs.layout != "per-host" {
+            return None;
+        }
+        if !self.logs.export.is_empty() {
+            return Some(self.logs.export.clone());
+        }
+        if self.nfs.root_mode == "ro" {
+            return Some(format!(
+                "{}:{}",
+                self.nfs.server,
+                layout.logs_dir(&self.name).display()
+            ));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Loaded> {
+        parse(text, Path::new("t.toml"), Path::new("."))
+    }
+
+    #[test]
+    fn builtins_parse() {
+        for (n, _) in BUILTIN {
+            load(n).unwrap();
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let l = p("name = \"x\"\n").unwrap();
+        assert_eq!(l.profile.suite, "bookworm");
+        assert_eq!(l.profile.nfs.root_mode, "ro");
+        assert_eq!(l.profile.tmpfs.len(), 2);
+        assert_eq!(l.profile.boot.keep_kernels, 3);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = p("name = \"x\"\n[nfs]\nservr = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:3:1:"), "{e}");
+        assert!(e.contains("servr"), "{e}");
+        assert!(e.contains("expected one of"), "{e}");
+    }
+
+    #[test]
+    fn semantic_error_points_at_key() {
+        let e = p("name = \"x\"\n\n[hostname]\npattern = \"n{ip.7}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:4:1: hostname.pattern:"), "{e}");
+        let e = p("name = \"x\"\nsuite = \"bookwurm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:2:1: suite:"), "{e}");
+        assert!(e.contains("bookworm"), "{e}");
+        let e = p("name = \"x\"\n[[mounts]]\nsource = \"m:/h\"\ntarget = \"/h\"\n[[mounts]]\nsource = \"nocolon\"\ntarget = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:6:1: mounts.1.source:"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = p("name = \"x\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn patterns() {
+        let ip = Ipv4Addr::new(10, 0, 2, 15);
+        assert_eq!(render_pattern("node{ip.3:03}", ip, "").unwrap(), "node015");
+        assert_eq!(render_pattern("n{ip.2}-{ip.3}", ip, "").unwrap(), "n2-15");
+        assert_eq!(render_pattern("h{ip.hex}", ip, "").unwrap(), "h0a00020f");
+        assert_eq!(
+            render_pattern("m{mac}", ip, "52:54:00:AA:bb:01").unwrap(),
+            "m525400aabb01"
+        );
+        assert!(render_pattern("n{ip.4}", ip, "").is_err());
+        assert!(render_pattern("n{ip.3", ip, "").is_err());
+        assert!(render_pattern("bad_{ip.3}", ip, "").is_err());
+    }
+}
