@@ -13,7 +13,9 @@
 //! [`fsutil::AtomicFile`]; every external program runs through
 //! [`exec::Cmd`].
 
+pub mod bootstrap;
 pub mod exec;
+pub mod fixups;
 pub mod fsutil;
 pub mod image;
 pub mod profile;
