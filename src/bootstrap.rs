@@ -26,7 +26,7 @@ pub const DEBOOTSTRAP: Tool = Tool {
 
 /// Packages every diskless image needs, whatever the profile lists.
 pub fn required_packages(p: &Profile, logs_export: bool) -> Vec<String> {
-    let mut v: Vec<String> = ["busybox-static", "ifupdown", "kmod", "tzdata"]
+    let mut v: Vec<String> = ["busybox-static", "ifupdown", "kmod", "tzdata", "netbase"]
         .map(String::from)
         .to_vec();
     if p.logs.layout == "per-host" {

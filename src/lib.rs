@@ -14,10 +14,20 @@
 //! [`exec::Cmd`].
 
 pub mod bootstrap;
+pub mod boottest;
+pub mod build;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod doctor;
 pub mod exec;
 pub mod fixups;
 pub mod fsutil;
+pub mod hooks;
 pub mod image;
+pub mod initramfs;
+pub mod kernel;
 pub mod profile;
+pub mod progress;
 pub mod publish;
 pub mod pxelinux;

@@ -66,6 +66,11 @@ pub fn tmpfs_paths(ctx: &Ctx<'_>) -> Vec<String> {
 
 pub fn apply(root: &Path, ctx: &Ctx<'_>) -> Result<bool> {
     let mut changed = write_file(root, "/etc/fstab", &render(ctx), 0o644)?;
+    // Mount points must exist in the image: a read-only root cannot get
+    // them created at boot.
+    for path in tmpfs_paths(ctx) {
+        changed |= super::dir(root, &path, 0o755)?;
+    }
     for m in &ctx.profile.mounts {
         changed |= super::dir(root, &m.target, 0o755)?;
     }
@@ -92,6 +97,7 @@ mod tests {
         let d = fake_root();
         idempotent(apply, d.path(), &c);
         assert!(d.path().join("home").is_dir());
+        assert!(d.path().join("var/lib/dhcp").is_dir());
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! `nfsroot build`: a profile becomes an image.
+//!
+//! A straight list of steps over one context, under the image's lock:
+//! bootstrap into a staging tree beside the image, post-bootstrap hooks,
+//! fixups, post-fixups hooks, swap the tree into `<base-dir>/<name>` (an
+//! atomic exchange when replacing with --force), post-build hooks, then
+//! publish the boot artifacts. Until the swap nothing is visible at the
+//! image path; a failed or killed build leaves only a staging tree, which
+//! the next build removes.
+
+use crate::bootstrap;
+use crate::exec::{self, POLICY_RC_D};
+use crate::fixups;
+use crate::fsutil;
+use crate::hooks;
+use crate::image::{self, Layout};
+use crate::profile::Loaded;
+use crate::progress::Progress;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What `build` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub force: bool,
+    pub publish: bool,
+    /// Mirror override (flag); the profile's or the host's otherwise.
+    pub mirror: Option<String>,
+    pub wait: bool,
+    /// Where the host's apt sources are (for mirror detection).
+    pub apt_dir: PathBuf,
+}
+
+/// The `--json` summary.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub image: String,
+    pub path: PathBuf,
+    pub build_id: String,
+    pub bootstrapper: String,
+    pub mirror: String,
+    pub size_bytes: u64,
+    pub packages: usize,
+    pub replaced: bool,
+    pub published: Option<crate::publish::Outcome>,
+    pub seconds: Vec<(String, f64)>,
+}
+
+pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> {
+    let p = &loaded.profile;
+    exec::require_root("nfsroot build")?;
+    let (tool, _) = bootstrap::choose(p)?;
+    exec::require(exec::UNSHARE)?;
+    let mirror = match (&opts.mirror, p.mirror.as_str()) {
+        (Some(m), _) => m.clone(),
+        (None, "") => bootstrap::detect_mirror(&opts.apt_dir)?,
+        (None, m) => m.to_string(),
+    };
+    let dest = layout.image_dir(&p.name);
+    if dest.exists() && !opts.force {
+        bail!(
+            "image {} already exists at {}; pass --force to replace it (the old \
+             tree stays in place until the new one is ready)",
+            p.name,
+            dest.display()
+        );
+    }
+    if opts.publish {
+        crate::publish::preflight(layout)?;
+    }
+    fsutil::mkdir_p(&layout.base_dir)?;
+    let _lock = layout.lock(&p.name, "build", opts.wait)?;
+
+    let now = crate::clock::now_secs();
+    let build_id = format!("{}-{}", crate::clock::compact(now), &random_hex()[..6]);
+    let staging = layout.staging_dir(&p.name);
+    let logs_export = p.logs_export(layout);
+    let ctx = fixups::Ctx {
+        profile: p,
+        logs_export: logs_export.clone(),
+        build_id: build_id.clone(),
+        build_date: crate::clock::rfc3339(now),
+        profile_digest: loaded.digest(),
+    };
+    let mut packages = bootstrap::required_packages(p, logs_export.is_some());
+    for pkg in &p.packages {
+        if !packages.contains(pkg) {
+            packages.push(pkg.clone());
+        }
+    }
+
+    let mut prog = Progress::new(if opts.publish { 7 } else { 6 });
+    prog.stage("clean staging");
+    fsutil::remove_tree(&staging)?;
+    fsutil::mkdir_p(staging.parent().expect("staging has a parent"))?;
+
+    prog.stage(&format!("bootstrap ({}, {})", tool.name, p.suite));
+    prog.note(&format!(
+        "nfsroot: bootstrapping {} {} from {mirror}",
+        p.suite, p.architecture
+    ));
+    let req = bootstrap::Request {
+        profile: p,
+        mirror: &mirror,
+        packages,
+        target: &staging,
+        cache_dir: &layout.cache_dir,
+    };
+    bootstrap::run(&req, &mut |l| prog.line(l))?;
+    // Keep daemons from starting in the chroot while hooks run.
+    let policy = staging.join("usr/sbin/policy-rc.d");
+    fsutil::atomic_write_mode(&policy, POLICY_RC_D.as_bytes(), 0o755)?;
+
+    prog.stage("post-bootstrap hooks");
+    hooks::run_stage("post-bootstrap", loaded, layout, &staging, &mut |l| {
+        prog.line(l)
+    })?;
+
+    prog.stage("fixups");
+    let changed = fixups::apply_all(&staging, &ctx)?;
+    prog.line(&changed.join(" "));
+    hooks::run_stage("post-fixups", loaded, layout, &staging, &mut |l| {
+        prog.line(l)
+    })?;
+    std::fs::remove_file(&policy).with_context(|| format!("removing {}", policy.display()))?;
+
+    prog.stage("move into place");
+    let size = tree_size(&staging);
+    let pkgs = count_packages(&staging);
+    let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
+    if let Some(export) = &logs_export
+        && let Some((_, path)) = export.split_once(':')
+        && Path::new(path).starts_with(&layout.base_dir)
+    {
+        fsutil::mkdir_p(Path::new(path))?;
+    }
+
+    prog.stage("post-build hooks");
+    hooks::run_stage("post-build", loaded, layout, &dest, &mut |l| prog.line(l))?;
+
+    let published = if opts.publish {
+        prog.stage("publish");
+        Some(crate::publish::publish(layout, loaded, &dest, &mut |l| {
+            prog.line(l)
+        })?)
+    } else {
+        None
+    };
+    prog.finish();
+    Ok(Summary {
+        image: p.name.clone(),
+        path: dest,
+        build_id,
+        bootstrapper: tool.name.to_string(),
+        mirror,
+        size_bytes: size,
+        packages: pkgs,
+        replaced,
+        published,
+        seconds: prog.timings.clone(),
+    })
+}
+
+/// 16 random hex digits from the kernel.
+pub fn random_hex() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|u| u.replace('-', "")[..16].to_string())
+        .unwrap_or_else(|_| format!("{:016x}", std::process::id()))
+}
+
+/// Bytes used by regular files in a tree (hardlinks counted once).
+pub fn tree_size(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    walkdir::WalkDir::new(root)
+        .same_file_system(true)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))))
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Installed packages, from dpkg's status file.
+pub fn count_packages(root: &Path) -> usize {
+    std::fs::read_to_string(root.join("var/lib/dpkg/status"))
+        .map(|s| {
+            s.lines()
+                .filter(|l| l.starts_with("Status: ") && l.ends_with(" installed"))
+                .count()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,238 @@
+//! Every command-line type, in one place. Help text stays within 80
+//! columns. Each subcommand maps to a plain `run` function elsewhere.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Build, publish, boot-test and snapshot diskless Debian images for
+/// PXE/NFS-root clusters.
+#[derive(Debug, Parser)]
+#[command(name = "nfsroot", version, max_term_width = 80)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Where images live (an image is DIR/NAME)
+    #[arg(
+        long,
+        global = true,
+        env = "NFSROOT_BASE_DIR",
+        default_value = "/var/lib/nfsroot"
+    )]
+    pub base_dir: PathBuf,
+    /// The TFTP root nodes boot from
+    #[arg(
+        long,
+        global = true,
+        env = "NFSROOT_TFTP_ROOT",
+        default_value = "/var/lib/tftpboot"
+    )]
+    pub tftp_root: PathBuf,
+    /// Cache of downloaded .debs, reused by every build
+    #[arg(
+        long,
+        global = true,
+        env = "NFSROOT_CACHE_DIR",
+        default_value = "/var/cache/nfsroot/debs"
+    )]
+    pub cache_dir: PathBuf,
+    /// Show every command run (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print the result as JSON (versioned envelope) on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Wait for an image's lock instead of failing when it is held
+    #[arg(long, global = true)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a profile, then publish its boot files
+    Build(BuildArgs),
+    /// Check or show profiles
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+    /// List host prerequisites and whether they are installed
+    Doctor,
+    /// Run a command inside an image (apt, passwd, ...)
+    Exec(ExecArgs),
+    /// Publish the image's kernels and initramfs to the TFTP root
+    Publish(ImageArg),
+    /// Publish the newest kernel in the image and switch the boot config
+    UpgradeKernel(UpgradeArgs),
+    /// Switch the boot config back to an older published kernel
+    Rollback(RollbackArgs),
+    /// Show the image, its kernels, what is published and any drift
+    Status(ImageArg),
+    /// Build an initramfs from an image's files (for inspection or bench)
+    #[command(subcommand)]
+    Initramfs(InitramfsCmd),
+    /// Boot an image in QEMU against a real NFS server and check it
+    BootTest(BootTestArgs),
+    /// (internal) the half of boot-test that runs in private namespaces
+    #[command(hide = true)]
+    BootTestInner {
+        /// The plan written by boot-test
+        plan: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Profile file, or the name of a shipped profile (minimal, cluster)
+    pub profile: String,
+    /// Replace an existing image (the old one stays until the new is ready)
+    #[arg(long)]
+    pub force: bool,
+    /// Do not publish kernel, initramfs and boot configs after building
+    #[arg(long)]
+    pub no_publish: bool,
+    /// Debian mirror URL (default: the profile's, else the host's)
+    #[arg(long, env = "NFSROOT_MIRROR")]
+    pub mirror: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCmd {
+    /// Validate a profile; errors name file:line:column and the key
+    Check {
+        /// Profile file or name
+        profile: String,
+    },
+    /// Print the effective profile with every default filled in
+    Show {
+        /// Profile file or name
+        profile: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Image name
+    pub image: String,
+    /// Command and arguments (after --)
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArg {
+    /// Image name (default: the only image)
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Image name (default: the only image)
+    pub image: Option<String>,
+    /// Show what would be written and the config diff; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Image name (default: the only image)
+    pub image: Option<String>,
+    /// Kernel version to boot (default: the one before the current)
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InitramfsCmd {
+    /// Write an NFS-root initramfs for a kernel of an image
+    Build(InitramfsBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitramfsBuildArgs {
+    /// Image name, or a path to a root tree
+    pub image: String,
+    /// Kernel version (default: the newest in the image)
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Output file
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Compression
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    pub compression: String,
+    /// Backend: nfsroot (built here) or initramfs-tools (mkinitramfs)
+    #[arg(long, default_value = "nfsroot",
+          value_parser = ["nfsroot", "initramfs-tools"])]
+    pub backend: String,
+    /// Extra module names (or `default`)
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+    /// Module names to leave out
+    #[arg(long = "exclude-module", value_name = "NAME")]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootMode {
+    /// QEMU loads the published kernel and initramfs itself
+    Direct,
+    /// iPXE, pxelinux.0, pxelinux.cfg, then kernel and initramfs over TFTP
+    Pxe,
+}
+
+#[derive(Debug, Args)]
+pub struct BootTestArgs {
+    /// Image name (default: the only image)
+    pub image: Option<String>,
+    /// How the VM boots
+    #[arg(long, value_enum, default_value = "direct")]
+    pub mode: BootMode,
+    /// The VM's MAC address
+    #[arg(long, default_value = "52:54:00:12:34:56")]
+    pub mac: String,
+    /// The VM's IPv4 address (QEMU's DHCP hands it out)
+    #[arg(long, default_value = "10.0.2.15")]
+    pub ip: std::net::Ipv4Addr,
+    /// In PXE mode, boot through a per-host config (01-<mac>) instead of
+    /// `default`
+    #[arg(long)]
+    pub per_host: bool,
+    /// Seconds before the test gives up
+    #[arg(long, default_value = "180")]
+    pub timeout: u64,
+    /// Keep console, NFS server and QEMU logs even when the test passes
+    #[arg(long)]
+    pub keep_logs: bool,
+    /// QEMU accelerator (kvm hangs Debian kernels under nested virt here)
+    #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
+    pub accel: String,
+    /// Guest memory in MiB
+    #[arg(long, default_value = "512")]
+    pub memory: u32,
+    /// Boot this kernel/initramfs instead of the published default
+    /// (direct mode; for negative tests)
+    #[arg(long, requires = "initrd")]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs to boot with --kernel
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Replace the kernel command line (direct mode)
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Expect this host name (default: from the image's hostname rule)
+    #[arg(long)]
+    pub expect_hostname: Option<String>,
+    /// Expect the node not to come up (e.g. a disabled host); pass when it
+    /// does not within the timeout
+    #[arg(long)]
+    pub expect_no_boot: bool,
+}

@@ -1,0 +1,273 @@
+//! Glue between the CLI types and the stage modules: each subcommand turns
+//! its arguments into options, calls one `run` function, and prints the
+//! result as text or, with `--json`, as `{"version": 1, "command": ...,
+//! "result": ...}` on stdout.
+
+use crate::cli::{Cli, Command, InitramfsCmd, ProfileCmd};
+use crate::image::Layout;
+use crate::{build, doctor, exec, fsutil, kernel, profile, publish};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Print a result as a versioned JSON envelope.
+pub fn print_json<T: Serialize>(command: &str, result: &T) -> Result<()> {
+    let v = serde_json::json!({ "version": 1, "command": command, "result": result });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+/// Run the parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    exec::set_verbosity(if g.quiet { 0 } else { 1 + g.verbose });
+    let layout = Layout {
+        base_dir: absolute(&g.base_dir)?,
+        tftp_root: absolute(&g.tftp_root)?,
+        cache_dir: absolute(&g.cache_dir)?,
+    };
+    let json = g.json;
+    match cli.cmd {
+        Command::Build(a) => {
+            let loaded = profile::load(&a.profile)?;
+            let opts = build::Options {
+                force: a.force,
+                publish: !a.no_publish,
+                mirror: a.mirror,
+                wait: g.wait,
+                apt_dir: PathBuf::from("/etc/apt"),
+            };
+            let s = build::run(&layout, &loaded, &opts)?;
+            if json {
+                print_json("build", &s)?;
+            } else if !g.quiet {
+                println!(
+                    "built image {} at {} ({} packages, {:.0} MB, build {})",
+                    s.image,
+                    s.path.display(),
+                    s.packages,
+                    s.size_bytes as f64 / 1e6,
+                    s.build_id
+                );
+                if let Some(p) = &s.published {
+                    println!(
+                        "published kernel {} to {}",
+                        p.default,
+                        layout.tftp_root.display()
+                    );
+                }
+            }
+        }
+        Command::Profile(ProfileCmd::Check { profile: f }) => {
+            let l = profile::load(&f)?;
+            if json {
+                print_json(
+                    "profile check",
+                    &serde_json::json!({"ok": true, "profile": l.origin}),
+                )?;
+            } else {
+                println!("{}: ok (image {})", l.origin.display(), l.profile.name);
+            }
+        }
+        Command::Profile(ProfileCmd::Show { profile: f }) => {
+            let l = profile::load(&f)?;
+            if json {
+                print_json("profile show", &l.profile)?;
+            } else {
+                print!(
+                    "# effective profile from {}\n{}",
+                    l.origin.display(),
+                    toml::to_string(&l.profile)?
+                );
+            }
+        }
+        Command::Doctor => {
+            let checks = doctor::run();
+            if json {
+                print_json("doctor", &checks)?;
+            } else {
+                for c in &checks {
+                    println!(
+                        "{:4} {:50} {:18} {}",
+                        if c.ok { "ok" } else { "MISS" },
+                        c.what,
+                        c.package,
+                        c.needed_for
+                    );
+                }
+                let missing: Vec<&str> = checks
+                    .iter()
+                    .filter(|c| !c.ok)
+                    .map(|c| c.package.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    println!(
+                        "\ninstall what is missing with: apt-get install {}",
+                        dedup(&missing).join(" ")
+                    );
+                }
+            }
+            // Missing optional tools are information, not failure.
+        }
+        Command::Exec(a) => {
+            exec::require_root("nfsroot exec")?;
+            let root = layout.existing_image(&a.image)?;
+            let _lock = layout.lock(&a.image, "exec", g.wait)?;
+            let code = exec::chroot_cmd(&root, &a.command)?.run_inherit()?;
+            return Ok(code);
+        }
+        Command::Publish(a) => {
+            let image = layout.resolve_image(a.image.as_deref())?;
+            let root = layout.existing_image(&image)?;
+            let _lock = layout.lock(&image, "publish", g.wait)?;
+            let loaded = publish::saved_profile(&layout, &image)?;
+            let o = publish::publish_with(&layout, &loaded.profile, &root, false, &mut |l| {
+                eprintln!("{l}")
+            })?;
+            report_outcome(json, "publish", &o)?;
+        }
+        Command::UpgradeKernel(a) => {
+            let image = layout.resolve_image(a.image.as_deref())?;
+            let root = layout.existing_image(&image)?;
+            let _lock = layout.lock(&image, "upgrade-kernel", g.wait)?;
+            let loaded = publish::saved_profile(&layout, &image)?;
+            let o = publish::publish_with(&layout, &loaded.profile, &root, a.dry_run, &mut |l| {
+                eprintln!("{l}")
+            })?;
+            report_outcome(json, "upgrade-kernel", &o)?;
+        }
+        Command::Rollback(a) => {
+            let image = layout.resolve_image(a.image.as_deref())?;
+            let _lock = layout.lock(&image, "rollback", g.wait)?;
+            let o = publish::rollback(&layout, &image, a.to.as_deref())?;
+            report_outcome(json, "rollback", &o)?;
+        }
+        Command::Status(a) => {
+            let image = layout.resolve_image(a.image.as_deref())?;
+            let s = publish::status(&layout, &image)?;
+            if json {
+                print_json("status", &s)?;
+            } else {
+                print_status(&s);
+            }
+            if !s.drift.is_empty() {
+                return Ok(3);
+            }
+        }
+        Command::Initramfs(InitramfsCmd::Build(a)) => {
+            let root = if a.image.contains('/') {
+                PathBuf::from(&a.image)
+            } else {
+                layout.existing_image(&a.image)?
+            };
+            let k = kernel::select(&root, a.kernel.as_deref())?;
+            if a.backend == "initramfs-tools" {
+                crate::initramfs::build_with_initramfs_tools(&root, &k.version, &a.output)?;
+            } else {
+                let spec = crate::initramfs::Spec {
+                    modules: crate::initramfs::ModuleSpec {
+                        include: a.modules,
+                        exclude: a.exclude,
+                    },
+                    compression: if a.compression == "zstd" {
+                        crate::initramfs::Compression::Zstd
+                    } else {
+                        crate::initramfs::Compression::Gzip
+                    },
+                };
+                let mut f = fsutil::AtomicFile::create(&a.output)?;
+                let r = crate::initramfs::build(&root, &k.version, &spec, &mut f)?;
+                f.commit()?;
+                if json {
+                    print_json("initramfs build", &format!("{r:?}"))?;
+                } else if !g.quiet {
+                    println!(
+                        "wrote {} for kernel {}: {r:?}",
+                        a.output.display(),
+                        k.version
+                    );
+                }
+            }
+        }
+        Command::BootTestInner { plan } => crate::boottest::run_inner(&plan)?,
+        Command::BootTest(a) => {
+            let r = crate::boottest::run(&layout, &a)?;
+            if json {
+                print_json("boot-test", &r)?;
+            } else {
+                crate::boottest::print_report(&r);
+            }
+            if !r.passed {
+                return Ok(1);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn dedup<'a>(v: &[&'a str]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for x in v {
+        if !out.contains(x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .context("reading the current directory")?
+            .join(p))
+    }
+}
+
+fn report_outcome(json: bool, cmd: &str, o: &publish::Outcome) -> Result<()> {
+    if json {
+        return print_json(cmd, o);
+    }
+    if !o.changed {
+        println!("{}: nothing changed; default boots {}", o.image, o.default);
+        return Ok(());
+    }
+    for w in &o.written {
+        println!("wrote   {}", w.display());
+    }
+    for r in &o.removed {
+        println!("removed {}", r.display());
+    }
+    println!(
+        "{}: default boots {} (kept: {})",
+        o.image,
+        o.default,
+        o.kept.join(", ")
+    );
+    Ok(())
+}
+
+fn print_status(s: &publish::Status) {
+    println!("image     {} ({})", s.image, s.path.display());
+    if let Some(b) = s.release.get("BUILD_ID") {
+        println!("build     {b}");
+    }
+    println!("in image  {}", s.kernels_in_image.join(", "));
+    for k in &s.published {
+        println!(
+            "published {} ({}, {})",
+            k.version, k.backend, k.published_at
+        );
+    }
+    println!(
+        "default   {}",
+        s.default_boots.as_deref().unwrap_or("(nothing)")
+    );
+    if s.drift.is_empty() {
+        println!("drift     none");
+    }
+    for d in &s.drift {
+        println!("DRIFT     {d}");
+    }
+}
