@@ -58,6 +58,11 @@ pub struct Record {
     pub serial: Option<String>,
     /// Prompt timeout in seconds.
     pub timeout_s: u32,
+    /// Every published file (TFTP-relative) and its sha256: always a
+    /// superset of what any config names, so a config can be checked
+    /// against it at any moment, even mid-update.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, String>,
 }
 
 impl Record {
@@ -132,11 +137,22 @@ pub fn cfg_dir(layout: &Layout) -> PathBuf {
     layout.tftp_root.join("pxelinux.cfg")
 }
 
+/// Where host PXELINUX files are looked up: `/`, or NFSROOT_SYSLINUX_ROOT
+/// (for tests of a host without the packages).
+fn host_file(path: &str) -> PathBuf {
+    let root = std::env::var_os("NFSROOT_SYSLINUX_ROOT").unwrap_or_else(|| "/".into());
+    Path::new(&root).join(path.trim_start_matches('/'))
+}
+
 /// Check, before anything changes, that publishing can work.
 pub fn preflight(layout: &Layout) -> Result<()> {
     for (src, _, pkg) in PXELINUX_FILES {
-        if !Path::new(src).is_file() {
-            bail!("{src} not found on this host; install it with: apt-get install {pkg}");
+        let f = host_file(src);
+        if !f.is_file() {
+            bail!(
+                "{} not found on this host; install it with: apt-get install {pkg}",
+                f.display()
+            );
         }
     }
     fsutil::mkdir_p(&layout.tftp_root)?;
@@ -316,6 +332,7 @@ pub fn publish_with(
     let mut rec = old.clone();
     rec.serial = (!p.boot.serial.is_empty()).then(|| p.boot.serial.clone());
     rec.timeout_s = p.boot.prompt_timeout;
+    let replaced = old.find(&plan.entry.version).cloned();
     let same = old.find(&plan.entry.version).is_some_and(|e| {
         e.kernel_sha256 == plan.kernel_sha
             && e.initrd_sha256 == plan.initrd_sha
@@ -330,12 +347,22 @@ pub fn publish_with(
     }
     rec.default = Some(plan.entry.version.clone());
     let keep = p.boot.keep_kernels as usize;
-    let dropped: Vec<PublishedKernel> = if rec.kernels.len() > keep {
+    let mut dropped: Vec<PublishedKernel> = if rec.kernels.len() > keep {
         let n = rec.kernels.len() - keep;
         rec.kernels.drain(..n).collect()
     } else {
         vec![]
     };
+    // A rebuilt initramfs for a published version: its old file retires too.
+    if let Some(r) = replaced
+        && !same
+        && r.initrd != plan.entry.initrd
+    {
+        dropped.push(PublishedKernel {
+            kernel: plan.entry.kernel.clone(),
+            ..r
+        });
+    }
     let config_text = pxelinux::render(&rec.config());
     let image_cfg = cfgd.join(image_config_name(image));
     let default_cfg = cfgd.join("default");
@@ -392,8 +419,9 @@ pub fn publish_with(
     fsutil::sweep_temps(tftp)?;
     for (src, name, _) in PXELINUX_FILES {
         let dst = tftp.join(name);
-        if fsutil::sha256_file(&dst).ok() != Some(fsutil::sha256_file(Path::new(src))?) {
-            fsutil::atomic_copy(Path::new(src), &dst, 0o644)?;
+        let src = host_file(src);
+        if fsutil::sha256_file(&dst).ok() != Some(fsutil::sha256_file(&src)?) {
+            fsutil::atomic_copy(&src, &dst, 0o644)?;
             out.written.push(dst);
         }
     }
@@ -419,13 +447,16 @@ pub fn publish_with(
     for k in &rec.kernels {
         verify(tftp, k)?;
     }
-    // 2. The record: a superset of what any config will name.
-    let mut superset = rec.clone();
-    superset.kernels.extend(dropped.iter().cloned());
-    superset
-        .kernels
-        .sort_by(|a, b| kernel::dpkg_version_cmp(&a.version, &b.version));
-    superset.save(layout)?;
+    // 2. The record, listing every file any config may name.
+    rec.files
+        .insert(plan.entry.kernel.clone(), plan.entry.kernel_sha256.clone());
+    rec.files
+        .insert(plan.entry.initrd.clone(), plan.entry.initrd_sha256.clone());
+    for k in &rec.kernels {
+        rec.files.insert(k.kernel.clone(), k.kernel_sha256.clone());
+        rec.files.insert(k.initrd.clone(), k.initrd_sha256.clone());
+    }
+    rec.save(layout)?;
     // 3. The configs, last.
     for c in &configs {
         fsutil::atomic_write(c, config_text.as_bytes())?;
@@ -433,6 +464,11 @@ pub fn publish_with(
     }
     // 4. Retention: only files no config names any more.
     out.removed = retire(layout, &dropped)?;
+    for p in &out.removed {
+        if let Ok(rel) = p.strip_prefix(tftp) {
+            rec.files.remove(&rel.to_string_lossy().to_string());
+        }
+    }
     rec.save(layout)?;
     Ok(out)
 }

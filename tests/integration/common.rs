@@ -163,3 +163,55 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// QEMU boots share two cores: run them one at a time.
+pub fn qemu_lock() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A new layout holding a copy of the fixture image (and the profile it
+/// was built from), for tests that change an image or what is published.
+pub fn clone_fixture() -> TestLayout {
+    let f = fixture();
+    let l = TestLayout::temp();
+    copy_image(&f.image("minimal"), &l.image("minimal"));
+    let prof = l.base.join(".nfsroot/profiles");
+    std::fs::create_dir_all(&prof).unwrap();
+    std::fs::copy(
+        f.base.join(".nfsroot/profiles/minimal.toml"),
+        prof.join("minimal.toml"),
+    )
+    .unwrap();
+    l
+}
+
+/// Run boot-test with `args`; return the parsed JSON report.
+pub fn boot_test(l: &TestLayout, args: &[&str]) -> serde_json::Value {
+    let _g = qemu_lock();
+    let mut c = nfsroot(l);
+    c.args(["--json", "boot-test", "minimal"]).args(args);
+    let out = c.output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "boot-test printed no report ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let r = v["result"].clone();
+    eprintln!(
+        "boot-test {args:?}: passed={} timings={} diagnosis={}",
+        r["passed"], r["timings"], r["diagnosis"]
+    );
+    // Whatever the verdict, nothing it started may still run.
+    for pid in r["pids"].as_array().unwrap() {
+        let pid = pid.as_u64().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "process {pid} outlived boot-test: {stat}"
+        );
+    }
+    assert!(!r["pids"].as_array().unwrap().is_empty(), "no processes recorded");
+    r
+}

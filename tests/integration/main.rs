@@ -4,3 +4,7 @@
 //! `profiles/minimal.toml` by [`common::fixture`], built once per checkout.
 
 mod common;
+mod profile;
+mod build;
+mod boot;
+mod upgrade;

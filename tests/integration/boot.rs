@@ -1,0 +1,95 @@
+//! Boot tests: the built image really boots in QEMU (TCG) against a real
+//! nfs-ganesha, in direct and PXE mode, with both initramfs backends, and
+//! known-bad boots fail fast with a diagnosis and leave no process behind.
+
+use crate::common::*;
+
+fn assert_passed(r: &serde_json::Value) {
+    assert_eq!(r["passed"], true, "boot failed: {r:#}");
+    assert_eq!(r["fields"]["host"], "node015");
+    assert_eq!(r["fields"]["root"], "ro");
+    let checks = r["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|c| c[0] == "per-host log" && c[1] == true), "{checks:?}");
+    assert!(checks.iter().any(|c| c[0] == "tmpfs"));
+}
+
+#[test]
+fn boots_direct() {
+    let f = fixture();
+    assert_passed(&boot_test(f, &["--mode", "direct"]));
+}
+
+#[test]
+fn boots_pxe() {
+    let f = fixture();
+    let r = boot_test(f, &["--mode", "pxe"]);
+    assert_passed(&r);
+}
+
+#[test]
+fn boots_pxe_through_per_host_file() {
+    let f = fixture();
+    // boot-test's view makes `default` boot nothing, so only the 01-<mac>
+    // lookup can bring the node up.
+    let r = boot_test(f, &["--mode", "pxe", "--per-host", "--mac", "52:54:00:aa:bb:cc", "--ip", "10.0.2.23"]);
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(r["fields"]["host"], "node023");
+}
+
+#[test]
+fn boots_with_initramfs_tools_backend() {
+    let l = clone_fixture();
+    let prof = l.base.join(".nfsroot/profiles/minimal.toml");
+    let text = std::fs::read_to_string(&prof).unwrap();
+    std::fs::write(&prof, format!("{text}\n[initramfs]\nbackend = \"initramfs-tools\"\n")).unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["publish", "minimal"]);
+    run(c, true);
+    let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
+    assert!(cfg.contains(&format!("nfsroot=10.0.2.2:{}", l.image("minimal").display())));
+    assert_passed(&boot_test(&l, &["--mode", "direct"]));
+    assert_passed(&boot_test(&l, &["--mode", "pxe"]));
+}
+
+#[test]
+fn initramfs_without_nic_driver_fails_fast() {
+    let f = fixture();
+    let l = TestLayout::temp();
+    let initrd = l.base.join("no-nic.img");
+    let mut c = nfsroot(f);
+    c.args(["initramfs", "build", "minimal", "--exclude-module", "virtio_net", "-o"]).arg(&initrd);
+    run(c, true);
+    let kernel = std::fs::read_dir(f.tftp.join("minimal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let r = boot_test(
+        f,
+        &["--timeout", "120", "--kernel", kernel.to_str().unwrap(), "--initrd", initrd.to_str().unwrap()],
+    );
+    assert_eq!(r["passed"], false);
+    let d = r["diagnosis"].as_str().unwrap();
+    assert!(d.contains("no network interface"), "{d}");
+    assert!(t.elapsed().as_secs() < 110, "failure should be detected, not timed out");
+    assert!(r["logs_dir"].is_string(), "logs kept on failure");
+}
+
+#[test]
+fn wrong_export_fails_fast() {
+    let f = fixture();
+    let cfg = std::fs::read_to_string(f.tftp.join("pxelinux.cfg/default")).unwrap();
+    let append = cfg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("APPEND "))
+        .unwrap()
+        .replace(&f.image("minimal").display().to_string(), "/no/such/export");
+    let t = std::time::Instant::now();
+    let r = boot_test(f, &["--timeout", "150", "--append", &append]);
+    assert_eq!(r["passed"], false);
+    let d = r["diagnosis"].as_str().unwrap();
+    assert!(d.contains("cannot mount") && d.contains("/no/such/export"), "{d}");
+    assert!(t.elapsed().as_secs() < 140, "failure should be detected, not timed out");
+}

@@ -1,0 +1,304 @@
+//! Boot artifacts over an image's life: publish, a second real kernel
+//! (a newer linux-image .deb from the host's mirror, unpacked into a copy
+//! of the image), upgrade-kernel, rollback, retention, status drift, bad
+//! input, two runs at once, and SIGKILLs at 50 points of an upgrade.
+
+use crate::common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn json(l: &TestLayout, args: &[&str], ok: bool) -> Value {
+    let mut c = nfsroot(l);
+    c.arg("--json").args(args);
+    let out = run(c, ok);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn kernels_in(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join("boot"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("vmlinuz-").map(String::from))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A real linux-image .deb newer than the image's kernel: the version the
+/// host's apt resolves `linux-image-amd64` to (downloaded once, cached).
+fn newer_kernel_deb() -> PathBuf {
+    let out = Command::new("apt-cache").args(["depends", "linux-image-amd64"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pkg = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .expect("apt-cache knows linux-image-amd64 (run apt-get update)")
+        .to_string();
+    let dir = work_dir().join("kernel-debs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let find = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{pkg}_")))
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    let st = Command::new("apt-get").arg("download").arg(&pkg).current_dir(&dir).status().unwrap();
+    assert!(st.success(), "apt-get download {pkg}");
+    find().unwrap()
+}
+
+/// Unpack a real kernel package into the image (kernel + modules tree).
+fn add_kernel(root: &Path) -> String {
+    let before = kernels_in(root);
+    let deb = newer_kernel_deb();
+    let st = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root).status().unwrap();
+    assert!(st.success());
+    let after = kernels_in(root);
+    let new: Vec<_> = after.iter().filter(|k| !before.contains(k)).cloned().collect();
+    assert_eq!(new.len(), 1, "expected one new kernel, got {new:?} (before {before:?})");
+    new[0].clone()
+}
+
+fn default_version(l: &TestLayout) -> String {
+    let s = json(l, &["status", "minimal"], true);
+    s["result"]["default_boots"].as_str().unwrap().trim_start_matches("minimal-").to_string()
+}
+
+#[test]
+fn publish_upgrade_rollback_retention() {
+    let l = clone_fixture();
+    let root = l.image("minimal");
+    let old = kernels_in(&root)[0].clone();
+    let p = json(&l, &["publish", "minimal"], true);
+    assert_eq!(p["result"]["default"], old.as_str());
+    assert_eq!(json(&l, &["publish", "minimal"], true)["result"]["changed"], false);
+
+    let new = add_kernel(&root);
+    // status reports the unpublished kernel as drift (exit 3).
+    let mut c = nfsroot(&l);
+    c.args(["status", "minimal"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("kernel {new} is in the image but not published")));
+
+    // --dry-run names the files and changes nothing.
+    let cfg_before = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["upgrade-kernel", "minimal", "--dry-run"]);
+    let out = run(c, true);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("vmlinuz-{new}")), "{text}");
+    assert!(text.contains(&format!("+DEFAULT minimal-{new}")), "{text}");
+    assert_eq!(std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap(), cfg_before);
+    assert!(!l.tftp.join(format!("minimal/vmlinuz-{new}")).exists());
+
+    let u = json(&l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["default"], new.as_str());
+    assert_eq!(default_version(&l), new);
+    let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
+    assert!(cfg.contains(&format!("LABEL minimal-{old}")), "old kernel still a label:\n{cfg}");
+    let s = json(&l, &["status", "minimal"], true);
+    assert_eq!(s["result"]["drift"], serde_json::json!([]));
+    // Nothing changed: says so, exits 0.
+    assert_eq!(json(&l, &["upgrade-kernel", "minimal"], true)["result"]["changed"], false);
+
+    // rollback and forward again.
+    json(&l, &["rollback", "minimal"], true);
+    assert_eq!(default_version(&l), old);
+    json(&l, &["rollback", "minimal", "--to", &new], true);
+    assert_eq!(default_version(&l), new);
+    let e = run({ let mut c = nfsroot(&l); c.args(["rollback", "minimal", "--to", "9.9.9"]); c }, false);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("not published"));
+
+    // Retention: keep 1. A per-host config still naming the old kernel
+    // keeps its files; once it is gone, a later run... keeps none extra.
+    let cfgd = l.tftp.join("pxelinux.cfg");
+    let host_cfg = cfgd.join("01-52-54-00-00-00-01");
+    std::fs::write(&host_cfg, cfg.replace(&format!("DEFAULT minimal-{new}"), &format!("DEFAULT minimal-{old}"))).unwrap();
+    let prof = l.base.join(".nfsroot/profiles/minimal.toml");
+    let text = std::fs::read_to_string(&prof).unwrap().replace("keep_kernels = 3", "keep_kernels = 1");
+    std::fs::write(&prof, text).unwrap();
+    // Rebuild with an extra module so the initramfs changes and publishing runs.
+    let text = std::fs::read_to_string(&prof).unwrap();
+    std::fs::write(&prof, format!("{text}\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n")).unwrap();
+    let u = json(&l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["kept"], serde_json::json!([new.clone()]));
+    assert!(l.tftp.join(format!("minimal/vmlinuz-{old}")).exists(), "referenced by a per-host file");
+    std::fs::remove_file(&host_cfg).unwrap();
+    let cfg = std::fs::read_to_string(cfgd.join("default")).unwrap();
+    assert!(!cfg.contains(&format!("LABEL minimal-{old}")));
+}
+
+/// The default config parses and names files that exist with the recorded
+/// checksums.
+fn check_consistent(l: &TestLayout) {
+    let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
+    let rec: Value = serde_json::from_slice(&std::fs::read(l.base.join(".nfsroot/published/minimal.json")).unwrap()).unwrap();
+    let mut labels = 0;
+    let mut cur: Option<String> = None;
+    for line in cfg.lines() {
+        let line = line.trim();
+        if let Some(lbl) = line.strip_prefix("LABEL ") {
+            cur = Some(lbl.trim_start_matches("minimal-").to_string());
+            labels += 1;
+        }
+        for kw in ["KERNEL ", "INITRD "] {
+            if let Some(f) = line.strip_prefix(kw) {
+                assert!(cur.is_some(), "{kw} outside a label");
+                let want = rec["files"][f].as_str().unwrap_or_else(|| panic!("{f} not in the record:\n{cfg}\n{rec:#}"));
+                let data = std::fs::read(l.tftp.join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{cfg}"));
+                assert_eq!(sha256_hex(&data), want, "{f}");
+            }
+        }
+    }
+    assert!(labels >= 1, "{cfg}");
+    let default = cfg.lines().find_map(|l| l.strip_prefix("DEFAULT ")).unwrap();
+    assert!(cfg.contains(&format!("LABEL {default}")));
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn sigkill_upgrade_kernel_at_50_points() {
+    let l = clone_fixture();
+    let root = l.image("minimal");
+    json(&l, &["publish", "minimal"], true);
+    add_kernel(&root);
+    // Alternate between two initramfs variants so every run has work to do.
+    let prof = l.base.join(".nfsroot/profiles/minimal.toml");
+    let base = std::fs::read_to_string(&prof).unwrap();
+    let variant = |i: usize| {
+        let extra = if i % 2 == 0 { "" } else { "\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n" };
+        std::fs::write(&prof, format!("{base}{extra}")).unwrap();
+    };
+    // How long does an uninterrupted run take?
+    variant(1);
+    let t = Instant::now();
+    json(&l, &["upgrade-kernel", "minimal"], true);
+    let full = t.elapsed();
+    check_consistent(&l);
+    let runs = 50;
+    for i in 0..runs {
+        variant(i);
+        let delay = full.mul_f64((i as f64 + 0.5) / runs as f64);
+        let mut c = nfsroot(&l);
+        c.args(["-q", "upgrade-kernel", "minimal"]);
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+        check_consistent(&l);
+    }
+    // The next run completes, and leaves no temp files behind.
+    variant(runs + 1);
+    json(&l, &["upgrade-kernel", "minimal"], true);
+    check_consistent(&l);
+    for d in [l.tftp.clone(), l.tftp.join("minimal"), l.tftp.join("pxelinux.cfg")] {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            assert!(!e.file_name().to_string_lossy().starts_with(".nfsroot-tmp-"), "{:?}", e.path());
+        }
+    }
+}
+
+#[test]
+fn concurrent_upgrades_serialise() {
+    let l = clone_fixture();
+    json(&l, &["publish", "minimal"], true);
+    add_kernel(&l.image("minimal"));
+    let spawn = |wait: bool| {
+        let mut c = nfsroot(&l);
+        if wait {
+            c.arg("--wait");
+        }
+        c.args(["upgrade-kernel", "minimal"]);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let a = spawn(false);
+    std::thread::sleep(Duration::from_millis(200));
+    let b = spawn(false);
+    let c = spawn(true);
+    let (a, b, c) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap(), c.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(c.status.success(), "the waiting run completes");
+    let err = String::from_utf8_lossy(&b.stderr);
+    if !b.status.success() {
+        assert!(err.contains("image minimal is locked by pid") && err.contains("(upgrade-kernel)"), "{err}");
+    }
+    check_consistent(&l);
+}
+
+#[test]
+fn bad_input_leaves_published_state_untouched() {
+    let l = clone_fixture();
+    let root = l.image("minimal");
+    json(&l, &["publish", "minimal"], true);
+    let snap = |l: &TestLayout| {
+        let mut v: Vec<(String, Vec<u8>)> = walk(&l.tftp);
+        v.sort();
+        v
+    };
+    let before = snap(&l);
+    let expect_err = |args: &[&str], frag: &str, env: Option<(&str, &str)>| {
+        let mut c = nfsroot(&l);
+        c.args(args);
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = run(c, false);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(frag), "{args:?}: {frag:?} not in {err}");
+    };
+    // A host without pxelinux.
+    let empty = tempfile::tempdir().unwrap();
+    expect_err(&["publish", "minimal"], "apt-get install pxelinux", Some(("NFSROOT_SYSLINUX_ROOT", empty.path().to_str().unwrap())));
+    // An unknown module name in the profile.
+    let prof = l.base.join(".nfsroot/profiles/minimal.toml");
+    let good = std::fs::read_to_string(&prof).unwrap();
+    std::fs::write(&prof, format!("{good}\n[initramfs]\nmodules = [\"no_such_module\"]\n")).unwrap();
+    expect_err(&["upgrade-kernel", "minimal"], "no_such_module", None);
+    std::fs::write(&prof, &good).unwrap();
+    // An unwritable TFTP root (a file where the directory should be).
+    let file_root = l.base.join("tftp-is-a-file");
+    std::fs::write(&file_root, "").unwrap();
+    expect_err(&["--tftp-root", file_root.to_str().unwrap(), "publish", "minimal"], "tftp-is-a-file", None);
+    // A kernel without its modules tree.
+    let k = kernels_in(&root)[0].clone();
+    std::fs::rename(root.join(format!("lib/modules/{k}")), root.join("modules.away")).unwrap();
+    expect_err(&["upgrade-kernel", "minimal"], &k, None);
+    // No kernel at all.
+    std::fs::rename(root.join(format!("boot/vmlinuz-{k}")), root.join("vmlinuz.away")).unwrap();
+    expect_err(&["upgrade-kernel", "minimal"], "no kernel", None);
+    assert_eq!(snap(&l), before, "published state changed");
+}
+
+fn walk(d: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            v.extend(walk(&p));
+        } else {
+            v.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    v
+}
