@@ -16,5 +16,7 @@
 pub mod exec;
 pub mod fsutil;
 pub mod image;
+pub mod initramfs;
+pub mod kernel;
 pub mod publish;
 pub mod pxelinux;
