@@ -385,14 +385,18 @@ pub fn build(root: &Path, kver: &str, spec: &Spec, out: &mut dyn Write) -> Resul
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(3)
-                .write(&mut hw, flate2::Compression::new(9));
+                .write(&mut hw, flate2::Compression::new(6));
             enc.write_all(&raw).context("compressing initramfs")?;
             enc.finish().context("compressing initramfs")?;
         }
         Compression::Zstd => {
-            let mut enc = zstd::stream::Encoder::new(&mut hw, 19).context("starting zstd")?;
+            // Level 9 is the knee on a default (all-Ethernet) set: 10 MB in
+            // ~1 s, where 19 saves another 10% for 20x the time. Two
+            // workers: zstd's output is the same for any worker count >= 1,
+            // so this stays reproducible on any machine.
+            let mut enc = zstd::stream::Encoder::new(&mut hw, 9).context("starting zstd")?;
             enc.include_checksum(true)?;
-            // Single-threaded: the output must not depend on the machine.
+            enc.multithread(2).context("starting zstd workers")?;
             enc.write_all(&raw).context("compressing initramfs")?;
             enc.finish().context("compressing initramfs")?;
         }

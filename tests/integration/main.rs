@@ -4,3 +4,4 @@
 //! `profiles/minimal.toml` by [`common::fixture`], built once per checkout.
 
 mod common;
+mod initramfs;
