@@ -105,9 +105,10 @@ fn verrevcmp(a: &str, b: &str) -> Ordering {
 
 /// The module tree of `version` inside `root`, if there is one.
 fn modules_dir(root: &Path, version: &str) -> Option<PathBuf> {
+    // Resolved inside the image: `lib` may be an absolute symlink.
     ["lib/modules", "usr/lib/modules"]
         .iter()
-        .map(|d| root.join(d).join(version))
+        .filter_map(|d| crate::initramfs::path_in_root(root, &format!("{d}/{version}")).ok())
         .find(|p| p.is_dir())
 }
 
@@ -294,6 +295,13 @@ mod tests {
         std::fs::create_dir_all(d.path().join("usr/lib/modules/6.1.0-9-amd64")).unwrap();
         let k = newest(d.path()).unwrap();
         assert!(k.modules_dir.ends_with("usr/lib/modules/6.1.0-9-amd64"));
+        // An absolute lib -> /usr/lib link resolves inside the image.
+        std::os::unix::fs::symlink("/usr/lib", d.path().join("lib")).unwrap();
+        let k = newest(d.path()).unwrap();
+        assert_eq!(
+            k.modules_dir,
+            d.path().join("usr/lib/modules/6.1.0-9-amd64")
+        );
     }
 
     #[test]

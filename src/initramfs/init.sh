@@ -12,13 +12,13 @@ log() { echo "nfsroot-init: $*"; }
 
 rescue() {
     echo "nfsroot-init: FATAL: $*"
-    echo "nfsroot-init: dropping to a shell (exit to retry the boot steps is not supported)"
+    echo "nfsroot-init: dropping to a shell"
     while :; do
         setsid cttyhack sh || sh
     done
 }
 
-loaded_modules() { cut -d' ' -f1 /proc/modules 2>/dev/null | tr '\n' ' '; }
+loaded_modules() { echo $(cut -d' ' -f1 /proc/modules 2>/dev/null); }
 
 mkdir -p /proc /sys /dev /run /root /tmp
 mount -t proc -o nodev,noexec,nosuid proc /proc

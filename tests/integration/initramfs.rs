@@ -57,7 +57,13 @@ fn archive_deps(e: &Entries, kver: &str) -> Vec<(String, Vec<String>)> {
 fn module_names(e: &Entries) -> BTreeSet<String> {
     e.keys()
         .filter(|p| p.ends_with(".ko"))
-        .map(|p| p.rsplit('/').next().unwrap().trim_end_matches(".ko").replace('-', "_"))
+        .map(|p| {
+            p.rsplit('/')
+                .next()
+                .unwrap()
+                .trim_end_matches(".ko")
+                .replace('-', "_")
+        })
         .collect()
 }
 
@@ -83,11 +89,23 @@ fn initramfs_has_modules_with_deps_init_and_applets() {
     for (m, ds) in &deps {
         assert!(e.contains_key(&format!("{mdir}/{m}")), "{m} missing");
         for d in ds {
-            assert!(e.contains_key(&format!("{mdir}/{d}")), "{d} (needed by {m}) missing");
+            assert!(
+                e.contains_key(&format!("{mdir}/{d}")),
+                "{d} (needed by {m}) missing"
+            );
         }
     }
     let names = module_names(&e);
-    for want in ["nfs", "nfsv3", "nfsv4", "sunrpc", "virtio_net", "virtio_pci", "e1000", "e1000e"] {
+    for want in [
+        "nfs",
+        "nfsv3",
+        "nfsv4",
+        "sunrpc",
+        "virtio_net",
+        "virtio_pci",
+        "e1000",
+        "e1000e",
+    ] {
         assert!(names.contains(want), "module {want} missing");
     }
     // Modules are ELF objects (compressed ones were unpacked).
@@ -102,7 +120,9 @@ fn initramfs_has_modules_with_deps_init_and_applets() {
     assert_eq!(bmode & 0o111, 0o111);
     assert!(bb.starts_with(b"\x7fELF"));
     for a in initramfs::APPLETS {
-        let (m, target) = e.get(&format!("bin/{a}")).unwrap_or_else(|| panic!("applet {a}"));
+        let (m, target) = e
+            .get(&format!("bin/{a}"))
+            .unwrap_or_else(|| panic!("applet {a}"));
         assert_eq!(m & 0o170000, 0o120000, "bin/{a} is not a symlink");
         assert_eq!(target, b"busybox");
     }
@@ -111,7 +131,10 @@ fn initramfs_has_modules_with_deps_init_and_applets() {
     let load = String::from_utf8_lossy(&e["etc/nfsroot/modules.load"].1).into_owned();
     assert_eq!(load, "nfs\nnfsv3\nnfsv4\n");
     let alias = String::from_utf8_lossy(&e[&format!("{mdir}/modules.alias")].1).into_owned();
-    assert!(alias.contains("alias virtio:d00000001v* virtio_net\n"), "virtio_net alias");
+    assert!(
+        alias.contains("alias virtio:d00000001v* virtio_net\n"),
+        "virtio_net alias"
+    );
 }
 
 #[test]
@@ -221,7 +244,8 @@ fn initramfs_busybox_parses_init_and_resolves_modaliases() {
         let out = Command::new("chroot").arg(dir).args(args).output().unwrap();
         (
             out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
         )
     };
     let (ok, text) = chroot(&["/bin/sh", "-n", "/init"]);
@@ -240,11 +264,76 @@ fn initramfs_busybox_parses_init_and_resolves_modaliases() {
     let virtio_pci = "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00";
     let e1000 = "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00";
     let vga = "pci:v00001234d00001111sv00001AF4sd00001100bc03sc00i00";
-    let (_, text) = chroot(&["/bin/modprobe", "-D", "-a", virtio_net, virtio_pci, e1000, vga]);
-    for want in ["/virtio_net.ko", "/net_failover.ko", "/virtio_pci.ko", "/virtio_ring.ko", "/e1000.ko"] {
-        assert!(text.contains(want), "modprobe -D did not resolve {want}:\n{text}");
+    let (_, text) = chroot(&[
+        "/bin/modprobe",
+        "-D",
+        "-a",
+        virtio_net,
+        virtio_pci,
+        e1000,
+        vga,
+    ]);
+    for want in [
+        "/virtio_net.ko",
+        "/net_failover.ko",
+        "/virtio_pci.ko",
+        "/virtio_ring.ko",
+        "/e1000.ko",
+    ] {
+        assert!(
+            text.contains(want),
+            "modprobe -D did not resolve {want}:\n{text}"
+        );
     }
     assert!(!text.contains("e1000e.ko"), "{text}");
     let (ok, text) = chroot(&["/bin/modprobe", "-D", "nfsv4"]);
-    assert!(ok && text.contains("/sunrpc.ko") && text.contains("/nfsv4.ko"), "{text}");
+    assert!(
+        ok && text.contains("/sunrpc.ko") && text.contains("/nfsv4.ko"),
+        "{text}"
+    );
+}
+
+/// The initramfs-tools backend on a copy of the image: mkinitramfs runs
+/// inside it, the result is a real initramfs with the NFS boot script, and
+/// the only lasting change to the image is the conf.d file.
+#[test]
+fn initramfs_tools_backend_on_a_copy() {
+    if !is_root() {
+        eprintln!("skipping: mkinitramfs in a chroot needs root");
+        return;
+    }
+    let src = image_root();
+    if !src.join("usr/sbin/mkinitramfs").exists() {
+        eprintln!("skipping: the image has no initramfs-tools");
+        return;
+    }
+    let layout = common::TestLayout::temp();
+    let copy = layout.image("copy");
+    common::copy_image(&src, &copy);
+    let k = kernel::newest(&copy).unwrap();
+    let out = layout.tftp.join("initrd.img");
+    initramfs::build_with_initramfs_tools(&copy, &k.version, &out).unwrap();
+    let e = initramfs::read_entries(&out).unwrap();
+    let names: BTreeSet<&str> = e.iter().map(|x| x.0.as_str()).collect();
+    assert!(names.contains("init"), "no /init in mkinitramfs output");
+    assert!(
+        names.contains("scripts/nfs"),
+        "no NFS boot script in mkinitramfs output"
+    );
+    let conf = std::fs::read_to_string(copy.join(initramfs::INITRAMFS_TOOLS_CONF)).unwrap();
+    assert!(conf.contains("BOOT=nfs") && conf.contains("MODULES=netboot"));
+    let leftovers: Vec<_> = std::fs::read_dir(copy.join("tmp"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("nfsroot-initrd")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temp output left in the image");
+    assert!(
+        common::mounts_under(&copy).is_empty(),
+        "mounts left in the image"
+    );
 }
