@@ -179,7 +179,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 let r = crate::initramfs::build(&root, &k.version, &spec, &mut f)?;
                 f.commit()?;
                 if json {
-                    print_json("initramfs build", &format!("{r:?}"))?;
+                    print_json("initramfs build", &r)?;
                 } else if !g.quiet {
                     println!(
                         "wrote {} for kernel {}: {r:?}",

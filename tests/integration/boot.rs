@@ -9,7 +9,12 @@ fn assert_passed(r: &serde_json::Value) {
     assert_eq!(r["fields"]["host"], "node015");
     assert_eq!(r["fields"]["root"], "ro");
     let checks = r["checks"].as_array().unwrap();
-    assert!(checks.iter().any(|c| c[0] == "per-host log" && c[1] == true), "{checks:?}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c[0] == "per-host log" && c[1] == true),
+        "{checks:?}"
+    );
     assert!(checks.iter().any(|c| c[0] == "tmpfs"));
 }
 
@@ -31,7 +36,18 @@ fn boots_pxe_through_per_host_file() {
     let f = fixture();
     // boot-test's view makes `default` boot nothing, so only the 01-<mac>
     // lookup can bring the node up.
-    let r = boot_test(f, &["--mode", "pxe", "--per-host", "--mac", "52:54:00:aa:bb:cc", "--ip", "10.0.2.23"]);
+    let r = boot_test(
+        f,
+        &[
+            "--mode",
+            "pxe",
+            "--per-host",
+            "--mac",
+            "52:54:00:aa:bb:cc",
+            "--ip",
+            "10.0.2.23",
+        ],
+    );
     assert_eq!(r["passed"], true, "{r:#}");
     assert_eq!(r["fields"]["host"], "node023");
 }
@@ -41,12 +57,19 @@ fn boots_with_initramfs_tools_backend() {
     let l = clone_fixture();
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let text = std::fs::read_to_string(&prof).unwrap();
-    std::fs::write(&prof, format!("{text}\n[initramfs]\nbackend = \"initramfs-tools\"\n")).unwrap();
+    std::fs::write(
+        &prof,
+        format!("{text}\n[initramfs]\nbackend = \"initramfs-tools\"\n"),
+    )
+    .unwrap();
     let mut c = nfsroot(&l);
     c.args(["publish", "minimal"]);
     run(c, true);
     let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
-    assert!(cfg.contains(&format!("nfsroot=10.0.2.2:{}", l.image("minimal").display())));
+    assert!(cfg.contains(&format!(
+        "nfsroot=10.0.2.2:{}",
+        l.image("minimal").display()
+    )));
     assert_passed(&boot_test(&l, &["--mode", "direct"]));
     assert_passed(&boot_test(&l, &["--mode", "pxe"]));
 }
@@ -57,23 +80,46 @@ fn initramfs_without_nic_driver_fails_fast() {
     let l = TestLayout::temp();
     let initrd = l.base.join("no-nic.img");
     let mut c = nfsroot(f);
-    c.args(["initramfs", "build", "minimal", "--exclude-module", "virtio_net", "-o"]).arg(&initrd);
+    c.args([
+        "initramfs",
+        "build",
+        "minimal",
+        "--exclude-module",
+        "virtio_net",
+        "-o",
+    ])
+    .arg(&initrd);
     run(c, true);
     let kernel = std::fs::read_dir(f.tftp.join("minimal"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("vmlinuz-")
+        })
         .unwrap();
     let t = std::time::Instant::now();
     let r = boot_test(
         f,
-        &["--timeout", "120", "--kernel", kernel.to_str().unwrap(), "--initrd", initrd.to_str().unwrap()],
+        &[
+            "--timeout",
+            "120",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ],
     );
     assert_eq!(r["passed"], false);
     let d = r["diagnosis"].as_str().unwrap();
     assert!(d.contains("no network interface"), "{d}");
-    assert!(t.elapsed().as_secs() < 110, "failure should be detected, not timed out");
+    assert!(
+        t.elapsed().as_secs() < 110,
+        "failure should be detected, not timed out"
+    );
     assert!(r["logs_dir"].is_string(), "logs kept on failure");
 }
 
@@ -90,6 +136,12 @@ fn wrong_export_fails_fast() {
     let r = boot_test(f, &["--timeout", "150", "--append", &append]);
     assert_eq!(r["passed"], false);
     let d = r["diagnosis"].as_str().unwrap();
-    assert!(d.contains("cannot mount") && d.contains("/no/such/export"), "{d}");
-    assert!(t.elapsed().as_secs() < 140, "failure should be detected, not timed out");
+    assert!(
+        d.contains("cannot mount") && d.contains("/no/such/export"),
+        "{d}"
+    );
+    assert!(
+        t.elapsed().as_secs() < 140,
+        "failure should be detected, not timed out"
+    );
 }

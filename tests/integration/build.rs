@@ -17,34 +17,73 @@ fn minimal_image_has_every_fixup() {
     let r = f.image("minimal");
     let fstab = read(&r, "etc/fstab");
     assert!(fstab.contains("proc\t/proc\tproc"), "{fstab}");
-    assert!(fstab.contains("tmpfs\t/tmp\ttmpfs\tsize=128m,mode=1777"), "{fstab}");
-    assert!(fstab.contains("tmpfs\t/var/tmp\ttmpfs\tsize=64m"), "{fstab}");
-    assert!(fstab.contains("tmpfs\t/var/log\ttmpfs"), "ro root needs a writable /var/log: {fstab}");
+    assert!(
+        fstab.contains("tmpfs\t/tmp\ttmpfs\tsize=128m,mode=1777"),
+        "{fstab}"
+    );
+    assert!(
+        fstab.contains("tmpfs\t/var/tmp\ttmpfs\tsize=64m"),
+        "{fstab}"
+    );
+    assert!(
+        fstab.contains("tmpfs\t/var/log\ttmpfs"),
+        "ro root needs a writable /var/log: {fstab}"
+    );
     let logs = f.base.join(".logs/minimal");
-    assert!(fstab.contains(&format!("10.0.2.2:{}\t/var/log/hosts\tnfs", logs.display())), "{fstab}");
+    assert!(
+        fstab.contains(&format!("10.0.2.2:{}\t/var/log/hosts\tnfs", logs.display())),
+        "{fstab}"
+    );
     assert!(logs.is_dir(), "server-side log export made");
     let ifaces = read(&r, "etc/network/interfaces");
     assert!(ifaces.contains("iface eth0 inet manual") && !ifaces.contains("auto eth0"));
-    assert_eq!(std::fs::read_link(r.join("etc/mtab")).unwrap(), Path::new("../proc/self/mounts"));
+    assert_eq!(
+        std::fs::read_link(r.join("etc/mtab")).unwrap(),
+        Path::new("../proc/self/mounts")
+    );
     assert!(!r.join("etc/hostname").exists(), "no shared hostname");
     let hook = r.join("usr/lib/nfsroot/nfsroot-node");
     assert!(std::fs::metadata(&hook).unwrap().permissions().mode() & 0o111 != 0);
-    assert!(r.join("etc/systemd/system/sysinit.target.wants/nfsroot-hostname.service").exists());
-    assert!(r.join("etc/systemd/system/multi-user.target.wants/nfsroot-ready.service").exists());
+    assert!(
+        r.join("etc/systemd/system/sysinit.target.wants/nfsroot-hostname.service")
+            .exists()
+    );
+    assert!(
+        r.join("etc/systemd/system/multi-user.target.wants/nfsroot-ready.service")
+            .exists()
+    );
     assert!(read(&r, "etc/nfsroot/node.conf").contains("HOSTNAME_PATTERN='node{ip.3:03}'"));
-    assert!(read(&r, "etc/rsyslog.d/10-perhostname.conf").contains("/var/log/hosts/%HOSTNAME%/syslog"));
+    assert!(
+        read(&r, "etc/rsyslog.d/10-perhostname.conf").contains("/var/log/hosts/%HOSTNAME%/syslog")
+    );
     assert_eq!(read(&r, "etc/machine-id"), "");
-    assert_eq!(std::fs::read_link(r.join("etc/resolv.conf")).unwrap(), Path::new("/run/nfsroot/resolv.conf"));
+    assert_eq!(
+        std::fs::read_link(r.join("etc/resolv.conf")).unwrap(),
+        Path::new("/run/nfsroot/resolv.conf")
+    );
     let keys: Vec<_> = std::fs::read_dir(r.join("etc/ssh"))
-        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ssh_host_")).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("ssh_host_"))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(keys.is_empty(), "ssh host keys in the image: {keys:?}");
     assert!(read(&r, "etc/shadow").starts_with("root:!:"), "root locked");
-    assert!(!r.join("usr/sbin/policy-rc.d").exists(), "policy-rc.d removed after the build");
+    assert!(
+        !r.join("usr/sbin/policy-rc.d").exists(),
+        "policy-rc.d removed after the build"
+    );
     let rel = read(&r, "etc/nfsroot-release");
     assert!(rel.starts_with("NAME=minimal\nBUILD_ID="), "{rel}");
     assert!(rel.contains("PROFILE_SHA256="));
-    for pkg in ["netbase", "busybox-static", "rsyslog", "nfs-common", "systemd-sysv"] {
+    for pkg in [
+        "netbase",
+        "busybox-static",
+        "rsyslog",
+        "nfs-common",
+        "systemd-sysv",
+    ] {
         assert!(
             read(&r, "var/lib/dpkg/status").contains(&format!("Package: {pkg}\n")),
             "{pkg} installed"
@@ -54,13 +93,24 @@ fn minimal_image_has_every_fixup() {
     // The cache holds the .debs; the image does not.
     assert!(std::fs::read_dir(deb_cache()).unwrap().count() > 50);
     let in_image = std::fs::read_dir(r.join("var/cache/apt/archives")).unwrap();
-    assert!(in_image.flatten().all(|e| !e.file_name().to_string_lossy().ends_with(".deb")));
+    assert!(
+        in_image
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().ends_with(".deb"))
+    );
     // Tool state is outside the image; nothing mounted anywhere in it.
     assert!(!r.join(".nfsroot").exists());
-    assert!(mounts_under(&f.base).is_empty(), "{:?}", mounts_under(&f.base));
+    assert!(
+        mounts_under(&f.base).is_empty(),
+        "{:?}",
+        mounts_under(&f.base)
+    );
     // Published.
     let cfg = std::fs::read_to_string(f.tftp.join("pxelinux.cfg/default")).unwrap();
-    assert!(cfg.contains(&format!("nfsroot=10.0.2.2:{},vers=3,tcp", r.display())), "{cfg}");
+    assert!(
+        cfg.contains(&format!("nfsroot=10.0.2.2:{},vers=3,tcp", r.display())),
+        "{cfg}"
+    );
     assert!(cfg.contains("net.ifnames=0") && cfg.contains("SERIAL 0 115200"));
     assert!(f.tftp.join("pxelinux.0").exists() && f.tftp.join("ldlinux.c32").exists());
 }
@@ -73,7 +123,10 @@ fn second_build_without_force_refuses_and_changes_nothing() {
     c.arg("build").arg(repo().join("profiles/minimal.toml"));
     let out = run(c, false);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
     assert_eq!(read(&f.image("minimal"), "etc/nfsroot-release"), before);
 }
 
@@ -116,7 +169,11 @@ fn sigkill_during_bootstrap_then_build_then_force() {
     while !mounts_under(&l.base).is_empty() && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(mounts_under(&l.base).is_empty(), "mounts left: {:?}", mounts_under(&l.base));
+    assert!(
+        mounts_under(&l.base).is_empty(),
+        "mounts left: {:?}",
+        mounts_under(&l.base)
+    );
     assert!(!image.exists(), "a partial image at the image path");
     // 2. The next build succeeds (and runs the hook with the fixed env).
     let mut c = nfsroot(&l);
@@ -130,7 +187,9 @@ fn sigkill_during_bootstrap_then_build_then_force() {
     c.arg("build").arg(&profile).arg("--no-publish");
     run(c, false);
     let mut c = nfsroot(&l);
-    c.args(["--json", "build"]).arg(&profile).args(["--no-publish", "--force"]);
+    c.args(["--json", "build"])
+        .arg(&profile)
+        .args(["--no-publish", "--force"]);
     let out = run(c, true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"]["replaced"], true);

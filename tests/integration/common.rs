@@ -212,6 +212,9 @@ pub fn boot_test(l: &TestLayout, args: &[&str]) -> serde_json::Value {
             "process {pid} outlived boot-test: {stat}"
         );
     }
-    assert!(!r["pids"].as_array().unwrap().is_empty(), "no processes recorded");
+    assert!(
+        !r["pids"].as_array().unwrap().is_empty(),
+        "no processes recorded"
+    );
     r
 }

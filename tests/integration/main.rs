@@ -3,8 +3,9 @@
 //! /etc). Tests that need a real image share one built from
 //! `profiles/minimal.toml` by [`common::fixture`], built once per checkout.
 
-mod common;
-mod profile;
-mod build;
 mod boot;
+mod build;
+mod common;
+mod initramfs;
+mod profile;
 mod upgrade;

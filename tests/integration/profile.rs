@@ -10,7 +10,8 @@ fn shipped_profiles_check_and_show() {
     let l = TestLayout::temp();
     for p in ["minimal", "cluster"] {
         let mut c = nfsroot(&l);
-        c.args(["profile", "check"]).arg(repo().join(format!("profiles/{p}.toml")));
+        c.args(["profile", "check"])
+            .arg(repo().join(format!("profiles/{p}.toml")));
         run(c, true);
         let mut c = nfsroot(&l);
         c.args(["--json", "profile", "show", p]);
@@ -44,11 +45,18 @@ fn broken_profile_corpus() {
             let out = c.output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             if out.status.code() != Some(1) {
-                failures.push(format!("{}: {cmd:?} exited {:?}", case.display(), out.status.code()));
+                failures.push(format!(
+                    "{}: {cmd:?} exited {:?}",
+                    case.display(),
+                    out.status.code()
+                ));
             }
             for frag in expect.lines().filter(|l| !l.is_empty()) {
                 if !err.contains(frag) {
-                    failures.push(format!("{}: {cmd:?}: {frag:?} not in {err:?}", case.display()));
+                    failures.push(format!(
+                        "{}: {cmd:?}: {frag:?} not in {err:?}",
+                        case.display()
+                    ));
                 }
             }
             // Nothing was created on disk.

@@ -20,7 +20,12 @@ fn kernels_in(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root.join("boot"))
         .unwrap()
         .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("vmlinuz-").map(String::from))
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("vmlinuz-")
+                .map(String::from)
+        })
         .collect();
     v.sort();
     v
@@ -29,7 +34,10 @@ fn kernels_in(root: &Path) -> Vec<String> {
 /// A real linux-image .deb newer than the image's kernel: the version the
 /// host's apt resolves `linux-image-amd64` to (downloaded once, cached).
 fn newer_kernel_deb() -> PathBuf {
-    let out = Command::new("apt-cache").args(["depends", "linux-image-amd64"]).output().unwrap();
+    let out = Command::new("apt-cache")
+        .args(["depends", "linux-image-amd64"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let pkg = text
         .lines()
@@ -43,12 +51,22 @@ fn newer_kernel_deb() -> PathBuf {
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{pkg}_")))
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{pkg}_"))
+            })
     };
     if let Some(p) = find() {
         return p;
     }
-    let st = Command::new("apt-get").arg("download").arg(&pkg).current_dir(&dir).status().unwrap();
+    let st = Command::new("apt-get")
+        .arg("download")
+        .arg(&pkg)
+        .current_dir(&dir)
+        .status()
+        .unwrap();
     assert!(st.success(), "apt-get download {pkg}");
     find().unwrap()
 }
@@ -57,17 +75,34 @@ fn newer_kernel_deb() -> PathBuf {
 fn add_kernel(root: &Path) -> String {
     let before = kernels_in(root);
     let deb = newer_kernel_deb();
-    let st = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root).status().unwrap();
+    let st = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(root)
+        .status()
+        .unwrap();
     assert!(st.success());
     let after = kernels_in(root);
-    let new: Vec<_> = after.iter().filter(|k| !before.contains(k)).cloned().collect();
-    assert_eq!(new.len(), 1, "expected one new kernel, got {new:?} (before {before:?})");
+    let new: Vec<_> = after
+        .iter()
+        .filter(|k| !before.contains(k))
+        .cloned()
+        .collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "expected one new kernel, got {new:?} (before {before:?})"
+    );
     new[0].clone()
 }
 
 fn default_version(l: &TestLayout) -> String {
     let s = json(l, &["status", "minimal"], true);
-    s["result"]["default_boots"].as_str().unwrap().trim_start_matches("minimal-").to_string()
+    s["result"]["default_boots"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("minimal-")
+        .to_string()
 }
 
 #[test]
@@ -77,7 +112,10 @@ fn publish_upgrade_rollback_retention() {
     let old = kernels_in(&root)[0].clone();
     let p = json(&l, &["publish", "minimal"], true);
     assert_eq!(p["result"]["default"], old.as_str());
-    assert_eq!(json(&l, &["publish", "minimal"], true)["result"]["changed"], false);
+    assert_eq!(
+        json(&l, &["publish", "minimal"], true)["result"]["changed"],
+        false
+    );
 
     let new = add_kernel(&root);
     // status reports the unpublished kernel as drift (exit 3).
@@ -85,51 +123,90 @@ fn publish_upgrade_rollback_retention() {
     c.args(["status", "minimal"]);
     let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("kernel {new} is in the image but not published")));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("kernel {new} is in the image but not published"))
+    );
 
     // --dry-run names the files and changes nothing.
     let cfg_before = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
     let mut c = nfsroot(&l);
     c.args(["upgrade-kernel", "minimal", "--dry-run"]);
     let out = run(c, true);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains(&format!("vmlinuz-{new}")), "{text}");
     assert!(text.contains(&format!("+DEFAULT minimal-{new}")), "{text}");
-    assert_eq!(std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap(), cfg_before);
+    assert_eq!(
+        std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap(),
+        cfg_before
+    );
     assert!(!l.tftp.join(format!("minimal/vmlinuz-{new}")).exists());
 
     let u = json(&l, &["upgrade-kernel", "minimal"], true);
     assert_eq!(u["result"]["default"], new.as_str());
     assert_eq!(default_version(&l), new);
     let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
-    assert!(cfg.contains(&format!("LABEL minimal-{old}")), "old kernel still a label:\n{cfg}");
+    assert!(
+        cfg.contains(&format!("LABEL minimal-{old}")),
+        "old kernel still a label:\n{cfg}"
+    );
     let s = json(&l, &["status", "minimal"], true);
     assert_eq!(s["result"]["drift"], serde_json::json!([]));
     // Nothing changed: says so, exits 0.
-    assert_eq!(json(&l, &["upgrade-kernel", "minimal"], true)["result"]["changed"], false);
+    assert_eq!(
+        json(&l, &["upgrade-kernel", "minimal"], true)["result"]["changed"],
+        false
+    );
 
     // rollback and forward again.
     json(&l, &["rollback", "minimal"], true);
     assert_eq!(default_version(&l), old);
     json(&l, &["rollback", "minimal", "--to", &new], true);
     assert_eq!(default_version(&l), new);
-    let e = run({ let mut c = nfsroot(&l); c.args(["rollback", "minimal", "--to", "9.9.9"]); c }, false);
+    let e = run(
+        {
+            let mut c = nfsroot(&l);
+            c.args(["rollback", "minimal", "--to", "9.9.9"]);
+            c
+        },
+        false,
+    );
     assert!(String::from_utf8_lossy(&e.stderr).contains("not published"));
 
     // Retention: keep 1. A per-host config still naming the old kernel
     // keeps its files; once it is gone, a later run... keeps none extra.
     let cfgd = l.tftp.join("pxelinux.cfg");
     let host_cfg = cfgd.join("01-52-54-00-00-00-01");
-    std::fs::write(&host_cfg, cfg.replace(&format!("DEFAULT minimal-{new}"), &format!("DEFAULT minimal-{old}"))).unwrap();
+    std::fs::write(
+        &host_cfg,
+        cfg.replace(
+            &format!("DEFAULT minimal-{new}"),
+            &format!("DEFAULT minimal-{old}"),
+        ),
+    )
+    .unwrap();
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
-    let text = std::fs::read_to_string(&prof).unwrap().replace("keep_kernels = 3", "keep_kernels = 1");
+    let text = std::fs::read_to_string(&prof)
+        .unwrap()
+        .replace("keep_kernels = 3", "keep_kernels = 1");
     std::fs::write(&prof, text).unwrap();
     // Rebuild with an extra module so the initramfs changes and publishing runs.
     let text = std::fs::read_to_string(&prof).unwrap();
-    std::fs::write(&prof, format!("{text}\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n")).unwrap();
+    std::fs::write(
+        &prof,
+        format!("{text}\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n"),
+    )
+    .unwrap();
     let u = json(&l, &["upgrade-kernel", "minimal"], true);
     assert_eq!(u["result"]["kept"], serde_json::json!([new.clone()]));
-    assert!(l.tftp.join(format!("minimal/vmlinuz-{old}")).exists(), "referenced by a per-host file");
+    assert!(
+        l.tftp.join(format!("minimal/vmlinuz-{old}")).exists(),
+        "referenced by a per-host file"
+    );
     std::fs::remove_file(&host_cfg).unwrap();
     let cfg = std::fs::read_to_string(cfgd.join("default")).unwrap();
     assert!(!cfg.contains(&format!("LABEL minimal-{old}")));
@@ -139,7 +216,10 @@ fn publish_upgrade_rollback_retention() {
 /// checksums.
 fn check_consistent(l: &TestLayout) {
     let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
-    let rec: Value = serde_json::from_slice(&std::fs::read(l.base.join(".nfsroot/published/minimal.json")).unwrap()).unwrap();
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(l.base.join(".nfsroot/published/minimal.json")).unwrap(),
+    )
+    .unwrap();
     let mut labels = 0;
     let mut cur: Option<String> = None;
     for line in cfg.lines() {
@@ -151,14 +231,20 @@ fn check_consistent(l: &TestLayout) {
         for kw in ["KERNEL ", "INITRD "] {
             if let Some(f) = line.strip_prefix(kw) {
                 assert!(cur.is_some(), "{kw} outside a label");
-                let want = rec["files"][f].as_str().unwrap_or_else(|| panic!("{f} not in the record:\n{cfg}\n{rec:#}"));
-                let data = std::fs::read(l.tftp.join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{cfg}"));
+                let want = rec["files"][f]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{f} not in the record:\n{cfg}\n{rec:#}"));
+                let data =
+                    std::fs::read(l.tftp.join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{cfg}"));
                 assert_eq!(sha256_hex(&data), want, "{f}");
             }
         }
     }
     assert!(labels >= 1, "{cfg}");
-    let default = cfg.lines().find_map(|l| l.strip_prefix("DEFAULT ")).unwrap();
+    let default = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("DEFAULT "))
+        .unwrap();
     assert!(cfg.contains(&format!("LABEL {default}")));
 }
 
@@ -173,7 +259,11 @@ fn sha256_hex(data: &[u8]) -> String {
             c.wait_with_output()
         })
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -186,7 +276,11 @@ fn sigkill_upgrade_kernel_at_50_points() {
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let base = std::fs::read_to_string(&prof).unwrap();
     let variant = |i: usize| {
-        let extra = if i % 2 == 0 { "" } else { "\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n" };
+        let extra = if i % 2 == 0 {
+            ""
+        } else {
+            "\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n"
+        };
         std::fs::write(&prof, format!("{base}{extra}")).unwrap();
     };
     // How long does an uninterrupted run take?
@@ -211,9 +305,17 @@ fn sigkill_upgrade_kernel_at_50_points() {
     variant(runs + 1);
     json(&l, &["upgrade-kernel", "minimal"], true);
     check_consistent(&l);
-    for d in [l.tftp.clone(), l.tftp.join("minimal"), l.tftp.join("pxelinux.cfg")] {
+    for d in [
+        l.tftp.clone(),
+        l.tftp.join("minimal"),
+        l.tftp.join("pxelinux.cfg"),
+    ] {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
-            assert!(!e.file_name().to_string_lossy().starts_with(".nfsroot-tmp-"), "{:?}", e.path());
+            assert!(
+                !e.file_name().to_string_lossy().starts_with(".nfsroot-tmp-"),
+                "{:?}",
+                e.path()
+            );
         }
     }
 }
@@ -229,19 +331,27 @@ fn concurrent_upgrades_serialise() {
             c.arg("--wait");
         }
         c.args(["upgrade-kernel", "minimal"]);
-        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         c.spawn().unwrap()
     };
     let a = spawn(false);
     std::thread::sleep(Duration::from_millis(200));
     let b = spawn(false);
     let c = spawn(true);
-    let (a, b, c) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap(), c.wait_with_output().unwrap());
+    let (a, b, c) = (
+        a.wait_with_output().unwrap(),
+        b.wait_with_output().unwrap(),
+        c.wait_with_output().unwrap(),
+    );
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(c.status.success(), "the waiting run completes");
     let err = String::from_utf8_lossy(&b.stderr);
     if !b.status.success() {
-        assert!(err.contains("image minimal is locked by pid") && err.contains("(upgrade-kernel)"), "{err}");
+        assert!(
+            err.contains("image minimal is locked by pid") && err.contains("(upgrade-kernel)"),
+            "{err}"
+        );
     }
     check_consistent(&l);
 }
@@ -269,23 +379,48 @@ fn bad_input_leaves_published_state_untouched() {
     };
     // A host without pxelinux.
     let empty = tempfile::tempdir().unwrap();
-    expect_err(&["publish", "minimal"], "apt-get install pxelinux", Some(("NFSROOT_SYSLINUX_ROOT", empty.path().to_str().unwrap())));
+    expect_err(
+        &["publish", "minimal"],
+        "apt-get install pxelinux",
+        Some(("NFSROOT_SYSLINUX_ROOT", empty.path().to_str().unwrap())),
+    );
     // An unknown module name in the profile.
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let good = std::fs::read_to_string(&prof).unwrap();
-    std::fs::write(&prof, format!("{good}\n[initramfs]\nmodules = [\"no_such_module\"]\n")).unwrap();
+    std::fs::write(
+        &prof,
+        format!("{good}\n[initramfs]\nmodules = [\"no_such_module\"]\n"),
+    )
+    .unwrap();
     expect_err(&["upgrade-kernel", "minimal"], "no_such_module", None);
     std::fs::write(&prof, &good).unwrap();
     // An unwritable TFTP root (a file where the directory should be).
     let file_root = l.base.join("tftp-is-a-file");
     std::fs::write(&file_root, "").unwrap();
-    expect_err(&["--tftp-root", file_root.to_str().unwrap(), "publish", "minimal"], "tftp-is-a-file", None);
+    expect_err(
+        &[
+            "--tftp-root",
+            file_root.to_str().unwrap(),
+            "publish",
+            "minimal",
+        ],
+        "tftp-is-a-file",
+        None,
+    );
     // A kernel without its modules tree.
     let k = kernels_in(&root)[0].clone();
-    std::fs::rename(root.join(format!("lib/modules/{k}")), root.join("modules.away")).unwrap();
+    std::fs::rename(
+        root.join(format!("lib/modules/{k}")),
+        root.join("modules.away"),
+    )
+    .unwrap();
     expect_err(&["upgrade-kernel", "minimal"], &k, None);
     // No kernel at all.
-    std::fs::rename(root.join(format!("boot/vmlinuz-{k}")), root.join("vmlinuz.away")).unwrap();
+    std::fs::rename(
+        root.join(format!("boot/vmlinuz-{k}")),
+        root.join("vmlinuz.away"),
+    )
+    .unwrap();
     expect_err(&["upgrade-kernel", "minimal"], "no kernel", None);
     assert_eq!(snap(&l), before, "published state changed");
 }
