@@ -83,9 +83,18 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Doctor => {
             let checks = doctor::run();
+            let mirror = crate::bootstrap::detect_mirror(Path::new("/etc/apt"));
             if json {
-                print_json("doctor", &checks)?;
+                let mirror = mirror.as_ref().ok();
+                print_json(
+                    "doctor",
+                    &serde_json::json!({"checks": checks, "mirror": mirror}),
+                )?;
             } else {
+                match &mirror {
+                    Ok(m) => println!("mirror {m} (from the host's apt sources)\n"),
+                    Err(e) => println!("mirror: {e:#}\n"),
+                }
                 for c in &checks {
                     println!(
                         "{:4} {:50} {:18} {}",
