@@ -576,9 +576,9 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
         ));
     }
     let h = &p.root_password_hash;
-    if !h.is_empty()
-        && !(h.starts_with('$') && h.matches('$').count() >= 3 && !h.contains(char::is_whitespace))
-    {
+    let crypt_like =
+        h.starts_with('$') && h.matches('$').count() >= 3 && !h.contains(char::is_whitespace);
+    if !h.is_empty() && !crypt_like {
         return Err(invalid(
             &["root_password_hash"],
             "expected a crypt(3) hash such as $y$... or $6$... (make one with: \
