@@ -208,8 +208,9 @@ pub fn dhcpd_prologue(inv: &Inventory) -> String {
 
 /// The dhcpd host blocks. Each carries its own `next-server` and
 /// `filename`, so hosts boot even if the prologue's subnet lacks them. A
-/// host with several NICs gets one block per MAC (`name`, `"name#2"`, ..),
-/// all with its address.
+/// host with several NICs gets one block per MAC (`name`, `name.nic2`, ..;
+/// dhcpd wants unique names, and host names have no dots, so these cannot
+/// collide), all with its address.
 pub fn dhcpd_hosts(inv: &Inventory) -> String {
     let c = &inv.cluster;
     let mut s = generated_by(inv);
@@ -218,7 +219,7 @@ pub fn dhcpd_hosts(inv: &Inventory) -> String {
             let id = if i == 0 {
                 h.name.clone()
             } else {
-                format!("\"{}#{}\"", h.name, i + 1)
+                format!("{}.nic{}", h.name, i + 1)
             };
             let _ = writeln!(s, "host {id} {{");
             let _ = writeln!(s, "  hardware ethernet {mac};");

@@ -32,7 +32,7 @@ use super::render::{self, Export};
 use super::{BootMode, Host, Inventory};
 use crate::fsutil::{self, Lock};
 use crate::image::Layout;
-use crate::publish::Record;
+use crate::publish::{Record, cfg_dir, image_config_name};
 use crate::pxelinux;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -637,17 +637,6 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
         dnsmasq_path,
         dhcpd_path,
     })
-}
-
-/// Where pxelinux.cfg lives (as `publish::cfg_dir` on main).
-pub fn cfg_dir(layout: &Layout) -> PathBuf {
-    layout.tftp_root.join("pxelinux.cfg")
-}
-
-/// The image's own config name under pxelinux.cfg/ (as
-/// `publish::image_config_name` on main).
-pub fn image_config_name(image: &str) -> String {
-    format!("nfsroot-{image}")
 }
 
 /// `01-aa-bb-..` or an 8-digit upper-case hex address: names PXELINUX
