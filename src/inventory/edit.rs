@@ -705,6 +705,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn first_host_creates_the_table_and_keeps_comments() {
+        let mut doc: DocumentMut = "# cluster\n[cluster] # here\nsubnet = \"10.0.0.0/24\"\n"
+            .parse()
+            .unwrap();
+        insert_host(
+            &mut doc,
+            &AddHost {
+                name: "a".into(),
+                macs: vec!["52:54:00:00:00:01".into(), "52:54:00:00:00:02".into()],
+                ip: "10.0.0.2".into(),
+                boot: Some(BootMode::Disabled),
+                ..AddHost::default()
+            },
+        );
+        assert_eq!(
+            doc.to_string(),
+            "# cluster\n[cluster] # here\nsubnet = \"10.0.0.0/24\"\n\n[hosts]\n\
+             a = { mac = [\"52:54:00:00:00:01\", \"52:54:00:00:00:02\"], ip = \"10.0.0.2\", boot = \"disabled\" }\n"
+        );
+    }
+
+    #[test]
     fn csv_split() {
         assert_eq!(split_csv("a,b,,c").unwrap(), ["a", "b", "", "c"]);
         assert_eq!(

@@ -5,7 +5,7 @@
 //! TFTP server, default image), optional `[groups.NAME]` defaults, and a
 //! `[hosts]` table with one inline table per host, keyed by name, so TOML
 //! itself rejects a duplicate name. It is parsed like a profile: serde with
-//! `deny_unknown_fields` gives shape errors with a span, then [`validate`]
+//! `deny_unknown_fields` gives shape errors with a span, then `resolve`
 //! checks the whole (MAC syntax, duplicate MACs and addresses, addresses
 //! outside the subnet, unknown groups, hosts without an image) and every
 //! error names `file:line:col` and the key. Values are resolved once, host
@@ -108,10 +108,32 @@
 //! }
 //! ```
 //!
-//! Wiring: `Hosts(a)` -> [`edit::run_hosts`]`(&layout, &g.inventory, a.into())`
-//! (print [`edit::HostsOutcome::text`] or the JSON envelope); `Sync(a)` ->
-//! [`sync::run_sync_with`] with `wait: g.wait` (print
-//! [`sync::SyncReport::text`] or JSON).
+//! Wiring in commands.rs (`hosts list --json` is the global `--json`):
+//!
+//! ```text
+//! Command::Hosts(a) => {
+//!     use nfsroot::inventory::edit::{AddHost, SetHost};
+//!     let cmd = match a {
+//!         HostsArgs::Add { name, mac, ip, image, group } => HostsCmd::Add(AddHost {
+//!             name, macs: mac, ip, image, group, ..AddHost::default()
+//!         }),
+//!         HostsArgs::Remove { name } => HostsCmd::Remove { name },
+//!         HostsArgs::List => HostsCmd::List,
+//!         HostsArgs::Set { name, image, localboot, disable, enable, kernel, cmdline } =>
+//!             HostsCmd::Set(SetHost { name, image, localboot, disable, enable, kernel, cmdline }),
+//!         HostsArgs::Import { file, replace } => HostsCmd::Import { file, replace },
+//!     };
+//!     let o = inventory::run_hosts(&layout, &absolute(&g.inventory)?, cmd)?;
+//!     if json { print_json("hosts", &o)? } else { print!("{}", o.text()) }
+//! }
+//! Command::Sync(a) => {
+//!     let r = inventory::run_sync_with(&layout, &inventory::SyncOptions {
+//!         inventory: absolute(&g.inventory)?, etc_dir: absolute(&g.etc_dir)?,
+//!         dry_run: a.dry_run, wait: g.wait,
+//!     })?;
+//!     if json { print_json("sync", &r)? } else if !g.quiet { print!("{}", r.text()) }
+//! }
+//! ```
 
 pub mod edit;
 pub mod render;

@@ -467,6 +467,10 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
     for h in &inv.hosts {
         if let Some(img) = &h.image {
             if h.boot == BootMode::Image && !records.contains_key(img) {
+                // Its root is exported: it must exist.
+                layout
+                    .existing_image(img)
+                    .with_context(|| format!("host {}", h.name))?;
                 records.insert(img.clone(), Record::load(layout, img)?);
             }
             if !facts.contains_key(img) {
