@@ -26,6 +26,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod image;
 pub mod initramfs;
+pub mod inventory;
 pub mod kernel;
 pub mod profile;
 pub mod progress;

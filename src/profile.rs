@@ -372,7 +372,7 @@ pub fn parse(text: &str, origin: &Path, dir: &Path) -> Result<Loaded> {
 }
 
 /// 1-based line and column of a byte offset.
-fn line_col(text: &str, off: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, off: usize) -> (usize, usize) {
     let before = &text[..off.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let col = before
@@ -384,7 +384,7 @@ fn line_col(text: &str, off: usize) -> (usize, usize) {
 
 /// Find the span of a key path (`["mounts","1","target"]`) in the text:
 /// the deepest key that exists, so a missing key points at its table.
-fn locate(text: &str, key: &[String]) -> Option<(usize, usize)> {
+pub(crate) fn locate(text: &str, key: &[String]) -> Option<(usize, usize)> {
     use toml_edit::{Item, Value};
     enum Node<'a> {
         Item(&'a Item),
@@ -576,9 +576,9 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
         ));
     }
     let h = &p.root_password_hash;
-    if !h.is_empty()
-        && !(h.starts_with('$') && h.matches('$').count() >= 3 && !h.contains(char::is_whitespace))
-    {
+    let crypt_like =
+        h.starts_with('$') && h.matches('$').count() >= 3 && !h.contains(char::is_whitespace);
+    if !h.is_empty() && !crypt_like {
         return Err(invalid(
             &["root_password_hash"],
             "expected a crypt(3) hash such as $y$... or $6$... (make one with: \

@@ -1,0 +1,878 @@
+//! `nfsroot sync`: make the disk match the inventory.
+//!
+//! A sync is a plan, then an apply. [`plan`] renders every output (pure
+//! functions in [`super::render`]) and reads what is on disk now, giving a
+//! list of items — a file's whole new content, a symlink, a directory with
+//! owner and mode, a removal — each compared with the disk; `--dry-run`
+//! prints the differences and stops there. Apply writes only what differs,
+//! each file through [`fsutil::atomic_write_mode`], in an order that never
+//! lets a node see a half-done state: log directories, then per-host boot
+//! files and links, then the images' `/etc/hosts`, exports, and last the
+//! DHCP configs (a new host gets an address only once its boot file
+//! exists); stale per-host files are removed after DHCP no longer names
+//! their host.
+//!
+//! Per-host PXELINUX names. A host whose config is exactly its image's
+//! published one gets `01-<mac>` as a relative symlink to
+//! `nfsroot-<image>`, so `upgrade-kernel` and `rollback` reach it with no
+//! sync; a host with a pinned kernel, extra cmdline, localboot or disabled
+//! gets a rendered file. The hex-IP name (and the names of further MACs)
+//! is always a relative symlink to the same target, never a copy: one
+//! content per host means the names cannot disagree, a link is replaced
+//! atomically by rename like a file, relative links in the same directory
+//! work under a chrooted tftpd, and `ls -l pxelinux.cfg` shows which image
+//! each address boots (the relink habit of seed 002, made by the tool).
+//! Hosts whose config equals `pxelinux.cfg/default` get no names (unless
+//! `host_files = "all"`). Which names the tool owns is recorded in
+//! `<state>/inventory/pxelinux-names.json` (a superset is recorded before
+//! writing), so removing a host removes exactly its names and a
+//! hand-made file is never swept.
+
+use super::render::{self, Export};
+use super::{BootMode, Host, Inventory};
+use crate::fsutil::{self, Lock};
+use crate::image::Layout;
+use crate::publish::{Record, cfg_dir, image_config_name};
+use crate::pxelinux;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Owner of per-host log directories on an export nodes write as squashed
+/// root (nobody:nogroup on Debian).
+pub const ANON_ID: u32 = 65534;
+
+/// What `sync` needs besides the layout.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    pub inventory: PathBuf,
+    /// Server-side files go to `<etc_dir>/dnsmasq.d/`, `exports.d/`, `dhcp/`.
+    pub etc_dir: PathBuf,
+    pub dry_run: bool,
+    /// Wait for image locks instead of failing.
+    pub wait: bool,
+}
+
+/// One difference between the disk and the inventory.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Change {
+    /// `write`, `link`, `remove`, `mkdir` or `chown`.
+    pub action: String,
+    pub path: PathBuf,
+    /// Link target, or owner and mode.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Line diff of a file (dry runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+/// What a sync did (or, dry, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub dry_run: bool,
+    pub inventory: PathBuf,
+    pub hosts: usize,
+    /// Hosts with per-host PXELINUX names.
+    pub host_files: Vec<String>,
+    /// Hosts that boot `pxelinux.cfg/default` (no per-host names).
+    pub following_default: Vec<String>,
+    pub changes: Vec<Change>,
+    /// Outputs that were already right.
+    pub unchanged: usize,
+    /// Commands that make running services pick the changes up.
+    pub next_steps: Vec<String>,
+}
+
+impl SyncReport {
+    /// Human-readable summary (with diffs on a dry run).
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for c in &self.changes {
+            let _ = write!(s, "{:6} {}", c.action, c.path.display());
+            if !c.detail.is_empty() {
+                let _ = write!(s, " {}", c.detail);
+            }
+            s.push('\n');
+            if let Some(d) = &c.diff {
+                s.push_str(d);
+            }
+        }
+        let _ = writeln!(
+            s,
+            "{} hosts: {} with per-host boot files, {} following default; {} {}, {} unchanged",
+            self.hosts,
+            self.host_files.len(),
+            self.following_default.len(),
+            self.changes.len(),
+            if self.dry_run {
+                "changes (dry run: nothing written)"
+            } else {
+                "changes"
+            },
+            self.unchanged
+        );
+        for n in &self.next_steps {
+            let _ = writeln!(s, "next: {n}");
+        }
+        s
+    }
+}
+
+/// Sync with default options (no waiting for locks).
+pub fn run_sync(
+    layout: &Layout,
+    inv_path: &Path,
+    etc_dir: &Path,
+    dry_run: bool,
+) -> Result<SyncReport> {
+    run_sync_with(
+        layout,
+        &SyncOptions {
+            inventory: inv_path.to_path_buf(),
+            etc_dir: etc_dir.to_path_buf(),
+            dry_run,
+            wait: false,
+        },
+    )
+}
+
+/// The lock serialising inventory edits and syncs.
+pub fn inventory_lock(layout: &Layout, op: &str, wait: bool) -> Result<Lock> {
+    // Image names cannot start with '.', so this never is an image's lock.
+    let p = layout.state_dir().join("locks").join(".inventory.lock");
+    Lock::acquire(&p, "the inventory", op, wait)
+}
+
+/// Plan and (unless dry) apply.
+pub fn run_sync_with(layout: &Layout, o: &SyncOptions) -> Result<SyncReport> {
+    let _lock = if o.dry_run {
+        None
+    } else {
+        fsutil::mkdir_p(&layout.base_dir)?;
+        Some(inventory_lock(layout, "sync", o.wait)?)
+    };
+    let inv = super::load(&o.inventory)?;
+    let mut image_locks = Vec::new();
+    let p = plan(layout, &inv, &o.etc_dir)?;
+    if !o.dry_run {
+        for img in &p.locked_images {
+            image_locks.push(layout.lock(img, "sync", o.wait)?);
+        }
+    }
+    // Compare after taking the locks: a build may have just finished.
+    let p = if o.dry_run || p.locked_images.is_empty() {
+        p
+    } else {
+        plan(layout, &inv, &o.etc_dir)?
+    };
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for it in &p.items {
+        match it.change(o.dry_run)? {
+            Some(c) => changes.push((it, c)),
+            None => unchanged += 1,
+        }
+    }
+    let mut next_steps = Vec::new();
+    let changed = |needle: &Path| changes.iter().any(|(_, c)| c.path == needle);
+    if changed(&p.exports_path) {
+        next_steps.push("exportfs -ra".to_string());
+    }
+    if changed(&p.dnsmasq_path) {
+        next_steps.push("systemctl restart dnsmasq (if it serves DHCP here)".to_string());
+    }
+    if changed(&p.dhcpd_path) {
+        next_steps.push("systemctl restart isc-dhcp-server (if it serves DHCP here)".to_string());
+    }
+    if !o.dry_run && !changes.is_empty() {
+        apply(layout, &p, &changes)?;
+    }
+    drop(image_locks);
+    Ok(SyncReport {
+        dry_run: o.dry_run,
+        inventory: o.inventory.clone(),
+        hosts: inv.hosts.len(),
+        host_files: p.host_files,
+        following_default: p.following_default,
+        changes: changes.into_iter().map(|(_, c)| c).collect(),
+        unchanged,
+        next_steps,
+    })
+}
+
+/// A host's PXELINUX config, from its image's published record.
+pub fn host_boot_config(layout: &Layout, inv: &Inventory, host: &str) -> Result<pxelinux::Config> {
+    let h = inv
+        .host(host)
+        .with_context(|| format!("no host {host} in {}", inv.path.display()))?;
+    let rec = match (&h.image, h.boot) {
+        (Some(img), BootMode::Image) => Record::load(layout, img)?,
+        _ => None,
+    };
+    render::boot_config(h, rec.as_ref())
+}
+
+/// Where an image's per-host logs go on the server, as its node.conf says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LogPlace {
+    base: PathBuf,
+    uid: u32,
+    gid: u32,
+    /// Exported read-write from here (read-only roots).
+    export: bool,
+}
+
+/// What the server needs to know about an image.
+#[derive(Debug, Clone)]
+struct ImageFacts {
+    rw: bool,
+    logs: Option<LogPlace>,
+}
+
+fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFacts> {
+    let dir = layout.image_dir(image);
+    let conf_path = dir.join("etc/nfsroot/node.conf");
+    let conf = match std::fs::read_to_string(&conf_path) {
+        Ok(t) => Some(super::parse_shell_conf(&t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", conf_path.display())),
+    };
+    let get = |k: &str| conf.as_ref().and_then(|c| c.get(k)).map(String::as_str);
+    let rw = get("ROOT_MODE") == Some("rw");
+    if conf.is_some() && get("LOG_LAYOUT").is_some_and(|l| l != "per-host") {
+        return Ok(ImageFacts { rw, logs: None });
+    }
+    let logs = if rw {
+        let log_dir = get("LOG_DIR").unwrap_or("/var/log/hosts");
+        Some(LogPlace {
+            base: dir.join(log_dir.trim_start_matches('/')),
+            uid: 0,
+            gid: 0,
+            export: false,
+        })
+    } else {
+        match get("LOG_EXPORT").and_then(|e| e.split_once(':')) {
+            Some((server, path)) if !path.is_empty() => {
+                // Only a log export this server provides is ours to manage.
+                (server == inv.cluster.nfs_server.to_string()).then(|| LogPlace {
+                    base: PathBuf::from(path),
+                    uid: ANON_ID,
+                    gid: ANON_ID,
+                    export: true,
+                })
+            }
+            _ => Some(LogPlace {
+                base: layout.logs_dir(image),
+                uid: ANON_ID,
+                gid: ANON_ID,
+                export: true,
+            }),
+        }
+    };
+    Ok(ImageFacts { rw, logs })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Dirs,
+    HostFiles,
+    HostLinks,
+    ImageHosts,
+    Exports,
+    Dhcp,
+    Remove,
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    File {
+        path: PathBuf,
+        text: String,
+        phase: Phase,
+    },
+    Link {
+        path: PathBuf,
+        target: String,
+    },
+    Remove {
+        path: PathBuf,
+    },
+    Dir {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+}
+
+impl Item {
+    fn phase(&self) -> Phase {
+        match self {
+            Item::File { phase, .. } => *phase,
+            Item::Link { .. } => Phase::HostLinks,
+            Item::Remove { .. } => Phase::Remove,
+            Item::Dir { .. } => Phase::Dirs,
+        }
+    }
+
+    /// The difference from the disk, if any.
+    fn change(&self, with_diff: bool) -> Result<Option<Change>> {
+        let mk = |action: &str, path: &Path, detail: String, diff: Option<String>| Change {
+            action: action.into(),
+            path: path.to_path_buf(),
+            detail,
+            diff,
+        };
+        Ok(match self {
+            Item::File { path, text, .. } => {
+                let old = read_opt(path)?;
+                if old.as_deref() == Some(text.as_str())
+                    && !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink())
+                {
+                    None
+                } else {
+                    let diff = with_diff.then(|| line_diff(old.as_deref().unwrap_or(""), text));
+                    let detail = if old.is_none() {
+                        "(new)".into()
+                    } else {
+                        String::new()
+                    };
+                    Some(mk("write", path, detail, diff))
+                }
+            }
+            Item::Link { path, target } => match std::fs::read_link(path) {
+                Ok(t) if t == Path::new(target) => None,
+                _ => Some(mk("link", path, format!("-> {target}"), None)),
+            },
+            Item::Remove { path } => Some(mk("remove", path, String::new(), None)),
+            Item::Dir {
+                path,
+                uid,
+                gid,
+                mode,
+            } => {
+                let detail = format!("(owner {uid}:{gid}, mode {mode:04o})");
+                match std::fs::symlink_metadata(path) {
+                    Ok(m) if m.is_dir() => {
+                        if m.uid() == *uid
+                            && m.gid() == *gid
+                            && m.permissions().mode() & 0o7777 == *mode
+                        {
+                            None
+                        } else {
+                            Some(mk("chown", path, detail, None))
+                        }
+                    }
+                    Ok(_) => bail!(
+                        "{} exists and is not a directory; move it away so sync can \
+                         create the host's log directory",
+                        path.display()
+                    ),
+                    Err(_) => Some(mk("mkdir", path, detail, None)),
+                }
+            }
+        })
+    }
+}
+
+fn read_opt(p: &Path) -> Result<Option<String>> {
+    match std::fs::read(p) {
+        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+/// Everything sync would make true.
+struct Plan {
+    items: Vec<Item>,
+    host_files: Vec<String>,
+    following_default: Vec<String>,
+    /// Images whose trees sync writes into.
+    locked_images: BTreeSet<String>,
+    /// Per-host names owned after this sync, and before it.
+    names_now: BTreeSet<String>,
+    names_before: BTreeSet<String>,
+    exports_path: PathBuf,
+    dnsmasq_path: PathBuf,
+    dhcpd_path: PathBuf,
+}
+
+fn names_record(layout: &Layout) -> PathBuf {
+    layout
+        .state_dir()
+        .join("inventory")
+        .join("pxelinux-names.json")
+}
+
+fn load_names(layout: &Layout) -> Result<BTreeSet<String>> {
+    let p = names_record(layout);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+fn save_names(layout: &Layout, names: &BTreeSet<String>) -> Result<()> {
+    let p = names_record(layout);
+    fsutil::mkdir_p(p.parent().expect("has a parent"))?;
+    let mut t = serde_json::to_string_pretty(names)?;
+    t.push('\n');
+    fsutil::atomic_write(&p, t.as_bytes())
+}
+
+/// Config text without comment lines, to compare configs by meaning.
+fn body(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Is `path` (which may not exist yet) inside `root`, following symlinks
+/// of its existing ancestors? Guards writes into image trees.
+fn inside(root: &Path, path: &Path) -> Result<()> {
+    let root =
+        std::fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            break;
+        }
+    }
+    let real = std::fs::canonicalize(&p).with_context(|| format!("resolving {}", p.display()))?;
+    if !real.starts_with(&root) {
+        bail!(
+            "{} resolves to {}, outside the image {}; refusing to write there",
+            path.display(),
+            real.display(),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
+    let mut items = Vec::new();
+    let mut locked_images = BTreeSet::new();
+
+    // Records and facts of every image a host names.
+    let mut records: BTreeMap<String, Option<Record>> = BTreeMap::new();
+    let mut facts: BTreeMap<String, ImageFacts> = BTreeMap::new();
+    for h in &inv.hosts {
+        if let Some(img) = &h.image {
+            if h.boot == BootMode::Image && !records.contains_key(img) {
+                // Its root is exported: it must exist.
+                layout
+                    .existing_image(img)
+                    .with_context(|| format!("host {}", h.name))?;
+                records.insert(img.clone(), Record::load(layout, img)?);
+            }
+            if !facts.contains_key(img) {
+                facts.insert(img.clone(), image_facts(layout, inv, img)?);
+            }
+        }
+    }
+
+    // 1. Per-host log directories (never removed: they hold logs).
+    let mut seen_dirs = BTreeSet::new();
+    for h in &inv.hosts {
+        let Some(img) = &h.image else { continue };
+        let Some(lp) = facts[img].logs.as_ref() else {
+            continue;
+        };
+        let path = lp.base.join(&h.name);
+        if !lp.export {
+            let root = layout.image_dir(img);
+            if root.is_dir() {
+                inside(&root, &path)?;
+            }
+            locked_images.insert(img.clone());
+        }
+        if seen_dirs.insert(path.clone()) {
+            items.push(Item::Dir {
+                path,
+                uid: lp.uid,
+                gid: lp.gid,
+                mode: 0o755,
+            });
+        }
+    }
+
+    // 2. Per-host PXELINUX names.
+    let cfgd = cfg_dir(layout);
+    let default_body = read_opt(&cfgd.join("default"))?.map(|t| body(&t));
+    let mut host_files = Vec::new();
+    let mut following_default = Vec::new();
+    let mut names_now = BTreeSet::new();
+    for h in &inv.hosts {
+        let rec = h
+            .image
+            .as_ref()
+            .and_then(|i| records.get(i))
+            .and_then(Option::as_ref);
+        let text = pxelinux::render(&render::boot_config(h, rec)?);
+        let differs = inv.cluster.host_files == super::HostFiles::All
+            || default_body.as_deref() != Some(body(&text).as_str());
+        if !differs {
+            following_default.push(h.name.clone());
+            continue;
+        }
+        host_files.push(h.name.clone());
+        host_names(h, &cfgd, text, &mut items, &mut names_now);
+    }
+    // Names owned before: the record, plus any file with our header.
+    let mut names_before = load_names(layout)?;
+    if let Ok(rd) = std::fs::read_dir(&cfgd) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if is_host_name(&n)
+                && e.file_type().is_ok_and(|t| t.is_file())
+                && read_opt(&e.path())?.is_some_and(|t| render::is_host_config(&t))
+            {
+                names_before.insert(n);
+            }
+        }
+    }
+    for n in names_before.difference(&names_now) {
+        let path = cfgd.join(n);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            items.push(Item::Remove { path });
+        }
+    }
+
+    // 3. /etc/hosts of every image.
+    let block = render::hosts_block(inv);
+    for img in layout.list_images()? {
+        let root = layout.image_dir(&img);
+        let path = root.join("etc/hosts");
+        inside(&root, &path)?;
+        let old = read_opt(&path)?;
+        let text = render::splice(
+            old.as_deref(),
+            &block,
+            "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
+            &path,
+        )?;
+        locked_images.insert(img);
+        items.push(Item::File {
+            path,
+            text,
+            phase: Phase::ImageHosts,
+        });
+    }
+
+    // 4. Exports: roots of images some host boots, and their log trees.
+    let mut exports: Vec<Export> = Vec::new();
+    for (img, f) in &facts {
+        if !inv
+            .hosts
+            .iter()
+            .any(|h| h.boot == BootMode::Image && h.image.as_deref() == Some(img))
+        {
+            continue;
+        }
+        exports.push(Export {
+            path: layout.image_dir(img),
+            rw: f.rw,
+            no_root_squash: true,
+            what: format!(
+                "image {img}: root file system ({})",
+                if f.rw { "rw" } else { "ro" }
+            ),
+        });
+        if let Some(lp) = &f.logs
+            && lp.export
+        {
+            exports.push(Export {
+                path: lp.base.clone(),
+                rw: true,
+                no_root_squash: false,
+                what: format!("image {img}: per-host logs, written as squashed root"),
+            });
+        }
+    }
+    let exports_path = etc_dir.join("exports.d/nfsroot.exports");
+    let dnsmasq_path = etc_dir.join("dnsmasq.d/nfsroot.conf");
+    let dhcpd_path = etc_dir.join("dhcp/dhcpd.conf");
+    let shared: [(&PathBuf, String, String, Phase); 3] = [
+        (
+            &exports_path,
+            render::exports(inv, &exports),
+            String::new(),
+            Phase::Exports,
+        ),
+        (
+            &dnsmasq_path,
+            render::dnsmasq(inv, &layout.tftp_root),
+            String::new(),
+            Phase::Dhcp,
+        ),
+        (
+            &dhcpd_path,
+            render::dhcpd_hosts(inv),
+            render::dhcpd_prologue(inv),
+            Phase::Dhcp,
+        ),
+    ];
+    for (path, body, prologue, phase) in shared {
+        let old = read_opt(path)?;
+        let text = render::splice(old.as_deref(), &body, &prologue, path)?;
+        items.push(Item::File {
+            path: path.clone(),
+            text,
+            phase,
+        });
+    }
+    items.sort_by_key(Item::phase);
+    Ok(Plan {
+        items,
+        host_files,
+        following_default,
+        locked_images,
+        names_now,
+        names_before,
+        exports_path,
+        dnsmasq_path,
+        dhcpd_path,
+    })
+}
+
+/// `01-aa-bb-..` or an 8-digit upper-case hex address: names PXELINUX
+/// looks up per host.
+fn is_host_name(n: &str) -> bool {
+    let mac = n.len() == 20
+        && n.starts_with("01-")
+        && n[3..]
+            .split('-')
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    let hex = n.len() == 8
+        && n.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+    mac || hex
+}
+
+/// The items for one host's names: see the module docs.
+fn host_names(
+    h: &Host,
+    cfgd: &Path,
+    text: String,
+    items: &mut Vec<Item>,
+    names: &mut BTreeSet<String>,
+) {
+    let primary = pxelinux::mac_file_name(&h.macs[0]);
+    let mut links: Vec<String> = h.macs[1..]
+        .iter()
+        .map(|m| pxelinux::mac_file_name(m))
+        .collect();
+    links.push(pxelinux::hex_ip(h.ip));
+    let image_cfg = h.image.as_deref().map(image_config_name);
+    let target = match image_cfg {
+        Some(c) if render::is_plain(h) && cfgd.join(&c).is_file() => {
+            links.insert(0, primary.clone());
+            c
+        }
+        _ => {
+            items.push(Item::File {
+                path: cfgd.join(&primary),
+                text,
+                phase: Phase::HostFiles,
+            });
+            primary.clone()
+        }
+    };
+    names.insert(primary);
+    for l in links {
+        items.push(Item::Link {
+            path: cfgd.join(&l),
+            target: target.clone(),
+        });
+        names.insert(l);
+    }
+}
+
+fn apply(layout: &Layout, p: &Plan, changes: &[(&Item, Change)]) -> Result<()> {
+    // Record the superset of names first, so a crash never leaves a file
+    // the tool made but does not know it owns.
+    let union: BTreeSet<String> = p.names_before.union(&p.names_now).cloned().collect();
+    if union != load_names(layout)? {
+        save_names(layout, &union)?;
+    }
+    let cfgd = cfg_dir(layout);
+    let mut dirty_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut phase = None;
+    for (it, _) in changes {
+        if phase != Some(it.phase()) {
+            for d in std::mem::take(&mut dirty_dirs) {
+                fsutil::fsync_dir(&d)?;
+            }
+            phase = Some(it.phase());
+            if it.phase() == Phase::HostFiles || it.phase() == Phase::HostLinks {
+                fsutil::mkdir_p(&cfgd)?;
+                fsutil::sweep_temps(&cfgd)?;
+            }
+        }
+        match it {
+            Item::File { path, text, .. } => {
+                let dir = path.parent().context("file has a parent")?;
+                fsutil::mkdir_p(dir)?;
+                let mode = std::fs::metadata(path)
+                    .map(|m| m.permissions().mode() & 0o7777)
+                    .unwrap_or(0o644);
+                fsutil::atomic_write_mode(path, text.as_bytes(), mode)?;
+            }
+            Item::Link { path, target } => {
+                let dir = path.parent().context("link has a parent")?;
+                let tmp = dir.join(format!(
+                    "{}{}-{}",
+                    fsutil::TEMP_PREFIX,
+                    std::process::id(),
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(target, &tmp)
+                    .with_context(|| format!("creating symlink {}", tmp.display()))?;
+                std::fs::rename(&tmp, path)
+                    .with_context(|| format!("renaming into place {}", path.display()))?;
+                dirty_dirs.insert(dir.to_path_buf());
+            }
+            Item::Remove { path } => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()));
+                    }
+                }
+                if let Some(d) = path.parent() {
+                    dirty_dirs.insert(d.to_path_buf());
+                }
+            }
+            Item::Dir {
+                path,
+                uid,
+                gid,
+                mode,
+            } => {
+                fsutil::mkdir_p(path)?;
+                std::os::unix::fs::chown(path, Some(*uid), Some(*gid)).with_context(|| {
+                    format!("chown {uid}:{gid} {} (run sync as root)", path.display())
+                })?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
+                    .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
+            }
+        }
+    }
+    for d in dirty_dirs {
+        fsutil::fsync_dir(&d)?;
+    }
+    if p.names_now != union {
+        save_names(layout, &p.names_now)?;
+    }
+    Ok(())
+}
+
+/// A line diff for `--dry-run`: hunks of removed and added lines with
+/// their line numbers (unified style, no context lines).
+pub fn line_diff(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let pre = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suf = a[pre..]
+        .iter()
+        .rev()
+        .zip(b[pre..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (am, bm) = (&a[pre..a.len() - suf], &b[pre..b.len() - suf]);
+    // Edit script over the middle: LCS when small enough, else replace all.
+    let mut ops: Vec<(char, usize, usize)> = Vec::new(); // (op, index in a, index in b)
+    if am.len() * bm.len() <= 4_000_000 {
+        let (n, m) = (am.len(), bm.len());
+        let mut l = vec![0u32; (n + 1) * (m + 1)];
+        for i in (0..n).rev() {
+            for j in (0..m).rev() {
+                l[i * (m + 1) + j] = if am[i] == bm[j] {
+                    l[(i + 1) * (m + 1) + j + 1] + 1
+                } else {
+                    l[(i + 1) * (m + 1) + j].max(l[i * (m + 1) + j + 1])
+                };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < n || j < m {
+            if i < n && j < m && am[i] == bm[j] {
+                ops.push(('=', i, j));
+                i += 1;
+                j += 1;
+            } else if j < m && (i == n || l[i * (m + 1) + j + 1] >= l[(i + 1) * (m + 1) + j]) {
+                ops.push(('+', i, j));
+                j += 1;
+            } else {
+                ops.push(('-', i, j));
+                i += 1;
+            }
+        }
+    } else {
+        ops.extend((0..am.len()).map(|i| ('-', i, 0)));
+        ops.extend((0..bm.len()).map(|j| ('+', am.len(), j)));
+    }
+    let mut s = String::new();
+    let mut k = 0;
+    while k < ops.len() {
+        if ops[k].0 == '=' {
+            k += 1;
+            continue;
+        }
+        let start = k;
+        while k < ops.len() && ops[k].0 != '=' {
+            k += 1;
+        }
+        let hunk = &ops[start..k];
+        let dels = hunk.iter().filter(|o| o.0 == '-').count();
+        let adds = hunk.len() - dels;
+        let _ = writeln!(
+            s,
+            "@@ -{},{dels} +{},{adds} @@",
+            pre + hunk[0].1 + usize::from(dels > 0),
+            pre + hunk[0].2 + usize::from(adds > 0)
+        );
+        for o in hunk.iter().filter(|o| o.0 == '-') {
+            let _ = writeln!(s, "-{}", am[o.1]);
+        }
+        for o in hunk.iter().filter(|o| o.0 == '+') {
+            let _ = writeln!(s, "+{}", bm[o.2]);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_hunks() {
+        assert_eq!(line_diff("a\nb\nc\n", "a\nb\nc\n"), "");
+        assert_eq!(
+            line_diff("a\nb\nc\n", "a\nB\nc\n"),
+            "@@ -2,1 +2,1 @@\n-b\n+B\n"
+        );
+        assert_eq!(line_diff("", "x\n"), "@@ -0,0 +1,1 @@\n+x\n");
+        assert_eq!(line_diff("a\nx\nb\n", "a\nb\n"), "@@ -2,1 +1,0 @@\n-x\n");
+    }
+
+    #[test]
+    fn host_name_pattern() {
+        assert!(is_host_name("01-52-54-00-ab-cd-01"));
+        assert!(is_host_name("0A120102"));
+        assert!(!is_host_name("default"));
+        assert!(!is_host_name("nfsroot-minimal"));
+        assert!(!is_host_name("0a120102"));
+    }
+}

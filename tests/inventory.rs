@@ -1,0 +1,835 @@
+//! Library-level tests of the cluster inventory: `hosts` edits, `sync`
+//! output against expected text, the generated DHCP configs against the
+//! real `dnsmasq --test` and `dhcpd -t`, and a corpus of malformed input.
+//! Every test works in its own temp directories (never the host's /etc,
+//! /var/lib/tftpboot or /var/lib/nfsroot).
+
+use nfsroot::image::Layout;
+use nfsroot::inventory::edit::{AddHost, SetHost};
+use nfsroot::inventory::{self, BootMode, HostsCmd};
+use nfsroot::publish::{PublishedKernel, Record};
+use nfsroot::pxelinux;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// A temp server: base dir, TFTP root, etc dir, inventory path.
+struct Server {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    layout: Layout,
+    etc: PathBuf,
+    inv: PathBuf,
+}
+
+impl Server {
+    fn new() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let layout = Layout {
+            base_dir: root.join("nfsroot"),
+            tftp_root: root.join("tftp"),
+            cache_dir: root.join("cache"),
+        };
+        let etc = root.join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        let inv = root.join("inventory.toml");
+        Server {
+            _tmp: tmp,
+            root,
+            layout,
+            etc,
+            inv,
+        }
+    }
+
+    /// An image tree with /etc/hosts and, optionally, a node.conf, and a
+    /// published record with two kernels (the newer default) whose config
+    /// is written as publish does.
+    fn image(&self, name: &str, node_conf: Option<&str>, default: bool) {
+        let dir = self.layout.image_dir(name);
+        std::fs::create_dir_all(dir.join("etc/nfsroot")).unwrap();
+        std::fs::create_dir_all(dir.join("var/log")).unwrap();
+        std::fs::write(
+            dir.join("etc/hosts"),
+            "127.0.0.1\tlocalhost\n# hand edit above the block\n10.9.9.9\tnas\n",
+        )
+        .unwrap();
+        if let Some(c) = node_conf {
+            std::fs::write(dir.join("etc/nfsroot/node.conf"), c).unwrap();
+        }
+        let k = |v: &str| PublishedKernel {
+            version: v.into(),
+            kernel: format!("{name}/vmlinuz-{v}"),
+            initrd: format!("{name}/initrd.img-{v}-0123abcd"),
+            kernel_sha256: "00".repeat(32),
+            initrd_sha256: "11".repeat(32),
+            backend: "nfsroot".into(),
+            append: format!("root=/dev/nfs nfsroot=10.18.1.1:/srv/{name},vers=3 ip=dhcp ro"),
+            published_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let rec = Record {
+            image: name.into(),
+            kernels: vec![k("6.1.0-9-amd64"), k("6.1.0-10-amd64")],
+            default: Some("6.1.0-10-amd64".into()),
+            serial: Some("ttyS0,115200".into()),
+            timeout_s: 3,
+        };
+        rec.save(&self.layout).unwrap();
+        let cfgd = self.layout.tftp_root.join("pxelinux.cfg");
+        std::fs::create_dir_all(&cfgd).unwrap();
+        let text = pxelinux::render(&rec.config());
+        std::fs::write(cfgd.join(format!("nfsroot-{name}")), &text).unwrap();
+        if default {
+            std::fs::write(cfgd.join("default"), &text).unwrap();
+        }
+    }
+
+    fn write_inv(&self, text: &str) {
+        std::fs::write(&self.inv, text).unwrap();
+    }
+
+    fn sync(&self, dry: bool) -> inventory::SyncReport {
+        inventory::run_sync(&self.layout, &self.inv, &self.etc, dry)
+            .unwrap_or_else(|e| panic!("sync: {e:#}"))
+    }
+
+    fn hosts(&self, cmd: HostsCmd) -> anyhow::Result<inventory::HostsOutcome> {
+        inventory::run_hosts(&self.layout, &self.inv, cmd)
+    }
+
+    fn read(&self, p: impl AsRef<Path>) -> String {
+        let p = p.as_ref();
+        let t = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        t.replace(&self.root.to_string_lossy().into_owned(), "/T")
+    }
+
+    fn cfg(&self, name: &str) -> PathBuf {
+        self.layout.tftp_root.join("pxelinux.cfg").join(name)
+    }
+
+    fn link(&self, name: &str) -> String {
+        std::fs::read_link(self.cfg(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+const THREE: &str = "\
+# The test cluster.
+[cluster]
+subnet = \"10.18.1.0/24\"
+gateway = \"10.18.1.1\"
+dns = [\"10.18.1.1\"]
+domain = \"cluster.example\"
+nfs_server = \"10.18.1.1\"
+image = \"minimal\"
+
+[groups.gpu]
+image = \"cuda\"
+
+[hosts]
+n001 = { mac = \"52:54:00:00:01:01\", ip = \"10.18.1.2\" }
+n002 = { mac = \"52-54-00-00-01-02\", ip = \"10.18.1.3\", kernel = \"6.1.0-9-amd64\", cmdline = \"quiet\" }
+g001 = { mac = [\"5254.0000.0201\", \"52:54:00:00:02:02\"], ip = \"10.18.1.18\", group = \"gpu\" }
+";
+
+fn three() -> Server {
+    let s = Server::new();
+    s.image("minimal", None, true);
+    s.image(
+        "cuda",
+        Some("IMAGE='cuda'\nROOT_MODE='rw'\nLOG_LAYOUT='per-host'\nLOG_DIR='/var/log/hosts'\n"),
+        false,
+    );
+    s.write_inv(THREE);
+    s
+}
+
+#[test]
+fn three_hosts_render_expected_files() {
+    let s = three();
+    let r = s.sync(false);
+    assert_eq!(r.hosts, 3);
+    assert_eq!(r.following_default, ["n001"]);
+    assert_eq!(r.host_files, ["n002", "g001"]);
+
+    // n001 boots default: no per-host names.
+    assert!(!s.cfg("01-52-54-00-00-01-01").exists());
+    assert!(!s.cfg("0A120102").exists());
+    // n002: its own file (pinned kernel first, extra cmdline); the hex
+    // name links to it.
+    assert_eq!(
+        s.read(s.cfg("01-52-54-00-00-01-02")),
+        "\
+# generated by nfsroot sync for host n002 (image minimal); do not edit: use nfsroot hosts set, then nfsroot sync
+SERIAL 0 115200
+DEFAULT minimal-6.1.0-9-amd64
+PROMPT 1
+TIMEOUT 30
+SAY nfsroot: booting minimal-6.1.0-9-amd64 (labels: minimal-6.1.0-9-amd64 minimal-6.1.0-10-amd64)
+
+LABEL minimal-6.1.0-9-amd64
+  KERNEL minimal/vmlinuz-6.1.0-9-amd64
+  INITRD minimal/initrd.img-6.1.0-9-amd64-0123abcd
+  APPEND root=/dev/nfs nfsroot=10.18.1.1:/srv/minimal,vers=3 ip=dhcp ro quiet
+
+LABEL minimal-6.1.0-10-amd64
+  KERNEL minimal/vmlinuz-6.1.0-10-amd64
+  INITRD minimal/initrd.img-6.1.0-10-amd64-0123abcd
+  APPEND root=/dev/nfs nfsroot=10.18.1.1:/srv/minimal,vers=3 ip=dhcp ro quiet
+"
+    );
+    assert_eq!(s.link("0A120103"), "01-52-54-00-00-01-02");
+    // g001 boots its image's own config: every name links to it, so
+    // upgrade-kernel and rollback of cuda reach it without a sync.
+    for n in ["01-52-54-00-00-02-01", "01-52-54-00-00-02-02", "0A120112"] {
+        assert_eq!(s.link(n), "nfsroot-cuda", "{n}");
+    }
+    let g = pxelinux::parse(&s.read(s.cfg("0A120112"))).unwrap();
+    assert_eq!(g.default.as_deref(), Some("cuda-6.1.0-10-amd64"));
+
+    assert_eq!(
+        s.read(s.etc.join("dnsmasq.d/nfsroot.conf")),
+        "\
+# BEGIN nfsroot inventory
+# generated by nfsroot sync from /T/inventory.toml; edit the inventory, not these lines
+dhcp-range=set:nfsroot,10.18.1.0,static,255.255.255.0,infinite
+dhcp-option=tag:nfsroot,option:router,10.18.1.1
+dhcp-option=tag:nfsroot,option:dns-server,10.18.1.1
+dhcp-option=tag:nfsroot,option:domain-name,cluster.example
+dhcp-boot=tag:nfsroot,pxelinux.0,,10.18.1.1
+enable-tftp
+tftp-root=/T/tftp
+dhcp-host=52:54:00:00:01:01,10.18.1.2,n001
+dhcp-host=52:54:00:00:01:02,10.18.1.3,n002
+dhcp-host=52:54:00:00:02:01,52:54:00:00:02:02,10.18.1.18,g001
+# END nfsroot inventory
+"
+    );
+    let dhcpd = s.read(s.etc.join("dhcp/dhcpd.conf"));
+    let (prologue, block) = dhcpd.split_once("# BEGIN").unwrap();
+    assert!(
+        prologue.contains(
+            "subnet 10.18.1.0 netmask 255.255.255.0 {\n  option routers 10.18.1.1;\n  \
+             option domain-name-servers 10.18.1.1;\n  option domain-name \"cluster.example\";\n  \
+             next-server 10.18.1.1;\n  filename \"pxelinux.0\";\n}\n"
+        ),
+        "{prologue}"
+    );
+    assert_eq!(
+        block,
+        " nfsroot inventory
+# generated by nfsroot sync from /T/inventory.toml; edit the inventory, not these lines
+host n001 {
+  hardware ethernet 52:54:00:00:01:01;
+  fixed-address 10.18.1.2;
+  option host-name \"n001\";
+  next-server 10.18.1.1;
+  filename \"pxelinux.0\";
+}
+host n002 {
+  hardware ethernet 52:54:00:00:01:02;
+  fixed-address 10.18.1.3;
+  option host-name \"n002\";
+  next-server 10.18.1.1;
+  filename \"pxelinux.0\";
+}
+host g001 {
+  hardware ethernet 52:54:00:00:02:01;
+  fixed-address 10.18.1.18;
+  option host-name \"g001\";
+  next-server 10.18.1.1;
+  filename \"pxelinux.0\";
+}
+host g001.nic2 {
+  hardware ethernet 52:54:00:00:02:02;
+  fixed-address 10.18.1.18;
+  option host-name \"g001\";
+  next-server 10.18.1.1;
+  filename \"pxelinux.0\";
+}
+# END nfsroot inventory
+"
+    );
+    assert_eq!(
+        s.read(s.etc.join("exports.d/nfsroot.exports")),
+        "\
+# BEGIN nfsroot inventory
+# generated by nfsroot sync from /T/inventory.toml; edit the inventory, not these lines
+# image cuda: root file system (rw)
+/T/nfsroot/cuda 10.18.1.0/24(rw,no_root_squash,no_subtree_check)
+# image minimal: root file system (ro)
+/T/nfsroot/minimal 10.18.1.0/24(ro,no_root_squash,no_subtree_check)
+# image minimal: per-host logs, written as squashed root
+/T/nfsroot/.logs/minimal 10.18.1.0/24(rw,root_squash,no_subtree_check)
+# END nfsroot inventory
+"
+    );
+    let hosts_block = "\
+# BEGIN nfsroot inventory
+# generated by nfsroot sync from /T/inventory.toml; edit the inventory, not these lines
+10.18.1.2\tn001.cluster.example n001
+10.18.1.3\tn002.cluster.example n002
+10.18.1.18\tg001.cluster.example g001
+# END nfsroot inventory
+";
+    for img in ["minimal", "cuda"] {
+        assert_eq!(
+            s.read(s.layout.image_dir(img).join("etc/hosts")),
+            format!(
+                "127.0.0.1\tlocalhost\n# hand edit above the block\n10.9.9.9\tnas\n{hosts_block}"
+            ),
+        );
+    }
+
+    // Log directories: on the ro image's log export, owned by the user
+    // squashed root becomes; inside the rw image's own /var/log/hosts.
+    for (p, uid) in [
+        (s.layout.logs_dir("minimal").join("n001"), 65534),
+        (s.layout.logs_dir("minimal").join("n002"), 65534),
+        (s.layout.image_dir("cuda").join("var/log/hosts/g001"), 0),
+    ] {
+        let m = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(m.is_dir());
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (uid, uid, 0o755),
+            "{}",
+            p.display()
+        );
+    }
+
+    // The boot-test entry point agrees with the file.
+    let inv = inventory::load(&s.inv).unwrap();
+    let c = inventory::host_boot_config(&s.layout, &inv, "n002").unwrap();
+    assert_eq!(
+        pxelinux::render(&c),
+        std::fs::read_to_string(s.cfg("01-52-54-00-00-01-02")).unwrap()
+    );
+
+    // A second sync changes nothing.
+    let again = s.sync(false);
+    assert!(again.changes.is_empty(), "{}", again.text());
+}
+
+#[test]
+fn hand_edits_outside_markers_survive() {
+    let s = three();
+    s.sync(false);
+    let hosts = s.layout.image_dir("minimal").join("etc/hosts");
+    let edited = format!(
+        "# top\n{}10.9.9.10\tbackup\n",
+        std::fs::read_to_string(&hosts).unwrap()
+    );
+    std::fs::write(&hosts, &edited).unwrap();
+    let dns = s.etc.join("dnsmasq.d/nfsroot.conf");
+    std::fs::write(
+        &dns,
+        format!("log-dhcp\n{}", std::fs::read_to_string(&dns).unwrap()),
+    )
+    .unwrap();
+    let dh = s.etc.join("dhcp/dhcpd.conf");
+    let t = std::fs::read_to_string(&dh)
+        .unwrap()
+        .replace("max-lease-time 86400;", "max-lease-time 7200;");
+    std::fs::write(&dh, &t).unwrap();
+
+    s.hosts(HostsCmd::Remove {
+        name: "n002".into(),
+    })
+    .unwrap();
+    let r = s.sync(false);
+    let t = std::fs::read_to_string(&hosts).unwrap();
+    assert!(
+        t.starts_with("# top\n127.0.0.1\tlocalhost\n")
+            && t.ends_with("# END nfsroot inventory\n10.9.9.10\tbackup\n"),
+        "{t}"
+    );
+    assert!(!t.contains("n002"));
+    let d = std::fs::read_to_string(&dns).unwrap();
+    assert!(
+        d.starts_with("log-dhcp\n# BEGIN") && !d.contains("n002"),
+        "{d}"
+    );
+    let d = std::fs::read_to_string(&dh).unwrap();
+    assert!(
+        d.contains("max-lease-time 7200;") && !d.contains("n002"),
+        "{d}"
+    );
+    // n002's names are gone; nothing else in pxelinux.cfg was touched.
+    assert!(!s.cfg("01-52-54-00-00-01-02").exists());
+    assert!(std::fs::symlink_metadata(s.cfg("0A120103")).is_err());
+    assert!(s.cfg("nfsroot-minimal").exists() && s.cfg("default").exists());
+    assert!(
+        r.changes
+            .iter()
+            .any(|c| c.action == "remove" && c.path.ends_with("0A120103")),
+        "{}",
+        r.text()
+    );
+    // Its log directory stays: it holds logs.
+    assert!(s.layout.logs_dir("minimal").join("n002").is_dir());
+}
+
+#[test]
+fn hand_made_host_files_are_never_swept() {
+    let s = three();
+    let mine = s.cfg("01-aa-bb-cc-dd-ee-f0");
+    std::fs::write(&mine, "DEFAULT x\nLABEL x\n  KERNEL k\n").unwrap();
+    std::os::unix::fs::symlink("nfsroot-minimal", s.cfg("0A120163")).unwrap();
+    s.sync(false);
+    s.hosts(HostsCmd::Remove {
+        name: "g001".into(),
+    })
+    .unwrap();
+    s.sync(false);
+    assert!(mine.exists());
+    assert_eq!(s.link("0A120163"), "nfsroot-minimal");
+    assert!(std::fs::symlink_metadata(s.cfg("0A120112")).is_err());
+}
+
+#[test]
+fn dry_run_shows_diffs_and_writes_nothing() {
+    let s = three();
+    s.sync(false);
+    s.hosts(HostsCmd::Set(SetHost {
+        name: "n001".into(),
+        disable: true,
+        ..SetHost::default()
+    }))
+    .unwrap();
+    let before = snapshot(&s.root);
+    let r = s.sync(true);
+    assert_eq!(before, snapshot(&s.root), "a dry run wrote something");
+    let text = r.text();
+    assert!(text.contains("write  "), "{text}");
+    assert!(
+        text.contains("+SAY nfsroot: host n001 is disabled by nfsroot"),
+        "{text}"
+    );
+    assert!(
+        text.contains("link   ") && text.contains("0A120102 -> 01-52-54-00-00-01-01"),
+        "{text}"
+    );
+    assert!(text.contains("dry run: nothing written"), "{text}");
+    // Then the real one: the disabled host's file says why and never
+    // names a kernel.
+    s.sync(false);
+    let t = s.read(s.cfg("0A120102"));
+    assert!(t.contains("LOCALBOOT -1") && !t.contains("KERNEL"), "{t}");
+    let r = s.sync(true);
+    assert!(r.changes.is_empty(), "{}", r.text());
+}
+
+fn snapshot(root: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    let mut v: Vec<_> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.path().to_string_lossy().contains("/locks/"))
+        .map(|e| {
+            let m = e.path().symlink_metadata().unwrap();
+            let data = if m.is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else if m.is_symlink() {
+                std::fs::read_link(e.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .as_bytes()
+                    .to_vec()
+            } else {
+                vec![]
+            };
+            (e.path().to_path_buf(), data, m.mode())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn add_set_remove_round_trip() {
+    let s = three();
+    let add = |name: &str, mac: &str, ip: &str, image: Option<&str>| {
+        HostsCmd::Add(AddHost {
+            name: name.into(),
+            macs: vec![mac.into()],
+            ip: ip.into(),
+            image: image.map(String::from),
+            ..AddHost::default()
+        })
+    };
+    let o = s
+        .hosts(add("n004", "52-54-00-AA-BB-04", "10.18.1.4", Some("cuda")))
+        .unwrap();
+    assert_eq!(o.changed, ["n004"]);
+    let text = std::fs::read_to_string(&s.inv).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "{THREE}n004 = {{ mac = \"52:54:00:aa:bb:04\", ip = \"10.18.1.4\", image = \"cuda\" }}\n"
+        )
+    );
+    let list = s.hosts(HostsCmd::List).unwrap();
+    let n4 = list.hosts.iter().find(|h| h.name == "n004").unwrap();
+    assert_eq!(
+        (n4.image.as_deref(), n4.boot),
+        (Some("cuda"), BootMode::Image)
+    );
+    let row: Vec<String> = list
+        .text()
+        .lines()
+        .find(|l| l.starts_with("n004 "))
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        row,
+        [
+            "n004",
+            "52:54:00:aa:bb:04",
+            "10.18.1.4",
+            "cuda",
+            "image",
+            "-",
+            "-"
+        ]
+    );
+    let json = serde_json::to_value(&list).unwrap();
+    assert_eq!(json["hosts"][3]["macs"][0], "52:54:00:aa:bb:04");
+
+    let set = |f: fn(&mut SetHost)| {
+        let mut a = SetHost {
+            name: "n004".into(),
+            ..SetHost::default()
+        };
+        f(&mut a);
+        s.hosts(HostsCmd::Set(a)).unwrap();
+        inventory::load(&s.inv)
+            .unwrap()
+            .host("n004")
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(set(|a| a.disable = true).boot, BootMode::Disabled);
+    assert!(
+        std::fs::read_to_string(&s.inv)
+            .unwrap()
+            .contains("boot = \"disabled\"")
+    );
+    assert_eq!(set(|a| a.localboot = true).boot, BootMode::Localboot);
+    assert_eq!(set(|a| a.enable = true).boot, BootMode::Image);
+    let h = set(|a| a.image = Some("minimal".into()));
+    assert_eq!(
+        (h.image.as_deref(), h.boot),
+        (Some("minimal"), BootMode::Image)
+    );
+    assert_eq!(
+        set(|a| a.kernel = Some("6.1.0-9-amd64".into()))
+            .kernel
+            .as_deref(),
+        Some("6.1.0-9-amd64")
+    );
+    assert_eq!(set(|a| a.kernel = Some(String::new())).kernel, None);
+    set(|a| a.image = Some("cuda".into()));
+    assert_eq!(
+        std::fs::read_to_string(&s.inv).unwrap(),
+        format!(
+            "{THREE}n004 = {{ mac = \"52:54:00:aa:bb:04\", ip = \"10.18.1.4\", image = \"cuda\" }}\n"
+        ),
+        "enable removes the boot key again"
+    );
+    s.hosts(HostsCmd::Remove {
+        name: "n004".into(),
+    })
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&s.inv).unwrap(),
+        THREE,
+        "add then remove is a no-op"
+    );
+
+    // Each collision names the field and the other host.
+    let e = |cmd| format!("{:#}", s.hosts(cmd).unwrap_err());
+    let m = e(add("n001", "52:54:00:00:09:01", "10.18.1.90", None));
+    assert!(
+        m.contains("name") && m.contains("already exists") && m.contains("inventory.toml:14"),
+        "{m}"
+    );
+    let m = e(add("n005", "52:54:00:00:01:02", "10.18.1.90", None));
+    assert!(m.contains("--mac") && m.contains("host n002"), "{m}");
+    let m = e(add("n005", "52:54:00:00:09:01", "10.18.1.3", None));
+    assert!(m.contains("--ip") && m.contains("host n002"), "{m}");
+    let m = e(add("n005", "52:54:00:00:09:01", "10.18.2.3", None));
+    assert!(
+        m.contains("--ip: 10.18.2.3 is outside the cluster subnet 10.18.1.0/24"),
+        "{m}"
+    );
+    let m = e(add("n005", "52:54:00:00:09", "10.18.1.90", None));
+    assert!(
+        m.contains("--mac") && m.contains("not a MAC address"),
+        "{m}"
+    );
+    let m = e(HostsCmd::Remove {
+        name: "nope".into(),
+    });
+    assert!(m.contains("no host nope"), "{m}");
+    assert_eq!(
+        std::fs::read_to_string(&s.inv).unwrap(),
+        THREE,
+        "failed edits write nothing"
+    );
+}
+
+#[test]
+fn import_csv_and_ethers() {
+    let s = three();
+    let csv = s.root.join("new.csv");
+    std::fs::write(
+        &csv,
+        "name,mac,ip,image,cmdline\n\
+         c001,52:54:00:00:03:01,10.18.1.31,cuda,\n\
+         c002,52-54-00-00-03-02,10.18.1.32,,\"console=ttyS0,115200\"\n",
+    )
+    .unwrap();
+    let o = s
+        .hosts(HostsCmd::Import {
+            file: csv,
+            replace: false,
+        })
+        .unwrap();
+    assert_eq!(o.changed, ["c001", "c002"]);
+    let ethers = s.root.join("ethers");
+    std::fs::write(
+        &ethers,
+        "# from the old server\n52:54:00:00:04:01 10.18.1.41 e001\n5254.0000.0402 e002.cluster.example 10.18.1.42 # spare\n",
+    )
+    .unwrap();
+    s.hosts(HostsCmd::Import {
+        file: ethers.clone(),
+        replace: false,
+    })
+    .unwrap();
+    let inv = inventory::load(&s.inv).unwrap();
+    assert_eq!(inv.host("c002").unwrap().cmdline, "console=ttyS0,115200");
+    assert_eq!(inv.host("e002").unwrap().macs, ["52:54:00:00:04:02"]);
+    assert_eq!(inv.hosts.len(), 7);
+    // Again: the names exist; with --replace it is accepted.
+    let m = format!(
+        "{:#}",
+        s.hosts(HostsCmd::Import {
+            file: ethers.clone(),
+            replace: false
+        })
+        .unwrap_err()
+    );
+    assert!(
+        m.contains("ethers:2: name: host e001 already exists") && m.contains("--replace"),
+        "{m}"
+    );
+    let o = s
+        .hosts(HostsCmd::Import {
+            file: ethers,
+            replace: true,
+        })
+        .unwrap();
+    assert!(o.changed.is_empty(), "same values: nothing changed");
+}
+
+#[test]
+fn hex_names() {
+    let s = Server::new();
+    s.image("minimal", None, false);
+    s.write_inv(
+        "[cluster]\nsubnet = \"172.16.0.0/16\"\nnfs_server = \"172.16.0.1\"\nimage = \"minimal\"\n\
+         [hosts]\nh = { mac = \"52:54:00:00:00:0a\", ip = \"172.16.1.10\" }\n\
+         k = { mac = \"52:54:00:00:00:0b\", ip = \"172.16.1.18\" }\n",
+    );
+    let r = s.sync(false);
+    assert_eq!(
+        r.following_default.len(),
+        0,
+        "no default: every host gets names"
+    );
+    assert_eq!(s.link("AC10010A"), "nfsroot-minimal");
+    assert_eq!(s.link("AC100112"), "nfsroot-minimal");
+    assert_eq!(s.link("01-52-54-00-00-00-0a"), "nfsroot-minimal");
+    assert_eq!(pxelinux::hex_ip("10.18.1.2".parse().unwrap()), "0A120102");
+}
+
+#[test]
+fn unpublished_image_fails_before_writing() {
+    let s = three();
+    std::fs::remove_file(s.layout.record_path("cuda")).unwrap();
+    let e = inventory::run_sync(&s.layout, &s.inv, &s.etc, false).unwrap_err();
+    let m = format!("{e:#}");
+    assert!(
+        m.contains("host g001: image cuda is not published; run nfsroot publish cuda"),
+        "{m}"
+    );
+    assert!(!s.etc.join("dnsmasq.d").exists());
+}
+
+/// Run a checker; a missing tool fails the test naming its package.
+fn check_tool(bin: &str, package: &str, args: &[&str], file: &Path) {
+    assert!(
+        Path::new(bin).exists(),
+        "{bin} is missing: install the {package} package (apt-get install {package})"
+    );
+    let out = Command::new(bin).args(args).arg(file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} {} {} failed:\n{}{}\n--- file ---\n{}",
+        args.join(" "),
+        file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+}
+
+#[test]
+fn generated_dhcp_configs_pass_their_daemons_checks() {
+    let s = three();
+    s.sync(false);
+    check_tool(
+        "/usr/sbin/dnsmasq",
+        "dnsmasq-base",
+        &["--test", "-C"],
+        &s.etc.join("dnsmasq.d/nfsroot.conf"),
+    );
+    check_tool(
+        "/usr/sbin/dhcpd",
+        "isc-dhcp-server",
+        &["-t", "-cf"],
+        &s.etc.join("dhcp/dhcpd.conf"),
+    );
+}
+
+#[test]
+fn thousand_hosts_render_in_under_a_second() {
+    let s = Server::new();
+    s.image("minimal", None, true);
+    let mut text = String::from(
+        "[cluster]\nsubnet = \"10.20.0.0/16\"\ngateway = \"10.20.0.1\"\nnfs_server = \"10.20.0.1\"\n\
+         domain = \"big.example\"\nimage = \"minimal\"\n[hosts]\n",
+    );
+    for i in 0..1000u32 {
+        let ip = 0x0a14_0100 + i; // 10.20.1.0 ..
+        let ip = std::net::Ipv4Addr::from(ip + 2);
+        // Every third host differs from default.
+        let extra = if i % 3 == 0 {
+            ", cmdline = \"quiet\""
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "n{i:04} = {{ mac = \"52:54:00:01:{:02x}:{:02x}\", ip = \"{ip}\"{extra} }}\n",
+            i >> 8,
+            i & 0xff
+        ));
+    }
+    s.write_inv(&text);
+    let t0 = Instant::now();
+    let inv = inventory::parse(&text, &s.inv).unwrap();
+    let rec = Record::load(&s.layout, "minimal").unwrap().unwrap();
+    let mut total = 0;
+    for h in &inv.hosts {
+        total += pxelinux::render(&inventory::render::boot_config(h, Some(&rec)).unwrap()).len();
+    }
+    total += inventory::render::dnsmasq(&inv, &s.layout.tftp_root).len();
+    total += inventory::render::dhcpd_hosts(&inv).len();
+    total += inventory::render::hosts_block(&inv).len();
+    let render = t0.elapsed();
+    assert!(total > 100_000);
+    assert!(
+        render.as_secs_f64() < 1.0,
+        "parse and render of 1000 hosts took {render:?}"
+    );
+
+    let t1 = Instant::now();
+    let r = s.sync(false);
+    let full = t1.elapsed();
+    assert_eq!(r.host_files.len(), 334);
+    eprintln!("1000 hosts: parse+render {render:?}, full sync (writes, fsyncs) {full:?}");
+    let t2 = Instant::now();
+    let r = s.sync(false);
+    eprintln!("1000 hosts: sync with nothing to do {:?}", t2.elapsed());
+    assert!(r.changes.is_empty());
+    check_tool(
+        "/usr/sbin/dnsmasq",
+        "dnsmasq-base",
+        &["--test", "-C"],
+        &s.etc.join("dnsmasq.d/nfsroot.conf"),
+    );
+}
+
+/// Every file under tests/corpus/inventory/ is broken input with a sibling
+/// `.expect` listing fragments the error must contain (one a line); `@`
+/// stands for the file's own path. `.toml` files are loaded as
+/// inventories; `.csv` and `.ethers` files are imported into `_base.toml`.
+#[test]
+fn malformed_corpus_errors_name_line_and_field() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/inventory");
+    let base = dir.join("_base.toml");
+    let mut n = 0;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e != "expect"))
+        .filter(|p| p != &base)
+        .collect();
+    entries.sort();
+    let mut failures = Vec::new();
+    for f in entries {
+        let expect = std::fs::read_to_string(f.with_extension(format!(
+            "{}.expect",
+            f.extension().unwrap().to_string_lossy()
+        )))
+        .unwrap_or_else(|e| panic!("{}: no .expect file: {e}", f.display()));
+        let err = if f.extension().unwrap() == "toml" {
+            inventory::load(&f).err()
+        } else {
+            let s = Server::new();
+            std::fs::copy(&base, &s.inv).unwrap();
+            let r = s.hosts(HostsCmd::Import {
+                file: f.clone(),
+                replace: false,
+            });
+            if r.is_ok() {
+                failures.push(format!("{}: import succeeded", f.display()));
+                continue;
+            }
+            assert_eq!(
+                std::fs::read(&s.inv).unwrap(),
+                std::fs::read(&base).unwrap()
+            );
+            r.err()
+        };
+        let Some(err) = err else {
+            failures.push(format!("{}: no error", f.display()));
+            continue;
+        };
+        let msg = format!("{err:#}");
+        let me = f.display().to_string();
+        // file:line always, then the expected fragments (field included).
+        let has_line = msg
+            .match_indices(&format!("{me}:"))
+            .any(|(i, m)| msg[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+        if !has_line {
+            failures.push(format!("{me}: no {me}:LINE in:\n{msg}"));
+        }
+        for frag in expect.lines().filter(|l| !l.trim().is_empty()) {
+            let frag = frag.replace('@', &me);
+            if !msg.contains(&frag) {
+                failures.push(format!("{me}: missing {frag:?} in:\n{msg}"));
+            }
+        }
+        n += 1;
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(n >= 15, "only {n} corpus files");
+}
