@@ -54,6 +54,17 @@ pub struct Global {
     /// Wait for an image's lock instead of failing when it is held
     #[arg(long, global = true)]
     pub wait: bool,
+    /// The cluster inventory (hosts table)
+    #[arg(
+        long,
+        global = true,
+        env = "NFSROOT_INVENTORY",
+        default_value = "/etc/nfsroot/inventory.toml"
+    )]
+    pub inventory: PathBuf,
+    /// Where server-side files go (dnsmasq.d/, exports.d/, dhcp/)
+    #[arg(long, global = true, env = "NFSROOT_ETC_DIR", default_value = "/etc")]
+    pub etc_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +91,11 @@ pub enum Command {
     Initramfs(InitramfsCmd),
     /// Boot an image in QEMU against a real NFS server and check it
     BootTest(BootTestArgs),
+    /// Add, remove, change or list the hosts of the inventory
+    #[command(subcommand)]
+    Hosts(HostsArgs),
+    /// Write boot files, DHCP, exports and /etc/hosts from the inventory
+    Sync(SyncArgs),
     /// (internal) the half of boot-test that runs in private namespaces
     #[command(hide = true)]
     BootTestInner {
@@ -235,4 +251,72 @@ pub struct BootTestArgs {
     /// does not within the timeout
     #[arg(long)]
     pub expect_no_boot: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsArgs {
+    /// Add a host (one line in the inventory)
+    Add {
+        /// Host name (a-z 0-9 -)
+        name: String,
+        /// MAC address (aa:bb:.., AA-BB-.., aabb.ccdd.eeff); repeat for
+        /// more NICs
+        #[arg(long, required = true)]
+        mac: Vec<String>,
+        /// IPv4 address, inside the cluster subnet
+        #[arg(long)]
+        ip: String,
+        /// Image to boot (default: the group's or the cluster's)
+        #[arg(long)]
+        image: Option<String>,
+        /// Group whose defaults the host takes
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Remove a host (its boot files go at the next sync; logs stay)
+    Remove {
+        /// Host name
+        name: String,
+    },
+    /// List the hosts with their effective image and boot mode
+    List,
+    /// Change what a host boots
+    Set {
+        /// Host name
+        name: String,
+        /// Boot this image (also re-enables a disabled host)
+        #[arg(long, group = "mode")]
+        image: Option<String>,
+        /// Boot from the local disk
+        #[arg(long, group = "mode")]
+        localboot: bool,
+        /// Do not boot at all (PXELINUX says why and gives up)
+        #[arg(long, group = "mode")]
+        disable: bool,
+        /// Boot the host's image again
+        #[arg(long, group = "mode")]
+        enable: bool,
+        /// Pin this kernel version ("" to unpin)
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Extra kernel command line ("" to clear)
+        #[arg(long)]
+        cmdline: Option<String>,
+    },
+    /// Add hosts from a CSV file or /etc/ethers-style lines
+    Import {
+        /// CSV (name,mac,ip[,image,group,kernel,cmdline,boot]) or
+        /// ethers lines (MAC IP NAME)
+        file: PathBuf,
+        /// Update hosts that already exist instead of failing
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Show the diff of every file that would change; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -198,6 +198,71 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
+        Command::Hosts(a) => {
+            use crate::cli::HostsArgs;
+            use crate::inventory::{
+                HostsCmd,
+                edit::{AddHost, SetHost},
+            };
+            let cmd = match a {
+                HostsArgs::Add {
+                    name,
+                    mac,
+                    ip,
+                    image,
+                    group,
+                } => HostsCmd::Add(AddHost {
+                    name,
+                    macs: mac,
+                    ip,
+                    image,
+                    group,
+                    ..AddHost::default()
+                }),
+                HostsArgs::Remove { name } => HostsCmd::Remove { name },
+                HostsArgs::List => HostsCmd::List,
+                HostsArgs::Set {
+                    name,
+                    image,
+                    localboot,
+                    disable,
+                    enable,
+                    kernel,
+                    cmdline,
+                } => HostsCmd::Set(SetHost {
+                    name,
+                    image,
+                    localboot,
+                    disable,
+                    enable,
+                    kernel,
+                    cmdline,
+                }),
+                HostsArgs::Import { file, replace } => HostsCmd::Import { file, replace },
+            };
+            let o = crate::inventory::run_hosts(&layout, &absolute(&g.inventory)?, cmd)?;
+            if json {
+                print_json("hosts", &o)?;
+            } else {
+                print!("{}", o.text());
+            }
+        }
+        Command::Sync(a) => {
+            let r = crate::inventory::run_sync_with(
+                &layout,
+                &crate::inventory::SyncOptions {
+                    inventory: absolute(&g.inventory)?,
+                    etc_dir: absolute(&g.etc_dir)?,
+                    dry_run: a.dry_run,
+                    wait: g.wait,
+                },
+            )?;
+            if json {
+                print_json("sync", &r)?;
+            } else if !g.quiet {
+                print!("{}", r.text());
+            }
+        }
         Command::BootTestInner { plan } => crate::boottest::run_inner(&plan)?,
         Command::BootTest(a) => {
             let r = crate::boottest::run(&layout, &a)?;

@@ -7,5 +7,6 @@ mod boot;
 mod build;
 mod common;
 mod initramfs;
+mod inventory_boot;
 mod profile;
 mod upgrade;

@@ -1,0 +1,91 @@
+//! The inventory drives a real boot: a VM with an inventory host's MAC boots
+//! through its per-host PXELINUX file and takes the inventory's host name
+//! (from the /etc/hosts block sync wrote into the image); after
+//! `hosts set --disable` and a sync, the same VM does not boot the image.
+
+use crate::common::*;
+
+#[test]
+fn inventory_host_boots_per_host_then_disabled_does_not() {
+    let l = clone_fixture();
+    let mut c = nfsroot(&l);
+    c.args(["publish", "minimal"]);
+    run(c, true);
+    let etc = l.base.parent().unwrap().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let inv = l.base.parent().unwrap().join("inventory.toml");
+    std::fs::write(
+        &inv,
+        "[cluster]\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.2\"\nnfs_server = \"10.0.2.2\"\nimage = \"minimal\"\nhost_files = \"all\"\n\n[hosts]\n",
+    )
+    .unwrap();
+    let hosts = |args: &[&str]| {
+        let mut c = nfsroot(&l);
+        c.arg("--inventory")
+            .arg(&inv)
+            .arg("--etc-dir")
+            .arg(&etc)
+            .args(args);
+        run(c, true)
+    };
+    hosts(&[
+        "hosts",
+        "add",
+        "alpha",
+        "--mac",
+        "52-54-00-AA-00-01",
+        "--ip",
+        "10.0.2.31",
+    ]);
+    hosts(&["sync"]);
+    let cfgd = l.tftp.join("pxelinux.cfg");
+    assert!(cfgd.join("01-52-54-00-aa-00-01").exists());
+    assert!(cfgd.join("0A00021F").exists(), "hex-IP name");
+    let etc_hosts = std::fs::read_to_string(l.image("minimal").join("etc/hosts")).unwrap();
+    assert!(
+        etc_hosts.contains("10.0.2.31") && etc_hosts.contains("alpha"),
+        "{etc_hosts}"
+    );
+
+    // --per-host makes boot-test's `default` boot nothing: only the
+    // 01-<mac> lookup can bring the node up. The pattern would say
+    // node031; the inventory says alpha.
+    let r = boot_test(
+        &l,
+        &[
+            "--mode",
+            "pxe",
+            "--per-host",
+            "--mac",
+            "52:54:00:aa:00:01",
+            "--ip",
+            "10.0.2.31",
+        ],
+    );
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(r["fields"]["host"], "alpha");
+
+    hosts(&["hosts", "set", "alpha", "--disable"]);
+    hosts(&["sync"]);
+    let r = boot_test(
+        &l,
+        &[
+            "--mode",
+            "pxe",
+            "--per-host",
+            "--mac",
+            "52:54:00:aa:00:01",
+            "--ip",
+            "10.0.2.31",
+            "--expect-no-boot",
+            "--timeout",
+            "90",
+        ],
+    );
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert!(r["node_line"].is_null());
+    assert!(
+        r["diagnosis"].as_str().unwrap().contains("disabled"),
+        "{r:#}"
+    );
+}
