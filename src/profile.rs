@@ -438,14 +438,14 @@ pub(crate) fn locate(text: &str, key: &[String]) -> Option<(usize, usize)> {
     best.map(|b| line_col(text, b))
 }
 
-/// A validation failure at a key path.
-#[derive(Debug)]
-struct Invalid {
-    key: Vec<String>,
-    msg: String,
+/// A validation failure at a key path (shared with the inventory).
+#[derive(Debug, Clone)]
+pub(crate) struct Invalid {
+    pub(crate) key: Vec<String>,
+    pub(crate) msg: String,
 }
 
-fn invalid(key: &[&str], msg: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(key: &[&str], msg: impl Into<String>) -> Invalid {
     Invalid {
         key: key.iter().map(|s| s.to_string()).collect(),
         msg: msg.into(),

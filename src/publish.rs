@@ -222,7 +222,11 @@ pub fn initramfs_spec(p: &Profile) -> Result<crate::initramfs::Spec> {
     use crate::initramfs::{Compression, ModuleSpec, Spec};
     Ok(Spec {
         modules: ModuleSpec {
-            include: p.initramfs.modules.clone(),
+            // The profile's modules extend the default set; exclude_modules
+            // narrows it.
+            include: std::iter::once("default".to_string())
+                .chain(p.initramfs.modules.iter().cloned())
+                .collect(),
             exclude: p.initramfs.exclude_modules.clone(),
         },
         compression: if p.initramfs.compression == "zstd" {

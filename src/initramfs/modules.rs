@@ -254,7 +254,14 @@ impl ModuleDb {
     pub fn resolve(&self, spec: &ModuleSpec) -> Result<Selection> {
         let mut wanted = BTreeSet::new();
         let mut always = Vec::new();
-        for item in &spec.include {
+        // An empty list means the default set, as in `parse`.
+        let default = ["default".to_string()];
+        let include = if spec.include.is_empty() {
+            &default[..]
+        } else {
+            &spec.include[..]
+        };
+        for item in include {
             if item == "default" {
                 wanted.extend(self.default_set());
                 always.extend(

@@ -572,19 +572,7 @@ fn host_order(text: &str) -> Vec<(String, usize)> {
         .collect()
 }
 
-/// A validation failure at a key path.
-#[derive(Debug, Clone)]
-struct Invalid {
-    key: Vec<String>,
-    msg: String,
-}
-
-fn invalid(key: &[&str], msg: impl Into<String>) -> Invalid {
-    Invalid {
-        key: key.iter().map(|s| s.to_string()).collect(),
-        msg: msg.into(),
-    }
-}
+use crate::profile::{Invalid, invalid};
 
 fn resolve(
     spec: FileSpec,

@@ -44,14 +44,19 @@ fn minimal_image_has_every_fixup() {
     assert!(!r.join("etc/hostname").exists(), "no shared hostname");
     let hook = r.join("usr/lib/nfsroot/nfsroot-node");
     assert!(std::fs::metadata(&hook).unwrap().permissions().mode() & 0o111 != 0);
-    assert!(
-        r.join("etc/systemd/system/sysinit.target.wants/nfsroot-hostname.service")
-            .exists()
-    );
-    assert!(
-        r.join("etc/systemd/system/multi-user.target.wants/nfsroot-ready.service")
-            .exists()
-    );
+    for (wants, unit) in [
+        ("sysinit", "nfsroot-hostname"),
+        ("multi-user", "nfsroot-ready"),
+    ] {
+        let link = r.join(format!(
+            "etc/systemd/system/{wants}.target.wants/{unit}.service"
+        ));
+        let target = std::fs::read_link(&link).unwrap();
+        assert!(
+            r.join(target.strip_prefix("/").unwrap()).is_file(),
+            "{unit} enabled"
+        );
+    }
     assert!(read(&r, "etc/nfsroot/node.conf").contains("HOSTNAME_PATTERN='node{ip.3:03}'"));
     assert!(
         read(&r, "etc/rsyslog.d/10-perhostname.conf").contains("/var/log/hosts/%HOSTNAME%/syslog")

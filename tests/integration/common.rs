@@ -108,6 +108,11 @@ pub fn fixture() -> &'static TestLayout {
             run(c, true);
             std::fs::write(&stamp, &digest).unwrap();
         }
+        // Publish with the current code (idempotent, seconds): boot
+        // artifacts always match this checkout's initramfs builder.
+        let mut c = nfsroot(&layout);
+        c.args(["--wait", "publish", "minimal"]);
+        run(c, true);
         layout
     })
 }
