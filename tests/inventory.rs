@@ -75,6 +75,7 @@ impl Server {
             default: Some("6.1.0-10-amd64".into()),
             serial: Some("ttyS0,115200".into()),
             timeout_s: 3,
+            files: Default::default(),
         };
         rec.save(&self.layout).unwrap();
         let cfgd = self.layout.tftp_root.join("pxelinux.cfg");
