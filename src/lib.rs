@@ -21,3 +21,4 @@ pub mod image;
 pub mod profile;
 pub mod publish;
 pub mod pxelinux;
+pub mod snapshot;
