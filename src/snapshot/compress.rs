@@ -41,7 +41,7 @@ impl Format {
 
     fn check_level(self, level: u32) -> Result<()> {
         let (lo, hi) = match self {
-            Format::Gz => (1, 9),
+            Format::Gz => (1, 12),
             Format::Zst => (1, 19),
         };
         if !(lo..=hi).contains(&level) {

@@ -30,7 +30,7 @@
 //!     /// Compression: gz or zst
 //!     #[arg(long, default_value = "gz")]
 //!     pub format: nfsroot::snapshot::Format,   // impl FromStr
-//!     /// Compression level (gz 1-9, default 6; zst 1-19, default 3)
+//!     /// Compression level (gz 1-12, default 6; zst 1-19, default 3)
 //!     #[arg(long)]
 //!     pub level: Option<u32>,
 //!     /// Keep only the newest N snapshots of the image afterwards
