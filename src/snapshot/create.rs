@@ -363,7 +363,7 @@ impl<'a> SegmentReader<'a> {
     }
 
     fn hash_zeros_to(&mut self, to: u64) {
-        const Z: [u8; 65536] = [0; 65536];
+        static Z: [u8; 65536] = [0; 65536];
         while self.hashed_to < to {
             let n = (to - self.hashed_to).min(Z.len() as u64) as usize;
             self.hasher.update(&Z[..n]);

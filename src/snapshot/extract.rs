@@ -77,10 +77,7 @@ fn cstr(p: &Path) -> Result<CString> {
         .with_context(|| format!("{} contains a NUL byte", p.display()))
 }
 
-fn os_err<T>(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<()>
-where
-    T: Sized,
-{
+fn os_err(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
     if rc != 0 {
         return Err(io::Error::last_os_error()).with_context(what);
     }
@@ -92,7 +89,7 @@ fn apply_meta(path: &Path, h: &Header) -> Result<()> {
     let c = cstr(path)?;
     // SAFETY: c is a valid C string.
     let rc = unsafe { libc::lchown(c.as_ptr(), h.uid, h.gid) };
-    os_err::<()>(rc, || format!("setting owner of {}", path.display()))?;
+    os_err(rc, || format!("setting owner of {}", path.display()))?;
     for (k, v) in &h.xattrs {
         tree::set_xattr(path, k, v)?;
     }
@@ -119,7 +116,7 @@ fn apply_meta(path: &Path, h: &Header) -> Result<()> {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    os_err::<()>(rc, || format!("setting mtime of {}", path.display()))
+    os_err(rc, || format!("setting mtime of {}", path.display()))
 }
 
 /// Extract `input` (a decompressed tar stream) into the existing empty
@@ -128,7 +125,7 @@ pub fn extract(input: impl Read, root: &Path) -> Result<Extracted> {
     let mut tar = TarReader::new(input);
     let mut dirs: Vec<(PathBuf, Header)> = Vec::new();
     let mut done = Extracted::default();
-    while let Some(h) = tar.next()? {
+    while let Some(h) = tar.next_header()? {
         let member = h.display();
         let rel = safe_rel(&h.path, "its path", &member)?;
         done.entries += 1;
@@ -197,7 +194,7 @@ pub fn extract(input: impl Read, root: &Path) -> Result<Extracted> {
                 let t = CString::new(h.link.clone()).context("symlink target has a NUL")?;
                 // SAFETY: valid C strings.
                 let rc = unsafe { libc::symlink(t.as_ptr(), c.as_ptr()) };
-                os_err::<()>(rc, || format!("creating symlink {}", path.display()))?;
+                os_err(rc, || format!("creating symlink {}", path.display()))?;
             }
             Kind::Hardlink => {
                 let trel = safe_rel(&h.link, "its link target", &member)?;
@@ -225,7 +222,7 @@ pub fn extract(input: impl Read, root: &Path) -> Result<Extracted> {
                 let dev = libc::makedev(h.dev_major, h.dev_minor);
                 // SAFETY: valid C string.
                 let rc = unsafe { libc::mknod(c.as_ptr(), fmt | 0o600, dev) };
-                os_err::<()>(rc, || format!("creating node {}", path.display()))?;
+                os_err(rc, || format!("creating node {}", path.display()))?;
             }
         }
         apply_meta(&path, &h).with_context(|| format!("member {member}"))?;

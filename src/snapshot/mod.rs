@@ -466,7 +466,7 @@ pub fn archive_meta(archive: &Path) -> Result<BTreeMap<PathBuf, EntryMeta>> {
     let mut out: BTreeMap<PathBuf, EntryMeta> = BTreeMap::new();
     let mut groups: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
     let ctx = || format!("reading {}", archive.display());
-    while let Some(h) = tar.next().with_context(ctx)? {
+    while let Some(h) = tar.next_header().with_context(ctx)? {
         use std::os::unix::ffi::OsStrExt;
         let key = tree::key_of(Path::new(std::ffi::OsStr::from_bytes(&h.path)));
         if h.kind == Kind::Hardlink {

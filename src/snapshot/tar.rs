@@ -304,6 +304,13 @@ impl<W: Write> TarWriter<W> {
                     b"GNU.sparse.realsize",
                     h.size.to_string().as_bytes(),
                 );
+                // Like GNU tar, end the map with an empty segment at the
+                // real size when the file ends in a hole: extractors size
+                // the file from the map.
+                let mut segs = segs.clone();
+                if segs.last().is_none_or(|&(o, l)| o + l < h.size) {
+                    segs.push((h.size, 0));
+                }
                 let mut map = format!("{}\n", segs.len());
                 for (o, l) in segs {
                     map.push_str(&format!("{o}\n{l}\n"));
@@ -416,7 +423,7 @@ fn copy_exact(r: &mut dyn Read, w: &mut impl Write, len: u64) -> io::Result<u64>
 // ---------------------------------------------------------------- reader
 
 /// Reads members one at a time; call [`TarReader::data`] to read a
-/// member's bytes (unread bytes are skipped by the next `next`).
+/// member's bytes (unread bytes are skipped by the next `next_header`).
 #[derive(Debug)]
 pub struct TarReader<R: Read> {
     r: R,
@@ -428,20 +435,19 @@ pub struct TarReader<R: Read> {
     ended: bool,
 }
 
-fn octal_or_256(f: &[u8], what: &str) -> Result<u64> {
+/// A numeric field: octal text, or GNU base-256 (high bit set, two's
+/// complement, so negative mtimes from before 1970 come through).
+fn signed_field(f: &[u8], what: &str) -> Result<i64> {
     if f.first().is_some_and(|&c| c & 0x80 != 0) {
-        // base-256, big-endian; the high bit of the first byte is the flag.
-        if f[0] & 0x40 != 0 {
-            bail!("negative {what} field");
-        }
-        let mut v: u64 = u64::from(f[0] & 0x3f);
+        let neg = f[0] & 0x40 != 0;
+        let mut v: i128 = i128::from(f[0] & 0x3f) - if neg { 0x40 } else { 0 };
         for &c in &f[1..] {
-            v = v
-                .checked_mul(256)
-                .and_then(|v| v.checked_add(u64::from(c)))
-                .with_context(|| format!("{what} field overflows"))?;
+            v = v * 256 + i128::from(c);
+            if v.abs() > i128::from(i64::MAX) {
+                bail!("{what} field overflows");
+            }
         }
-        return Ok(v);
+        return Ok(v as i64);
     }
     let s: Vec<u8> = f
         .iter()
@@ -453,8 +459,13 @@ fn octal_or_256(f: &[u8], what: &str) -> Result<u64> {
         return Ok(0);
     }
     let s = std::str::from_utf8(&s).ok();
-    s.and_then(|s| u64::from_str_radix(s, 8).ok())
+    s.and_then(|s| i64::from_str_radix(s, 8).ok())
         .with_context(|| format!("{what} field is not an octal number"))
+}
+
+fn octal_or_256(f: &[u8], what: &str) -> Result<u64> {
+    let v = signed_field(f, what)?;
+    u64::try_from(v).with_context(|| format!("negative {what} field"))
 }
 
 fn cstr(f: &[u8]) -> &[u8] {
@@ -560,7 +571,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// The next member's header, or `None` at the end-of-archive marker.
-    pub fn next(&mut self) -> Result<Option<Header>> {
+    pub fn next_header(&mut self) -> Result<Option<Header>> {
         if self.ended {
             return Ok(None);
         }
@@ -588,7 +599,7 @@ impl<R: Read> TarReader<R> {
                 self.ended = true;
                 return Ok(None);
             }
-            let want = octal_or_256(&b[148..156], "checksum").ok();
+            let want = signed_field(&b[148..156], "checksum").ok();
             let mut unsigned: u32 = 0;
             let mut signed: i32 = 0;
             for (i, &c) in b.iter().enumerate() {
@@ -596,8 +607,7 @@ impl<R: Read> TarReader<R> {
                 unsigned += u32::from(c);
                 signed += i32::from(c as i8);
             }
-            let ok =
-                want.is_some_and(|w| w == u64::from(unsigned) || w as i64 == i64::from(signed));
+            let ok = want.is_some_and(|w| w == i64::from(unsigned) || w == i64::from(signed));
             if !ok {
                 bail!(
                     "corrupt tar header at byte {at}, after {}: its size field is wrong \
@@ -691,7 +701,7 @@ impl<R: Read> TarReader<R> {
                     (h.mtime, h.mtime_nsec) =
                         parse_time(v).with_context(|| format!("{}: pax mtime", ctx()))?
                 }
-                None => h.mtime = octal_or_256(&b[136..148], "mtime").with_context(ctx)? as i64,
+                None => h.mtime = signed_field(&b[136..148], "mtime").with_context(ctx)?,
             }
             h.link = pax
                 .get(&b"linkpath"[..])
@@ -966,6 +976,18 @@ mod tests {
     }
 
     #[test]
+    fn base256_numbers() {
+        let mut f = [0u8; 12];
+        f[0] = 0x80;
+        f[11] = 5;
+        assert_eq!(signed_field(&f, "x").unwrap(), 5);
+        let f = [0xffu8; 12];
+        assert_eq!(signed_field(&f, "x").unwrap(), -1);
+        assert!(octal_or_256(&f, "x").is_err());
+        assert_eq!(signed_field(b"0000755\0", "x").unwrap(), 0o755);
+    }
+
+    #[test]
     fn names() {
         assert_eq!(normalize_name(b"./"), b"");
         assert_eq!(normalize_name(b"."), b"");
@@ -1028,13 +1050,13 @@ mod tests {
         assert_eq!(bytes.len() % 10240, 0);
         let mut r = TarReader::new(&bytes[..]);
         for want in &hs {
-            let got = r.next().unwrap().unwrap();
+            let got = r.next_header().unwrap().unwrap();
             assert_eq!(&got, want);
             let mut d = Vec::new();
             r.data().read_to_end(&mut d).unwrap();
             assert_eq!(d.len() as u64, want.data_len());
         }
-        assert!(r.next().unwrap().is_none());
+        assert!(r.next_header().unwrap().is_none());
         // GNU tar lists it without complaint.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.tar");
@@ -1070,14 +1092,14 @@ mod tests {
         let bytes = w.finish().unwrap();
         let cut = &bytes[..1024];
         let mut r = TarReader::new(cut);
-        r.next().unwrap().unwrap();
+        r.next_header().unwrap().unwrap();
         let e = io::copy(&mut r.data(), &mut io::sink()).unwrap_err();
         assert!(e.to_string().contains("truncated inside file"), "{e}");
         // No end marker.
         let cut = &bytes[..512 + 2048];
         let mut r = TarReader::new(cut);
-        r.next().unwrap().unwrap();
-        let e = r.next().unwrap_err();
+        r.next_header().unwrap().unwrap();
+        let e = r.next_header().unwrap_err();
         assert!(format!("{e:#}").contains("after file"), "{e:#}");
     }
 }
