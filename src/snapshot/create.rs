@@ -87,6 +87,8 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
     let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut groups: HashMap<(u64, u64), Vec<PathBuf>> = HashMap::new();
     let mut sparse_files = 0usize;
+    let mut users = BTreeMap::new();
+    let mut groups_names = BTreeMap::new();
 
     for w in &walked.entries {
         let Some(mut meta) = tree::entry_meta(&root, w)? else {
@@ -95,14 +97,25 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
         let path = root.join(&w.rel);
         let key = tree::key_of(&w.rel);
         let xattrs = tree::read_xattrs(&path)?;
+        if let Some(n) = owners.user(meta.uid) {
+            users.insert(meta.uid, n);
+        }
+        if let Some(n) = owners.group(meta.gid) {
+            groups_names.insert(meta.gid, n);
+        }
         let mut h = Header {
             path: w.rel.as_os_str().as_bytes().to_vec(),
             kind: meta.kind,
             mode: meta.mode,
             uid: meta.uid,
             gid: meta.gid,
-            uname: owners.user(meta.uid),
-            gname: owners.group(meta.gid),
+            // Numeric ids only, as `tar --numeric-owner` writes: the names
+            // belong to the image's user database, and an extractor that
+            // maps names through the host's (GNU tar without
+            // --numeric-owner) would silently change owners. The names go
+            // into the manifest instead.
+            uname: Vec::new(),
+            gname: Vec::new(),
             mtime: meta.mtime,
             mtime_nsec: meta.mtime_nsec,
             size: meta.size,
@@ -181,6 +194,8 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
         release: facts.release,
         kernels: facts.kernels,
         packages: facts.packages,
+        users,
+        groups: groups_names,
         notes: walked.notes.clone(),
         entries,
     };
@@ -434,11 +449,15 @@ impl Owners {
             groups: parse("etc/group"),
         }
     }
-    fn user(&self, id: u32) -> Vec<u8> {
-        self.users.get(&id).cloned().unwrap_or_default()
+    fn user(&self, id: u32) -> Option<String> {
+        self.users
+            .get(&id)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
     }
-    fn group(&self, id: u32) -> Vec<u8> {
-        self.groups.get(&id).cloned().unwrap_or_default()
+    fn group(&self, id: u32) -> Option<String> {
+        self.groups
+            .get(&id)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
     }
 }
 

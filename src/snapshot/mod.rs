@@ -5,7 +5,10 @@
 //! two files beside it: `<file>.sha256` for `sha256sum -c`, and
 //! `<file>.manifest.json` recording the image's release stamp, kernels,
 //! installed packages and, per entry, every field a restore must bring back
-//! ([`EntryMeta`]). Snapshot and restore hold the image's lock, so neither
+//! ([`EntryMeta`]). Owners are numeric in the archive, as `tar
+//! --numeric-owner` writes them, so no extractor can remap them through the
+//! host's user database; the image's own names are in the manifest.
+//! Snapshot and restore hold the image's lock, so neither
 //! sees a half-built tree. Restore checks the checksum, extracts into a
 //! staging directory on the image's file system refusing anything that
 //! could escape it ([`extract`]), and only then exchanges the trees
@@ -236,6 +239,10 @@ pub struct Manifest {
     /// Kernel versions from `/boot/vmlinuz-*`, oldest first.
     pub kernels: Vec<String>,
     pub packages: Vec<Package>,
+    /// Names of the uids and gids in the tree, from the image's own
+    /// passwd and group files (the archive itself carries numeric ids).
+    pub users: BTreeMap<u32, String>,
+    pub groups: BTreeMap<u32, String>,
     pub notes: Vec<String>,
     pub entries: BTreeMap<PathBuf, EntryMeta>,
 }
