@@ -663,3 +663,131 @@ fn real_image_roundtrip() {
         "real image through GNU tar",
     );
 }
+
+/// Runs only as the child of `interrupted_snapshot_leaves_nothing`.
+#[test]
+fn child_snapshot() {
+    let Some(base) = std::env::var_os("NFSROOT_CHILD_BASE") else {
+        return;
+    };
+    let l = layout(Path::new(&base));
+    snapshot::run_snapshot(
+        &l,
+        &SnapshotOpts {
+            image: Some("img".into()),
+            threads: Some(1),
+            format: Format::Gz,
+            level: Some(9),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn interrupted_snapshot_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    for i in 0..8 {
+        sh(&format!(
+            "head -c 16000000 /dev/urandom > {}/etc/noise{i}",
+            q(&src)
+        ));
+    }
+    let dir = l.snapshots_dir("img");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_snapshot", "--nocapture"])
+        .env("NFSROOT_CHILD_BASE", &base)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the temp file to appear, then interrupt.
+    let started = std::time::Instant::now();
+    loop {
+        let n = fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
+        if n > 0 || started.elapsed().as_secs() > 60 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    assert!(!st.success(), "interrupted snapshot exited 0");
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with(".nfsroot-tmp-")),
+        "a file under a final name: {names:?}"
+    );
+    // The next snapshot sweeps the leftover temp file.
+    let r = snap(&l, "img", Format::Zst);
+    let left: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&r.path));
+}
+
+#[test]
+fn mounts_inside_the_image_are_not_descended() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    let inner = src.join("mnt/inner");
+    fs::create_dir_all(&inner).unwrap();
+    fs::create_dir_all(src.join("etc")).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&inner)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: cannot mount a tmpfs here");
+        return;
+    }
+    fs::write(inner.join("secret"), "not part of the image").unwrap();
+    let r = snapshot::run_snapshot(
+        &l,
+        &SnapshotOpts {
+            image: Some("img".into()),
+            ..Default::default()
+        },
+    );
+    let restore = r.as_ref().ok().map(|r| {
+        snapshot::run_restore(
+            &l,
+            &RestoreOpts {
+                file: r.path.clone(),
+                image: Some("img".into()),
+                force: true,
+                ..Default::default()
+            },
+        )
+    });
+    let _ = Command::new("umount").arg(&inner).status();
+    let r = r.unwrap();
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("/mnt/inner is a mount point")),
+        "{:?}",
+        r.notes
+    );
+    let entries = snapshot::archive_meta(&r.path).unwrap();
+    assert!(entries.contains_key(Path::new("mnt/inner")));
+    assert!(!entries.contains_key(Path::new("mnt/inner/secret")));
+    // Restoring over an image with something mounted inside is refused.
+    let e = restore.unwrap().unwrap_err();
+    assert!(format!("{e:#}").contains("unmount it"), "{e:#}");
+}
