@@ -100,6 +100,19 @@ fn assert_same(a: &BTreeMap<PathBuf, EntryMeta>, b: &BTreeMap<PathBuf, EntryMeta
     assert!(d.is_empty(), "{what}: trees differ: {d:#?}");
 }
 
+/// Two known libarchive 3.6 quirks, not ours (it does the same with GNU
+/// tar's archives): bsdtar leaves the mtime of `.` alone, and reads and
+/// writes a negative fractional pax time (-14182939.75) as -14182938.25.
+fn quirks(m: &BTreeMap<PathBuf, EntryMeta>) -> BTreeMap<PathBuf, EntryMeta> {
+    let mut m = m.clone();
+    for (k, e) in m.iter_mut() {
+        if k == Path::new(".") || (e.mtime < 0 && e.mtime_nsec != 0) {
+            (e.mtime, e.mtime_nsec) = (0, 0);
+        }
+    }
+    m
+}
+
 fn snap(l: &Layout, image: &str, format: Format) -> snapshot::SnapshotResult {
     snapshot::run_snapshot(
         l,
@@ -234,18 +247,6 @@ fn roundtrip(format: Format) {
             q(&r.path),
             q(&b)
         ));
-        // Two known libarchive 3.6 quirks, not ours (it does the same with
-        // GNU tar's archives): it leaves the mtime of `.` alone, and reads
-        // a negative fractional pax time (-14182939.75) as -14182938.25.
-        let quirks = |m: &BTreeMap<PathBuf, EntryMeta>| {
-            let mut m = m.clone();
-            for (k, e) in m.iter_mut() {
-                if k == Path::new(".") || (e.mtime < 0 && e.mtime_nsec != 0) {
-                    (e.mtime, e.mtime_nsec) = (0, 0);
-                }
-            }
-            m
-        };
         assert_same(
             &quirks(&before),
             &quirks(&scan_tree(&b).unwrap()),
@@ -273,6 +274,43 @@ fn roundtrip_every_kind_gz() {
 #[test]
 fn roundtrip_every_kind_zst() {
     roundtrip(Format::Zst);
+}
+
+#[test]
+fn bsdtar_archive_restores() {
+    if nfsroot::exec::find_tool("bsdtar").is_none() {
+        eprintln!("skipping: no bsdtar (libarchive-tools)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = d.path().join("src");
+    let _sock = make_tree(&src);
+    let before = scan_tree(&src).unwrap();
+    let a = d.path().join("bsd.tar.zst");
+    sh(&format!(
+        "bsdtar --format=pax --xattrs --acls --numeric-owner --zstd -cf {} -C {} . 2>/dev/null \
+         || [ $? = 1 ]; sha256sum {} > {}.sha256",
+        q(&a),
+        q(&src),
+        q(&a),
+        q(&a)
+    ));
+    let r = snapshot::run_restore(
+        &l,
+        &RestoreOpts {
+            file: a,
+            image: Some("frombsd".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_same(
+        &quirks(&before),
+        &quirks(&scan_tree(&r.path).unwrap()),
+        "bsdtar archive",
+    );
 }
 
 #[test]

@@ -8,8 +8,10 @@
 //! `O_EXCL|O_NOFOLLOW`; a hard link must point at a member already
 //! extracted under the same rules. The first refused member stops the
 //! restore with its name. Metadata goes on in the order the kernel demands:
-//! owner first (chown clears setuid bits and file capabilities), then
-//! xattrs and ACLs, then the mode, then the mtime; directories last and
+//! owner first (chown clears setuid bits and file capabilities), then the
+//! mode, then xattrs and ACLs (a chmod after an ACL would overwrite its
+//! mask with the group bits, which bsdtar does not set to the mask), then
+//! the mtime; directories last and
 //! deepest first, since creating their contents moves their mtimes.
 
 use super::tar::{Header, Kind, TarReader};
@@ -84,18 +86,18 @@ fn os_err(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<()> {
     Ok(())
 }
 
-/// Owner, xattrs, mode, mtime, in that order.
+/// Owner, mode, xattrs, mtime, in that order.
 fn apply_meta(path: &Path, h: &Header) -> Result<()> {
     let c = cstr(path)?;
     // SAFETY: c is a valid C string.
     let rc = unsafe { libc::lchown(c.as_ptr(), h.uid, h.gid) };
     os_err(rc, || format!("setting owner of {}", path.display()))?;
-    for (k, v) in &h.xattrs {
-        tree::set_xattr(path, k, v)?;
-    }
     if h.kind != Kind::Symlink {
         fs::set_permissions(path, fs::Permissions::from_mode(h.mode & 0o7777))
             .with_context(|| format!("setting mode of {}", path.display()))?;
+    }
+    for (k, v) in &h.xattrs {
+        tree::set_xattr(path, k, v)?;
     }
     let times = [
         libc::timespec {
