@@ -32,3 +32,4 @@ pub mod profile;
 pub mod progress;
 pub mod publish;
 pub mod pxelinux;
+pub mod snapshot;

@@ -1,0 +1,162 @@
+//! Compression on every core, decompression by magic number.
+//!
+//! gzip goes through [`super::pgz::ParGzWriter`] (one standard member,
+//! blocks deflated in parallel); zstd through libzstd's own multithreaded
+//! mode, which also writes one standard frame. Readers are picked from the
+//! first bytes of the file, so restore and verify take `.tar.gz`, `.tar.zst`
+//! and plain `.tar` whatever the file is called.
+
+use super::pgz::ParGzWriter;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+/// Archive compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Gz,
+    Zst,
+}
+
+impl Format {
+    /// File name suffix, e.g. `tar.gz`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Gz => "tar.gz",
+            Format::Zst => "tar.zst",
+        }
+    }
+
+    /// The level used when none is given.
+    pub fn default_level(self) -> u32 {
+        match self {
+            Format::Gz => 6,
+            Format::Zst => 3,
+        }
+    }
+
+    fn check_level(self, level: u32) -> Result<()> {
+        let (lo, hi) = match self {
+            Format::Gz => (1, 12),
+            Format::Zst => (1, 19),
+        };
+        if !(lo..=hi).contains(&level) {
+            bail!("compression level {level} is out of range for {self:?} ({lo}-{hi})");
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gz" | "gzip" => Ok(Format::Gz),
+            "zst" | "zstd" => Ok(Format::Zst),
+            _ => bail!("unknown format {s:?}: use gz or zst"),
+        }
+    }
+}
+
+/// A compressing writer of either format.
+pub enum Compressor<W: Write> {
+    Gz(ParGzWriter<W>),
+    Zst(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> std::fmt::Debug for Compressor<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compressor::Gz(_) => "Compressor::Gz",
+            Compressor::Zst(_) => "Compressor::Zst",
+        })
+    }
+}
+
+impl<W: Write> Compressor<W> {
+    pub fn new(out: W, format: Format, level: u32, workers: usize) -> Result<Self> {
+        format.check_level(level)?;
+        Ok(match format {
+            Format::Gz => Compressor::Gz(ParGzWriter::new(out, level, workers)),
+            Format::Zst => {
+                let mut e = zstd::stream::write::Encoder::new(out, level as i32)
+                    .context("starting zstd")?;
+                e.multithread(workers as u32)
+                    .context("starting zstd workers")?;
+                e.include_checksum(true)?;
+                Compressor::Zst(e)
+            }
+        })
+    }
+
+    /// End the stream and hand back the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Gz(g) => g.finish(),
+            Compressor::Zst(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Gz(g) => g.write(buf),
+            Compressor::Zst(z) => z.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Gz(g) => g.flush(),
+            Compressor::Zst(z) => z.flush(),
+        }
+    }
+}
+
+/// Counts compressed bytes read into a progress bar.
+struct Progress<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Open an archive and decompress it by its magic number; `bar`, if
+/// given, advances by compressed bytes read.
+pub fn open_decompressed(
+    path: &Path,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<Box<dyn Read + Send>> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut magic = [0u8; 4];
+    let n = f
+        .read(&mut magic)
+        .with_context(|| format!("reading {}", path.display()))?;
+    drop(f);
+    let raw = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let raw: Box<dyn Read + Send> = match bar {
+        Some(bar) => Box::new(Progress { inner: raw, bar }),
+        None => Box::new(raw),
+    };
+    let f = BufReader::with_capacity(1 << 20, raw);
+    Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        Box::new(flate2::bufread::MultiGzDecoder::new(f))
+    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(f)
+                .with_context(|| format!("starting zstd on {}", path.display()))?,
+        )
+    } else {
+        Box::new(f)
+    })
+}

@@ -1,0 +1,497 @@
+//! `nfsroot snapshot`: one pass over the image under its lock.
+//!
+//! The tree is walked first (sorted, by [`super::tree::walk`]'s rules) so the
+//! progress bar knows the total; then each entry is read once, its bytes
+//! hashed for the manifest on the way into the tar stream, and the stream
+//! compressed on worker threads into a temp file beside the final name. The
+//! checksum and manifest are committed first and the archive renamed last,
+//! so a failed or interrupted run leaves nothing under the archive's name.
+
+use super::compress::Compressor;
+use super::tar::{Header, Kind, TarWriter};
+use super::tree::{self, EntryMeta};
+use super::{Manifest, SnapshotOpts, SnapshotResult, image_facts};
+use crate::fsutil::{self, AtomicFile, HashingWriter};
+use crate::image::Layout;
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResult> {
+    let started = Instant::now();
+    let name = layout.resolve_image(opts.image.as_deref())?;
+    let root = layout.existing_image(&name)?;
+    let _lock = layout.lock(&name, "snapshot", opts.wait)?;
+    let level = opts.level.unwrap_or(opts.format.default_level());
+    let workers = opts.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+
+    let facts = image_facts(&root)?;
+    let now = crate_clock_now();
+    let kernel = facts.kernels.last().cloned();
+    let default_dir = layout.snapshots_dir(&name);
+    let out = match &opts.output {
+        Some(p) => p.clone(),
+        None => default_dir.join(format!(
+            "{name}-{}-{}.{}",
+            compact_utc(now),
+            kernel.as_deref().unwrap_or("nokernel"),
+            opts.format.extension()
+        )),
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fsutil::mkdir_p(dir)?;
+        if out.parent() == Some(default_dir.as_path()) {
+            fsutil::sweep_temps(dir)?;
+        }
+    }
+    if out.exists() {
+        bail!(
+            "{} already exists; choose another name with -o",
+            out.display()
+        );
+    }
+    if out.starts_with(&root) {
+        bail!(
+            "{} is inside the image {}; write snapshots outside the exported tree",
+            out.display(),
+            root.display()
+        );
+    }
+
+    let walked = tree::walk(&root)?;
+    let total: u64 = walked
+        .entries
+        .iter()
+        .filter(|w| w.md.is_file())
+        .map(|w| w.md.len())
+        .sum();
+    let bar = progress_bar(total, opts.progress);
+
+    let mut file = AtomicFile::create(&out)?;
+    let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, &mut file));
+    let comp = Compressor::new(hashing, opts.format, level, workers)?;
+    let mut tar = TarWriter::new(comp);
+    let owners = Owners::load(&root);
+    let mut entries: BTreeMap<PathBuf, EntryMeta> = BTreeMap::new();
+    let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut groups: HashMap<(u64, u64), Vec<PathBuf>> = HashMap::new();
+    let mut sparse_files = 0usize;
+    let mut users = BTreeMap::new();
+    let mut groups_names = BTreeMap::new();
+
+    for w in &walked.entries {
+        let Some(mut meta) = tree::entry_meta(&root, w)? else {
+            continue;
+        };
+        let path = root.join(&w.rel);
+        let key = tree::key_of(&w.rel);
+        let xattrs = tree::read_xattrs(&path)?;
+        if let Some(n) = owners.user(meta.uid) {
+            users.insert(meta.uid, n);
+        }
+        if let Some(n) = owners.group(meta.gid) {
+            groups_names.insert(meta.gid, n);
+        }
+        let mut h = Header {
+            path: w.rel.as_os_str().as_bytes().to_vec(),
+            kind: meta.kind,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            // Numeric ids only, as `tar --numeric-owner` writes: the names
+            // belong to the image's user database, and an extractor that
+            // maps names through the host's (GNU tar without
+            // --numeric-owner) would silently change owners. The names go
+            // into the manifest instead.
+            uname: Vec::new(),
+            gname: Vec::new(),
+            mtime: meta.mtime,
+            mtime_nsec: meta.mtime_nsec,
+            size: meta.size,
+            link: Vec::new(),
+            dev_major: meta.rdev.map(|r| r.0).unwrap_or(0),
+            dev_minor: meta.rdev.map(|r| r.1).unwrap_or(0),
+            xattrs,
+            sparse: None,
+        };
+        if meta.kind == Kind::Symlink {
+            h.link = std::fs::read_link(&path)
+                .with_context(|| format!("reading link {}", path.display()))?
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+        }
+        if meta.kind != Kind::Dir && w.md.nlink() > 1 {
+            let ino = (w.md.dev(), w.md.ino());
+            groups.entry(ino).or_default().push(key.clone());
+            if let Some(first) = first_link.get(&ino) {
+                h.kind = Kind::Hardlink;
+                h.link = first.as_os_str().as_bytes().to_vec();
+                h.size = 0;
+                tar.append(&h, None)?;
+                meta.sha256 = entries
+                    .get(&tree::key_of(first))
+                    .and_then(|m| m.sha256.clone());
+                entries.insert(key, meta);
+                continue;
+            }
+            first_link.insert(ino, w.rel.clone());
+        }
+        if meta.kind == Kind::File {
+            let f = open_noatime(&path)?;
+            let segs = data_segments(&f, &w.md)
+                .with_context(|| format!("finding holes in {}", path.display()))?;
+            let mut reader = SegmentReader::new(&f, &path, segs.clone(), meta.size, bar.as_ref());
+            if let Some(s) = segs {
+                sparse_files += 1;
+                h.sparse = Some(s);
+            }
+            tar.append(&h, Some(&mut reader))?;
+            meta.sha256 = Some(reader.finish()?);
+        } else {
+            tar.append(&h, None)?;
+        }
+        entries.insert(key, meta);
+    }
+    tree::set_link_groups(&mut entries, groups.into_values());
+    let tar_bytes = tar.written();
+    let comp = tar.finish().context("finishing the tar stream")?;
+    let hashing = comp
+        .finish()
+        .with_context(|| format!("compressing into {}", out.display()))?;
+    let bytes = hashing.count();
+    let (sha256, mut bw) = hashing.into_parts();
+    bw.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    drop(bw);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+
+    let file_name = out
+        .file_name()
+        .context("output has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let manifest = Manifest {
+        format: 1,
+        image: name.clone(),
+        created: rfc3339_utc(now),
+        archive: file_name.clone(),
+        compression: opts.format,
+        sha256: sha256.clone(),
+        release: facts.release,
+        kernels: facts.kernels,
+        packages: facts.packages,
+        users,
+        groups: groups_names,
+        notes: walked.notes.clone(),
+        entries,
+    };
+    let sums = super::checksum_path(&out);
+    let man_path = super::manifest_path(&out);
+    let json = serde_json::to_vec_pretty(&manifest)?;
+    let entry_count = manifest.entries.len();
+    let result = (|| -> Result<()> {
+        fsutil::atomic_write(&man_path, &json)?;
+        fsutil::atomic_write(&sums, format!("{sha256}  {file_name}\n").as_bytes())?;
+        file.commit()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&man_path);
+        let _ = std::fs::remove_file(&sums);
+        return Err(e);
+    }
+    let pruned = match opts.keep {
+        Some(k) if out.parent() == Some(default_dir.as_path()) => prune(&default_dir, &name, k)?,
+        _ => Vec::new(),
+    };
+    Ok(SnapshotResult {
+        image: name,
+        path: out,
+        checksum_path: sums,
+        manifest_path: man_path,
+        sha256,
+        bytes,
+        tar_bytes,
+        entries: entry_count,
+        sparse_files,
+        kernel,
+        notes: walked.notes,
+        pruned,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn crate_clock_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400) as u32;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// `20250102T030405Z`.
+pub fn compact_utc(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+}
+
+/// `2025-01-02T03:04:05Z`.
+pub fn rfc3339_utc(secs: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+fn progress_bar(total: u64, enabled: Option<bool>) -> Option<indicatif::ProgressBar> {
+    let on =
+        enabled.unwrap_or_else(|| crate::exec::verbosity() > 0 && std::io::stderr().is_terminal());
+    if !on {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(total);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left",
+        )
+        .expect("valid template"),
+    );
+    Some(b)
+}
+
+fn open_noatime(path: &Path) -> Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            File::open(path).with_context(|| format!("opening {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+}
+
+/// The data segments of a file with holes, or `None` when it has none
+/// worth keeping (fewer allocated bytes than its size is the hint).
+fn data_segments(f: &File, md: &std::fs::Metadata) -> io::Result<Option<Vec<(u64, u64)>>> {
+    let size = md.len();
+    if size == 0 || md.blocks() * 512 >= size {
+        return Ok(None);
+    }
+    let fd = f.as_raw_fd();
+    let mut segs = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: fd is open for the lifetime of `f`.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let end = (hole as u64).min(size);
+        if end > data as u64 {
+            segs.push((data as u64, end - data as u64));
+        }
+        pos = hole;
+    }
+    // SAFETY: as above.
+    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+    let stored: u64 = segs.iter().map(|s| s.1).sum();
+    if stored >= size {
+        return Ok(None);
+    }
+    Ok(Some(segs))
+}
+
+/// Reads a file's bytes (or, when sparse, its data segments back to back)
+/// and hashes the whole logical content, holes as zeros, for the manifest.
+struct SegmentReader<'a> {
+    f: &'a File,
+    path: &'a Path,
+    segs: Vec<(u64, u64)>,
+    idx: usize,
+    off: u64,
+    hashed_to: u64,
+    size: u64,
+    hasher: Sha256,
+    bar: Option<&'a indicatif::ProgressBar>,
+}
+
+impl<'a> SegmentReader<'a> {
+    fn new(
+        f: &'a File,
+        path: &'a Path,
+        segs: Option<Vec<(u64, u64)>>,
+        size: u64,
+        bar: Option<&'a indicatif::ProgressBar>,
+    ) -> Self {
+        Self {
+            f,
+            path,
+            segs: segs.unwrap_or_else(|| vec![(0, size)]),
+            idx: 0,
+            off: 0,
+            hashed_to: 0,
+            size,
+            hasher: Sha256::new(),
+            bar,
+        }
+    }
+
+    fn hash_zeros_to(&mut self, to: u64) {
+        static Z: [u8; 65536] = [0; 65536];
+        while self.hashed_to < to {
+            let n = (to - self.hashed_to).min(Z.len() as u64) as usize;
+            self.hasher.update(&Z[..n]);
+            self.hashed_to += n as u64;
+        }
+    }
+
+    fn finish(mut self) -> Result<String> {
+        // A file that grew after it was stat'ed is caught here.
+        let mut probe = [0u8; 1];
+        if self.f.read_at(&mut probe, self.size).unwrap_or(0) != 0 {
+            bail!("{} grew while being archived", self.path.display());
+        }
+        self.hash_zeros_to(self.size);
+        Ok(hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl Read for SegmentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(&(start, len)) = self.segs.get(self.idx) {
+            if self.off == len {
+                self.idx += 1;
+                self.off = 0;
+                continue;
+            }
+            self.hash_zeros_to(start + self.off);
+            let want = (len - self.off).min(buf.len() as u64) as usize;
+            let n = self.f.read_at(&mut buf[..want], start + self.off)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.hasher.update(&buf[..n]);
+            self.hashed_to += n as u64;
+            self.off += n as u64;
+            if let Some(b) = self.bar {
+                b.inc(n as u64);
+            }
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// Owner names from the image's own passwd and group files.
+struct Owners {
+    users: HashMap<u32, Vec<u8>>,
+    groups: HashMap<u32, Vec<u8>>,
+}
+
+impl Owners {
+    fn load(root: &Path) -> Self {
+        let parse = |p: &str| -> HashMap<u32, Vec<u8>> {
+            let mut m = HashMap::new();
+            let text = std::fs::read(root.join(p)).unwrap_or_default();
+            for line in text.split(|&c| c == b'\n') {
+                let f: Vec<&[u8]> = line.split(|&c| c == b':').collect();
+                if f.len() >= 3
+                    && let Some(id) = std::str::from_utf8(f[2]).ok().and_then(|s| s.parse().ok())
+                {
+                    m.entry(id).or_insert_with(|| f[0].to_vec());
+                }
+            }
+            m
+        };
+        Self {
+            users: parse("etc/passwd"),
+            groups: parse("etc/group"),
+        }
+    }
+    fn user(&self, id: u32) -> Option<String> {
+        self.users
+            .get(&id)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+    }
+    fn group(&self, id: u32) -> Option<String> {
+        self.groups
+            .get(&id)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+    }
+}
+
+/// Keep the newest `keep` snapshots of `name` in `dir`; return what went.
+fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
+    let mut all = super::snapshot_files(dir, name)?;
+    all.sort();
+    let mut gone = Vec::new();
+    let n = all.len().saturating_sub(keep);
+    for p in all.into_iter().take(n) {
+        for q in [
+            super::manifest_path(&p),
+            super::checksum_path(&p),
+            p.clone(),
+        ] {
+            match std::fs::remove_file(&q) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", q.display())),
+            }
+        }
+        gone.push(p);
+    }
+    fsutil::fsync_dir(dir)?;
+    Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(compact_utc(0), "19700101T000000Z");
+        assert_eq!(rfc3339_utc(1_709_210_096), "2024-02-29T12:34:56Z");
+    }
+}

@@ -1,0 +1,714 @@
+//! Snapshots: faithful, fast, verifiable archives of an image.
+//!
+//! A snapshot is a standard pax tar (GNU tar and bsdtar restore it),
+//! compressed on every core into one ordinary `.tar.gz` or `.tar.zst`, with
+//! two files beside it: `<file>.sha256` for `sha256sum -c`, and
+//! `<file>.manifest.json` recording the image's release stamp, kernels,
+//! installed packages and, per entry, every field a restore must bring back
+//! ([`EntryMeta`]). Owners are numeric in the archive, as `tar
+//! --numeric-owner` writes them, so no extractor can remap them through the
+//! host's user database; the image's own names are in the manifest.
+//! Snapshot and restore hold the image's lock, so neither
+//! sees a half-built tree. Restore checks the checksum, extracts into a
+//! staging directory on the image's file system refusing anything that
+//! could escape it ([`extract`]), and only then exchanges the trees
+//! atomically; the old tree is removed after the exchange succeeded.
+//! `verify` re-reads an archive against its manifest and `diff` compares a
+//! live image with a snapshot through the same [`EntryMeta`] records.
+//!
+//! CLI structs for the lead to wire (help text within 80 columns):
+//!
+//! ```text
+//! /// Archive an image: a tar.gz or tar.zst with a checksum and a manifest
+//! #[derive(clap::Args)]
+//! pub struct SnapshotArgs {
+//!     #[command(subcommand)]
+//!     pub cmd: Option<SnapshotCmd>,
+//!     /// Image to archive (default: the only image)
+//!     pub image: Option<String>,
+//!     /// Archive file (default: <image>-<UTC time>-<kernel>.tar.gz in the
+//!     /// snapshots directory)
+//!     #[arg(short, long)]
+//!     pub output: Option<PathBuf>,
+//!     /// Compression: gz or zst
+//!     #[arg(long, default_value = "gz")]
+//!     pub format: nfsroot::snapshot::Format,   // impl FromStr
+//!     /// Compression level (gz 1-12, default 6; zst 1-19, default 3)
+//!     #[arg(long)]
+//!     pub level: Option<u32>,
+//!     /// Keep only the newest N snapshots of the image afterwards
+//!     #[arg(long, value_name = "N")]
+//!     pub keep: Option<usize>,
+//!     /// Compression threads (default: all cores)
+//!     #[arg(long, value_name = "N")]
+//!     pub threads: Option<usize>,
+//!     /// Wait for the image's lock instead of failing
+//!     #[arg(long)]
+//!     pub wait: bool,
+//! }
+//! #[derive(clap::Subcommand)]
+//! pub enum SnapshotCmd {
+//!     /// List an image's snapshots, oldest first
+//!     List { image: Option<String> },
+//!     /// Check an archive's checksum and its manifest against its contents
+//!     Verify { file: PathBuf },
+//! }
+//! /// Replace an image with the contents of a snapshot
+//! #[derive(clap::Args)]
+//! pub struct RestoreArgs {
+//!     /// Snapshot archive (.tar.gz, .tar.zst or .tar)
+//!     pub file: PathBuf,
+//!     /// Image to restore into (default: the one named in the manifest)
+//!     #[arg(long)]
+//!     pub image: Option<String>,
+//!     /// Replace the image if it exists (the old tree stays until the
+//!     /// new one is in place)
+//!     #[arg(long)]
+//!     pub force: bool,
+//!     /// Restore an archive that has no .sha256 file beside it
+//!     #[arg(long)]
+//!     pub no_checksum: bool,
+//!     /// Wait for the image's lock instead of failing
+//!     #[arg(long)]
+//!     pub wait: bool,
+//! }
+//! /// Show what changed in a live image since a snapshot
+//! #[derive(clap::Args)]
+//! pub struct DiffArgs {
+//!     pub image: String,
+//!     pub file: PathBuf,
+//! }
+//! ```
+//!
+//! Wiring: `snapshot [IMAGE]` -> [`run_snapshot`], `snapshot list` ->
+//! [`run_list`], `snapshot verify` -> [`run_verify`], `restore` ->
+//! [`run_restore`], `diff` -> [`run_diff`]; each result is `Serialize` for
+//! `--json`. Note clap needs `args_conflicts_with_subcommands` on
+//! `SnapshotArgs` so `snapshot list` is not read as an image named `list`.
+
+pub mod acl;
+pub mod compress;
+mod create;
+pub mod extract;
+pub mod pgz;
+pub mod tar;
+pub mod tree;
+
+pub use compress::Format;
+pub use create::run_snapshot;
+pub use tree::{Change, EntryMeta, TreeDiff, diff_maps, scan_tree};
+
+use crate::fsutil;
+use crate::image::{self, Layout};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tar::{Kind, TarReader};
+
+/// Options of `nfsroot snapshot`.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOpts {
+    /// Image name; `None` for the only image.
+    pub image: Option<String>,
+    /// Archive path; `None` for the default name in the snapshots dir.
+    pub output: Option<PathBuf>,
+    pub format: Format,
+    pub level: Option<u32>,
+    /// Keep only the newest N snapshots in the snapshots dir.
+    pub keep: Option<usize>,
+    /// Compression threads; `None` for all cores.
+    pub threads: Option<usize>,
+    /// Wait for the image lock.
+    pub wait: bool,
+    /// Progress bar: `None` to show it on a terminal.
+    pub progress: Option<bool>,
+}
+
+/// What `nfsroot snapshot` made.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotResult {
+    pub image: String,
+    pub path: PathBuf,
+    pub checksum_path: PathBuf,
+    pub manifest_path: PathBuf,
+    pub sha256: String,
+    /// Compressed size.
+    pub bytes: u64,
+    /// Uncompressed tar size.
+    pub tar_bytes: u64,
+    pub entries: usize,
+    pub sparse_files: usize,
+    pub kernel: Option<String>,
+    /// Things left out (sockets, mounts), one line each.
+    pub notes: Vec<String>,
+    /// Older snapshots removed by `--keep`.
+    pub pruned: Vec<PathBuf>,
+    pub seconds: f64,
+}
+
+/// Options of `nfsroot restore`.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOpts {
+    pub file: PathBuf,
+    /// Target image; `None` for the image named in the manifest.
+    pub image: Option<String>,
+    /// Replace an existing image.
+    pub force: bool,
+    /// Allow an archive without a `.sha256` file.
+    pub no_checksum: bool,
+    pub wait: bool,
+    pub progress: Option<bool>,
+}
+
+/// What `nfsroot restore` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreResult {
+    pub image: String,
+    pub path: PathBuf,
+    /// Whether an existing image was replaced.
+    pub replaced: bool,
+    pub entries: usize,
+    pub bytes: u64,
+    /// The checksum that was verified, if any.
+    pub sha256: Option<String>,
+    pub seconds: f64,
+}
+
+/// Options of `nfsroot snapshot list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListOpts {
+    pub image: Option<String>,
+}
+
+/// One snapshot on disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub created: Option<String>,
+    pub kernels: Vec<String>,
+    pub entries: Option<usize>,
+    pub has_checksum: bool,
+    pub has_manifest: bool,
+}
+
+/// Options of `nfsroot snapshot verify`.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOpts {
+    pub file: PathBuf,
+}
+
+/// A verified snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyResult {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub entries: usize,
+    pub manifest_checked: bool,
+}
+
+/// Options of `nfsroot diff`.
+#[derive(Debug, Clone, Default)]
+pub struct DiffOpts {
+    pub image: String,
+    pub file: PathBuf,
+}
+
+/// A package from the image's dpkg status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+/// The JSON manifest beside a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub image: String,
+    pub created: String,
+    pub archive: String,
+    pub compression: Format,
+    pub sha256: String,
+    /// `/etc/nfsroot-release` as key=value pairs.
+    pub release: BTreeMap<String, String>,
+    /// Kernel versions from `/boot/vmlinuz-*`, oldest first.
+    pub kernels: Vec<String>,
+    pub packages: Vec<Package>,
+    /// Names of the uids and gids in the tree, from the image's own
+    /// passwd and group files (the archive itself carries numeric ids).
+    pub users: BTreeMap<u32, String>,
+    pub groups: BTreeMap<u32, String>,
+    pub notes: Vec<String>,
+    pub entries: BTreeMap<PathBuf, EntryMeta>,
+}
+
+/// `<file>.sha256`.
+pub fn checksum_path(archive: &Path) -> PathBuf {
+    let mut s = archive.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}
+
+/// `<file>.manifest.json`.
+pub fn manifest_path(archive: &Path) -> PathBuf {
+    let mut s = archive.as_os_str().to_owned();
+    s.push(".manifest.json");
+    PathBuf::from(s)
+}
+
+/// Release stamp, kernels and packages of an image tree.
+pub(crate) struct Facts {
+    pub release: BTreeMap<String, String>,
+    pub kernels: Vec<String>,
+    pub packages: Vec<Package>,
+}
+
+pub(crate) fn image_facts(root: &Path) -> Result<Facts> {
+    let release = std::fs::read_to_string(root.join("etc/nfsroot-release"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect();
+    Ok(Facts {
+        release,
+        kernels: kernels(root)?,
+        packages: packages(root),
+    })
+}
+
+/// Kernel versions in `<root>/boot`, oldest first (a local stand-in until
+/// `crate::kernel` can be shared).
+pub fn kernels(root: &Path) -> Result<Vec<String>> {
+    let boot = root.join("boot");
+    let mut v: Vec<String> = match std::fs::read_dir(&boot) {
+        Ok(rd) => rd
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("vmlinuz-"))
+                    .map(str::to_string)
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", boot.display())),
+    };
+    v.sort_by(|a, b| version_cmp(a, b));
+    Ok(v)
+}
+
+/// Compare version strings with digit runs as numbers (6.1.10 > 6.1.9).
+fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(s: &str) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        let mut num = String::new();
+        let mut txt = String::new();
+        for c in s.chars() {
+            if c.is_ascii_digit() {
+                if !txt.is_empty() {
+                    out.push((0, std::mem::take(&mut txt)));
+                }
+                num.push(c);
+            } else {
+                if !num.is_empty() {
+                    out.push((num.parse().unwrap_or(u64::MAX), String::new()));
+                    num.clear();
+                }
+                txt.push(c);
+            }
+        }
+        if !num.is_empty() {
+            out.push((num.parse().unwrap_or(u64::MAX), String::new()));
+        }
+        if !txt.is_empty() {
+            out.push((0, txt));
+        }
+        out
+    }
+    parts(a).cmp(&parts(b))
+}
+
+fn packages(root: &Path) -> Vec<Package> {
+    let text = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
+    let mut out = Vec::new();
+    for stanza in text.split("\n\n") {
+        let mut f: HashMap<&str, &str> = HashMap::new();
+        for line in stanza.lines() {
+            if let Some((k, v)) = line.split_once(':')
+                && !line.starts_with(' ')
+            {
+                f.insert(k, v.trim());
+            }
+        }
+        let installed = f.get("Status").is_some_and(|s| s.ends_with(" installed"));
+        if let (true, Some(n)) = (installed, f.get("Package")) {
+            out.push(Package {
+                name: n.to_string(),
+                version: f.get("Version").unwrap_or(&"").to_string(),
+                arch: f.get("Architecture").unwrap_or(&"").to_string(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Archives of `name` in `dir` (not temp files), unsorted.
+pub(crate) fn snapshot_files(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let prefix = format!("{name}-");
+    Ok(rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix)
+                && (n.ends_with(".tar.gz") || n.ends_with(".tar.zst") || n.ends_with(".tar"))
+        })
+        .map(|e| e.path())
+        .collect())
+}
+
+/// `nfsroot snapshot list`: the image's snapshots, oldest first.
+pub fn run_list(layout: &Layout, opts: &ListOpts) -> Result<Vec<SnapshotInfo>> {
+    let name = layout.resolve_image(opts.image.as_deref())?;
+    let mut files = snapshot_files(&layout.snapshots_dir(&name), &name)?;
+    files.sort();
+    let mut out = Vec::new();
+    for p in files {
+        let man = read_manifest(&p).ok();
+        out.push(SnapshotInfo {
+            bytes: std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0),
+            created: man.as_ref().map(|m| m.created.clone()),
+            kernels: man.as_ref().map(|m| m.kernels.clone()).unwrap_or_default(),
+            entries: man.as_ref().map(|m| m.entries.len()),
+            has_checksum: checksum_path(&p).exists(),
+            has_manifest: man.is_some(),
+            path: p,
+        });
+    }
+    Ok(out)
+}
+
+/// Read the manifest beside `archive`.
+pub fn read_manifest(archive: &Path) -> Result<Manifest> {
+    let p = manifest_path(archive);
+    let text = std::fs::read(&p).with_context(|| format!("reading manifest {}", p.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("parsing manifest {}", p.display()))
+}
+
+/// Check `archive` against its `.sha256` file; returns the digest.
+/// `Ok(None)` when there is no checksum file.
+pub fn check_checksum(archive: &Path) -> Result<Option<String>> {
+    let sums = checksum_path(archive);
+    let text = match std::fs::read_to_string(&sums) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", sums.display())),
+    };
+    let want = text
+        .split_whitespace()
+        .next()
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .with_context(|| format!("{} holds no sha256 digest", sums.display()))?
+        .to_ascii_lowercase();
+    let got = fsutil::sha256_file(archive)?;
+    if got != want {
+        bail!(
+            "checksum mismatch for {}: {} says {want}, the file hashes to {got}; \
+             the archive is damaged or was replaced",
+            archive.display(),
+            sums.display()
+        );
+    }
+    Ok(Some(got))
+}
+
+/// Content hash of a member's data, holes of a sparse file as zeros.
+fn hash_member(h: &tar::Header, data: &mut impl Read) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let segs = h.sparse.clone().unwrap_or_else(|| vec![(0, h.size)]);
+    let mut buf = vec![0u8; 256 * 1024];
+    let zeros = vec![0u8; 64 * 1024];
+    let mut pos = 0u64;
+    let zero_to = |hasher: &mut Sha256, pos: &mut u64, to: u64| {
+        while *pos < to {
+            let n = (to - *pos).min(zeros.len() as u64) as usize;
+            hasher.update(&zeros[..n]);
+            *pos += n as u64;
+        }
+    };
+    for (off, len) in segs {
+        zero_to(&mut hasher, &mut pos, off);
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = data.read(&mut buf[..want])?;
+            if n == 0 {
+                bail!("archive is truncated inside {}", h.display());
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+            pos += n as u64;
+        }
+    }
+    zero_to(&mut hasher, &mut pos, h.size);
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The [`EntryMeta`] records of every member of an archive.
+pub fn archive_meta(archive: &Path) -> Result<BTreeMap<PathBuf, EntryMeta>> {
+    let input = compress::open_decompressed(archive, None)?;
+    let mut tar = TarReader::new(input);
+    let mut out: BTreeMap<PathBuf, EntryMeta> = BTreeMap::new();
+    let mut groups: HashMap<PathBuf, Vec<PathBuf>> = HashMap::new();
+    let ctx = || format!("reading {}", archive.display());
+    while let Some(h) = tar.next_header().with_context(ctx)? {
+        use std::os::unix::ffi::OsStrExt;
+        let key = tree::key_of(Path::new(std::ffi::OsStr::from_bytes(&h.path)));
+        if h.kind == Kind::Hardlink {
+            let t = tree::key_of(Path::new(std::ffi::OsStr::from_bytes(&h.link)));
+            let mut m = out.get(&t).cloned().with_context(|| {
+                format!("member {}: hard link to a missing member", h.display())
+            })?;
+            m.link_group = None;
+            groups
+                .entry(t.clone())
+                .or_insert_with(|| vec![t])
+                .push(key.clone());
+            out.insert(key, m);
+            continue;
+        }
+        let sha256 = if h.kind == Kind::File {
+            Some(hash_member(&h, &mut tar.data()).with_context(ctx)?)
+        } else {
+            None
+        };
+        out.insert(
+            key,
+            EntryMeta {
+                kind: h.kind,
+                mode: h.mode,
+                uid: h.uid,
+                gid: h.gid,
+                mtime: h.mtime,
+                mtime_nsec: h.mtime_nsec,
+                size: if h.kind == Kind::File { h.size } else { 0 },
+                sha256,
+                target: (h.kind == Kind::Symlink)
+                    .then(|| String::from_utf8_lossy(&h.link).into_owned()),
+                rdev: matches!(h.kind, Kind::Char | Kind::Block)
+                    .then_some((h.dev_major, h.dev_minor)),
+                xattrs: tree::xattr_map(&h.xattrs),
+                link_group: None,
+            },
+        );
+    }
+    tree::set_link_groups(&mut out, groups.into_values());
+    Ok(out)
+}
+
+/// Summarize a non-empty diff in a few lines for an error message.
+fn diff_summary(d: &TreeDiff) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    lines.extend(d.added.iter().map(|p| format!("only in archive: {p}")));
+    lines.extend(d.removed.iter().map(|p| format!("only in manifest: {p}")));
+    lines.extend(
+        d.modified
+            .iter()
+            .chain(&d.metadata)
+            .map(|c| format!("{}: {}", c.path, c.fields.join(", "))),
+    );
+    let n = lines.len();
+    lines.truncate(10);
+    if n > 10 {
+        lines.push(format!("... and {} more", n - 10));
+    }
+    lines.join("\n")
+}
+
+/// `nfsroot snapshot verify`: the checksum, then every archive member
+/// against the manifest.
+pub fn run_verify(opts: &VerifyOpts) -> Result<VerifyResult> {
+    let sha256 = check_checksum(&opts.file)?.with_context(|| {
+        format!(
+            "{} has no checksum file {}",
+            opts.file.display(),
+            checksum_path(&opts.file).display()
+        )
+    })?;
+    let have = archive_meta(&opts.file)?;
+    let manifest_checked = manifest_path(&opts.file).exists();
+    if manifest_checked {
+        let man = read_manifest(&opts.file)?;
+        if man.sha256 != sha256 {
+            bail!(
+                "manifest of {} names sha256 {} but the archive is {sha256}",
+                opts.file.display(),
+                man.sha256
+            );
+        }
+        let d = diff_maps(&man.entries, &have);
+        if !d.is_empty() {
+            bail!(
+                "{} does not match its manifest:\n{}",
+                opts.file.display(),
+                diff_summary(&d)
+            );
+        }
+    }
+    Ok(VerifyResult {
+        path: opts.file.clone(),
+        sha256,
+        entries: have.len(),
+        manifest_checked,
+    })
+}
+
+/// `nfsroot diff IMAGE FILE`: what changed in the live image since the
+/// snapshot (from its manifest, or the archive itself if it has none).
+pub fn run_diff(layout: &Layout, opts: &DiffOpts) -> Result<TreeDiff> {
+    let root = layout.existing_image(&opts.image)?;
+    let old = match read_manifest(&opts.file) {
+        Ok(m) => m.entries,
+        Err(_) if !manifest_path(&opts.file).exists() => archive_meta(&opts.file)?,
+        Err(e) => return Err(e),
+    };
+    let new = scan_tree(&root)?;
+    Ok(diff_maps(&old, &new))
+}
+
+/// `nfsroot restore`: checksum, extract into staging, swap in atomically.
+pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult> {
+    let started = Instant::now();
+    let file = &opts.file;
+    if !file.is_file() {
+        bail!("{} is not a file", file.display());
+    }
+    let name = match &opts.image {
+        Some(n) => n.clone(),
+        None => read_manifest(file).map(|m| m.image).with_context(|| {
+            format!(
+                "name the image to restore {} into with --image",
+                file.display()
+            )
+        })?,
+    };
+    image::check_name(&name)?;
+    let sha256 = check_checksum(file)?;
+    if sha256.is_none() && !opts.no_checksum {
+        bail!(
+            "{} has no checksum file {}; pass --no-checksum to restore it unverified",
+            file.display(),
+            checksum_path(file).display()
+        );
+    }
+    let dest = layout.image_dir(&name);
+    fsutil::mkdir_p(&layout.base_dir)?;
+    let _lock = layout.lock(&name, "restore", opts.wait)?;
+    let exists = std::fs::symlink_metadata(&dest).is_ok();
+    if exists && !opts.force {
+        bail!(
+            "image {name} exists at {}; pass --force to replace it (the old tree \
+             stays in place until the restored one is ready)",
+            dest.display()
+        );
+    }
+    if exists && let Some(m) = fsutil::mounts_below(&dest)?.first() {
+        bail!(
+            "{} is mounted inside image {name}; unmount it before restoring",
+            m.display()
+        );
+    }
+    let staging_parent = layout.staging_dir(&name);
+    let staging = staging_parent.join("restore");
+    fsutil::remove_tree(&staging)?;
+    fsutil::mkdir_p(&staging)?;
+    let bar = restore_bar(file, opts.progress);
+    let extracted = compress::open_decompressed(file, bar.clone())
+        .and_then(|input| extract::extract(input, &staging));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let extracted = match extracted {
+        Ok(x) => x,
+        Err(e) => {
+            let cleanup = fsutil::remove_tree(&staging);
+            let _ = std::fs::remove_dir(&staging_parent);
+            let e = e.context(format!(
+                "restoring {} into image {name} failed; the image is untouched",
+                file.display()
+            ));
+            return Err(match cleanup {
+                Ok(()) => e,
+                Err(c) => e.context(format!("and cleaning up staging failed: {c:#}")),
+            });
+        }
+    };
+    let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
+    let _ = std::fs::remove_dir(&staging_parent);
+    Ok(RestoreResult {
+        image: name,
+        path: dest,
+        replaced,
+        entries: extracted.entries,
+        bytes: extracted.bytes,
+        sha256,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn restore_bar(file: &Path, enabled: Option<bool>) -> Option<indicatif::ProgressBar> {
+    let on =
+        enabled.unwrap_or_else(|| crate::exec::verbosity() > 0 && std::io::stderr().is_terminal());
+    if !on {
+        return None;
+    }
+    let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let b = indicatif::ProgressBar::new(total);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left",
+        )
+        .expect("valid template"),
+    );
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_numerically() {
+        let mut v = vec!["6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-1-amd64"];
+        v.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(v, ["5.10.0-1-amd64", "6.1.0-9-amd64", "6.1.0-10-amd64"]);
+    }
+
+    #[test]
+    fn dpkg_status_installed_only() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("var/lib/dpkg");
+        std::fs::create_dir_all(&s).unwrap();
+        std::fs::write(
+            s.join("status"),
+            "Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n\
+             Package: b\nStatus: deinstall ok config-files\nVersion: 2\n",
+        )
+        .unwrap();
+        let p = packages(d.path());
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].name, "a");
+    }
+}

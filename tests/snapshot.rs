@@ -1,0 +1,859 @@
+//! Snapshot and restore end to end, through the library's `run_*`
+//! functions (the CLI is wired separately): round trips of a tree holding
+//! every kind of entry, GNU tar interoperability both ways, hostile
+//! archives, diff, locking, a full disk, and a real image when one is at
+//! hand (`NFSROOT_TEST_IMAGE`, default /work/scratch/img1).
+//!
+//! Needs root and the host tools setfacl (acl), setfattr (attr), setcap
+//! (libcap2-bin), tar and sha256sum.
+
+use nfsroot::image::Layout;
+use nfsroot::snapshot::{
+    self, DiffOpts, EntryMeta, Format, RestoreOpts, SnapshotOpts, VerifyOpts, diff_maps, scan_tree,
+};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sh(script: &str) {
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn layout(base: &Path) -> Layout {
+    Layout {
+        base_dir: base.to_path_buf(),
+        tftp_root: base.join("tftp"),
+        cache_dir: base.join("cache"),
+    }
+}
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display())
+}
+
+/// A tree with every kind of entry a snapshot must keep.
+fn make_tree(root: &Path) -> std::os::unix::net::UnixListener {
+    fs::create_dir_all(root).unwrap();
+    let r = q(root);
+    sh(&format!(
+        r#"cd {r}
+mkdir -p etc boot usr/bin empty/dir proc/1 dev tmp/junk run sys 'näme with space'
+echo stamp > etc/nfsroot-release
+printf 'hello\n' > etc/plain
+: > etc/empty-file
+echo kernel > boot/vmlinuz-6.1.0-9-amd64
+echo kernel > boot/vmlinuz-6.1.0-10-amd64
+echo ignored > proc/1/status
+echo ignored > tmp/junk/x
+cp /bin/true usr/bin/ping
+setcap cap_net_raw+ep usr/bin/ping
+cp /bin/true usr/bin/suid; chmod 4755 usr/bin/suid
+cp /bin/true usr/bin/sgid; chmod 2711 usr/bin/sgid
+mkdir shared; chmod 3777 shared
+echo owned > owned; chown 1234:5678 owned
+echo big > bigid; chown 3000000:3000001 bigid
+echo data > acl-file; setfacl -m u:1234:rwx,g:55:r-x acl-file
+mkdir acl-dir; setfacl -d -m u:1234:rwx,g:55:r-x acl-dir; setfacl -m u:99:r-x acl-dir
+echo x > xattr-file; setfattr -n user.color -v blue xattr-file
+setfattr -n trusted.secret -v 0x00ff10 xattr-file
+ln -s etc/plain rel-link
+ln -s /etc/passwd abs-link
+ln -s does/not/exist dangling
+echo linked > hl1; ln hl1 hl2; mkdir -p deep/er; ln hl1 deep/er/hl3
+mknod chr c 1 3
+mknod blk b 7 0
+mkfifo fifo
+truncate -s 64M sparse
+printf middle | dd of=sparse bs=1 seek=20000000 conv=notrunc status=none
+printf tail | dd of=sparse bs=1 seek=67108000 conv=notrunc status=none
+truncate -s 1G all-hole
+long=$(printf 'd%.0s' $(seq 1 60))
+mkdir -p "$long/$long/$long"
+echo long > "$long/$long/$long/$(printf 'f%.0s' $(seq 1 120))"
+ln -s "$long/$long" "$(printf 'l%.0s' $(seq 1 110))"
+touch -d '2001-02-03 04:05:06.123456789' etc/plain
+touch -h -d '2002-02-03 04:05:06.5' rel-link
+touch -d '1969-07-20 20:17:40.25' owned
+touch -d '2003-01-01 00:00:00' empty/dir empty
+"#
+    ));
+    std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap()
+}
+
+fn assert_same(a: &BTreeMap<PathBuf, EntryMeta>, b: &BTreeMap<PathBuf, EntryMeta>, what: &str) {
+    let d = diff_maps(a, b);
+    assert!(d.is_empty(), "{what}: trees differ: {d:#?}");
+}
+
+/// Two known libarchive 3.6 quirks, not ours (it does the same with GNU
+/// tar's archives): bsdtar leaves the mtime of `.` alone, and reads and
+/// writes a negative fractional pax time (-14182939.75) as -14182938.25.
+fn quirks(m: &BTreeMap<PathBuf, EntryMeta>) -> BTreeMap<PathBuf, EntryMeta> {
+    let mut m = m.clone();
+    for (k, e) in m.iter_mut() {
+        if k == Path::new(".") || (e.mtime < 0 && e.mtime_nsec != 0) {
+            (e.mtime, e.mtime_nsec) = (0, 0);
+        }
+    }
+    m
+}
+
+fn snap(l: &Layout, image: &str, format: Format) -> snapshot::SnapshotResult {
+    snapshot::run_snapshot(
+        l,
+        &SnapshotOpts {
+            image: Some(image.into()),
+            format,
+            threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn roundtrip(format: Format) {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    let _sock = make_tree(&src);
+    let before = scan_tree(&src).unwrap();
+    // Everything the tree holds is there, mount point contents are not.
+    for k in [
+        "usr/bin/ping",
+        "chr",
+        "blk",
+        "fifo",
+        "sparse",
+        "proc",
+        "tmp",
+    ] {
+        assert!(before.contains_key(Path::new(k)), "{k}");
+    }
+    assert!(!before.contains_key(Path::new("proc/1")));
+    assert!(!before.contains_key(Path::new("sock")));
+    assert!(
+        before[Path::new("usr/bin/ping")]
+            .xattrs
+            .contains_key("security.capability")
+    );
+    assert!(
+        before[Path::new("acl-dir")]
+            .xattrs
+            .contains_key("system.posix_acl_default")
+    );
+    assert_eq!(
+        before[Path::new("hl2")].link_group.as_deref(),
+        Some("deep/er/hl3")
+    );
+
+    let r = snap(&l, "img", format);
+    assert!(
+        r.path.starts_with(l.snapshots_dir("img")),
+        "{}",
+        r.path.display()
+    );
+    let name = r.path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("img-") && name.contains("-6.1.0-10-amd64.tar."),
+        "{name}"
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("socket /sock")),
+        "{:?}",
+        r.notes
+    );
+    assert_eq!(r.sparse_files, 2);
+    // The tree was not touched by reading it.
+    assert_same(&before, &scan_tree(&src).unwrap(), "source after snapshot");
+    // sha256sum -c accepts the checksum file.
+    sh(&format!(
+        "cd {} && sha256sum -c --quiet {name}.sha256",
+        q(r.path.parent().unwrap())
+    ));
+    let man = snapshot::read_manifest(&r.path).unwrap();
+    assert_eq!(man.kernels, ["6.1.0-9-amd64", "6.1.0-10-amd64"]);
+    assert_same(&before, &man.entries, "manifest");
+    let v = snapshot::run_verify(&VerifyOpts {
+        file: r.path.clone(),
+    })
+    .unwrap();
+    assert!(v.manifest_checked);
+
+    // Restore into a new image, then over it with --force.
+    let opts = RestoreOpts {
+        file: r.path.clone(),
+        image: Some("copy".into()),
+        ..Default::default()
+    };
+    let rr = snapshot::run_restore(&l, &opts).unwrap();
+    assert!(!rr.replaced);
+    let copy = base.join("copy");
+    assert_same(&before, &scan_tree(&copy).unwrap(), "restored");
+    let e = snapshot::run_restore(&l, &opts).unwrap_err();
+    assert!(format!("{e:#}").contains("--force"), "{e:#}");
+    let rr = snapshot::run_restore(
+        &l,
+        &RestoreOpts {
+            force: true,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert!(rr.replaced);
+    assert_same(&before, &scan_tree(&copy).unwrap(), "restored over");
+    // Holes stay holes.
+    let m = fs::metadata(copy.join("sparse")).unwrap();
+    assert!(m.blocks() * 512 < 1 << 20, "sparse file lost its holes");
+    assert!(fs::metadata(copy.join("all-hole")).unwrap().blocks() < 64);
+    assert!(!l.staging_dir("copy").exists(), "staging left behind");
+
+    // GNU tar extracts the same tree.
+    let g = d.path().join("gnu");
+    fs::create_dir(&g).unwrap();
+    sh(&format!(
+        "tar --xattrs --xattrs-include='*' --acls -xpf {} -C {}",
+        q(&r.path),
+        q(&g)
+    ));
+    assert_same(&before, &scan_tree(&g).unwrap(), "GNU tar extraction");
+    let gm = fs::metadata(g.join("sparse")).unwrap();
+    assert!(
+        gm.blocks() * 512 < 1 << 20,
+        "GNU tar did not see the sparse map"
+    );
+
+    // So does bsdtar, where it is installed (libarchive-tools).
+    if nfsroot::exec::find_tool("bsdtar").is_some() {
+        let b = d.path().join("bsd");
+        fs::create_dir(&b).unwrap();
+        sh(&format!(
+            "bsdtar --xattrs --acls --numeric-owner -xpf {} -C {}",
+            q(&r.path),
+            q(&b)
+        ));
+        assert_same(
+            &quirks(&before),
+            &quirks(&scan_tree(&b).unwrap()),
+            "bsdtar extraction",
+        );
+    }
+
+    // snapshot list sees it.
+    let list = snapshot::run_list(
+        &l,
+        &snapshot::ListOpts {
+            image: Some("img".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0].has_checksum && list[0].has_manifest);
+}
+
+#[test]
+fn roundtrip_every_kind_gz() {
+    roundtrip(Format::Gz);
+}
+
+#[test]
+fn roundtrip_every_kind_zst() {
+    roundtrip(Format::Zst);
+}
+
+#[test]
+fn bsdtar_archive_restores() {
+    if nfsroot::exec::find_tool("bsdtar").is_none() {
+        eprintln!("skipping: no bsdtar (libarchive-tools)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = d.path().join("src");
+    let _sock = make_tree(&src);
+    let before = scan_tree(&src).unwrap();
+    let a = d.path().join("bsd.tar.zst");
+    sh(&format!(
+        "bsdtar --format=pax --xattrs --acls --numeric-owner --zstd -cf {} -C {} . 2>/dev/null \
+         || [ $? = 1 ]; sha256sum {} > {}.sha256",
+        q(&a),
+        q(&src),
+        q(&a),
+        q(&a)
+    ));
+    let r = snapshot::run_restore(
+        &l,
+        &RestoreOpts {
+            file: a,
+            image: Some("frombsd".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_same(
+        &quirks(&before),
+        &quirks(&scan_tree(&r.path).unwrap()),
+        "bsdtar archive",
+    );
+}
+
+#[test]
+fn gnu_tar_archive_restores() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = d.path().join("src");
+    let _sock = make_tree(&src);
+    let before = scan_tree(&src).unwrap();
+    for (flags, ext) in [
+        ("--xattrs --acls -czpS", "tgz"),
+        ("-cpS --format=gnu", "tar"),
+        ("--xattrs --acls -cp", "tar"),
+    ] {
+        let a = d.path().join(format!("gnu{}.{ext}", flags.len()));
+        sh(&format!(
+            "tar --numeric-owner {flags} -f {} -C {} . 2>/dev/null || [ $? = 1 ]; \
+             cd {} && sha256sum {} > {}.sha256",
+            q(&a),
+            q(&src),
+            q(d.path()),
+            a.file_name().unwrap().to_string_lossy(),
+            a.file_name().unwrap().to_string_lossy(),
+        ));
+        let r = snapshot::run_restore(
+            &l,
+            &RestoreOpts {
+                file: a.clone(),
+                image: Some("fromgnu".into()),
+                force: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let after = scan_tree(&r.path).unwrap();
+        if flags.contains("gnu") {
+            // The gnu format has no xattrs or ACLs and whole-second mtimes;
+            // compare what it can carry.
+            assert_eq!(after.len(), before.len(), "{flags}");
+            for (k, m) in &before {
+                let a = &after[k];
+                assert_eq!(
+                    (
+                        m.kind, m.mode, m.uid, m.gid, m.size, &m.sha256, &m.target, m.rdev, m.mtime
+                    ),
+                    (
+                        a.kind, a.mode, a.uid, a.gid, a.size, &a.sha256, &a.target, a.rdev, a.mtime
+                    ),
+                    "{flags} {}",
+                    k.display()
+                );
+            }
+        } else {
+            assert_same(&before, &after, flags);
+        }
+    }
+}
+
+/// A raw ustar member, for archives our writer would never produce.
+fn raw_member(out: &mut Vec<u8>, name: &str, flag: u8, size: u64, link: &str, data: &[u8]) {
+    let mut b = [0u8; 512];
+    b[..name.len()].copy_from_slice(name.as_bytes());
+    b[100..108].copy_from_slice(b"0000644\0");
+    b[108..116].copy_from_slice(b"0000000\0");
+    b[116..124].copy_from_slice(b"0000000\0");
+    b[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    b[136..148].copy_from_slice(b"00000000000\0");
+    b[156] = flag;
+    b[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    b[257..263].copy_from_slice(b"ustar\0");
+    b[263..265].copy_from_slice(b"00");
+    b[148..156].fill(b' ');
+    let sum: u32 = b.iter().map(|&c| u32::from(c)).sum();
+    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&b);
+    out.extend_from_slice(data);
+    let pad = (512 - data.len() % 512) % 512;
+    out.extend(std::iter::repeat_n(0u8, pad));
+}
+
+#[test]
+fn hostile_archives_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let img = base.join("live");
+    fs::create_dir_all(img.join("etc")).unwrap();
+    fs::write(img.join("etc/keep"), "live").unwrap();
+    let outside = d.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let live_before = scan_tree(&img).unwrap();
+    let outside_s = outside.display().to_string();
+
+    let end = vec![0u8; 1024];
+    let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+    let mut a = Vec::new();
+    raw_member(&mut a, "./", b'5', 0, "", &[]);
+    raw_member(&mut a, &format!("{outside_s}/abs"), b'0', 3, "", b"abs");
+    a.extend(&end);
+    cases.push(("absolute", a, "absolute path"));
+    let mut a = Vec::new();
+    raw_member(&mut a, "a/../../dotdot", b'0', 3, "", b"bad");
+    a.extend(&end);
+    cases.push(("dotdot", a, "'..'"));
+    let mut a = Vec::new();
+    raw_member(&mut a, "lnk", b'2', 0, &outside_s, &[]);
+    raw_member(&mut a, "lnk/pwned", b'0', 3, "", b"own");
+    a.extend(&end);
+    cases.push(("through-symlink", a, "lnk/pwned"));
+    let mut a = Vec::new();
+    raw_member(&mut a, "hl", b'1', 0, &format!("{outside_s}/x"), &[]);
+    a.extend(&end);
+    cases.push(("hardlink-absolute", a, "member hl"));
+    let mut a = Vec::new();
+    raw_member(&mut a, "lnk", b'2', 0, &outside_s, &[]);
+    raw_member(&mut a, "hl", b'1', 0, "lnk/x", &[]);
+    a.extend(&end);
+    cases.push(("hardlink-through-symlink", a, "member hl"));
+    let mut a = Vec::new();
+    raw_member(&mut a, "liar", b'0', 10, "", &[b'x'; 1000]);
+    raw_member(&mut a, "next", b'0', 1, "", b"n");
+    a.extend(&end);
+    cases.push(("size-too-small", a, "after liar"));
+    let mut a = Vec::new();
+    raw_member(&mut a, "liar", b'0', 100_000, "", b"short");
+    a.extend(&end);
+    cases.push(("size-too-big", a, "liar"));
+    let mut a = Vec::new();
+    raw_member(&mut a, "ok", b'0', 3, "", b"abc");
+    raw_member(&mut a, "cut", b'0', 4000, "", &[b'y'; 4000]);
+    a.truncate(a.len() - 2048);
+    cases.push(("truncated", a, "cut"));
+
+    for (label, bytes, want) in cases {
+        let p = d.path().join(format!("{label}.tar"));
+        fs::write(&p, &bytes).unwrap();
+        sh(&format!(
+            "cd {} && sha256sum {label}.tar > {label}.tar.sha256",
+            q(d.path())
+        ));
+        let e = snapshot::run_restore(
+            &l,
+            &RestoreOpts {
+                file: p.clone(),
+                image: Some("live".into()),
+                force: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains(want), "{label}: {msg}");
+        assert!(msg.contains("untouched"), "{label}: {msg}");
+        assert_same(&live_before, &scan_tree(&img).unwrap(), label);
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{label} wrote outside"
+        );
+        assert!(
+            !l.staging_dir("live").exists(),
+            "{label}: staging left behind"
+        );
+    }
+
+    // A damaged archive fails its checksum before anything is extracted.
+    let good = d.path().join("size-too-big.tar");
+    fs::write(&good, b"tampered").unwrap();
+    let e = snapshot::run_restore(
+        &l,
+        &RestoreOpts {
+            file: good,
+            image: Some("live".into()),
+            force: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("checksum mismatch"), "{e:#}");
+    assert!(!l.staging_dir("live").exists());
+}
+
+#[test]
+fn truncated_gzip_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    sh(&format!(
+        "head -c 3000000 /dev/urandom > {}/etc/noise",
+        q(&src)
+    ));
+    let r = snap(&l, "img", Format::Gz);
+    let cut = d.path().join("cut.tar.gz");
+    let bytes = fs::read(&r.path).unwrap();
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = snapshot::run_restore(
+        &l,
+        &RestoreOpts {
+            file: cut,
+            image: Some("other".into()),
+            no_checksum: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("etc/noise") || msg.contains("truncated"),
+        "{msg}"
+    );
+    assert!(!base.join("other").exists());
+}
+
+#[test]
+fn diff_reports_changes() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    for f in ["a", "b", "c", "d"] {
+        fs::write(src.join("etc").join(f), f).unwrap();
+    }
+    let r = snap(&l, "img", Format::Zst);
+    let opts = DiffOpts {
+        image: "img".into(),
+        file: r.path.clone(),
+    };
+    assert!(snapshot::run_diff(&l, &opts).unwrap().is_empty());
+    fs::write(src.join("etc/new"), "n").unwrap();
+    fs::remove_file(src.join("etc/b")).unwrap();
+    fs::write(src.join("etc/c"), "changed").unwrap();
+    sh(&format!(
+        "chmod 600 {0}/etc/d && touch -r {0}/etc/a {0}/etc {0}/etc/d",
+        q(&src)
+    ));
+    let diff = snapshot::run_diff(&l, &opts).unwrap();
+    assert_eq!(diff.added, ["/etc/new"]);
+    assert_eq!(diff.removed, ["/etc/b"]);
+    assert_eq!(diff.modified.len(), 1);
+    assert_eq!(diff.modified[0].path, "/etc/c");
+    let meta: Vec<_> = diff.metadata.iter().map(|c| c.path.as_str()).collect();
+    assert!(meta.contains(&"/etc/d"), "{diff:#?}");
+    // Without the manifest the archive itself is the reference.
+    fs::remove_file(snapshot::manifest_path(&r.path)).unwrap();
+    assert_eq!(snapshot::run_diff(&l, &opts).unwrap(), diff);
+}
+
+#[test]
+fn verify_catches_a_lying_manifest() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("etc/f"), "f").unwrap();
+    let r = snap(&l, "img", Format::Gz);
+    let mp = snapshot::manifest_path(&r.path);
+    let text = fs::read_to_string(&mp)
+        .unwrap()
+        .replace("\"mode\": 420", "\"mode\": 493");
+    fs::write(&mp, text).unwrap();
+    let e = snapshot::run_verify(&VerifyOpts {
+        file: r.path.clone(),
+    })
+    .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("/etc/f: mode 0755 -> 0644"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn snapshot_waits_for_no_torn_image() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    fs::create_dir_all(base.join("img/etc")).unwrap();
+    let _held = l.lock("img", "build", false).unwrap();
+    let e = snapshot::run_snapshot(
+        &l,
+        &SnapshotOpts {
+            image: Some("img".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("locked"), "{e:#}");
+    assert!(
+        !l.snapshots_dir("img").exists()
+            || fs::read_dir(l.snapshots_dir("img")).unwrap().count() == 0
+    );
+}
+
+#[test]
+fn keep_prunes_old_snapshots() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    fs::create_dir_all(base.join("img/etc")).unwrap();
+    let dir = l.snapshots_dir("img");
+    fs::create_dir_all(&dir).unwrap();
+    for old in [
+        "img-20000101T000000Z-x.tar.gz",
+        "img-20010101T000000Z-x.tar.gz",
+    ] {
+        fs::write(dir.join(old), "").unwrap();
+        fs::write(dir.join(format!("{old}.sha256")), "").unwrap();
+    }
+    let r = snapshot::run_snapshot(
+        &l,
+        &SnapshotOpts {
+            image: Some("img".into()),
+            keep: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.pruned, [dir.join("img-20000101T000000Z-x.tar.gz")]);
+    assert!(!dir.join("img-20000101T000000Z-x.tar.gz.sha256").exists());
+    assert_eq!(
+        snapshot::run_list(&l, &Default::default()).unwrap().len(),
+        2
+    );
+}
+
+#[test]
+fn full_disk_leaves_no_archive() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    sh(&format!(
+        "head -c 4000000 /dev/urandom > {}/etc/noise",
+        q(&src)
+    ));
+    let small = d.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: cannot mount a tmpfs here");
+        return;
+    }
+    let out = small.join("snap.tar.gz");
+    let e = snapshot::run_snapshot(
+        &l,
+        &SnapshotOpts {
+            image: Some("img".into()),
+            output: Some(out.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let left: Vec<_> = fs::read_dir(&small)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let _ = Command::new("umount").arg(&small).status();
+    assert!(format!("{e:#}").contains("No space left"), "{e:#}");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The real image: snapshot, restore, GNU tar extraction, all compared.
+#[test]
+fn real_image_roundtrip() {
+    let src = std::env::var_os("NFSROOT_TEST_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/scratch/img1"));
+    if !src.join("etc/os-release").exists() {
+        eprintln!("skipping: no real image at {}", src.display());
+        return;
+    }
+    let d = tempfile::tempdir_in(std::env::var_os("NFSROOT_TEST_TMP").unwrap_or("/var/tmp".into()))
+        .unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    fs::create_dir_all(&base).unwrap();
+    sh(&format!("cp -a {} {}", q(&src), q(&base.join("real"))));
+    let before = scan_tree(&base.join("real")).unwrap();
+    let r = snap(&l, "real", Format::Gz);
+    let man = snapshot::read_manifest(&r.path).unwrap();
+    assert!(!man.packages.is_empty() && !man.kernels.is_empty());
+    let rr = snapshot::run_restore(
+        &l,
+        &RestoreOpts {
+            file: r.path.clone(),
+            image: Some("back".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_same(
+        &before,
+        &scan_tree(&rr.path).unwrap(),
+        "real image restored",
+    );
+    let g = base.join("gnu");
+    fs::create_dir(&g).unwrap();
+    sh(&format!(
+        "tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf {} -C {}",
+        q(&r.path),
+        q(&g)
+    ));
+    assert_same(
+        &before,
+        &scan_tree(&g).unwrap(),
+        "real image through GNU tar",
+    );
+}
+
+/// Runs only as the child of `interrupted_snapshot_leaves_nothing`.
+#[test]
+fn child_snapshot() {
+    let Some(base) = std::env::var_os("NFSROOT_CHILD_BASE") else {
+        return;
+    };
+    let l = layout(Path::new(&base));
+    snapshot::run_snapshot(
+        &l,
+        &SnapshotOpts {
+            image: Some("img".into()),
+            threads: Some(1),
+            format: Format::Gz,
+            level: Some(9),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn interrupted_snapshot_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    for i in 0..8 {
+        sh(&format!(
+            "head -c 16000000 /dev/urandom > {}/etc/noise{i}",
+            q(&src)
+        ));
+    }
+    let dir = l.snapshots_dir("img");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_snapshot", "--nocapture"])
+        .env("NFSROOT_CHILD_BASE", &base)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the temp file to appear, then interrupt.
+    let started = std::time::Instant::now();
+    loop {
+        let n = fs::read_dir(&dir).map(|r| r.count()).unwrap_or(0);
+        if n > 0 || started.elapsed().as_secs() > 60 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    assert!(!st.success(), "interrupted snapshot exited 0");
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with(".nfsroot-tmp-")),
+        "a file under a final name: {names:?}"
+    );
+    // The next snapshot sweeps the leftover temp file.
+    let r = snap(&l, "img", Format::Zst);
+    let left: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.contains(&r.path));
+}
+
+#[test]
+fn mounts_inside_the_image_are_not_descended() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    let inner = src.join("mnt/inner");
+    fs::create_dir_all(&inner).unwrap();
+    fs::create_dir_all(src.join("etc")).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&inner)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: cannot mount a tmpfs here");
+        return;
+    }
+    fs::write(inner.join("secret"), "not part of the image").unwrap();
+    let r = snapshot::run_snapshot(
+        &l,
+        &SnapshotOpts {
+            image: Some("img".into()),
+            ..Default::default()
+        },
+    );
+    let restore = r.as_ref().ok().map(|r| {
+        snapshot::run_restore(
+            &l,
+            &RestoreOpts {
+                file: r.path.clone(),
+                image: Some("img".into()),
+                force: true,
+                ..Default::default()
+            },
+        )
+    });
+    let _ = Command::new("umount").arg(&inner).status();
+    let r = r.unwrap();
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("/mnt/inner is a mount point")),
+        "{:?}",
+        r.notes
+    );
+    let entries = snapshot::archive_meta(&r.path).unwrap();
+    assert!(entries.contains_key(Path::new("mnt/inner")));
+    assert!(!entries.contains_key(Path::new("mnt/inner/secret")));
+    // Restoring over an image with something mounted inside is refused.
+    let e = restore.unwrap().unwrap_err();
+    assert!(format!("{e:#}").contains("unmount it"), "{e:#}");
+}
