@@ -91,6 +91,12 @@ pub enum Command {
     Initramfs(InitramfsCmd),
     /// Boot an image in QEMU against a real NFS server and check it
     BootTest(BootTestArgs),
+    /// Archive an image: a tar.gz or tar.zst with a checksum and a manifest
+    Snapshot(SnapshotArgs),
+    /// Replace an image with the contents of a snapshot
+    Restore(RestoreArgs),
+    /// Show what changed in a live image since a snapshot
+    Diff(DiffArgs),
     /// Add, remove, change or list the hosts of the inventory
     #[command(subcommand)]
     Hosts(HostsArgs),
@@ -319,4 +325,67 @@ pub struct SyncArgs {
     /// Show the diff of every file that would change; change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub cmd: Option<SnapshotCmd>,
+    /// Image to archive (default: the only image)
+    pub image: Option<String>,
+    /// Archive file (default: <image>-<UTC time>-<kernel>.tar.gz in the
+    /// snapshots directory)
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Compression: gz or zst
+    #[arg(long, default_value = "gz")]
+    pub format: crate::snapshot::Format,
+    /// Compression level (gz 1-12, default 6; zst 1-19, default 3)
+    #[arg(long)]
+    pub level: Option<u32>,
+    /// Keep only the newest N snapshots of the image afterwards
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Compression threads (default: all cores)
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// List an image's snapshots, oldest first
+    List {
+        /// Image name (default: the only image)
+        image: Option<String>,
+    },
+    /// Check an archive's checksum and its manifest against its contents
+    Verify {
+        /// Snapshot archive
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot archive (.tar.gz, .tar.zst or .tar)
+    pub file: PathBuf,
+    /// Image to restore into (default: the one named in the manifest)
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Replace the image if it exists (the old tree stays until the
+    /// new one is in place)
+    #[arg(long)]
+    pub force: bool,
+    /// Restore an archive that has no .sha256 file beside it
+    #[arg(long)]
+    pub no_checksum: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Image name
+    pub image: String,
+    /// Snapshot archive to compare with
+    pub file: PathBuf,
 }

@@ -198,6 +198,121 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
+        Command::Snapshot(a) => {
+            use crate::cli::SnapshotCmd;
+            use crate::snapshot as snap;
+            match a.cmd {
+                Some(SnapshotCmd::List { image }) => {
+                    let v = snap::run_list(&layout, &snap::ListOpts { image })?;
+                    if json {
+                        print_json("snapshot list", &v)?;
+                    } else {
+                        for s in &v {
+                            println!(
+                                "{}  {:>8.1} MB  {}  {}",
+                                s.created.as_deref().unwrap_or("-"),
+                                s.bytes as f64 / 1e6,
+                                s.kernels.join(","),
+                                s.path.display()
+                            );
+                        }
+                    }
+                }
+                Some(SnapshotCmd::Verify { file }) => {
+                    let r = snap::run_verify(&snap::VerifyOpts {
+                        file: absolute(&file)?,
+                    })?;
+                    if json {
+                        print_json("snapshot verify", &r)?;
+                    } else {
+                        println!(
+                            "{}: ok ({} entries, sha256 {})",
+                            r.path.display(),
+                            r.entries,
+                            r.sha256
+                        );
+                    }
+                }
+                None => {
+                    let r = snap::run_snapshot(
+                        &layout,
+                        &snap::SnapshotOpts {
+                            image: a.image,
+                            output: a.output.map(|o| absolute(&o)).transpose()?,
+                            format: a.format,
+                            level: a.level,
+                            keep: a.keep,
+                            threads: a.threads,
+                            wait: g.wait,
+                            progress: g.quiet.then_some(false),
+                        },
+                    )?;
+                    if json {
+                        print_json("snapshot", &r)?;
+                    } else if !g.quiet {
+                        println!("wrote {}", r.path.display());
+                        println!("      {}", r.checksum_path.display());
+                    }
+                }
+            }
+        }
+        Command::Restore(a) => {
+            let r = crate::snapshot::run_restore(
+                &layout,
+                &crate::snapshot::RestoreOpts {
+                    file: absolute(&a.file)?,
+                    image: a.image,
+                    force: a.force,
+                    no_checksum: a.no_checksum,
+                    wait: g.wait,
+                    progress: g.quiet.then_some(false),
+                },
+            )?;
+            if json {
+                print_json("restore", &r)?;
+            } else if !g.quiet {
+                println!(
+                    "restored {} entries ({:.0} MB) into {}{} in {:.1} s",
+                    r.entries,
+                    r.bytes as f64 / 1e6,
+                    r.path.display(),
+                    if r.replaced {
+                        ", replacing the old tree"
+                    } else {
+                        ""
+                    },
+                    r.seconds
+                );
+            }
+        }
+        Command::Diff(a) => {
+            let d = crate::snapshot::run_diff(
+                &layout,
+                &crate::snapshot::DiffOpts {
+                    image: a.image,
+                    file: absolute(&a.file)?,
+                },
+            )?;
+            if json {
+                print_json("diff", &d)?;
+            } else {
+                for p in &d.added {
+                    println!("added     {p}");
+                }
+                for p in &d.removed {
+                    println!("removed   {p}");
+                }
+                for c in &d.modified {
+                    println!("modified  {}  ({})", c.path, c.fields.join("; "));
+                }
+                for c in &d.metadata {
+                    println!("metadata  {}  ({})", c.path, c.fields.join("; "));
+                }
+                if d.is_empty() {
+                    println!("no changes since the snapshot");
+                }
+            }
+        }
         Command::Hosts(a) => {
             use crate::cli::HostsArgs;
             use crate::inventory::{

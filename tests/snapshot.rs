@@ -2,10 +2,13 @@
 //! functions (the CLI is wired separately): round trips of a tree holding
 //! every kind of entry, GNU tar interoperability both ways, hostile
 //! archives, diff, locking, a full disk, and a real image when one is at
-//! hand (`NFSROOT_TEST_IMAGE`, default /work/scratch/img1).
+//! hand (`NFSROOT_TEST_IMAGE`, default: the shared fixture image).
 //!
 //! Needs root and the host tools setfacl (acl), setfattr (attr), setcap
 //! (libcap2-bin), tar and sha256sum.
+
+#[path = "integration/common.rs"]
+mod common;
 
 use nfsroot::image::Layout;
 use nfsroot::snapshot::{
@@ -685,13 +688,16 @@ fn full_disk_leaves_no_archive() {
 /// The real image: snapshot, restore, GNU tar extraction, all compared.
 #[test]
 fn real_image_roundtrip() {
+    // The shared fixture built by `nfsroot build` from profiles/minimal.toml
+    // (or another image root named by NFSROOT_TEST_IMAGE).
     let src = std::env::var_os("NFSROOT_TEST_IMAGE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/scratch/img1"));
-    if !src.join("etc/os-release").exists() {
-        eprintln!("skipping: no real image at {}", src.display());
-        return;
-    }
+        .unwrap_or_else(|| common::fixture().image("minimal"));
+    assert!(
+        src.join("etc/os-release").exists(),
+        "no real image at {}",
+        src.display()
+    );
     let d = tempfile::tempdir_in(std::env::var_os("NFSROOT_TEST_TMP").unwrap_or("/var/tmp".into()))
         .unwrap();
     let base = d.path().join("base");

@@ -9,4 +9,5 @@ mod common;
 mod initramfs;
 mod inventory_boot;
 mod profile;
+mod snapshot_cli;
 mod upgrade;
