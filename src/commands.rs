@@ -126,23 +126,17 @@ pub fn run(cli: Cli) -> Result<i32> {
             return Ok(code);
         }
         Command::Publish(a) => {
-            let image = layout.resolve_image(a.image.as_deref())?;
-            let root = layout.existing_image(&image)?;
-            let _lock = layout.lock(&image, "publish", g.wait)?;
-            let loaded = publish::saved_profile(&layout, &image)?;
-            let o = publish::publish_with(&layout, &loaded.profile, &root, false, &mut |l| {
-                eprintln!("{l}")
-            })?;
+            let o = publish_saved(&layout, a.image.as_deref(), "publish", false, g.wait)?;
             report_outcome(json, "publish", &o)?;
         }
         Command::UpgradeKernel(a) => {
-            let image = layout.resolve_image(a.image.as_deref())?;
-            let root = layout.existing_image(&image)?;
-            let _lock = layout.lock(&image, "upgrade-kernel", g.wait)?;
-            let loaded = publish::saved_profile(&layout, &image)?;
-            let o = publish::publish_with(&layout, &loaded.profile, &root, a.dry_run, &mut |l| {
-                eprintln!("{l}")
-            })?;
+            let o = publish_saved(
+                &layout,
+                a.image.as_deref(),
+                "upgrade-kernel",
+                a.dry_run,
+                g.wait,
+            )?;
             report_outcome(json, "upgrade-kernel", &o)?;
         }
         Command::Rollback(a) => {
@@ -412,6 +406,24 @@ fn absolute(p: &Path) -> Result<PathBuf> {
             .context("reading the current directory")?
             .join(p))
     }
+}
+
+/// Publish an image's newest kernel with the profile it was built from,
+/// under the image's lock (`publish` and `upgrade-kernel`).
+fn publish_saved(
+    layout: &Layout,
+    image: Option<&str>,
+    op: &str,
+    dry_run: bool,
+    wait: bool,
+) -> Result<publish::Outcome> {
+    let image = layout.resolve_image(image)?;
+    let root = layout.existing_image(&image)?;
+    let _lock = layout.lock(&image, op, wait)?;
+    let loaded = publish::saved_profile(layout, &image)?;
+    publish::publish_with(layout, &loaded.profile, &root, dry_run, &mut |l| {
+        eprintln!("{l}")
+    })
 }
 
 fn report_outcome(json: bool, cmd: &str, o: &publish::Outcome) -> Result<()> {
