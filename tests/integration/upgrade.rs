@@ -71,17 +71,27 @@ fn newer_kernel_deb() -> PathBuf {
     find().unwrap()
 }
 
-/// Unpack a real kernel package into the image (kernel + modules tree).
-fn add_kernel(root: &Path) -> String {
+/// Unpack a real kernel package into the image (kernel + modules tree) and
+/// run depmod in the image, as the package's postinst would.
+fn add_kernel(l: &TestLayout) -> String {
+    let root = &l.image("minimal");
     let before = kernels_in(root);
     let deb = newer_kernel_deb();
-    let st = Command::new("dpkg-deb")
-        .arg("-x")
+    // As dpkg unpacks: keep the image's /lib -> usr/lib symlink (plain
+    // `dpkg-deb -x` would replace it with a directory).
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -x --keep-directory-symlink -C \"$2\"")
+        .arg("sh")
         .arg(&deb)
         .arg(root)
         .status()
         .unwrap();
     assert!(st.success());
+    assert!(
+        root.join("lib").is_symlink(),
+        "unpacking kept /lib a symlink"
+    );
     let after = kernels_in(root);
     let new: Vec<_> = after
         .iter()
@@ -93,6 +103,9 @@ fn add_kernel(root: &Path) -> String {
         1,
         "expected one new kernel, got {new:?} (before {before:?})"
     );
+    let mut c = nfsroot(l);
+    c.args(["--wait", "exec", "minimal", "--", "depmod", &new[0]]);
+    run(c, true);
     new[0].clone()
 }
 
@@ -117,7 +130,7 @@ fn publish_upgrade_rollback_retention() {
         false
     );
 
-    let new = add_kernel(&root);
+    let new = add_kernel(&l);
     // status reports the unpublished kernel as drift (exit 3).
     let mut c = nfsroot(&l);
     c.args(["status", "minimal"]);
@@ -269,9 +282,8 @@ fn sha256_hex(data: &[u8]) -> String {
 #[test]
 fn sigkill_upgrade_kernel_at_50_points() {
     let l = clone_fixture();
-    let root = l.image("minimal");
     json(&l, &["publish", "minimal"], true);
-    add_kernel(&root);
+    add_kernel(&l);
     // Alternate between two initramfs variants so every run has work to do.
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let base = std::fs::read_to_string(&prof).unwrap();
@@ -324,7 +336,7 @@ fn sigkill_upgrade_kernel_at_50_points() {
 fn concurrent_upgrades_serialise() {
     let l = clone_fixture();
     json(&l, &["publish", "minimal"], true);
-    add_kernel(&l.image("minimal"));
+    add_kernel(&l);
     let spawn = |wait: bool| {
         let mut c = nfsroot(&l);
         if wait {
