@@ -101,7 +101,6 @@ fn initramfs_without_nic_driver_fails_fast() {
                 .starts_with("vmlinuz-")
         })
         .unwrap();
-    let t = std::time::Instant::now();
     let r = boot_test(
         f,
         &[
@@ -116,10 +115,9 @@ fn initramfs_without_nic_driver_fails_fast() {
     assert_eq!(r["passed"], false);
     let d = r["diagnosis"].as_str().unwrap();
     assert!(d.contains("no network interface"), "{d}");
-    assert!(
-        t.elapsed().as_secs() < 110,
-        "failure should be detected, not timed out"
-    );
+    // Detected from the console, not by running out of time (the wall
+    // clock here would include waiting for other tests' VMs).
+    assert!(!d.contains("no node line within"), "{d}");
     assert!(r["logs_dir"].is_string(), "logs kept on failure");
 }
 
@@ -132,7 +130,6 @@ fn wrong_export_fails_fast() {
         .find_map(|l| l.trim().strip_prefix("APPEND "))
         .unwrap()
         .replace(&f.image("minimal").display().to_string(), "/no/such/export");
-    let t = std::time::Instant::now();
     let r = boot_test(f, &["--timeout", "150", "--append", &append]);
     assert_eq!(r["passed"], false);
     let d = r["diagnosis"].as_str().unwrap();
@@ -140,8 +137,7 @@ fn wrong_export_fails_fast() {
         d.contains("cannot mount") && d.contains("/no/such/export"),
         "{d}"
     );
-    assert!(
-        t.elapsed().as_secs() < 140,
-        "failure should be detected, not timed out"
-    );
+    // Detected from the console, not by running out of time (the wall
+    // clock here would include waiting for other tests' VMs).
+    assert!(!d.contains("no node line within"), "{d}");
 }

@@ -84,8 +84,11 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
     );
     assert_eq!(r["passed"], true, "{r:#}");
     assert!(r["node_line"].is_null());
+    // Either PXELINUX's "host alpha is disabled" reached the console, or
+    // nothing booted within the timeout.
+    let d = r["diagnosis"].as_str().unwrap();
     assert!(
-        r["diagnosis"].as_str().unwrap().contains("disabled"),
+        d.contains("disabled") || d.contains("no node line"),
         "{r:#}"
     );
 }
