@@ -129,6 +129,7 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     let size = tree_size(&staging);
     let pkgs = count_packages(&staging);
     let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
+    crate::publish::save_profile(layout, loaded)?;
     if let Some(export) = &logs_export
         && let Some((_, path)) = export.split_once(':')
         && Path::new(path).starts_with(&layout.base_dir)

@@ -245,6 +245,17 @@ pub fn saved_profile_path(layout: &Layout, image: &str) -> PathBuf {
         .join(format!("{image}.toml"))
 }
 
+/// Keep the profile an image was built from (upgrade-kernel and publish
+/// use it later).
+pub fn save_profile(layout: &Layout, loaded: &Loaded) -> Result<()> {
+    let saved = saved_profile_path(layout, &loaded.profile.name);
+    fsutil::mkdir_p(saved.parent().expect("has parent"))?;
+    if std::fs::read_to_string(&saved).ok().as_deref() != Some(loaded.text.as_str()) {
+        fsutil::atomic_write(&saved, loaded.text.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// Load the profile an image was built from.
 pub fn saved_profile(layout: &Layout, image: &str) -> Result<Loaded> {
     let p = saved_profile_path(layout, image);
@@ -268,11 +279,7 @@ pub fn publish(
     root: &Path,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<Outcome> {
-    let saved = saved_profile_path(layout, &loaded.profile.name);
-    fsutil::mkdir_p(saved.parent().expect("has parent"))?;
-    if std::fs::read_to_string(&saved).ok().as_deref() != Some(loaded.text.as_str()) {
-        fsutil::atomic_write(&saved, loaded.text.as_bytes())?;
-    }
+    save_profile(layout, loaded)?;
     publish_with(layout, &loaded.profile, root, false, on_line)
 }
 
