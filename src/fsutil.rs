@@ -271,8 +271,18 @@ impl Lock {
             if err.kind() != io::ErrorKind::WouldBlock {
                 return Err(err).with_context(|| format!("locking {}", path.display()));
             }
+            // The holder writes "pid op" just after it locks; give it a
+            // moment rather than report an empty name.
             let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+            for _ in 0..50 {
+                holder.clear();
+                file.rewind()?;
+                let _ = file.read_to_string(&mut holder);
+                if holder.trim().contains(' ') {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             let holder = holder.trim();
             let (pid, hop) = holder.split_once(' ').unwrap_or((holder, "?"));
             if !wait {
@@ -289,9 +299,11 @@ impl Lock {
                     .with_context(|| format!("locking {}", path.display()));
             }
         }
-        file.set_len(0)?;
+        // Overwrite in place, then cut: a reader never sees an empty file.
+        let who = format!("{} {op}", std::process::id());
         file.rewind()?;
-        write!(file, "{} {op}", std::process::id())?;
+        file.write_all(who.as_bytes())?;
+        file.set_len(who.len() as u64)?;
         file.flush()?;
         Ok(Self {
             _file: file,

@@ -347,23 +347,53 @@ fn concurrent_upgrades_serialise() {
             .stderr(std::process::Stdio::piped());
         c.spawn().unwrap()
     };
-    let a = spawn(false);
-    std::thread::sleep(Duration::from_millis(200));
-    let b = spawn(false);
-    let c = spawn(true);
-    let (a, b, c) = (
-        a.wait_with_output().unwrap(),
-        b.wait_with_output().unwrap(),
-        c.wait_with_output().unwrap(),
+    // Deterministic first: while another nfsroot holds the image's lock
+    // (an exec that sleeps), an upgrade fails naming the holder, and one
+    // with --wait completes once the lock is free.
+    let mut holder = nfsroot(&l);
+    holder.args(["exec", "minimal", "--", "sleep", "4"]);
+    let mut holder = holder.spawn().unwrap();
+    let lock = l.base.join(".nfsroot/locks/minimal.lock");
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .ends_with(" exec")
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = spawn(false).wait_with_output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains(&format!(
+            "image minimal is locked by pid {} (exec)",
+            holder.id()
+        )),
+        "{err}"
     );
-    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
-    assert!(c.status.success(), "the waiting run completes");
-    let err = String::from_utf8_lossy(&b.stderr);
-    if !b.status.success() {
-        assert!(
-            err.contains("image minimal is locked by pid") && err.contains("(upgrade-kernel)"),
-            "{err}"
-        );
+    let waited = spawn(true).wait_with_output().unwrap();
+    assert!(
+        waited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert!(holder.wait().unwrap().success());
+    check_consistent(&l);
+    // Then two upgrades racing: one may be refused (naming the other), the
+    // other completes; the published state is consistent either way.
+    let a = spawn(false);
+    let b = spawn(false);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() || b.status.success());
+    for o in [&a, &b] {
+        if !o.status.success() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("is locked by pid") && err.contains("(upgrade-kernel)"),
+                "{err}"
+            );
+        }
     }
     check_consistent(&l);
 }
