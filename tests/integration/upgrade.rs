@@ -351,13 +351,13 @@ fn concurrent_upgrades_serialise() {
     // (an exec that sleeps), an upgrade fails naming the holder, and one
     // with --wait completes once the lock is free.
     let mut holder = nfsroot(&l);
-    holder.args(["exec", "minimal", "--", "sleep", "4"]);
+    holder.args(["exec", "minimal", "--", "sleep", "10"]);
     let mut holder = holder.spawn().unwrap();
     let lock = l.base.join(".nfsroot/locks/minimal.lock");
+    // The lock file names this holder (an earlier exec left its own pid).
+    let held = format!("{} exec", holder.id());
     let t = std::time::Instant::now();
-    while !std::fs::read_to_string(&lock)
-        .unwrap_or_default()
-        .ends_with(" exec")
+    while std::fs::read_to_string(&lock).unwrap_or_default() != held
         && t.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_millis(20));
