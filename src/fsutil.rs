@@ -217,7 +217,19 @@ pub fn sha256_bytes(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// Remove temp files left in `dir` by runs that died. Call with the lock held.
+/// The pid a temp name was made by (`.nfsroot-tmp-<pid>-<name>`).
+fn temp_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(TEMP_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Remove temp files left in `dir` by runs that died. A temp file whose
+/// maker is still running is left alone: directories such as
+/// `pxelinux.cfg/` are shared by every image, so another image's publish
+/// may be writing there right now under its own lock.
 pub fn sweep_temps(dir: &Path) -> Result<usize> {
     let mut n = 0;
     let rd = match fs::read_dir(dir) {
@@ -227,7 +239,13 @@ pub fn sweep_temps(dir: &Path) -> Result<usize> {
     };
     for entry in rd {
         let entry = entry?;
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let alive =
+            temp_owner(&name).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
             fs::remove_file(entry.path())
                 .with_context(|| format!("removing stale {}", entry.path().display()))?;
             n += 1;
@@ -421,6 +439,23 @@ mod tests {
         }
         assert_eq!(fs::read(&p).unwrap(), b"old");
         assert_eq!(sweep_temps(d.path()).unwrap(), 0);
+    }
+
+    #[test]
+    fn sweep_keeps_temps_of_live_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let mine = d
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-f", std::process::id()));
+        // Above the kernel's pid_max limit (2^22), so never a live process.
+        let dead = d.path().join(format!("{TEMP_PREFIX}999999999-f"));
+        let odd = d.path().join(format!("{TEMP_PREFIX}x-f"));
+        for p in [&mine, &dead, &odd] {
+            fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(sweep_temps(d.path()).unwrap(), 2);
+        assert!(mine.exists());
+        assert!(!dead.exists() && !odd.exists());
     }
 
     #[test]

@@ -393,6 +393,14 @@ pub fn publish_with(
         removed: vec![],
         kept: rec.kernels.iter().map(|k| k.version.clone()).collect(),
     };
+    // Leftovers of a run that was killed go even when there is nothing
+    // else to do; the image lock is held, and the shared directories keep
+    // the temp files of runs that are still alive.
+    if !dry_run {
+        for d in [&sub, &cfgd, tftp] {
+            fsutil::sweep_temps(d)?;
+        }
+    }
     if same && files_ok && configs_ok && dropped.is_empty() && rec == old {
         on_line(&format!(
             "{image}: {} is already published and booted by default; nothing to do",
@@ -425,9 +433,6 @@ pub fn publish_with(
     // 1. Files, each verified against its checksum after the rename.
     fsutil::mkdir_p(&sub)?;
     fsutil::mkdir_p(&cfgd)?;
-    fsutil::sweep_temps(&sub)?;
-    fsutil::sweep_temps(&cfgd)?;
-    fsutil::sweep_temps(tftp)?;
     for (src, name, _) in PXELINUX_FILES {
         let dst = tftp.join(name);
         let src = host_file(src);

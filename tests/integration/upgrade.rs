@@ -313,15 +313,31 @@ fn sigkill_upgrade_kernel_at_50_points() {
         child.wait().unwrap();
         check_consistent(&l);
     }
-    // The next run completes, and leaves no temp files behind.
+    // The next run completes, and leaves no temp files behind: not even
+    // when it has nothing to do because a killed run had finished the work
+    // before it died. Plant such leftovers (a pid that cannot be alive) to
+    // make that case certain, and one of a live process (this test), which
+    // a shared directory must keep.
     variant(runs + 1);
     json(&l, &["upgrade-kernel", "minimal"], true);
-    check_consistent(&l);
-    for d in [
+    let dirs = [
         l.tftp.clone(),
         l.tftp.join("minimal"),
         l.tftp.join("pxelinux.cfg"),
-    ] {
+    ];
+    for d in &dirs {
+        std::fs::write(d.join(".nfsroot-tmp-999999999-left"), b"x").unwrap();
+    }
+    let live = l.tftp.join(format!(
+        "pxelinux.cfg/.nfsroot-tmp-{}-live",
+        std::process::id()
+    ));
+    std::fs::write(&live, b"x").unwrap();
+    json(&l, &["upgrade-kernel", "minimal"], true);
+    check_consistent(&l);
+    assert!(live.exists(), "a live run's temp file was swept");
+    std::fs::remove_file(&live).unwrap();
+    for d in dirs {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             assert!(
                 !e.file_name().to_string_lossy().starts_with(".nfsroot-tmp-"),
