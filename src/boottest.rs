@@ -773,6 +773,15 @@ fn inner(plan: &Plan, report: &mut Report) -> Result<()> {
         .arg(format!("virtio-net-pci,netdev=n0,mac={}", plan.mac));
     if plan.mode == "pxe" {
         q.args(["-boot", "n"]);
+        // BIOS console redirection, as on real nodes: SeaBIOS mirrors
+        // screen output to COM1 (I/O port 0x3f8, read as a little-endian
+        // integer). Without it, iPXE's messages and PXELINUX's SAY lines
+        // never reach the serial console: PXELINUX's modules snapshot the
+        // serial port before the config's SERIAL line is read.
+        let port = work.join("sercon-port");
+        std::fs::write(&port, 0x3f8u16.to_le_bytes())?;
+        q.arg("-fw_cfg")
+            .arg(format!("name=etc/sercon-port,file={}", port.display()));
     } else {
         q.arg("-kernel")
             .arg(&plan.kernel)
@@ -819,6 +828,19 @@ const FAILURES: &[(&str, &str)] = &[
     (
         "You are in emergency mode",
         "systemd entered emergency mode (a mount or unit failed)",
+    ),
+    (
+        "is disabled by nfsroot",
+        "PXELINUX refused to boot: the inventory disables this host",
+    ),
+    (
+        "No more network devices",
+        "the firmware could not load a boot file over TFTP \
+         (is pxelinux.0 in the TFTP root?)",
+    ),
+    (
+        "Unable to locate configuration file",
+        "PXELINUX found no config in pxelinux.cfg/",
     ),
     (
         "boot-test: fell through to default",
@@ -954,19 +976,31 @@ fn watch(
     }
 }
 
-/// Remove terminal colour sequences from a console line.
+/// Remove terminal colour sequences and backspaced characters from a
+/// console line.
 pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    // Backspace moves left and the next character overwrites, as on a
+    // terminal: iPXE erases its "Press Ctrl-B" prompt with `\b \b`.
+    let mut out: Vec<char> = Vec::with_capacity(s.len());
+    let mut at: usize = 0;
     let mut esc = false;
     for c in s.chars() {
         match (esc, c) {
             (false, '\x1b') => esc = true,
             (true, c) if c.is_ascii_alphabetic() => esc = false,
             (true, _) => {}
-            (false, c) => out.push(c),
+            (false, '\x08') => at = at.saturating_sub(1),
+            (false, c) => {
+                if at < out.len() {
+                    out[at] = c;
+                } else {
+                    out.push(c);
+                }
+                at += 1;
+            }
         }
     }
-    out
+    out.into_iter().collect::<String>().trim_end().to_string()
 }
 
 fn last_stage(t: &Timings) -> &'static str {
@@ -1002,6 +1036,14 @@ pub fn parse_node_line(line: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_cleanup() {
+        assert_eq!(
+            strip_ansi("\x1b[0;1miPXE\x1b[0m ok...\x08 \x08\x08 \x08\x08 \x08net0"),
+            "iPXE oknet0"
+        );
+    }
 
     #[test]
     fn node_line_fields() {

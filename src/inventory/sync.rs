@@ -209,9 +209,9 @@ pub fn host_boot_config(layout: &Layout, inv: &Inventory, host: &str) -> Result<
     let h = inv
         .host(host)
         .with_context(|| format!("no host {host} in {}", inv.path.display()))?;
-    let rec = match (&h.image, h.boot) {
-        (Some(img), BootMode::Image) => Record::load(layout, img)?,
-        _ => None,
+    let rec = match &h.image {
+        Some(img) => Record::load(layout, img)?,
+        None => None,
     };
     render::boot_config(h, rec.as_ref())
 }
@@ -434,6 +434,21 @@ fn body(text: &str) -> String {
         .join("\n")
 }
 
+/// Put the inventory's `/etc/hosts` block into the image tree at `root`
+/// (a build's staging tree, so a rebuilt image keeps the names the last
+/// sync wrote). Returns whether the file changed.
+pub fn image_hosts_into(root: &Path, inv: &Inventory) -> Result<bool> {
+    let path = root.join("etc/hosts");
+    inside(root, &path)?;
+    let old = read_opt(&path)?;
+    let text = render::image_hosts(old.as_deref(), inv, &path)?;
+    if old.as_deref() == Some(text.as_str()) {
+        return Ok(false);
+    }
+    fsutil::atomic_write(&path, text.as_bytes())?;
+    Ok(true)
+}
+
 /// Is `path` (which may not exist yet) inside `root`, following symlinks
 /// of its existing ancestors? Guards writes into image trees.
 fn inside(root: &Path, path: &Path) -> Result<()> {
@@ -466,11 +481,15 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
     let mut facts: BTreeMap<String, ImageFacts> = BTreeMap::new();
     for h in &inv.hosts {
         if let Some(img) = &h.image {
-            if h.boot == BootMode::Image && !records.contains_key(img) {
+            if h.boot == BootMode::Image {
                 // Its root is exported: it must exist.
                 layout
                     .existing_image(img)
                     .with_context(|| format!("host {}", h.name))?;
+            }
+            // Also for localboot and disabled hosts: their config takes
+            // the serial console from it, so PXELINUX's SAY reaches it.
+            if !records.contains_key(img) {
                 records.insert(img.clone(), Record::load(layout, img)?);
             }
             if !facts.contains_key(img) {
@@ -547,18 +566,12 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
     }
 
     // 3. /etc/hosts of every image.
-    let block = render::hosts_block(inv);
     for img in layout.list_images()? {
         let root = layout.image_dir(&img);
         let path = root.join("etc/hosts");
         inside(&root, &path)?;
         let old = read_opt(&path)?;
-        let text = render::splice(
-            old.as_deref(),
-            &block,
-            "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
-            &path,
-        )?;
+        let text = render::image_hosts(old.as_deref(), inv, &path)?;
         locked_images.insert(img);
         items.push(Item::File {
             path,
