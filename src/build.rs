@@ -30,6 +30,9 @@ pub struct Options {
     pub wait: bool,
     /// Where the host's apt sources are (for mirror detection).
     pub apt_dir: PathBuf,
+    /// The cluster inventory, when there is one: its `/etc/hosts` block
+    /// goes into the new tree, so a rebuild keeps the nodes' names.
+    pub inventory: Option<crate::inventory::Inventory>,
 }
 
 /// The `--json` summary.
@@ -118,7 +121,12 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     })?;
 
     prog.stage("fixups");
-    let changed = fixups::apply_all(&staging, &ctx)?;
+    let mut changed = fixups::apply_all(&staging, &ctx)?;
+    if let Some(inv) = &opts.inventory
+        && crate::inventory::image_hosts_into(&staging, inv)?
+    {
+        changed.push("inventory-hosts");
+    }
     prog.line(&changed.join(" "));
     hooks::run_stage("post-fixups", loaded, layout, &staging, &mut |l| {
         prog.line(l)

@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 mirror: a.mirror,
                 wait: g.wait,
                 apt_dir: PathBuf::from("/etc/apt"),
+                inventory: optional_inventory(&g.inventory)?,
             };
             let s = build::run(&layout, &loaded, &opts)?;
             if json {
@@ -386,6 +387,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The inventory at `path` if the file exists: a build applies it when
+/// there is one, and a broken one stops the build before anything changes.
+fn optional_inventory(path: &Path) -> Result<Option<crate::inventory::Inventory>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    crate::inventory::load(path).map(Some).map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\nnote: build reads the inventory because its /etc/hosts block \
+             goes into every image; fix it, or pass --inventory FILE"
+        )
+    })
 }
 
 fn dedup<'a>(v: &[&'a str]) -> Vec<&'a str> {

@@ -18,129 +18,15 @@
 //!
 //! MACs are stored in one canonical form, lower-case with colons; input may
 //! also use dashes, upper case, or Cisco's `aabb.ccdd.eeff`.
-//!
-//! # CLI (for src/cli.rs)
-//!
-//! ```text
-//! // Global (or on the hosts/sync commands):
-//!     /// The cluster inventory (hosts table)
-//!     #[arg(long, global = true, env = "NFSROOT_INVENTORY",
-//!           default_value = "/etc/nfsroot/inventory.toml")]
-//!     pub inventory: PathBuf,
-//!     /// Where server-side files go (dnsmasq.d/, exports.d/, dhcp/)
-//!     #[arg(long, global = true, env = "NFSROOT_ETC_DIR",
-//!           default_value = "/etc")]
-//!     pub etc_dir: PathBuf,
-//!
-//! // In enum Command:
-//!     /// Add, remove, change or list the hosts of the inventory
-//!     #[command(subcommand)]
-//!     Hosts(HostsArgs),
-//!     /// Write boot files, DHCP, exports and /etc/hosts from the inventory
-//!     Sync(SyncArgs),
-//!
-//! #[derive(Debug, Subcommand)]
-//! pub enum HostsArgs {
-//!     /// Add a host (one line in the inventory)
-//!     Add {
-//!         /// Host name (a-z 0-9 -)
-//!         name: String,
-//!         /// MAC address (aa:bb:.., AA-BB-.., aabb.ccdd.eeff); repeat for
-//!         /// more NICs
-//!         #[arg(long, required = true)]
-//!         mac: Vec<String>,
-//!         /// IPv4 address, inside the cluster subnet
-//!         #[arg(long)]
-//!         ip: String,
-//!         /// Image to boot (default: the group's or the cluster's)
-//!         #[arg(long)]
-//!         image: Option<String>,
-//!         /// Group whose defaults the host takes
-//!         #[arg(long)]
-//!         group: Option<String>,
-//!     },
-//!     /// Remove a host (its boot files go at the next sync; logs stay)
-//!     Remove {
-//!         /// Host name
-//!         name: String,
-//!     },
-//!     /// List the hosts with their effective image and boot mode
-//!     List,
-//!     /// Change what a host boots
-//!     Set {
-//!         /// Host name
-//!         name: String,
-//!         /// Boot this image (also re-enables a disabled host)
-//!         #[arg(long, group = "mode")]
-//!         image: Option<String>,
-//!         /// Boot from the local disk
-//!         #[arg(long, group = "mode")]
-//!         localboot: bool,
-//!         /// Do not boot at all (PXELINUX says why and gives up)
-//!         #[arg(long, group = "mode")]
-//!         disable: bool,
-//!         /// Boot the host's image again
-//!         #[arg(long, group = "mode")]
-//!         enable: bool,
-//!         /// Pin this kernel version ("" to unpin)
-//!         #[arg(long)]
-//!         kernel: Option<String>,
-//!         /// Extra kernel command line ("" to clear)
-//!         #[arg(long)]
-//!         cmdline: Option<String>,
-//!     },
-//!     /// Add hosts from a CSV file or /etc/ethers-style lines
-//!     Import {
-//!         /// CSV (name,mac,ip[,image,group,kernel,cmdline,boot]) or
-//!         /// ethers lines (MAC IP NAME)
-//!         file: PathBuf,
-//!         /// Update hosts that already exist instead of failing
-//!         #[arg(long)]
-//!         replace: bool,
-//!     },
-//! }
-//!
-//! #[derive(Debug, Args)]
-//! pub struct SyncArgs {
-//!     /// Show the diff of every file that would change; change nothing
-//!     #[arg(long)]
-//!     pub dry_run: bool,
-//! }
-//! ```
-//!
-//! Wiring in commands.rs (`hosts list --json` is the global `--json`):
-//!
-//! ```text
-//! Command::Hosts(a) => {
-//!     use nfsroot::inventory::edit::{AddHost, SetHost};
-//!     let cmd = match a {
-//!         HostsArgs::Add { name, mac, ip, image, group } => HostsCmd::Add(AddHost {
-//!             name, macs: mac, ip, image, group, ..AddHost::default()
-//!         }),
-//!         HostsArgs::Remove { name } => HostsCmd::Remove { name },
-//!         HostsArgs::List => HostsCmd::List,
-//!         HostsArgs::Set { name, image, localboot, disable, enable, kernel, cmdline } =>
-//!             HostsCmd::Set(SetHost { name, image, localboot, disable, enable, kernel, cmdline }),
-//!         HostsArgs::Import { file, replace } => HostsCmd::Import { file, replace },
-//!     };
-//!     let o = inventory::run_hosts(&layout, &absolute(&g.inventory)?, cmd)?;
-//!     if json { print_json("hosts", &o)? } else { print!("{}", o.text()) }
-//! }
-//! Command::Sync(a) => {
-//!     let r = inventory::run_sync_with(&layout, &inventory::SyncOptions {
-//!         inventory: absolute(&g.inventory)?, etc_dir: absolute(&g.etc_dir)?,
-//!         dry_run: a.dry_run, wait: g.wait,
-//!     })?;
-//!     if json { print_json("sync", &r)? } else if !g.quiet { print!("{}", r.text()) }
-//! }
-//! ```
 
 pub mod edit;
 pub mod render;
 pub mod sync;
 
 pub use edit::{HostsCmd, HostsOutcome, run_hosts};
-pub use sync::{SyncOptions, SyncReport, host_boot_config, run_sync, run_sync_with};
+pub use sync::{
+    SyncOptions, SyncReport, host_boot_config, image_hosts_into, run_sync, run_sync_with,
+};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};

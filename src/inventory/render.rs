@@ -129,6 +129,16 @@ pub fn hosts_block(inv: &Inventory) -> String {
     s
 }
 
+/// What an image's `/etc/hosts` holds outside the block when the file is
+/// new.
+const HOSTS_PROLOGUE: &str = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// An image's `/etc/hosts` (`existing`, if any) with the inventory's block
+/// in place; lines outside the markers stay as they are.
+pub fn image_hosts(existing: Option<&str>, inv: &Inventory, path: &Path) -> Result<String> {
+    splice(existing, &hosts_block(inv), HOSTS_PROLOGUE, path)
+}
+
 /// The dnsmasq block: a static-only range on the cluster subnet (so only
 /// inventory hosts get addresses), options, boot file, TFTP root, and one
 /// `dhcp-host` per host. Options are tagged so a dnsmasq serving other

@@ -16,75 +16,8 @@
 //! `verify` re-reads an archive against its manifest and `diff` compares a
 //! live image with a snapshot through the same [`EntryMeta`] records.
 //!
-//! CLI structs for the lead to wire (help text within 80 columns):
-//!
-//! ```text
-//! /// Archive an image: a tar.gz or tar.zst with a checksum and a manifest
-//! #[derive(clap::Args)]
-//! pub struct SnapshotArgs {
-//!     #[command(subcommand)]
-//!     pub cmd: Option<SnapshotCmd>,
-//!     /// Image to archive (default: the only image)
-//!     pub image: Option<String>,
-//!     /// Archive file (default: <image>-<UTC time>-<kernel>.tar.gz in the
-//!     /// snapshots directory)
-//!     #[arg(short, long)]
-//!     pub output: Option<PathBuf>,
-//!     /// Compression: gz or zst
-//!     #[arg(long, default_value = "gz")]
-//!     pub format: nfsroot::snapshot::Format,   // impl FromStr
-//!     /// Compression level (gz 1-12, default 6; zst 1-19, default 3)
-//!     #[arg(long)]
-//!     pub level: Option<u32>,
-//!     /// Keep only the newest N snapshots of the image afterwards
-//!     #[arg(long, value_name = "N")]
-//!     pub keep: Option<usize>,
-//!     /// Compression threads (default: all cores)
-//!     #[arg(long, value_name = "N")]
-//!     pub threads: Option<usize>,
-//!     /// Wait for the image's lock instead of failing
-//!     #[arg(long)]
-//!     pub wait: bool,
-//! }
-//! #[derive(clap::Subcommand)]
-//! pub enum SnapshotCmd {
-//!     /// List an image's snapshots, oldest first
-//!     List { image: Option<String> },
-//!     /// Check an archive's checksum and its manifest against its contents
-//!     Verify { file: PathBuf },
-//! }
-//! /// Replace an image with the contents of a snapshot
-//! #[derive(clap::Args)]
-//! pub struct RestoreArgs {
-//!     /// Snapshot archive (.tar.gz, .tar.zst or .tar)
-//!     pub file: PathBuf,
-//!     /// Image to restore into (default: the one named in the manifest)
-//!     #[arg(long)]
-//!     pub image: Option<String>,
-//!     /// Replace the image if it exists (the old tree stays until the
-//!     /// new one is in place)
-//!     #[arg(long)]
-//!     pub force: bool,
-//!     /// Restore an archive that has no .sha256 file beside it
-//!     #[arg(long)]
-//!     pub no_checksum: bool,
-//!     /// Wait for the image's lock instead of failing
-//!     #[arg(long)]
-//!     pub wait: bool,
-//! }
-//! /// Show what changed in a live image since a snapshot
-//! #[derive(clap::Args)]
-//! pub struct DiffArgs {
-//!     pub image: String,
-//!     pub file: PathBuf,
-//! }
-//! ```
-//!
-//! Wiring: `snapshot [IMAGE]` -> [`run_snapshot`], `snapshot list` ->
-//! [`run_list`], `snapshot verify` -> [`run_verify`], `restore` ->
-//! [`run_restore`], `diff` -> [`run_diff`]; each result is `Serialize` for
-//! `--json`. Note clap needs `args_conflicts_with_subcommands` on
-//! `SnapshotArgs` so `snapshot list` is not read as an image named `list`.
+//! The CLI (`snapshot`, `snapshot list|verify`, `restore`, `diff`) lives in
+//! `cli.rs`; each command here returns a `Serialize` result for `--json`.
 
 pub mod acl;
 pub mod compress;

@@ -196,6 +196,25 @@ fn sigkill_during_bootstrap_then_build_then_force() {
     let mut c = nfsroot(&l);
     c.arg("build").arg(&profile).arg("--no-publish");
     run(c, false);
+    // A broken inventory stops the build before anything changes; a good
+    // one puts its /etc/hosts block into the new tree.
+    let inv = l.etc().join("nfsroot/inventory.toml");
+    std::fs::create_dir_all(inv.parent().unwrap()).unwrap();
+    let good = "[cluster]\nsubnet = \"10.0.2.0/24\"\nnfs_server = \"10.0.2.2\"\nimage = \"tiny\"\n\n[hosts]\n\
+                alpha = { mac = \"52:54:00:aa:00:01\", ip = \"10.0.2.31\" }\n";
+    std::fs::write(&inv, good.replace("10.0.2.31", "10.0.3.31")).unwrap();
+    let mut c = nfsroot(&l);
+    c.arg("build")
+        .arg(&profile)
+        .args(["--no-publish", "--force"]);
+    let out = run(c, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&inv.display().to_string()) && err.contains("10.0.3.31"),
+        "{err}"
+    );
+    assert_eq!(read(&image, "etc/nfsroot-release"), first);
+    std::fs::write(&inv, good).unwrap();
     let mut c = nfsroot(&l);
     c.args(["--json", "build"])
         .arg(&profile)
@@ -205,6 +224,11 @@ fn sigkill_during_bootstrap_then_build_then_force() {
     assert_eq!(v["result"]["replaced"], true);
     assert!(v["result"]["packages"].as_u64().unwrap() > 50);
     assert_ne!(read(&image, "etc/nfsroot-release"), first, "a new build id");
+    let hosts = read(&image, "etc/hosts");
+    assert!(
+        hosts.contains("localhost") && hosts.contains("10.0.2.31\talpha"),
+        "{hosts}"
+    );
     assert!(mounts_under(&l.base).is_empty());
 }
 

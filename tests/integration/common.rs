@@ -32,8 +32,12 @@ pub fn nfsroot(layout: &TestLayout) -> Command {
     c.env("NFSROOT_BASE_DIR", &layout.base)
         .env("NFSROOT_TFTP_ROOT", &layout.tftp)
         .env("NFSROOT_CACHE_DIR", deb_cache())
-        .env_remove("NFSROOT_INVENTORY")
-        .env_remove("NFSROOT_ETC_DIR");
+        // A per-test stand-in for /etc: never the host's inventory.
+        .env(
+            "NFSROOT_INVENTORY",
+            layout.etc().join("nfsroot/inventory.toml"),
+        )
+        .env("NFSROOT_ETC_DIR", layout.etc());
     c
 }
 
@@ -80,6 +84,11 @@ impl TestLayout {
 
     pub fn image(&self, name: &str) -> PathBuf {
         self.base.join(name)
+    }
+
+    /// This test's stand-in for the host's /etc (may not exist).
+    pub fn etc(&self) -> PathBuf {
+        self.base.parent().unwrap().join("etc")
     }
 }
 
