@@ -395,12 +395,15 @@ fn optional_inventory(path: &Path) -> Result<Option<crate::inventory::Inventory>
     if !path.exists() {
         return Ok(None);
     }
-    crate::inventory::load(path).map(Some).map_err(|e| {
-        anyhow::anyhow!(
-            "{e:#}\nnote: build reads the inventory because its /etc/hosts block \
+    // Absolute, as sync loads it: the block names the file it came from.
+    crate::inventory::load(&absolute(path)?)
+        .map(Some)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}\nnote: build reads the inventory because its /etc/hosts block \
              goes into every image; fix it, or pass --inventory FILE"
-        )
-    })
+            )
+        })
 }
 
 fn dedup<'a>(v: &[&'a str]) -> Vec<&'a str> {
