@@ -39,6 +39,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                 inventory: optional_inventory(&g.inventory)?,
             };
             let s = build::run(&layout, &loaded, &opts)?;
+            if s.replaced && !g.quiet {
+                eprintln!("{REPLACED_TREE_NOTE}");
+            }
             if json {
                 print_json("build", &s)?;
             } else if !g.quiet {
@@ -263,6 +266,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                     progress: g.quiet.then_some(false),
                 },
             )?;
+            if r.replaced && !g.quiet {
+                eprintln!("{REPLACED_TREE_NOTE}");
+            }
             if json {
                 print_json("restore", &r)?;
             } else if !g.quiet {
@@ -388,6 +394,10 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
     Ok(0)
 }
+
+/// Said after a build or restore replaced an image's whole tree.
+const REPLACED_TREE_NOTE: &str = "note: the previous tree is gone; nodes still running from it \
+     will see stale NFS handles: reboot them";
 
 /// The inventory at `path` if the file exists: a build applies it when
 /// there is one, and a broken one stops the build before anything changes.

@@ -222,6 +222,8 @@ fn sigkill_during_bootstrap_then_build_then_force() {
     let out = run(c, true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"]["replaced"], true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stale NFS handles: reboot them"), "{err}");
     assert!(v["result"]["packages"].as_u64().unwrap() > 50);
     assert_ne!(read(&image, "etc/nfsroot-release"), first, "a new build id");
     let hosts = read(&image, "etc/hosts");

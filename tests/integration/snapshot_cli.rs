@@ -50,8 +50,20 @@ fn snapshot_verify_restore_diff() {
     c.args(["diff", "minimal"]).arg(&file);
     let o = run(c, true);
     assert!(String::from_utf8_lossy(&o.stdout).contains("etc/motd"));
-    // Restoring over an existing image needs --force.
+    // Restoring over an existing image needs --force; then the change is
+    // gone, and the admin is told that running nodes must reboot.
     let mut c = nfsroot(&l);
     c.arg("restore").arg(&file).args(["--image", "minimal"]);
     run(c, false);
+    let mut c = nfsroot(&l);
+    c.arg("restore")
+        .arg(&file)
+        .args(["--image", "minimal", "--force"]);
+    let o = run(c, true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("stale NFS handles: reboot them"), "{err}");
+    let mut c = nfsroot(&l);
+    c.args(["--json", "diff", "minimal"]).arg(&file);
+    let d: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    assert_eq!(d["result"]["modified"], serde_json::json!([]), "{d:#}");
 }
