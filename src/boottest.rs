@@ -875,17 +875,15 @@ fn watch(
             buf.push_str(&String::from_utf8_lossy(&chunk).replace('\r', ""));
         }
         while let Some(i) = buf.find('\n') {
-            let line: String = buf.drain(..=i).collect();
-            let line = line.trim_end();
+            let raw: String = buf.drain(..=i).collect();
+            // Matched and reported without escape sequences: firmware
+            // console redirection moves the cursor mid-line.
+            let line = strip_ansi(&raw);
+            let line = line.as_str();
             let t = Some(start.elapsed().as_secs_f64());
             {
                 use std::io::Write as _;
-                let _ = writeln!(
-                    timed,
-                    "{:7.2} {}",
-                    start.elapsed().as_secs_f64(),
-                    strip_ansi(line)
-                );
+                let _ = writeln!(timed, "{:7.2} {line}", start.elapsed().as_secs_f64());
             }
             let tm = &mut r.timings;
             if tm.kernel_start.is_none() && line.contains("Linux version") {
@@ -918,7 +916,7 @@ fn watch(
                 return Ok(());
             }
             if line.contains("FAILED") && failed_units.len() < 5 {
-                failed_units.push(strip_ansi(line));
+                failed_units.push(line.to_string());
             }
             if fail.is_none() {
                 for (marker, why) in FAILURES {
@@ -1042,6 +1040,11 @@ mod tests {
         assert_eq!(
             strip_ansi("\x1b[0;1miPXE\x1b[0m ok...\x08 \x08\x08 \x08\x08 \x08net0"),
             "iPXE oknet0"
+        );
+        // SeaBIOS's console redirection positions the cursor mid-line.
+        assert_eq!(
+            strip_ansi("nfsroot: host \x1b[25;14H\x1b[25;15Halpha is disabled  \n"),
+            "nfsroot: host alpha is disabled"
         );
     }
 
