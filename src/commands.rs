@@ -39,9 +39,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 inventory: optional_inventory(&g.inventory)?,
             };
             let s = build::run(&layout, &loaded, &opts)?;
-            if s.replaced && !g.quiet {
-                eprintln!("{REPLACED_TREE_NOTE}");
-            }
+            note_replaced(s.replaced, g.quiet);
             if json {
                 print_json("build", &s)?;
             } else if !g.quiet {
@@ -266,9 +264,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     progress: g.quiet.then_some(false),
                 },
             )?;
-            if r.replaced && !g.quiet {
-                eprintln!("{REPLACED_TREE_NOTE}");
-            }
+            note_replaced(r.replaced, g.quiet);
             if json {
                 print_json("restore", &r)?;
             } else if !g.quiet {
@@ -395,9 +391,16 @@ pub fn run(cli: Cli) -> Result<i32> {
     Ok(0)
 }
 
-/// Said after a build or restore replaced an image's whole tree.
-const REPLACED_TREE_NOTE: &str = "note: the previous tree is gone; nodes still running from it \
-     will see stale NFS handles: reboot them";
+/// After a build or restore replaced an image's whole tree, say what that
+/// means for running nodes (on stderr, so also with `--json`).
+fn note_replaced(replaced: bool, quiet: bool) {
+    if replaced && !quiet {
+        eprintln!(
+            "note: the previous tree is gone; nodes still running from it \
+             will see stale NFS handles: reboot them"
+        );
+    }
+}
 
 /// The inventory at `path` if the file exists: a build applies it when
 /// there is one, and a broken one stops the build before anything changes.
