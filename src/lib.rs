@@ -25,6 +25,7 @@ pub mod fixups;
 pub mod fsutil;
 pub mod hooks;
 pub mod image;
+pub mod imagefs;
 pub mod initramfs;
 pub mod inventory;
 pub mod kernel;
