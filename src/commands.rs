@@ -165,7 +165,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             } else {
                 layout.existing_image(&a.image)?
             };
-            let k = kernel::select(&root, a.kernel.as_deref())?;
+            let img = crate::imagefs::ImageRoot::open(&root)?;
+            let k = kernel::select(&img, a.kernel.as_deref())?;
             if a.backend == "initramfs-tools" {
                 crate::initramfs::build_with_initramfs_tools(&root, &k.version, &a.output)?;
             } else {
@@ -181,7 +182,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     },
                 };
                 let mut f = fsutil::AtomicFile::create(&a.output)?;
-                let r = crate::initramfs::build(&root, &k.version, &spec, &mut f)?;
+                let r = crate::initramfs::build(&img, &k.version, &spec, &mut f)?;
                 f.commit()?;
                 if json {
                     print_json("initramfs build", &r)?;

@@ -72,6 +72,13 @@ pub fn require(tool: Tool) -> Result<PathBuf> {
     })
 }
 
+/// Pass `input` through a host program (`prog args...`) and return its
+/// output: for decompressing bytes read from an image without handing the
+/// host tool a path inside it.
+pub fn pipe_through(prog: &Path, args: &[&str], input: &[u8]) -> Result<Vec<u8>> {
+    Cmd::new(prog).args(args).filter(input)
+}
+
 /// Fail unless running as root, saying why root is needed.
 pub fn require_root(why: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -171,6 +178,37 @@ impl Cmd {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Run with `input` on stdin; return stdout as bytes. Fails with argv
+    /// and stderr tail.
+    pub fn filter(&self, input: &[u8]) -> Result<Vec<u8>> {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", self.display()))?;
+        let mut stdin = child.stdin.take().context("child stdin")?;
+        let out = std::thread::scope(|s| {
+            s.spawn(move || {
+                // A tool that exits early closes its stdin: not our error.
+                let _ = stdin.write_all(input);
+            });
+            child.wait_with_output()
+        })
+        .with_context(|| format!("running {}", self.display()))?;
+        if !out.status.success() {
+            bail!(
+                "command failed ({}): {}\n{}",
+                out.status,
+                self.display(),
+                tail(&String::from_utf8_lossy(&out.stderr), 20)
+            );
+        }
+        Ok(out.stdout)
     }
 
     /// Run to completion, discarding stdout.

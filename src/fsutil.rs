@@ -15,7 +15,6 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -52,25 +51,25 @@ impl AtomicFile {
         Self::create_mode(dest, 0o644)
     }
 
-    /// Start writing `dest` with the given permission bits.
+    /// Start writing `dest` with the given permission bits. The temp name
+    /// is unpredictable and created `O_EXCL|O_NOFOLLOW`, so a link planted
+    /// at a guessed name cannot redirect the write.
     pub fn create_mode(dest: &Path, mode: u32) -> Result<Self> {
         let dir = parent_of(dest)?;
         let name = dest
             .file_name()
-            .with_context(|| format!("{} has no file name", dest.display()))?
-            .to_string_lossy()
-            .into_owned();
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
+            .with_context(|| format!("{} has no file name", dest.display()))?;
+        let tmp = dir.join(crate::imagefs::temp_name(name));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .mode(mode)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        // umask may have narrowed the mode; set it exactly.
-        fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        // umask may have narrowed the mode; set it exactly (on the fd).
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
             .with_context(|| format!("setting mode of {}", tmp.display()))?;
         Ok(Self {
             file,
@@ -131,11 +130,17 @@ pub fn atomic_write_mode(dest: &Path, data: &[u8], mode: u32) -> Result<()> {
 /// Copy `src` to `dest` atomically; returns the sha256 of what was written,
 /// re-read from the temp file before the rename so a short write is caught.
 pub fn atomic_copy(src: &Path, dest: &Path, mode: u32) -> Result<String> {
-    let mut input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    atomic_copy_from(input, dest, mode)
+        .with_context(|| format!("copying {} to {}", src.display(), dest.display()))
+}
+
+/// Copy everything `input` yields to `dest` atomically (see
+/// [`atomic_copy`]); for files opened through [`crate::imagefs`].
+pub fn atomic_copy_from(mut input: impl Read, dest: &Path, mode: u32) -> Result<String> {
     let mut out = AtomicFile::create_mode(dest, mode)?;
     let mut hasher = HashingWriter::new(&mut out);
-    io::copy(&mut input, &mut hasher)
-        .with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    io::copy(&mut input, &mut hasher).with_context(|| format!("writing {}", dest.display()))?;
     let want = hasher.finish_hex();
     out.file().flush()?;
     out.file().rewind()?;
@@ -245,10 +250,18 @@ pub fn sweep_temps(dir: &Path) -> Result<usize> {
         }
         let alive =
             temp_owner(&name).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
-            fs::remove_file(entry.path())
-                .with_context(|| format!("removing stale {}", entry.path().display()))?;
-            n += 1;
+        // Only files and links are ours: a directory with such a name is
+        // someone else's business, not an error.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !alive && !is_dir {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("removing stale {}", entry.path().display()));
+                }
+            }
         }
     }
     Ok(n)
@@ -281,11 +294,9 @@ impl Lock {
             .mode(0o644)
             .open(path)
             .with_context(|| format!("opening lock file {}", path.display()))?;
-        let fd = file.as_raw_fd();
-        // SAFETY: fd is a valid open descriptor owned by `file`.
-        let rc = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
+        use rustix::fs::{FlockOperation, flock};
+        if let Err(errno) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            let err = io::Error::from(errno);
             if err.kind() != io::ErrorKind::WouldBlock {
                 return Err(err).with_context(|| format!("locking {}", path.display()));
             }
@@ -310,12 +321,8 @@ impl Lock {
                 );
             }
             eprintln!("nfsroot: {what} is locked by pid {pid} ({hop}); waiting");
-            // SAFETY: as above.
-            let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
-            if rc != 0 {
-                return Err(io::Error::last_os_error())
-                    .with_context(|| format!("locking {}", path.display()));
-            }
+            flock(&file, FlockOperation::LockExclusive)
+                .with_context(|| format!("locking {}", path.display()))?;
         }
         // Overwrite in place, then cut: a reader never sees an empty file.
         let who = format!("{} {op}", std::process::id());
@@ -337,26 +344,9 @@ impl Lock {
 
 /// Swap two directory entries atomically (renameat2 RENAME_EXCHANGE).
 pub fn exchange(a: &Path, b: &Path) -> Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let ca = CString::new(a.as_os_str().as_bytes())?;
-    let cb = CString::new(b.as_os_str().as_bytes())?;
-    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD is always valid.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("exchanging {} and {}", a.display(), b.display()));
-    }
-    Ok(())
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)
+        .with_context(|| format!("exchanging {} and {}", a.display(), b.display()))
 }
 
 /// Remove a tree if it exists. Refuses `/` and paths with mounts below them
@@ -456,6 +446,29 @@ mod tests {
         assert_eq!(sweep_temps(d.path()).unwrap(), 2);
         assert!(mine.exists());
         assert!(!dead.exists() && !odd.exists());
+    }
+
+    #[test]
+    fn planted_links_and_dirs_do_not_redirect_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        let dir = d.path().join("etc");
+        fs::create_dir(&dir).unwrap();
+        // The old predictable names, for this pid and the next ones.
+        let pid = std::process::id();
+        for p in pid..pid + 50 {
+            std::os::unix::fs::symlink(&outside, dir.join(format!("{TEMP_PREFIX}{p}-hosts")))
+                .unwrap();
+        }
+        fs::create_dir(dir.join(format!("{TEMP_PREFIX}999999999-dir"))).unwrap();
+        atomic_write(&dir.join("hosts"), b"new").unwrap();
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
+        assert_eq!(fs::read(dir.join("hosts")).unwrap(), b"new");
+        // The sweep removes the dead links and leaves the directory.
+        sweep_temps(&dir).unwrap();
+        assert!(dir.join(format!("{TEMP_PREFIX}999999999-dir")).is_dir());
+        assert_eq!(fs::read(&outside).unwrap(), b"keep");
     }
 
     #[test]

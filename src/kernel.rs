@@ -5,22 +5,34 @@
 //! (or `usr/lib/modules/<ver>` on merged-/usr layouts). Versions are ordered
 //! with Debian's own rules ([`dpkg_version_cmp`], a straight port of dpkg's
 //! `verrevcmp`), never by string order, so `6.1.0-10` is newer than
-//! `6.1.0-9`. Everything is read from the image tree given as `root`; nothing
-//! runs inside it.
+//! `6.1.0-9`. Everything is read through the image's confined view
+//! ([`ImageRoot`]); nothing runs inside it. A file name whose version is not
+//! [`valid_version`] (a newline or a space would reach boot configs) is
+//! skipped with a warning naming the file.
 
+use crate::imagefs::{ImageRoot, Kind};
 use anyhow::{Context, Result, bail};
 use std::cmp::Ordering;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A kernel image and its modules, both inside an image root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kernel {
     /// The release string, as in `uname -r` (e.g. `6.1.0-50-amd64`).
     pub version: String,
-    /// `<root>/boot/vmlinuz-<version>`.
+    /// `boot/vmlinuz-<version>`, inside the image.
     pub vmlinuz: PathBuf,
-    /// `<root>/lib/modules/<version>` (or under usr/lib).
+    /// `lib/modules/<version>` (or `usr/lib/...`), inside the image.
     pub modules_dir: PathBuf,
+}
+
+/// Whether a kernel release string is safe to put in file names and boot
+/// configs: `[A-Za-z0-9.+~_-]+`, as Debian's kernel packages use.
+pub fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'~' | b'_' | b'-'))
 }
 
 /// Compare two Debian version strings exactly as dpkg does:
@@ -103,44 +115,51 @@ fn verrevcmp(a: &str, b: &str) -> Ordering {
     Ordering::Equal
 }
 
-/// The module tree of `version` inside `root`, if there is one.
-fn modules_dir(root: &Path, version: &str) -> Option<PathBuf> {
+/// The module tree of `version` inside the image, if there is one.
+fn modules_dir(img: &ImageRoot, version: &str) -> Option<PathBuf> {
     // Resolved inside the image: `lib` may be an absolute symlink.
     ["lib/modules", "usr/lib/modules"]
         .iter()
-        .filter_map(|d| crate::initramfs::path_in_root(root, &format!("{d}/{version}")).ok())
-        .find(|p| p.is_dir())
+        .map(|d| PathBuf::from(format!("{d}/{version}")))
+        .find(|p| img.is_dir(p))
 }
 
-/// Every `vmlinuz-*` in `<root>/boot`, oldest first, with the module tree
-/// of each (`None` when the image lacks it).
-fn boot_kernels(root: &Path) -> Result<Vec<(String, PathBuf, Option<PathBuf>)>> {
-    let boot = root.join("boot");
-    let rd = match std::fs::read_dir(&boot) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", boot.display())),
+/// Every `vmlinuz-*` in the image's `/boot`, oldest first, with the module
+/// tree of each (`None` when the image lacks it).
+fn boot_kernels(img: &ImageRoot) -> Result<Vec<(String, PathBuf, Option<PathBuf>)>> {
+    let Some(entries) = img.read_dir("boot")? else {
+        return Ok(Vec::new());
     };
     let mut v = Vec::new();
-    for entry in rd {
-        let entry = entry.with_context(|| format!("reading {}", boot.display()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for e in entries {
+        let name = e.name.to_string_lossy();
         let Some(ver) = name.strip_prefix("vmlinuz-") else {
             continue;
         };
-        if ver.is_empty() || !entry.path().is_file() {
+        if !valid_version(ver) {
+            eprintln!(
+                "nfsroot: warning: skipping {:?}: a kernel version may hold only \
+                 letters, digits and . + ~ _ -",
+                img.show(format!("boot/{name}"))
+            );
             continue;
         }
-        let md = modules_dir(root, ver);
-        v.push((ver.to_string(), entry.path(), md));
+        let rel = PathBuf::from(format!("boot/{name}"));
+        // A link (vmlinuz-X -> /boot/...) is fine if it ends at a regular
+        // file inside the image.
+        if !(e.kind == Kind::File || (e.kind == Kind::Symlink && img.is_file(&rel))) {
+            continue;
+        }
+        let md = modules_dir(img, ver);
+        v.push((ver.to_string(), rel, md));
     }
     v.sort_by(|a, b| dpkg_version_cmp(&a.0, &b.0));
     Ok(v)
 }
 
-/// Kernels in `<root>/boot` that have their module tree, oldest first.
-pub fn find_kernels(root: &Path) -> Result<Vec<Kernel>> {
-    Ok(boot_kernels(root)?
+/// Kernels in the image's `/boot` that have their module tree, oldest first.
+pub fn find_kernels(img: &ImageRoot) -> Result<Vec<Kernel>> {
+    Ok(boot_kernels(img)?
         .into_iter()
         .filter_map(|(version, vmlinuz, md)| {
             md.map(|modules_dir| Kernel {
@@ -154,21 +173,21 @@ pub fn find_kernels(root: &Path) -> Result<Vec<Kernel>> {
 
 /// The newest kernel of the image. Fails naming what is missing: no kernel
 /// at all, or a kernel whose module tree is absent.
-pub fn newest(root: &Path) -> Result<Kernel> {
-    let all = boot_kernels(root)?;
+pub fn newest(img: &ImageRoot) -> Result<Kernel> {
+    let all = boot_kernels(img)?;
     let Some((version, vmlinuz, md)) = all.into_iter().next_back() else {
         bail!(
             "no kernel in {}; install one with: nfsroot exec IMAGE -- apt-get install linux-image-amd64",
-            root.join("boot").display()
+            img.show("boot")
         );
     };
     let Some(modules_dir) = md else {
         bail!(
             "kernel {version} ({}) has no modules tree: neither {} nor {} exists; \
              reinstall its package (linux-image-{version})",
-            vmlinuz.display(),
-            root.join("lib/modules").join(&version).display(),
-            root.join("usr/lib/modules").join(&version).display()
+            img.show(&vmlinuz),
+            img.show(format!("lib/modules/{version}")),
+            img.show(format!("usr/lib/modules/{version}"))
         );
     };
     Ok(Kernel {
@@ -179,16 +198,19 @@ pub fn newest(root: &Path) -> Result<Kernel> {
 }
 
 /// The kernel `version` of the image, or the newest when `None`.
-pub fn select(root: &Path, version: Option<&str>) -> Result<Kernel> {
+pub fn select(img: &ImageRoot, version: Option<&str>) -> Result<Kernel> {
     let Some(want) = version else {
-        return newest(root);
+        return newest(img);
     };
-    let vmlinuz = root.join("boot").join(format!("vmlinuz-{want}"));
-    if !vmlinuz.is_file() {
-        let have: Vec<String> = boot_kernels(root)?.into_iter().map(|k| k.0).collect();
+    if !valid_version(want) {
+        bail!("invalid kernel version {want:?}: use letters, digits and . + ~ _ -");
+    }
+    let vmlinuz = PathBuf::from(format!("boot/vmlinuz-{want}"));
+    if !img.is_file(&vmlinuz) {
+        let have: Vec<String> = boot_kernels(img)?.into_iter().map(|k| k.0).collect();
         bail!(
             "no kernel {want} in {} (have: {})",
-            root.join("boot").display(),
+            img.show("boot"),
             if have.is_empty() {
                 "none".to_string()
             } else {
@@ -196,10 +218,10 @@ pub fn select(root: &Path, version: Option<&str>) -> Result<Kernel> {
             }
         );
     }
-    let modules_dir = modules_dir(root, want).with_context(|| {
+    let modules_dir = modules_dir(img, want).with_context(|| {
         format!(
             "kernel {want} has no modules tree: {} does not exist",
-            root.join("lib/modules").join(want).display()
+            img.show(format!("lib/modules/{want}"))
         )
     })?;
     Ok(Kernel {
@@ -263,6 +285,12 @@ mod tests {
         assert_eq!(cmp("1:1.35.0-4+deb12u1", "1:1.35.0-4"), Greater);
     }
 
+    use std::path::Path;
+
+    fn img(d: &tempfile::TempDir) -> ImageRoot {
+        ImageRoot::open(d.path()).unwrap()
+    }
+
     fn fake(root: &Path, vers: &[&str], with_modules: &[&str]) {
         std::fs::create_dir_all(root.join("boot")).unwrap();
         for v in vers {
@@ -279,13 +307,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let vers = ["6.1.0-9-amd64", "6.1.0-10-amd64", "6.1.0-50-amd64"];
         fake(d.path(), &vers, &vers);
-        let ks = find_kernels(d.path()).unwrap();
+        let ks = find_kernels(&img(&d)).unwrap();
         let got: Vec<_> = ks.iter().map(|k| k.version.as_str()).collect();
         assert_eq!(got, vers);
-        let n = newest(d.path()).unwrap();
+        let n = newest(&img(&d)).unwrap();
         assert_eq!(n.version, "6.1.0-50-amd64");
-        assert_eq!(n.vmlinuz, d.path().join("boot/vmlinuz-6.1.0-50-amd64"));
-        assert_eq!(n.modules_dir, d.path().join("lib/modules/6.1.0-50-amd64"));
+        assert_eq!(n.vmlinuz, Path::new("boot/vmlinuz-6.1.0-50-amd64"));
+        assert_eq!(n.modules_dir, Path::new("lib/modules/6.1.0-50-amd64"));
     }
 
     #[test]
@@ -293,27 +321,51 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fake(d.path(), &["6.1.0-9-amd64"], &[]);
         std::fs::create_dir_all(d.path().join("usr/lib/modules/6.1.0-9-amd64")).unwrap();
-        let k = newest(d.path()).unwrap();
+        let k = newest(&img(&d)).unwrap();
         assert!(k.modules_dir.ends_with("usr/lib/modules/6.1.0-9-amd64"));
         // An absolute lib -> /usr/lib link resolves inside the image.
         std::os::unix::fs::symlink("/usr/lib", d.path().join("lib")).unwrap();
-        let k = newest(d.path()).unwrap();
-        assert_eq!(
-            k.modules_dir,
-            d.path().join("usr/lib/modules/6.1.0-9-amd64")
-        );
+        let k = newest(&img(&d)).unwrap();
+        assert!(img(&d).is_dir(&k.modules_dir));
+    }
+
+    #[test]
+    fn hostile_names_and_links_are_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        fake(d.path(), &["6.1.0-9-amd64"], &["6.1.0-9-amd64"]);
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "x").unwrap();
+        for bad in ["6.1.0-99\nDEFAULT evil", "6 1"] {
+            std::fs::write(d.path().join(format!("boot/vmlinuz-{bad}")), "k").unwrap();
+            std::fs::create_dir_all(d.path().join(format!("lib/modules/{bad}"))).unwrap();
+        }
+        // A newer kernel name that links out of the image: it resolves
+        // inside, where nothing is, so it is not a kernel.
+        std::os::unix::fs::symlink(
+            outside.path().join("secret"),
+            d.path().join("boot/vmlinuz-6.1.0-99-amd64"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.path().join("lib/modules/6.1.0-99-amd64")).unwrap();
+        let got: Vec<_> = find_kernels(&img(&d))
+            .unwrap()
+            .into_iter()
+            .map(|k| k.version)
+            .collect();
+        assert_eq!(got, ["6.1.0-9-amd64"]);
+        assert!(select(&img(&d), Some("6 1")).is_err());
     }
 
     #[test]
     fn no_kernel() {
         let d = tempfile::tempdir().unwrap();
-        let e = format!("{:#}", newest(d.path()).unwrap_err());
+        let e = format!("{:#}", newest(&img(&d)).unwrap_err());
         assert!(e.contains("no kernel in"), "{e}");
         assert!(
             e.contains("nfsroot exec IMAGE -- apt-get install linux-image-amd64"),
             "{e}"
         );
-        assert!(find_kernels(d.path()).unwrap().is_empty());
+        assert!(find_kernels(&img(&d)).unwrap().is_empty());
     }
 
     #[test]
@@ -324,19 +376,19 @@ mod tests {
             &["6.1.0-9-amd64", "6.1.0-10-amd64"],
             &["6.1.0-9-amd64"],
         );
-        let e = format!("{:#}", newest(d.path()).unwrap_err());
+        let e = format!("{:#}", newest(&img(&d)).unwrap_err());
         assert!(e.contains("kernel 6.1.0-10-amd64"), "{e}");
         assert!(e.contains("has no modules tree"), "{e}");
-        let ks = find_kernels(d.path()).unwrap();
+        let ks = find_kernels(&img(&d)).unwrap();
         assert_eq!(ks.len(), 1);
         let e = format!(
             "{:#}",
-            select(d.path(), Some("6.1.0-10-amd64")).unwrap_err()
+            select(&img(&d), Some("6.1.0-10-amd64")).unwrap_err()
         );
         assert!(e.contains("no modules tree"), "{e}");
         let e = format!(
             "{:#}",
-            select(d.path(), Some("5.10.0-1-amd64")).unwrap_err()
+            select(&img(&d), Some("5.10.0-1-amd64")).unwrap_err()
         );
         assert!(e.contains("have: 6.1.0-9-amd64, 6.1.0-10-amd64"), "{e}");
     }

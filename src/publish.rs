@@ -12,6 +12,7 @@
 
 use crate::fsutil::{self, AtomicFile};
 use crate::image::Layout;
+use crate::imagefs::ImageRoot;
 use crate::kernel::{self, Kernel};
 use crate::profile::{Loaded, Profile};
 use crate::pxelinux;
@@ -198,21 +199,21 @@ pub fn cmdline(p: &Profile, image_dir: &Path) -> String {
 }
 
 /// Build the initramfs for `k` as the profile asks; returns its bytes.
-pub fn build_initramfs(root: &Path, k: &Kernel, p: &Profile) -> Result<Vec<u8>> {
+pub fn build_initramfs(img: &ImageRoot, k: &Kernel, p: &Profile) -> Result<Vec<u8>> {
     if p.initramfs.backend == "initramfs-tools" {
         let tmp = std::env::temp_dir().join(format!(
             "nfsroot-initrd-{}-{}",
             std::process::id(),
             crate::build::random_hex()
         ));
-        crate::initramfs::build_with_initramfs_tools(root, &k.version, &tmp)?;
+        crate::initramfs::build_with_initramfs_tools(img.path(), &k.version, &tmp)?;
         let b = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
         let _ = std::fs::remove_file(&tmp);
         return Ok(b);
     }
     let spec = initramfs_spec(p)?;
     let mut out = Vec::new();
-    crate::initramfs::build(root, &k.version, &spec, &mut out)
+    crate::initramfs::build(img, &k.version, &spec, &mut out)
         .with_context(|| format!("building the initramfs for {}", k.version))?;
     Ok(out)
 }
@@ -285,18 +286,21 @@ pub fn publish(
 
 /// The plan for a publish: what would be written.
 struct Plan {
-    kernel: Kernel,
+    /// The kernel's bytes, read once through the confined view: what is
+    /// hashed is what is written.
+    kernel_data: Vec<u8>,
     initrd: Vec<u8>,
     initrd_sha: String,
     kernel_sha: String,
     entry: PublishedKernel,
 }
 
-fn plan(p: &Profile, root: &Path, image_dir: &Path, tftp_sub: &str) -> Result<Plan> {
-    let k = kernel::newest(root)?;
-    let initrd = build_initramfs(root, &k, p)?;
+fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Result<Plan> {
+    let k = kernel::newest(img)?;
+    let initrd = build_initramfs(img, &k, p)?;
     let initrd_sha = fsutil::sha256_bytes(&initrd);
-    let kernel_sha = fsutil::sha256_file(&k.vmlinuz)?;
+    let kernel_data = img.read(&k.vmlinuz)?;
+    let kernel_sha = fsutil::sha256_bytes(&kernel_data);
     let entry = PublishedKernel {
         version: k.version.clone(),
         kernel: format!("{tftp_sub}/vmlinuz-{}", k.version),
@@ -308,7 +312,7 @@ fn plan(p: &Profile, root: &Path, image_dir: &Path, tftp_sub: &str) -> Result<Pl
         published_at: crate::clock::rfc3339(crate::clock::now_secs()),
     };
     Ok(Plan {
-        kernel: k,
+        kernel_data,
         initrd,
         initrd_sha,
         kernel_sha,
@@ -329,7 +333,8 @@ pub fn publish_with(
     }
     let image = &p.name;
     let image_dir = layout.image_dir(image);
-    let plan = plan(p, root, &image_dir, image)?;
+    let img = ImageRoot::open(root)?;
+    let plan = plan(p, &img, &image_dir, image)?;
     let tftp = &layout.tftp_root;
     let sub = tftp.join(image);
     let cfgd = cfg_dir(layout);
@@ -443,12 +448,9 @@ pub fn publish_with(
     }
     if fsutil::sha256_file(&kernel_path).ok().as_deref() != Some(plan.kernel_sha.as_str()) {
         on_line(&format!("writing {}", kernel_path.display()));
-        let sha = fsutil::atomic_copy(&plan.kernel.vmlinuz, &kernel_path, 0o644)?;
+        let sha = fsutil::atomic_copy_from(&plan.kernel_data[..], &kernel_path, 0o644)?;
         if sha != plan.kernel_sha {
-            bail!(
-                "{} changed while it was being published; run again",
-                plan.kernel.vmlinuz.display()
-            );
+            bail!("{} was written short; run again", kernel_path.display());
         }
         out.written.push(kernel_path.clone());
     }
@@ -650,13 +652,17 @@ pub struct Status {
 
 pub fn status(layout: &Layout, image: &str) -> Result<Status> {
     let path = layout.existing_image(image)?;
-    let release = std::fs::read_to_string(path.join("etc/nfsroot-release"))
+    let img = ImageRoot::open(&path)?;
+    let release = img
+        .read_to_string_opt("etc/nfsroot-release")
+        .ok()
+        .flatten()
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let in_image: Vec<String> = kernel::find_kernels(&path)
+    let in_image: Vec<String> = kernel::find_kernels(&img)
         .unwrap_or_default()
         .into_iter()
         .map(|k| k.version)

@@ -18,13 +18,14 @@
 pub mod cpio;
 pub mod modules;
 
-use crate::exec::{self, Cmd, Tool};
+use crate::exec::{self, Tool};
 use crate::fsutil::{self, AtomicFile, HashingWriter};
+use crate::imagefs::ImageRoot;
 use crate::kernel;
 use anyhow::{Context, Result, bail};
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 pub use modules::ModuleSpec;
 
@@ -94,54 +95,6 @@ pub struct Report {
     pub sha256: String,
 }
 
-/// Resolve `rel` inside `root` the way the image itself would: symlinks
-/// (absolute or relative) are followed relative to `root` and never lead
-/// out of it. The result need not exist.
-pub fn path_in_root(root: &Path, rel: &str) -> Result<PathBuf> {
-    let mut todo: Vec<OsString> = Path::new(rel)
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_owned()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    let mut cur: Vec<OsString> = Vec::new();
-    let mut hops = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            cur.pop();
-            continue;
-        }
-        let mut p = root.to_path_buf();
-        p.extend(&cur);
-        p.push(&c);
-        match std::fs::read_link(&p) {
-            Ok(t) => {
-                hops += 1;
-                if hops > 40 {
-                    bail!("too many symlinks resolving {rel} in {}", root.display());
-                }
-                if t.is_absolute() {
-                    cur.clear();
-                }
-                for tc in t.components().rev() {
-                    match tc {
-                        Component::Normal(s) => todo.push(s.to_owned()),
-                        Component::ParentDir => todo.push("..".into()),
-                        _ => {}
-                    }
-                }
-            }
-            Err(_) => cur.push(c),
-        }
-    }
-    let mut p = root.to_path_buf();
-    p.extend(&cur);
-    Ok(p)
-}
-
 /// ELF facts about a binary: its `e_machine`, and whether it asks for a
 /// dynamic loader (has PT_INTERP).
 fn elf_info(data: &[u8]) -> Option<(u16, bool)> {
@@ -197,35 +150,27 @@ fn elf_info(data: &[u8]) -> Option<(u16, bool)> {
     Some((machine, interp))
 }
 
-/// ELF e_machine of the host, when known.
-fn host_machine() -> Option<u16> {
-    Some(match std::env::consts::ARCH {
-        "x86_64" => 62,
-        "x86" => 3,
-        "aarch64" => 183,
-        "arm" => 40,
-        "riscv64" => 243,
-        "powerpc64" => 21,
-        "s390x" => 22,
-        "mips" | "mips64" => 8,
-        "loongarch64" => 258,
-        _ => return None,
-    })
+/// Whether the busybox binary provides `applet`: busybox keeps its applet
+/// names as one NUL-separated string table, so each name appears as
+/// `\0name\0`. The binary is scanned, never run: it comes from the image,
+/// and the host must not execute anything a node could have replaced.
+fn has_applet(data: &[u8], applet: &str) -> bool {
+    let mut pat = Vec::with_capacity(applet.len() + 2);
+    pat.push(0);
+    pat.extend_from_slice(applet.as_bytes());
+    pat.push(0);
+    data.windows(pat.len()).any(|w| w == pat.as_slice())
 }
 
-/// The image's busybox, checked: present, static, and (when it can run
-/// here) providing every applet `/init` uses.
-fn image_busybox(root: &Path) -> Result<Vec<u8>> {
-    let path = path_in_root(root, "bin/busybox")?;
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("the image has no /bin/busybox; add busybox-static to the profile's packages")
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+/// The image's busybox, checked: present, a static ELF, and naming every
+/// applet `/init` uses in its applet table.
+fn image_busybox(img: &ImageRoot) -> Result<Vec<u8>> {
+    let rel = "bin/busybox";
+    let Some(data) = img.read_opt(rel)? else {
+        bail!("the image has no /bin/busybox; add busybox-static to the profile's packages")
     };
-    let Some((machine, dynamic)) = elf_info(&data) else {
-        bail!("{} is not an ELF binary", path.display());
+    let Some((_machine, dynamic)) = elf_info(&data) else {
+        bail!("{} is not an ELF binary", img.show(rel));
     };
     if dynamic {
         bail!(
@@ -233,59 +178,40 @@ fn image_busybox(root: &Path) -> Result<Vec<u8>> {
              add busybox-static to the profile's packages"
         );
     }
-    if host_machine() == Some(machine) {
-        let list = Cmd::new(&path)
-            .arg("--list")
-            .output()
-            .with_context(|| format!("listing applets of {}", path.display()))?;
-        let have: std::collections::BTreeSet<&str> = list.lines().map(str::trim).collect();
-        let missing: Vec<&str> = APPLETS
-            .iter()
-            .copied()
-            .filter(|a| !have.contains(a))
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "the image's /bin/busybox lacks applets the initramfs needs: {}",
-                missing.join(" ")
-            );
-        }
+    let missing: Vec<&str> = APPLETS
+        .iter()
+        .copied()
+        .filter(|a| !has_applet(&data, a))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} lacks applets the initramfs needs: {}",
+            img.show(rel),
+            missing.join(" ")
+        );
     }
     Ok(data)
 }
 
-/// Read one module file, decompressing .xz/.zst/.gz (busybox insmod loads
-/// plain ELF only for certain).
-fn read_module(path: &Path) -> Result<Vec<u8>> {
-    let name = path.to_string_lossy();
-    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+/// Decompress one module file (.xz/.zst/.gz; busybox insmod loads plain
+/// ELF only for certain). `name` is for messages and the suffix.
+fn decompress_module(name: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
     let out = if name.ends_with(".ko.zst") {
-        zstd::stream::decode_all(&raw[..])
-            .with_context(|| format!("decompressing {}", path.display()))?
+        zstd::stream::decode_all(&raw[..]).with_context(|| format!("decompressing {name}"))?
     } else if name.ends_with(".ko.gz") {
         let mut v = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut v)
-            .with_context(|| format!("decompressing {}", path.display()))?;
+            .with_context(|| format!("decompressing {name}"))?;
         v
     } else if name.ends_with(".ko.xz") {
+        // The host's xz reads the bytes on stdin: it never opens a path
+        // inside the image.
         let xz = exec::require(Tool {
             name: "xz",
             package: "xz-utils",
         })?;
-        let out = std::process::Command::new(xz)
-            .arg("-dc")
-            .arg(path)
-            .output()
-            .with_context(|| format!("decompressing {}", path.display()))?;
-        if !out.status.success() {
-            bail!(
-                "decompressing {}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        out.stdout
+        exec::pipe_through(&xz, &["-dc"], &raw).with_context(|| format!("decompressing {name}"))?
     } else {
         raw
     };
@@ -302,10 +228,14 @@ fn archive_mtime() -> u32 {
 
 /// Assemble the archive (uncompressed) for kernel `kver` of `root`.
 /// Returns it with the number of modules shipped.
-pub fn assemble(root: &Path, kver: &str, modules: &ModuleSpec) -> Result<(cpio::Archive, usize)> {
-    let k = kernel::select(root, Some(kver))?;
-    let busybox = image_busybox(root)?;
-    let db = modules::ModuleDb::load(&k.modules_dir, kver)?;
+pub fn assemble(
+    img: &ImageRoot,
+    kver: &str,
+    modules: &ModuleSpec,
+) -> Result<(cpio::Archive, usize)> {
+    let k = kernel::select(img, Some(kver))?;
+    let busybox = image_busybox(img)?;
+    let db = modules::ModuleDb::load(img, &k.modules_dir, kver)?;
     let sel = db.resolve(modules)?;
 
     let mut a = cpio::Archive::new();
@@ -355,15 +285,13 @@ pub fn assemble(root: &Path, kver: &str, modules: &ModuleSpec) -> Result<(cpio::
         0o644,
         db.trimmed_alias(&sel).into_bytes(),
     )?;
-    let builtin = k.modules_dir.join("modules.builtin");
-    if builtin.is_file() {
-        let b =
-            std::fs::read(&builtin).with_context(|| format!("reading {}", builtin.display()))?;
+    if let Some(b) = img.read_opt(k.modules_dir.join("modules.builtin"))? {
         a.file(&format!("{mdir}/modules.builtin"), 0o644, b)?;
     }
     for name in &sel.modules {
         let rel = &db.modules[name].rel;
-        let data = read_module(&k.modules_dir.join(rel))?;
+        let path = k.modules_dir.join(rel);
+        let data = decompress_module(&img.show(&path), img.read(&path)?)?;
         a.file(
             &format!("{mdir}/{}", modules::shipped_rel(rel)),
             0o644,
@@ -374,8 +302,8 @@ pub fn assemble(root: &Path, kver: &str, modules: &ModuleSpec) -> Result<(cpio::
 }
 
 /// Build the initramfs for kernel `kver` of the image at `root` into `out`.
-pub fn build(root: &Path, kver: &str, spec: &Spec, out: &mut dyn Write) -> Result<Report> {
-    let (archive, nmods) = assemble(root, kver, &spec.modules)?;
+pub fn build(img: &ImageRoot, kver: &str, spec: &Spec, out: &mut dyn Write) -> Result<Report> {
+    let (archive, nmods) = assemble(img, kver, &spec.modules)?;
     let mut raw = Vec::new();
     let uncompressed = archive.write(&mut raw, archive_mtime())?;
     let mut hw = HashingWriter::new(out);
@@ -444,7 +372,8 @@ pub fn run_build(
     include: &[String],
     exclude: &[String],
 ) -> Result<()> {
-    let k = kernel::select(root, kver)?;
+    let img = ImageRoot::open(root)?;
+    let k = kernel::select(&img, kver)?;
     let mut modules = ModuleSpec {
         include: include.to_vec(),
         exclude: exclude.to_vec(),
@@ -458,7 +387,7 @@ pub fn run_build(
     };
     let start = std::time::Instant::now();
     let mut f = AtomicFile::create(out)?;
-    let r = build(root, &k.version, &spec, &mut f)
+    let r = build(&img, &k.version, &spec, &mut f)
         .with_context(|| format!("building initramfs {}", out.display()))?;
     f.commit()?;
     if exec::verbosity() >= 1 {
@@ -485,20 +414,19 @@ pub const INITRAMFS_TOOLS_CONF: &str = "etc/initramfs-tools/conf.d/nfsroot";
 /// is [`INITRAMFS_TOOLS_CONF`].
 pub fn build_with_initramfs_tools(root: &Path, kver: &str, out: &Path) -> Result<()> {
     exec::require_root("building an initramfs with mkinitramfs")?;
-    kernel::select(root, Some(kver))?;
-    if !path_in_root(root, "usr/sbin/mkinitramfs")?.is_file() {
+    let img = ImageRoot::open(root)?;
+    kernel::select(&img, Some(kver))?;
+    if !img.is_file("usr/sbin/mkinitramfs") {
         bail!(
             "the image has no /usr/sbin/mkinitramfs; add initramfs-tools to the profile's packages"
         );
     }
-    let conf = path_in_root(root, INITRAMFS_TOOLS_CONF)?;
-    fsutil::mkdir_p(conf.parent().context("conf.d has a parent")?)?;
-    fsutil::atomic_write(
-        &conf,
+    img.write(
+        INITRAMFS_TOOLS_CONF,
         b"# written by nfsroot: boot from an NFS root, with network drivers only\nBOOT=nfs\nMODULES=netboot\n",
+        0o644,
     )?;
-    let tmp_rel = format!("tmp/nfsroot-initrd-{}", std::process::id());
-    let tmp = path_in_root(root, &tmp_rel)?;
+    let tmp_rel = format!("tmp/nfsroot-initrd-{}", crate::build::random_hex());
     let argv: Vec<OsString> = vec![
         "mkinitramfs".into(),
         "-o".into(),
@@ -513,8 +441,11 @@ pub fn build_with_initramfs_tools(root: &Path, kver: &str, out: &Path) -> Result
                 root.display()
             )
         })
-        .and_then(|_| fsutil::atomic_copy(&tmp, out, 0o644).map(|_| ()));
-    let _ = std::fs::remove_file(&tmp);
+        .and_then(|_| {
+            let f = img.open_file(&tmp_rel)?;
+            fsutil::atomic_copy_from(f, out, 0o644).map(|_| ())
+        });
+    let _ = img.remove_file(&tmp_rel);
     res
 }
 
@@ -537,14 +468,23 @@ mod tests {
         }
     }
 
-    /// An ELF header for a foreign machine (so `--list` is skipped).
+    /// A static ELF header followed by busybox's applet name table.
     fn fake_static_elf() -> Vec<u8> {
         let mut v = vec![0u8; 64];
         v[..4].copy_from_slice(b"\x7fELF");
         v[4] = 2;
         v[5] = 1;
         v[18..20].copy_from_slice(&0x9999u16.to_le_bytes());
+        v.extend_from_slice(b"[\0[[\0");
+        for a in APPLETS {
+            v.extend_from_slice(a.as_bytes());
+            v.push(0);
+        }
         v
+    }
+
+    fn img(d: &tempfile::TempDir) -> ImageRoot {
+        ImageRoot::open(d.path()).unwrap()
     }
 
     #[test]
@@ -553,9 +493,9 @@ mod tests {
         fake_root(d.path(), true);
         let spec = Spec::default();
         let mut a = Vec::new();
-        let r = build(d.path(), "6.1.0-9-amd64", &spec, &mut a).unwrap();
+        let r = build(&img(&d), "6.1.0-9-amd64", &spec, &mut a).unwrap();
         let mut b = Vec::new();
-        build(d.path(), "6.1.0-9-amd64", &spec, &mut b).unwrap();
+        build(&img(&d), "6.1.0-9-amd64", &spec, &mut b).unwrap();
         assert_eq!(a, b);
         assert_eq!(r.compressed as usize, a.len());
         assert_eq!(r.modules, 13);
@@ -580,8 +520,8 @@ mod tests {
             ..Spec::default()
         };
         let (mut x, mut y) = (Vec::new(), Vec::new());
-        build(d.path(), "6.1.0-9-amd64", &gz, &mut x).unwrap();
-        build(d.path(), "6.1.0-9-amd64", &gz, &mut y).unwrap();
+        build(&img(&d), "6.1.0-9-amd64", &gz, &mut x).unwrap();
+        build(&img(&d), "6.1.0-9-amd64", &gz, &mut y).unwrap();
         assert_eq!(x, y);
         assert_eq!(read_entries_bytes(&x).unwrap(), e);
     }
@@ -590,7 +530,7 @@ mod tests {
     fn missing_busybox_is_named() {
         let d = tempfile::tempdir().unwrap();
         fake_root(d.path(), false);
-        let e = build(d.path(), "6.1.0-9-amd64", &Spec::default(), &mut Vec::new()).unwrap_err();
+        let e = build(&img(&d), "6.1.0-9-amd64", &Spec::default(), &mut Vec::new()).unwrap_err();
         let e = format!("{e:#}");
         assert!(
             e.contains(
@@ -601,15 +541,60 @@ mod tests {
     }
 
     #[test]
-    fn path_in_root_stays_inside() {
+    fn busybox_is_scanned_never_run() {
         let d = tempfile::tempdir().unwrap();
-        let r = d.path();
-        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
-        std::os::unix::fs::symlink("/usr/lib", r.join("lib")).unwrap();
-        std::os::unix::fs::symlink("../../..", r.join("usr/lib/up")).unwrap();
-        assert_eq!(path_in_root(r, "lib/x").unwrap(), r.join("usr/lib/x"));
-        assert_eq!(path_in_root(r, "lib/up/etc").unwrap(), r.join("etc"));
-        assert_eq!(path_in_root(r, "/../../etc").unwrap(), r.join("etc"));
+        fake_root(d.path(), false);
+        let marker = d.path().join("MARKER");
+        // A host-runnable static "busybox" that would leave a marker and
+        // list every applet if anything ran it.
+        let script = format!("#!/bin/sh\ntouch {}\n", marker.display());
+        let mut elf = fake_static_elf();
+        elf.extend_from_slice(script.as_bytes());
+        std::fs::write(d.path().join("usr/bin/busybox"), &elf).unwrap();
+        build(&img(&d), "6.1.0-9-amd64", &Spec::default(), &mut Vec::new()).unwrap();
+        assert!(!marker.exists());
+        // Without an applet the initramfs needs, it is refused by name.
+        let short: Vec<u8> = elf
+            .windows(b"\0switch_root\0".len())
+            .position(|w| w == b"\0switch_root\0")
+            .map(|i| [&elf[..i + 1], &elf[i + 12..]].concat())
+            .unwrap();
+        std::fs::write(d.path().join("usr/bin/busybox"), &short).unwrap();
+        let e = build(&img(&d), "6.1.0-9-amd64", &Spec::default(), &mut Vec::new()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("lacks applets the initramfs needs: switch_root"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn module_links_out_of_the_image_are_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        fake_root(d.path(), true);
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret");
+        std::fs::write(&secret, "TOP-SECRET-BYTES").unwrap();
+        let mdir = d.path().join("lib/modules/6.1.0-9-amd64");
+        std::fs::remove_file(mdir.join("kernel/fs/nfs/nfs.ko")).unwrap();
+        std::os::unix::fs::symlink(&secret, mdir.join("kernel/fs/nfs/nfs.ko")).unwrap();
+        let e = build(&img(&d), "6.1.0-9-amd64", &Spec::default(), &mut Vec::new()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("kernel/fs/nfs/nfs.ko does not exist"),
+            "{e:#}"
+        );
+        std::fs::remove_file(mdir.join("kernel/fs/nfs/nfs.ko")).unwrap();
+        std::fs::write(mdir.join("kernel/fs/nfs/nfs.ko"), "module").unwrap();
+        let _ = std::fs::remove_file(mdir.join("modules.builtin"));
+        std::os::unix::fs::symlink(&secret, mdir.join("modules.builtin")).unwrap();
+        let mut out = Vec::new();
+        build(&img(&d), "6.1.0-9-amd64", &Spec::default(), &mut out).unwrap();
+        for e in read_entries_bytes(&out).unwrap() {
+            assert!(
+                !e.2.windows(16).any(|w| w == b"TOP-SECRET-BYTES"),
+                "{}",
+                e.0
+            );
+        }
     }
 
     /// The command words of a shell script: the first word of every simple

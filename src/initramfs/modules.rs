@@ -11,6 +11,7 @@
 //! `modprobe`, which matches them against the trimmed `modules.alias` we
 //! write (busybox 1.35 does glob matching of aliases itself).
 
+use crate::imagefs::ImageRoot;
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -116,22 +117,18 @@ pub struct Selection {
     pub always_load: Vec<String>,
 }
 
-fn read_optional(path: &Path) -> Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+fn read_optional(img: &ImageRoot, path: &Path) -> Result<String> {
+    Ok(img.read_to_string_opt(path)?.unwrap_or_default())
 }
 
 impl ModuleDb {
-    /// Read the index files in `dir` (`<root>/lib/modules/<kver>`).
-    pub fn load(dir: &Path, kver: &str) -> Result<Self> {
+    /// Read the index files in `dir` (`lib/modules/<kver>` inside `img`).
+    pub fn load(img: &ImageRoot, dir: &Path, kver: &str) -> Result<Self> {
         let dep_path = dir.join("modules.dep");
-        let dep = std::fs::read_to_string(&dep_path).with_context(|| {
+        let dep = img.read_to_string_opt(&dep_path)?.with_context(|| {
             format!(
                 "reading {} (kernel {kver}; run depmod {kver} in the image)",
-                dep_path.display()
+                img.show(&dep_path)
             )
         })?;
         let mut db = Self {
@@ -143,10 +140,10 @@ impl ModuleDb {
             builtin: BTreeSet::new(),
         };
         db.parse_dep(&dep)
-            .with_context(|| format!("parsing {}", dep_path.display()))?;
-        db.parse_alias(&read_optional(&dir.join("modules.alias"))?);
-        db.parse_softdep(&read_optional(&dir.join("modules.softdep"))?);
-        for l in read_optional(&dir.join("modules.builtin"))?.lines() {
+            .with_context(|| format!("parsing {}", img.show(&dep_path)))?;
+        db.parse_alias(&read_optional(img, &dir.join("modules.alias"))?);
+        db.parse_softdep(&read_optional(img, &dir.join("modules.softdep"))?);
+        for l in read_optional(img, &dir.join("modules.builtin"))?.lines() {
             if !l.trim().is_empty() {
                 db.builtin.insert(name_of(l.trim()));
             }
@@ -428,7 +425,8 @@ alias fs-overlay overlay
     fn db() -> (tempfile::TempDir, ModuleDb) {
         let d = tempfile::tempdir().unwrap();
         fake_tree(d.path());
-        let db = ModuleDb::load(d.path(), "6.1.0-9-amd64").unwrap();
+        let img = ImageRoot::open(d.path()).unwrap();
+        let db = ModuleDb::load(&img, Path::new(""), "6.1.0-9-amd64").unwrap();
         (d, db)
     }
 

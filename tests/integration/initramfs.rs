@@ -8,6 +8,7 @@
 //! modules and busybox-static).
 
 use crate::common;
+use nfsroot::imagefs::ImageRoot;
 use nfsroot::initramfs::{self, Compression, ModuleSpec, Spec};
 use nfsroot::kernel;
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,9 +24,9 @@ fn image_root() -> PathBuf {
 }
 
 fn build_bytes(root: &Path, spec: &Spec) -> (Vec<u8>, initramfs::Report) {
-    let k = kernel::newest(root).unwrap();
+    let k = kernel::newest(&ImageRoot::open(root).unwrap()).unwrap();
     let mut out = Vec::new();
-    let r = initramfs::build(root, &k.version, spec, &mut out).unwrap();
+    let r = initramfs::build(&ImageRoot::open(root).unwrap(), &k.version, spec, &mut out).unwrap();
     (out, r)
 }
 
@@ -70,7 +71,7 @@ fn module_names(e: &Entries) -> BTreeSet<String> {
 #[test]
 fn initramfs_has_modules_with_deps_init_and_applets() {
     let root = image_root();
-    let k = kernel::newest(&root).unwrap();
+    let k = kernel::newest(&ImageRoot::open(&root).unwrap()).unwrap();
     let (data, r) = build_bytes(&root, &Spec::default());
     let e = entries(&data);
     assert_eq!(e.len(), r.files);
@@ -155,13 +156,19 @@ fn initramfs_builds_are_byte_identical() {
 #[test]
 fn initramfs_without_nics_for_negative_boot_tests() {
     let root = image_root();
-    let k = kernel::newest(&root).unwrap();
+    let k = kernel::newest(&ImageRoot::open(&root).unwrap()).unwrap();
     let mut out = Vec::new();
     let spec = Spec {
         modules: ModuleSpec::parse("nfs,nfsv3,nfsv4,-virtio_net,-e1000").unwrap(),
         compression: Compression::Gzip,
     };
-    initramfs::build(&root, &k.version, &spec, &mut out).unwrap();
+    initramfs::build(
+        &ImageRoot::open(&root).unwrap(),
+        &k.version,
+        &spec,
+        &mut out,
+    )
+    .unwrap();
     let names = module_names(&entries(&out));
     assert!(names.contains("nfsv4"));
     for nic in ["virtio_net", "e1000", "e1000e", "virtio_pci"] {
@@ -172,12 +179,18 @@ fn initramfs_without_nics_for_negative_boot_tests() {
 #[test]
 fn initramfs_unknown_module_is_named() {
     let root = image_root();
-    let k = kernel::newest(&root).unwrap();
+    let k = kernel::newest(&ImageRoot::open(&root).unwrap()).unwrap();
     let spec = Spec {
         modules: ModuleSpec::parse("default,e1001").unwrap(),
         ..Spec::default()
     };
-    let err = initramfs::build(&root, &k.version, &spec, &mut Vec::new()).unwrap_err();
+    let err = initramfs::build(
+        &ImageRoot::open(&root).unwrap(),
+        &k.version,
+        &spec,
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("unknown module e1001"), "{msg}");
     assert!(msg.contains(&k.version), "{msg}");
@@ -232,7 +245,7 @@ fn is_root() -> bool {
 fn initramfs_busybox_parses_init_and_resolves_modaliases() {
     assert!(is_root(), "this test chroots: run the suite as root");
     let root = image_root();
-    let k = kernel::newest(&root).unwrap();
+    let k = kernel::newest(&ImageRoot::open(&root).unwrap()).unwrap();
     let (data, _) = build_bytes(&root, &Spec::default());
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
@@ -307,7 +320,7 @@ fn initramfs_tools_backend_on_a_copy() {
     let layout = common::TestLayout::temp();
     let copy = layout.image("copy");
     common::copy_image(&src, &copy);
-    let k = kernel::newest(&copy).unwrap();
+    let k = kernel::newest(&ImageRoot::open(&copy).unwrap()).unwrap();
     let out = layout.tftp.join("initrd.img");
     initramfs::build_with_initramfs_tools(&copy, &k.version, &out).unwrap();
     let e = initramfs::read_entries(&out).unwrap();
