@@ -10,6 +10,7 @@
 //! mounts live only as long as the namespace, so no exit path — an error,
 //! Ctrl-C or SIGKILL — can leave /proc, /sys or /dev mounted in a tree.
 
+use crate::imagefs::ImageRoot;
 use anyhow::{Context, Result, bail};
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -330,38 +331,113 @@ pub fn in_private_namespaces(inner: Cmd) -> Result<Cmd> {
 pub const POLICY_RC_D: &str =
     "#!/bin/sh\n# installed by nfsroot while it works in this image\nexit 101\n";
 
+/// Where the image's policy-rc.d lives.
+const POLICY_RC_D_PATH: &str = "usr/sbin/policy-rc.d";
+
+/// The mount points [`chroot_cmd`] mounts on: each must be a real directory
+/// of the image, never a symlink (the host's mount would follow it).
+const MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "run", "tmp"];
+
+/// A command prepared to run in an image's chroot; see [`chroot_cmd`].
+/// Dropping it removes the policy-rc.d it put in place.
+#[derive(Debug)]
+pub struct Chroot {
+    cmd: Cmd,
+    img: ImageRoot,
+    own_policy: bool,
+}
+
+impl Chroot {
+    /// Run to completion, discarding stdout (see [`Cmd::run`]).
+    pub fn run(&self) -> Result<()> {
+        self.cmd.run()
+    }
+
+    /// Run with stdio inherited; return the exit code.
+    pub fn run_inherit(&self) -> Result<i32> {
+        self.cmd.run_inherit()
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        if self.own_policy {
+            let _ = self.img.remove_file(POLICY_RC_D_PATH);
+        }
+    }
+}
+
+/// Put nfsroot's policy-rc.d in place unless the image has its own regular
+/// file there; returns whether it is ours. A symlink (dangling or not) or
+/// any other inode at that name is replaced, never written through.
+fn install_policy(img: &ImageRoot) -> Result<bool> {
+    match img.symlink_metadata(POLICY_RC_D_PATH)? {
+        Some(m) if m.is_file() => Ok(false),
+        other => {
+            if let Some(m) = other {
+                eprintln!(
+                    "nfsroot: warning: {} is a {}, not a file; replacing it with nfsroot's \
+                     own while the command runs",
+                    img.show(POLICY_RC_D_PATH),
+                    crate::imagefs::kind_word(&m)
+                );
+            }
+            img.write(POLICY_RC_D_PATH, POLICY_RC_D.as_bytes(), 0o755)?;
+            Ok(true)
+        }
+    }
+}
+
+/// Check (and create when missing) the directories mounts go on.
+fn check_mount_points(img: &ImageRoot) -> Result<()> {
+    for d in MOUNT_POINTS {
+        match img.symlink_metadata(d)? {
+            Some(m) if m.is_dir() => {}
+            Some(m) => bail!(
+                "{} is a {}, not a directory; the host would mount through it. \
+                 Make it a plain directory (rm it, mkdir it) and run again",
+                img.show(d),
+                crate::imagefs::kind_word(&m)
+            ),
+            None => {
+                img.create_dir_all(d, if *d == "tmp" { 0o1777 } else { 0o755 })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A command run inside `root` with /proc, /sys, /dev, /dev/pts and a
 /// private /run mounted, and policy-rc.d in place; all in private
 /// namespaces so every mount vanishes when the command ends, however it
-/// ends. policy-rc.d is removed afterwards unless the image already had one.
-pub fn chroot_cmd(root: &Path, argv: &[OsString]) -> Result<Cmd> {
+/// ends. The image is prepared through its confined view first: the mount
+/// points must be real directories, and policy-rc.d is written by rename
+/// (removed again when the returned [`Chroot`] drops, unless the image
+/// already had its own).
+pub fn chroot_cmd(root: &Path, argv: &[OsString]) -> Result<Chroot> {
+    let img = ImageRoot::open(root)?;
+    check_mount_points(&img)?;
+    let own_policy = install_policy(&img)?;
     let script = r#"set -e
 r="$1"; shift
 mount -t proc proc "$r/proc"
 mount --rbind /sys "$r/sys"; mount --make-rslave "$r/sys"
 mount --rbind /dev "$r/dev"; mount --make-rslave "$r/dev"
-mkdir -p "$r/run"; mount -t tmpfs -o mode=755 tmpfs "$r/run"
-mkdir -p "$r/tmp"
-own=
-if [ ! -e "$r/usr/sbin/policy-rc.d" ]; then
-  printf '%s' "$NFSROOT_POLICY" > "$r/usr/sbin/policy-rc.d"
-  chmod 755 "$r/usr/sbin/policy-rc.d"; own=1
-fi
-set +e
-chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+mount -t tmpfs -o mode=755 tmpfs "$r/run"
+exec chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   HOME=/root TERM="${TERM:-dumb}" DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"
-rc=$?
-[ -n "$own" ] && rm -f "$r/usr/sbin/policy-rc.d"
-exit $rc
 "#;
-    let mut c = Cmd::new("/bin/sh")
+    let c = Cmd::new("/bin/sh")
         .arg("-c")
         .arg(script)
         .arg("nfsroot-chroot")
         .arg(root)
-        .env("NFSROOT_POLICY", POLICY_RC_D);
-    c = c.args(argv);
-    in_private_namespaces(c)
+        .args(argv);
+    Ok(Chroot {
+        cmd: in_private_namespaces(c)?,
+        img,
+        own_policy,
+    })
 }
 
 #[cfg(test)]
@@ -389,6 +465,26 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{e}").contains("apt-get install nfsroot-pkg"));
+    }
+
+    #[test]
+    fn policy_rc_d_replaces_links_and_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("img");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        let outside = d.path().join("outside-policy");
+        std::os::unix::fs::symlink(&outside, root.join(POLICY_RC_D_PATH)).unwrap();
+        let img = ImageRoot::open(&root).unwrap();
+        assert!(install_policy(&img).unwrap());
+        assert!(!outside.exists());
+        assert_eq!(img.read(POLICY_RC_D_PATH).unwrap(), POLICY_RC_D.as_bytes());
+        // The image's own regular file is kept.
+        std::fs::write(root.join(POLICY_RC_D_PATH), "#!/bin/sh\nexit 0\n").unwrap();
+        assert!(!install_policy(&img).unwrap());
+        // Mount points that are links are refused by name.
+        std::os::unix::fs::symlink("/etc", root.join("proc")).unwrap();
+        let e = check_mount_points(&img).unwrap_err();
+        assert!(format!("{e:#}").contains("img/proc is a symlink"), "{e:#}");
     }
 
     #[test]
