@@ -123,7 +123,7 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     prog.stage("fixups");
     let mut changed = fixups::apply_all(&staging, &ctx)?;
     if let Some(inv) = &opts.inventory
-        && crate::inventory::image_hosts_into(&staging, inv)?
+        && crate::inventory::image_hosts_into(&crate::imagefs::ImageRoot::open(&staging)?, inv)?
     {
         changed.push("inventory-hosts");
     }

@@ -44,10 +44,12 @@ impl Server {
         }
     }
 
-    /// An image tree with /etc/hosts and, optionally, a node.conf, and a
-    /// published record with two kernels (the newer default) whose config
-    /// is written as publish does.
-    fn image(&self, name: &str, node_conf: Option<&str>, default: bool) {
+    /// An image tree with /etc/hosts and, optionally, the profile it was
+    /// built from (saved where build saves it: sync takes the root mode and
+    /// log places from there, never from the image), and a published
+    /// record with two kernels (the newer default) whose config is written
+    /// as publish does.
+    fn image(&self, name: &str, profile: Option<&str>, default: bool) {
         let dir = self.layout.image_dir(name);
         std::fs::create_dir_all(dir.join("etc/nfsroot")).unwrap();
         std::fs::create_dir_all(dir.join("var/log")).unwrap();
@@ -56,8 +58,10 @@ impl Server {
             "127.0.0.1\tlocalhost\n# hand edit above the block\n10.9.9.9\tnas\n",
         )
         .unwrap();
-        if let Some(c) = node_conf {
-            std::fs::write(dir.join("etc/nfsroot/node.conf"), c).unwrap();
+        if let Some(p) = profile {
+            let saved = self.layout.base_dir.join(".nfsroot/profiles");
+            std::fs::create_dir_all(&saved).unwrap();
+            std::fs::write(saved.join(format!("{name}.toml")), p).unwrap();
         }
         let k = |v: &str| PublishedKernel {
             version: v.into(),
@@ -142,7 +146,7 @@ fn three() -> Server {
     s.image("minimal", None, true);
     s.image(
         "cuda",
-        Some("IMAGE='cuda'\nROOT_MODE='rw'\nLOG_LAYOUT='per-host'\nLOG_DIR='/var/log/hosts'\n"),
+        Some("name = \"cuda\"\n[nfs]\nroot_mode = \"rw\"\n[logs]\nlayout = \"per-host\"\ndir = \"/var/log/hosts\"\n"),
         false,
     );
     s.write_inv(THREE);
@@ -833,4 +837,73 @@ fn malformed_corpus_errors_name_line_and_field() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(n >= 15, "only {n} corpus files");
+}
+
+/// A node of a read-write image (or a restored archive) controls every
+/// file in the tree and in its log export: none of it may steer sync.
+#[test]
+fn hostile_image_does_not_steer_sync() {
+    use std::os::unix::fs::{MetadataExt, symlink};
+    let s = three();
+    let outside = s.root.join("outside");
+    std::fs::create_dir_all(outside.join("d")).unwrap();
+    std::fs::write(outside.join("hosts"), "keep\n").unwrap();
+    let before = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.uid(), m.gid(), m.mode())
+    };
+    let d_before = before(&outside.join("d"));
+    // A poisoned node.conf: logs exported from the server's `/`, and a log
+    // dir that climbs out of the image.
+    let img = s.layout.image_dir("minimal");
+    std::fs::write(
+        img.join("etc/nfsroot/node.conf"),
+        format!(
+            "ROOT_MODE='rw'\nLOG_EXPORT='10.18.1.1:/'\nLOG_DIR='/../../../../{}'\n",
+            outside.display()
+        ),
+    )
+    .unwrap();
+    // etc/hosts links out of the image, and so does a host's log directory
+    // in the rw image and in the ro image's export.
+    std::fs::remove_file(img.join("etc/hosts")).unwrap();
+    symlink(outside.join("hosts"), img.join("etc/hosts")).unwrap();
+    let cuda_logs = s.layout.image_dir("cuda").join("var/log/hosts");
+    std::fs::create_dir_all(&cuda_logs).unwrap();
+    symlink(outside.join("d"), cuda_logs.join("g001")).unwrap();
+    let export = s.layout.base_dir.join(".logs/minimal");
+    std::fs::create_dir_all(&export).unwrap();
+    symlink(outside.join("d"), export.join("n001")).unwrap();
+
+    let err = inventory::run_sync(&s.layout, &s.inv, &s.etc, false).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("exists and is not a directory"), "{msg}");
+    // Nothing outside changed, and the exports name no path from node.conf.
+    assert_eq!(
+        std::fs::read_to_string(outside.join("hosts")).unwrap(),
+        "keep\n"
+    );
+    assert_eq!(before(&outside.join("d")), d_before);
+    // With the planted log links gone, sync succeeds: etc/hosts is
+    // replaced inside the image, never written through.
+    std::fs::remove_file(cuda_logs.join("g001")).unwrap();
+    std::fs::remove_file(export.join("n001")).unwrap();
+    s.sync(false);
+    assert_eq!(
+        std::fs::read_to_string(outside.join("hosts")).unwrap(),
+        "keep\n"
+    );
+    assert!(
+        std::fs::symlink_metadata(img.join("etc/hosts"))
+            .unwrap()
+            .is_file()
+    );
+    let exports = s.read(s.etc.join("exports.d/nfsroot.exports"));
+    assert!(!exports.contains("\n/ "), "{exports}");
+    assert!(!exports.contains("outside"), "{exports}");
+    assert!(
+        exports.contains("/T/nfsroot/minimal 10.18.1.0/24(ro,"),
+        "{exports}"
+    );
+    assert_eq!(before(&outside.join("d")), d_before);
 }

@@ -32,6 +32,7 @@ use super::render::{self, Export};
 use super::{BootMode, Host, Inventory};
 use crate::fsutil::{self, Lock};
 use crate::image::Layout;
+use crate::imagefs::ImageRoot;
 use crate::publish::{Record, cfg_dir, image_config_name};
 use crate::pxelinux;
 use anyhow::{Context, Result, bail};
@@ -157,7 +158,8 @@ pub fn run_sync_with(layout: &Layout, o: &SyncOptions) -> Result<SyncReport> {
     };
     let inv = super::load(&o.inventory)?;
     let mut image_locks = Vec::new();
-    let p = plan(layout, &inv, &o.etc_dir)?;
+    let roots = Roots::default();
+    let p = plan(layout, &inv, &o.etc_dir, &roots)?;
     if !o.dry_run {
         for img in &p.locked_images {
             image_locks.push(layout.lock(img, "sync", o.wait)?);
@@ -167,12 +169,12 @@ pub fn run_sync_with(layout: &Layout, o: &SyncOptions) -> Result<SyncReport> {
     let p = if o.dry_run || p.locked_images.is_empty() {
         p
     } else {
-        plan(layout, &inv, &o.etc_dir)?
+        plan(layout, &inv, &o.etc_dir, &roots)?
     };
     let mut changes = Vec::new();
     let mut unchanged = 0;
     for it in &p.items {
-        match it.change(o.dry_run)? {
+        match it.change(&roots, o.dry_run)? {
             Some(c) => changes.push((it, c)),
             None => unchanged += 1,
         }
@@ -189,7 +191,7 @@ pub fn run_sync_with(layout: &Layout, o: &SyncOptions) -> Result<SyncReport> {
         next_steps.push("systemctl restart isc-dhcp-server (if it serves DHCP here)".to_string());
     }
     if !o.dry_run && !changes.is_empty() {
-        apply(layout, &p, &changes)?;
+        apply(layout, &p, &changes, &roots)?;
     }
     drop(image_locks);
     Ok(SyncReport {
@@ -216,10 +218,16 @@ pub fn host_boot_config(layout: &Layout, inv: &Inventory, host: &str) -> Result<
     render::boot_config(h, rec.as_ref())
 }
 
-/// Where an image's per-host logs go on the server, as its node.conf says.
+/// Where an image's per-host logs go, as its saved profile says: a
+/// directory inside the image (read-write roots) or one on the server that
+/// nodes write through an export (read-only roots). Either way it is a
+/// tree nodes write, so sync touches it only through a confined view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LogPlace {
-    base: PathBuf,
+    /// The confined root (the image, or the export's directory).
+    root: PathBuf,
+    /// Where the per-host directories go, inside `root`.
+    rel: PathBuf,
     uid: u32,
     gid: u32,
     /// Exported read-write from here (read-only roots).
@@ -233,40 +241,52 @@ struct ImageFacts {
     logs: Option<LogPlace>,
 }
 
+/// The profile image `image` was built from; the defaults when the image
+/// has none saved (made by hand, or by an older nfsroot).
+fn image_profile(layout: &Layout, image: &str) -> Result<crate::profile::Profile> {
+    if crate::publish::saved_profile_path(layout, image).is_file() {
+        return Ok(crate::publish::saved_profile(layout, image)?.profile);
+    }
+    let text = format!("name = {}\n", toml::Value::String(image.to_string()));
+    Ok(crate::profile::parse(&text, Path::new("(defaults)"), Path::new("."))?.profile)
+}
+
+/// Server-side facts of an image, from its saved profile and the layout
+/// only: never from a file inside the image, which nodes can write.
 fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFacts> {
-    let dir = layout.image_dir(image);
-    let conf_path = dir.join("etc/nfsroot/node.conf");
-    let conf = match std::fs::read_to_string(&conf_path) {
-        Ok(t) => Some(super::parse_shell_conf(&t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", conf_path.display())),
-    };
-    let get = |k: &str| conf.as_ref().and_then(|c| c.get(k)).map(String::as_str);
-    let rw = get("ROOT_MODE") == Some("rw");
-    if conf.is_some() && get("LOG_LAYOUT").is_some_and(|l| l != "per-host") {
+    let p = image_profile(layout, image)?;
+    let rw = p.nfs.root_mode == "rw";
+    if p.logs.layout != "per-host" {
         return Ok(ImageFacts { rw, logs: None });
     }
     let logs = if rw {
-        let log_dir = get("LOG_DIR").unwrap_or("/var/log/hosts");
         Some(LogPlace {
-            base: dir.join(log_dir.trim_start_matches('/')),
+            root: layout.image_dir(image),
+            rel: PathBuf::from(p.logs.dir.trim_start_matches('/')),
             uid: 0,
             gid: 0,
             export: false,
         })
     } else {
-        match get("LOG_EXPORT").and_then(|e| e.split_once(':')) {
+        match p.logs.export.split_once(':') {
             Some((server, path)) if !path.is_empty() => {
-                // Only a log export this server provides is ours to manage.
-                (server == inv.cluster.nfs_server.to_string()).then(|| LogPlace {
-                    base: PathBuf::from(path),
-                    uid: ANON_ID,
-                    gid: ANON_ID,
-                    export: true,
-                })
+                // Only a log export this server provides is ours to manage,
+                // and only below the base dir.
+                if server != inv.cluster.nfs_server.to_string() {
+                    None
+                } else {
+                    Some(LogPlace {
+                        root: confined_export(layout, image, Path::new(path))?,
+                        rel: PathBuf::new(),
+                        uid: ANON_ID,
+                        gid: ANON_ID,
+                        export: true,
+                    })
+                }
             }
             _ => Some(LogPlace {
-                base: layout.logs_dir(image),
+                root: layout.logs_dir(image),
+                rel: PathBuf::new(),
                 uid: ANON_ID,
                 gid: ANON_ID,
                 export: true,
@@ -274,6 +294,97 @@ fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFac
         }
     };
     Ok(ImageFacts { rw, logs })
+}
+
+/// A log export path from a profile, checked to lie below the base dir
+/// (sync chowns and exports it read-write).
+fn confined_export(layout: &Layout, image: &str, path: &Path) -> Result<PathBuf> {
+    let clean = path.is_absolute()
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+    if !clean || !path.starts_with(&layout.base_dir) || path == layout.base_dir {
+        bail!(
+            "image {image}: logs.export path {} is not below the base dir {}; sync only \
+             creates, chowns and exports log directories there (leave logs.export empty \
+             for the default {})",
+            path.display(),
+            layout.base_dir.display(),
+            layout.logs_dir(image).display()
+        );
+    }
+    Ok(path.to_path_buf())
+}
+
+/// A file or directory sync manages: on the server, or inside a tree nodes
+/// write (an image, a log export), reached only through its confined view.
+#[derive(Debug, Clone)]
+enum Place {
+    Host(PathBuf),
+    Confined { root: PathBuf, rel: PathBuf },
+}
+
+impl Place {
+    /// The host path, for reports and messages.
+    fn shown(&self) -> PathBuf {
+        match self {
+            Place::Host(p) => p.clone(),
+            Place::Confined { root, rel } if rel.as_os_str().is_empty() => root.clone(),
+            Place::Confined { root, rel } => root.join(rel),
+        }
+    }
+}
+
+/// Confined views of the trees a sync touches, opened once each.
+#[derive(Debug, Default)]
+struct Roots(std::cell::RefCell<BTreeMap<PathBuf, std::rc::Rc<ImageRoot>>>);
+
+impl Roots {
+    /// The view of `root`, created (a log export's directory) when
+    /// `create`; `None` when it does not exist and may not be created.
+    fn open(&self, root: &Path, create: bool) -> Result<Option<std::rc::Rc<ImageRoot>>> {
+        if let Some(r) = self.0.borrow().get(root) {
+            return Ok(Some(r.clone()));
+        }
+        if !root.is_dir() {
+            if !create {
+                return Ok(None);
+            }
+            fsutil::mkdir_p(root)?;
+        }
+        let r = std::rc::Rc::new(ImageRoot::open(root)?);
+        self.0.borrow_mut().insert(root.to_path_buf(), r.clone());
+        Ok(Some(r))
+    }
+
+    /// The view of `root` for writing (created when missing).
+    fn get(&self, root: &Path) -> Result<std::rc::Rc<ImageRoot>> {
+        self.open(root, true)?
+            .with_context(|| format!("opening {}", root.display()))
+    }
+
+    fn read(&self, place: &Place) -> Result<Option<String>> {
+        match place {
+            Place::Host(p) => read_opt(p),
+            Place::Confined { root, rel } => match self.open(root, false)? {
+                Some(r) => r.read_to_string_opt(rel),
+                None => Ok(None),
+            },
+        }
+    }
+
+    fn lstat(&self, place: &Place) -> Result<Option<std::fs::Metadata>> {
+        match place {
+            Place::Host(p) => Ok(std::fs::symlink_metadata(p).ok()),
+            Place::Confined { root, rel } => match self.open(root, false)? {
+                Some(r) => r.symlink_metadata(rel),
+                None => Ok(None),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -290,7 +401,7 @@ enum Phase {
 #[derive(Debug, Clone)]
 enum Item {
     File {
-        path: PathBuf,
+        place: Place,
         text: String,
         phase: Phase,
     },
@@ -302,7 +413,7 @@ enum Item {
         path: PathBuf,
     },
     Dir {
-        path: PathBuf,
+        place: Place,
         uid: u32,
         gid: u32,
         mode: u32,
@@ -320,7 +431,7 @@ impl Item {
     }
 
     /// The difference from the disk, if any.
-    fn change(&self, with_diff: bool) -> Result<Option<Change>> {
+    fn change(&self, roots: &Roots, with_diff: bool) -> Result<Option<Change>> {
         let mk = |action: &str, path: &Path, detail: String, diff: Option<String>| Change {
             action: action.into(),
             path: path.to_path_buf(),
@@ -328,10 +439,11 @@ impl Item {
             diff,
         };
         Ok(match self {
-            Item::File { path, text, .. } => {
-                let old = read_opt(path)?;
+            Item::File { place, text, .. } => {
+                let path = &place.shown();
+                let old = roots.read(place)?;
                 if old.as_deref() == Some(text.as_str())
-                    && !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink())
+                    && roots.lstat(place)?.is_some_and(|m| m.is_file())
                 {
                     None
                 } else {
@@ -350,14 +462,15 @@ impl Item {
             },
             Item::Remove { path } => Some(mk("remove", path, String::new(), None)),
             Item::Dir {
-                path,
+                place,
                 uid,
                 gid,
                 mode,
             } => {
+                let path = &place.shown();
                 let detail = format!("(owner {uid}:{gid}, mode {mode:04o})");
-                match std::fs::symlink_metadata(path) {
-                    Ok(m) if m.is_dir() => {
+                match roots.lstat(place)? {
+                    Some(m) if m.is_dir() => {
                         if m.uid() == *uid
                             && m.gid() == *gid
                             && m.permissions().mode() & 0o7777 == *mode
@@ -367,12 +480,12 @@ impl Item {
                             Some(mk("chown", path, detail, None))
                         }
                     }
-                    Ok(_) => bail!(
+                    Some(_) => bail!(
                         "{} exists and is not a directory; move it away so sync can \
                          create the host's log directory",
                         path.display()
                     ),
-                    Err(_) => Some(mk("mkdir", path, detail, None)),
+                    None => Some(mk("mkdir", path, detail, None)),
                 }
             }
         })
@@ -409,10 +522,17 @@ fn names_record(layout: &Layout) -> PathBuf {
         .join("pxelinux-names.json")
 }
 
+/// The per-host names recorded as ours. Only names PXELINUX looks up per
+/// host count: an entry such as `../x` in a damaged record never makes
+/// sync remove a file outside `pxelinux.cfg/`.
 fn load_names(layout: &Layout) -> Result<BTreeSet<String>> {
     let p = names_record(layout);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display())),
+        Ok(b) => {
+            let all: BTreeSet<String> =
+                serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display()))?;
+            Ok(all.into_iter().filter(|n| is_host_name(n)).collect())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
         Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }
@@ -437,42 +557,17 @@ fn body(text: &str) -> String {
 /// Put the inventory's `/etc/hosts` block into the image tree at `root`
 /// (a build's staging tree, so a rebuilt image keeps the names the last
 /// sync wrote). Returns whether the file changed.
-pub fn image_hosts_into(root: &Path, inv: &Inventory) -> Result<bool> {
-    let path = root.join("etc/hosts");
-    inside(root, &path)?;
-    let old = read_opt(&path)?;
-    let text = render::image_hosts(old.as_deref(), inv, &path)?;
+pub fn image_hosts_into(img: &ImageRoot, inv: &Inventory) -> Result<bool> {
+    let old = img.read_to_string_opt("etc/hosts")?;
+    let text = render::image_hosts(old.as_deref(), inv, Path::new(&img.show("etc/hosts")))?;
     if old.as_deref() == Some(text.as_str()) {
         return Ok(false);
     }
-    fsutil::atomic_write(&path, text.as_bytes())?;
+    img.write("etc/hosts", text.as_bytes(), 0o644)?;
     Ok(true)
 }
 
-/// Is `path` (which may not exist yet) inside `root`, following symlinks
-/// of its existing ancestors? Guards writes into image trees.
-fn inside(root: &Path, path: &Path) -> Result<()> {
-    let root =
-        std::fs::canonicalize(root).with_context(|| format!("resolving {}", root.display()))?;
-    let mut p = path.to_path_buf();
-    while !p.exists() {
-        if !p.pop() {
-            break;
-        }
-    }
-    let real = std::fs::canonicalize(&p).with_context(|| format!("resolving {}", p.display()))?;
-    if !real.starts_with(&root) {
-        bail!(
-            "{} resolves to {}, outside the image {}; refusing to write there",
-            path.display(),
-            real.display(),
-            root.display()
-        );
-    }
-    Ok(())
-}
-
-fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
+fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path, roots: &Roots) -> Result<Plan> {
     let mut items = Vec::new();
     let mut locked_images = BTreeSet::new();
 
@@ -505,17 +600,16 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
         let Some(lp) = facts[img].logs.as_ref() else {
             continue;
         };
-        let path = lp.base.join(&h.name);
+        let place = Place::Confined {
+            root: lp.root.clone(),
+            rel: lp.rel.join(&h.name),
+        };
         if !lp.export {
-            let root = layout.image_dir(img);
-            if root.is_dir() {
-                inside(&root, &path)?;
-            }
             locked_images.insert(img.clone());
         }
-        if seen_dirs.insert(path.clone()) {
+        if seen_dirs.insert(place.shown()) {
             items.push(Item::Dir {
-                path,
+                place,
                 uid: lp.uid,
                 gid: lp.gid,
                 mode: 0o755,
@@ -567,14 +661,15 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
 
     // 3. /etc/hosts of every image.
     for img in layout.list_images()? {
-        let root = layout.image_dir(&img);
-        let path = root.join("etc/hosts");
-        inside(&root, &path)?;
-        let old = read_opt(&path)?;
-        let text = render::image_hosts(old.as_deref(), inv, &path)?;
+        let place = Place::Confined {
+            root: layout.image_dir(&img),
+            rel: PathBuf::from("etc/hosts"),
+        };
+        let old = roots.read(&place)?;
+        let text = render::image_hosts(old.as_deref(), inv, &place.shown())?;
         locked_images.insert(img);
         items.push(Item::File {
-            path,
+            place,
             text,
             phase: Phase::ImageHosts,
         });
@@ -603,7 +698,11 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
             && lp.export
         {
             exports.push(Export {
-                path: lp.base.clone(),
+                path: Place::Confined {
+                    root: lp.root.clone(),
+                    rel: lp.rel.clone(),
+                }
+                .shown(),
                 rw: true,
                 no_root_squash: false,
                 what: format!("image {img}: per-host logs, written as squashed root"),
@@ -637,7 +736,7 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path) -> Result<Plan> {
         let old = read_opt(path)?;
         let text = render::splice(old.as_deref(), &body, &prologue, path)?;
         items.push(Item::File {
-            path: path.clone(),
+            place: Place::Host(path.clone()),
             text,
             phase,
         });
@@ -692,7 +791,7 @@ fn host_names(
         }
         _ => {
             items.push(Item::File {
-                path: cfgd.join(&primary),
+                place: Place::Host(cfgd.join(&primary)),
                 text,
                 phase: Phase::HostFiles,
             });
@@ -709,7 +808,7 @@ fn host_names(
     }
 }
 
-fn apply(layout: &Layout, p: &Plan, changes: &[(&Item, Change)]) -> Result<()> {
+fn apply(layout: &Layout, p: &Plan, changes: &[(&Item, Change)], roots: &Roots) -> Result<()> {
     // Record the superset of names first, so a crash never leaves a file
     // the tool made but does not know it owns.
     let union: BTreeSet<String> = p.names_before.union(&p.names_now).cloned().collect();
@@ -731,13 +830,23 @@ fn apply(layout: &Layout, p: &Plan, changes: &[(&Item, Change)]) -> Result<()> {
             }
         }
         match it {
-            Item::File { path, text, .. } => {
-                let dir = path.parent().context("file has a parent")?;
-                fsutil::mkdir_p(dir)?;
-                let mode = std::fs::metadata(path)
+            Item::File { place, text, .. } => {
+                // Keep the mode of a regular file in place; a link's target
+                // never lends its mode.
+                let mode = roots
+                    .lstat(place)?
+                    .filter(|m| m.is_file())
                     .map(|m| m.permissions().mode() & 0o7777)
                     .unwrap_or(0o644);
-                fsutil::atomic_write_mode(path, text.as_bytes(), mode)?;
+                match place {
+                    Place::Host(path) => {
+                        fsutil::mkdir_p(path.parent().context("file has a parent")?)?;
+                        fsutil::atomic_write_mode(path, text.as_bytes(), mode)?;
+                    }
+                    Place::Confined { root, rel } => {
+                        roots.get(root)?.write(rel, text.as_bytes(), mode)?;
+                    }
+                }
             }
             Item::Link { path, target } => {
                 let dir = path.parent().context("link has a parent")?;
@@ -767,18 +876,20 @@ fn apply(layout: &Layout, p: &Plan, changes: &[(&Item, Change)]) -> Result<()> {
                 }
             }
             Item::Dir {
-                path,
+                place,
                 uid,
                 gid,
                 mode,
-            } => {
-                fsutil::mkdir_p(path)?;
-                std::os::unix::fs::chown(path, Some(*uid), Some(*gid)).with_context(|| {
-                    format!("chown {uid}:{gid} {} (run sync as root)", path.display())
-                })?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
-                    .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
-            }
+            } => match place {
+                Place::Host(path) => bail!("{}: log directories are confined", path.display()),
+                Place::Confined { root, rel } => {
+                    let r = roots.get(root)?;
+                    r.create_dir_all(rel, *mode)?;
+                    r.chown(rel, *uid, *gid)
+                        .context("changing a log directory's owner (run sync as root)")?;
+                    r.set_mode(rel, *mode)?;
+                }
+            },
         }
     }
     for d in dirty_dirs {
