@@ -113,8 +113,13 @@ struct Expect {
 }
 
 /// Read shell `KEY='value'` lines.
-fn read_shell_kv(p: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(p)
+/// Settings of the image's node.conf, read through its confined view: what
+/// the node will report (names, tmpfs), for the verdict only. Nothing the
+/// host does is decided from it.
+fn read_shell_kv(img: &crate::imagefs::ImageRoot, rel: &str) -> BTreeMap<String, String> {
+    img.read_to_string_opt(rel)
+        .ok()
+        .flatten()
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -130,12 +135,17 @@ fn read_shell_kv(p: &Path) -> BTreeMap<String, String> {
 /// The host name the image's rule gives an address (as the hook would,
 /// for the sources that need no network: hosts, then pattern).
 pub fn predict_hostname(root: &Path, ip: Ipv4Addr, mac: &str) -> Result<String> {
-    let conf = read_shell_kv(&root.join("etc/nfsroot/node.conf"));
+    let img = crate::imagefs::ImageRoot::open(root)?;
+    let conf = read_shell_kv(&img, "etc/nfsroot/node.conf");
     let sources = conf.get("HOSTNAME_SOURCES").cloned().unwrap_or_default();
     for s in sources.split_whitespace() {
         match s {
             "hosts" => {
-                let hosts = std::fs::read_to_string(root.join("etc/hosts")).unwrap_or_default();
+                let hosts = img
+                    .read_to_string_opt("etc/hosts")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
                 for l in hosts.lines() {
                     let mut w = l.split_whitespace();
                     if w.next() == Some(&ip.to_string())
@@ -184,7 +194,12 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
     }
     let image = layout.resolve_image(a.image.as_deref())?;
     let image_dir = layout.existing_image(&image)?;
-    let conf = read_shell_kv(&image_dir.join("etc/nfsroot/node.conf"));
+    let conf = read_shell_kv(
+        &crate::imagefs::ImageRoot::open(&image_dir)?,
+        "etc/nfsroot/node.conf",
+    );
+    // What the server exports comes from the saved profile, never the tree.
+    let prof = publish::image_profile(layout, &image)?;
     let cfg_path = publish::cfg_dir(layout).join(publish::image_config_name(&image));
     let cfg_text = std::fs::read_to_string(&cfg_path).with_context(|| {
         format!(
@@ -201,10 +216,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
 
     // Boot read-only whatever the profile says: the test must not write the
     // shared tree.
-    let profile_root = conf
-        .get("ROOT_MODE")
-        .cloned()
-        .unwrap_or_else(|| "ro".into());
+    let profile_root = prof.nfs.root_mode.clone();
     let mut append = a.append.clone().unwrap_or_else(|| entry.append.clone());
     let root_note = if profile_root == "rw" {
         append = append
@@ -216,8 +228,17 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
     } else {
         "booted read-only, as the profile says".to_string()
     };
-    let log_export = conf.get("LOG_EXPORT").cloned().unwrap_or_default();
-    let log_path = log_export.split_once(':').map(|(_, p)| PathBuf::from(p));
+    let log_path = match prof.logs_export(layout) {
+        Some(e) => match e.split_once(':') {
+            Some((_, p)) => Some(crate::inventory::sync::confined_export(
+                layout,
+                &image,
+                Path::new(p),
+            )?),
+            None => None,
+        },
+        None => None,
+    };
     let hostname = match &a.expect_hostname {
         Some(h) => h.clone(),
         None => predict_hostname(&image_dir, a.ip, &mac)?,
@@ -229,7 +250,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
             .get("TMPFS")
             .map(|t| t.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
-        log_file_dir: if conf.get("LOG_LAYOUT").map(String::as_str) == Some("per-host") {
+        log_file_dir: if prof.logs.layout == "per-host" {
             log_path.as_ref().map(|p| p.join(&hostname))
         } else {
             None

@@ -273,6 +273,17 @@ pub fn saved_profile(layout: &Layout, image: &str) -> Result<Loaded> {
     crate::profile::parse(&text, &p, p.parent().unwrap_or(Path::new(".")))
 }
 
+/// The profile image `image` was built from; the defaults when none is
+/// saved (an image made by hand, or by an older nfsroot). Server-side
+/// decisions about an image come from here, never from its tree.
+pub fn image_profile(layout: &Layout, image: &str) -> Result<Profile> {
+    if saved_profile_path(layout, image).is_file() {
+        return Ok(saved_profile(layout, image)?.profile);
+    }
+    let text = format!("name = {}\n", toml::Value::String(image.to_string()));
+    Ok(crate::profile::parse(&text, Path::new("(defaults)"), Path::new("."))?.profile)
+}
+
 /// Publish the newest kernel of the image at `root` (lock held by caller).
 pub fn publish(
     layout: &Layout,

@@ -241,20 +241,10 @@ struct ImageFacts {
     logs: Option<LogPlace>,
 }
 
-/// The profile image `image` was built from; the defaults when the image
-/// has none saved (made by hand, or by an older nfsroot).
-fn image_profile(layout: &Layout, image: &str) -> Result<crate::profile::Profile> {
-    if crate::publish::saved_profile_path(layout, image).is_file() {
-        return Ok(crate::publish::saved_profile(layout, image)?.profile);
-    }
-    let text = format!("name = {}\n", toml::Value::String(image.to_string()));
-    Ok(crate::profile::parse(&text, Path::new("(defaults)"), Path::new("."))?.profile)
-}
-
 /// Server-side facts of an image, from its saved profile and the layout
 /// only: never from a file inside the image, which nodes can write.
 fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFacts> {
-    let p = image_profile(layout, image)?;
+    let p = crate::publish::image_profile(layout, image)?;
     let rw = p.nfs.root_mode == "rw";
     if p.logs.layout != "per-host" {
         return Ok(ImageFacts { rw, logs: None });
@@ -297,8 +287,8 @@ fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFac
 }
 
 /// A log export path from a profile, checked to lie below the base dir
-/// (sync chowns and exports it read-write).
-fn confined_export(layout: &Layout, image: &str, path: &Path) -> Result<PathBuf> {
+/// (sync and boot-test create and export it read-write).
+pub fn confined_export(layout: &Layout, image: &str, path: &Path) -> Result<PathBuf> {
     let clean = path.is_absolute()
         && path.components().all(|c| {
             matches!(
