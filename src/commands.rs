@@ -29,7 +29,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let json = g.json;
     match cli.cmd {
         Command::Build(a) => {
-            let loaded = profile::load(&a.profile)?;
+            let loaded = profile::load(&a.profile, &g.etc_dir)?;
             let opts = build::Options {
                 force: a.force,
                 publish: !a.no_publish,
@@ -61,7 +61,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Profile(ProfileCmd::Check { profile: f }) => {
-            let l = profile::load(&f)?;
+            let l = profile::load(&f, &g.etc_dir)?;
             if json {
                 print_json(
                     "profile check",
@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Profile(ProfileCmd::Show { profile: f }) => {
-            let l = profile::load(&f)?;
+            let l = profile::load(&f, &g.etc_dir)?;
             if json {
                 print_json("profile show", &l.profile)?;
             } else {

@@ -7,8 +7,9 @@
 //! `toml_edit` document of the same text. Defaults are filled by serde, so
 //! `profile show` prints exactly what a build will use.
 //!
-//! Profiles are found by path, or by name in `./profiles/`,
-//! `/etc/nfsroot/profiles/`, and the profiles built into the binary.
+//! A profile argument with a `/` or ending in `.toml` is a file; a bare name
+//! is a shipped profile, looked up in `<etc-dir>/nfsroot/profiles/` and then
+//! among the profiles built into the binary, never in the current directory.
 
 use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -309,35 +310,62 @@ impl Loaded {
     }
 }
 
-/// Load by file path, or by name from the profile search path.
-pub fn load(name_or_path: &str) -> Result<Loaded> {
-    let p = Path::new(name_or_path);
-    if name_or_path.contains('/') || name_or_path.ends_with(".toml") || p.exists() {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| anyhow!("reading profile {}: {e}", p.display()))?;
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        return parse(&text, p, &dir);
+/// Where shipped profiles live below the etc dir (`/etc` unless
+/// `--etc-dir` / `NFSROOT_ETC_DIR`).
+pub const ETC_PROFILES: &str = "nfsroot/profiles";
+
+/// Load a profile. An argument with a `/` or ending in `.toml` is a file;
+/// a bare name is a shipped profile: `<etc_dir>/nfsroot/profiles/NAME.toml`,
+/// then the ones built into the binary. The current directory is never
+/// searched: a `profiles/NAME.toml` wherever the admin stands (with hooks
+/// that run as root) must not shadow the shipped one.
+pub fn load(name_or_path: &str, etc_dir: &Path) -> Result<Loaded> {
+    if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+        return load_file(Path::new(name_or_path));
     }
-    for dir in ["profiles", "/etc/nfsroot/profiles"] {
-        let f = Path::new(dir).join(format!("{name_or_path}.toml"));
-        if f.exists() {
-            return load(&f.to_string_lossy());
-        }
+    if !is_profile_name(name_or_path) {
+        bail!(
+            "{name_or_path:?} is not a profile name (letters, digits, . _ -);              to read a file, give a path with a / or ending in .toml"
+        );
+    }
+    let dir = etc_dir.join(ETC_PROFILES);
+    let f = dir.join(format!("{name_or_path}.toml"));
+    if f.exists() {
+        return load_file(&f);
     }
     if let Some((n, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
         let origin = PathBuf::from(format!("<builtin>/{n}.toml"));
-        return parse(text, &origin, Path::new("."));
+        // Built-in profiles name no hooks (a test checks); should one ever
+        // do, it resolves next to the shipped profiles, never in the cwd.
+        return parse(text, &origin, &dir);
     }
     let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
     bail!(
-        "no profile named {name_or_path:?}: not a file, not in ./profiles or \
-         /etc/nfsroot/profiles, not built in (built-in: {})",
+        "no profile named {name_or_path:?}: not in {} and not built in (built-in: {}); \
+         to read a file, give a path with a / or ending in .toml, e.g. ./{name_or_path}.toml",
+        dir.display(),
         names.join(", ")
     )
+}
+
+/// A bare profile name: what may follow `<etc>/nfsroot/profiles/`.
+fn is_profile_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Read and parse one profile file; relative hooks resolve next to it.
+fn load_file(p: &Path) -> Result<Loaded> {
+    let text =
+        std::fs::read_to_string(p).map_err(|e| anyhow!("reading profile {}: {e}", p.display()))?;
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, p, &dir)
 }
 
 /// Parse and validate profile text; `origin` names it in errors.
@@ -885,9 +913,27 @@ mod tests {
 
     #[test]
     fn builtins_parse() {
+        let etc = tempfile::tempdir().unwrap();
         for (n, _) in BUILTIN {
-            load(n).unwrap();
+            let l = load(n, etc.path()).unwrap();
+            assert_eq!(l.origin, PathBuf::from(format!("<builtin>/{n}.toml")));
+            // No hooks: a built-in profile has no directory of its own.
+            assert_eq!(l.profile.hooks, Hooks::default(), "{n}");
         }
+    }
+
+    #[test]
+    fn etc_profiles_come_before_builtins() {
+        let etc = tempfile::tempdir().unwrap();
+        let dir = etc.path().join(ETC_PROFILES);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("minimal.toml"), "name = \"site\"\n").unwrap();
+        let l = load("minimal", etc.path()).unwrap();
+        assert_eq!(l.profile.name, "site");
+        assert_eq!(l.origin, dir.join("minimal.toml"));
+        let e = load("nosuch", etc.path()).unwrap_err().to_string();
+        assert!(e.contains("./nosuch.toml"), "{e}");
+        assert!(load("../x", etc.path()).is_err());
     }
 
     #[test]
