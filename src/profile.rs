@@ -523,6 +523,9 @@ fn one_of(key: &[&str], v: &str, allowed: &[&str]) -> Result<(), Invalid> {
 
 fn validate(l: &Loaded) -> Result<(), Invalid> {
     let p = &l.profile;
+    if let Some(e) = control_chars(&l.text).into_iter().next() {
+        return Err(e);
+    }
     if crate::image::check_name(&p.name).is_err() {
         return Err(invalid(
             &["name"],
@@ -603,25 +606,7 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
             ),
         ));
     }
-    let h = &p.root_password_hash;
-    let crypt_like =
-        h.starts_with('$') && h.matches('$').count() >= 3 && !h.contains(char::is_whitespace);
-    if !h.is_empty() && !crypt_like {
-        return Err(invalid(
-            &["root_password_hash"],
-            "expected a crypt(3) hash such as $y$... or $6$... (make one with: \
-             mkpasswd -m yescrypt); a plain password is never accepted",
-        ));
-    }
-    for (i, k) in p.ssh_authorized_keys.iter().enumerate() {
-        let t = k.split_whitespace().next().unwrap_or("");
-        if !(t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-")) {
-            return Err(invalid(
-                &["ssh_authorized_keys", &i.to_string()],
-                "expected a public key line starting with ssh-ed25519, ssh-rsa, ecdsa-... or sk-...",
-            ));
-        }
-    }
+    check_identity(p)?;
     if !is_host(&p.nfs.server) {
         return Err(invalid(
             &["nfs", "server"],
@@ -658,14 +643,12 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
     }
     for (i, m) in p.mounts.iter().enumerate() {
         let idx = i.to_string();
-        let ok = m.source.split_once(':').is_some_and(|(h, path)| {
-            is_host(h) && path.starts_with('/') && !path.contains(char::is_whitespace)
-        });
-        if !ok {
+        if !is_nfs_source(&m.source) {
             return Err(invalid(
                 &["mounts", &idx, "source"],
                 format!(
-                    "{:?} is not an NFS source; expected server:/path, e.g. master:/home",
+                    "{:?} is not an NFS source; expected server:/path, e.g. master:/home \
+                     (path of letters, digits and / . _ - + @ ~ only)",
                     m.source
                 ),
             ));
@@ -689,17 +672,12 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
     }
     one_of(&["logs", "layout"], &p.logs.layout, &["per-host", "local"])?;
     check_abs(&["logs", "dir"], &p.logs.dir)?;
-    if !p.logs.export.is_empty()
-        && !p
-            .logs
-            .export
-            .split_once(':')
-            .is_some_and(|(h, path)| is_host(h) && path.starts_with('/'))
-    {
+    if !p.logs.export.is_empty() && !is_nfs_source(&p.logs.export) {
         return Err(invalid(
             &["logs", "export"],
             format!(
-                "{:?} is not an NFS export; expected server:/path",
+                "{:?} is not an NFS export; expected server:/absolute/path with a path of \
+                 letters, digits and / . _ - + @ ~ only (no spaces, quotes or commas)",
                 p.logs.export
             ),
         ));
@@ -708,15 +686,10 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
         return Err(invalid(
             &["boot", "serial"],
             format!(
-                "{:?} is not a serial console; expected ttyS<N>[,<baud>], e.g. ttyS0,115200, or \"\" for none",
+                "{:?} is not a serial console; expected ttyS<N>[,<baud>[parity][bits]], \
+                 e.g. ttyS0,115200 or ttyS1,9600n8, or \"\" for none",
                 p.boot.serial
             ),
-        ));
-    }
-    if p.boot.cmdline.contains(['\n', '\r']) {
-        return Err(invalid(
-            &["boot", "cmdline"],
-            "the kernel command line must be one line",
         ));
     }
     if p.boot.keep_kernels == 0 {
@@ -776,6 +749,151 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Every string and key of a TOML text with a newline or another control
+/// character: such a value would start a line of its own in the file it is
+/// written to (fstab, node.conf, a PXELINUX config, dhcpd.conf, ...).
+pub(crate) fn control_chars(text: &str) -> Vec<Invalid> {
+    use toml_edit::{Item, Value};
+    fn bad(s: &str) -> Option<char> {
+        s.chars().find(|c| c.is_control())
+    }
+    fn msg(c: char, what: &str) -> String {
+        format!(
+            "{what} holds the control character U+{:04X}; every value must be one line of \
+             printable text (no newline, tab or other control character)",
+            c as u32
+        )
+    }
+    fn value(v: &Value, path: &mut Vec<String>, out: &mut Vec<Invalid>) {
+        match v {
+            Value::String(s) => {
+                if let Some(c) = bad(s.value()) {
+                    out.push(Invalid {
+                        key: path.clone(),
+                        msg: msg(c, "the value"),
+                    });
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    value(v, path, out);
+                    path.pop();
+                }
+            }
+            Value::InlineTable(t) => {
+                for (k, v) in t.iter() {
+                    path.push(k.to_string());
+                    key(k, path, out);
+                    value(v, path, out);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    fn key(k: &str, path: &[String], out: &mut Vec<Invalid>) {
+        if let Some(c) = bad(k) {
+            out.push(Invalid {
+                key: path.to_vec(),
+                msg: msg(c, "the key"),
+            });
+        }
+    }
+    fn item(it: &Item, path: &mut Vec<String>, out: &mut Vec<Invalid>) {
+        match it {
+            Item::Value(v) => value(v, path, out),
+            Item::Table(t) => {
+                for (k, v) in t.iter() {
+                    path.push(k.to_string());
+                    key(k, path, out);
+                    item(v, path, out);
+                    path.pop();
+                }
+            }
+            Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    for (k, v) in t.iter() {
+                        path.push(k.to_string());
+                        key(k, path, out);
+                        item(v, path, out);
+                        path.pop();
+                    }
+                    path.pop();
+                }
+            }
+            Item::None => {}
+        }
+    }
+    let Ok(doc) = toml_edit::ImDocument::parse(text.to_string()) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    item(doc.as_item(), &mut Vec::new(), &mut out);
+    out
+}
+
+/// The root hash (a field of /etc/shadow) and the authorized keys (lines of
+/// /root/.ssh/authorized_keys).
+fn check_identity(p: &Profile) -> Result<(), Invalid> {
+    let h = &p.root_password_hash;
+    let crypt_like = h.starts_with('$')
+        && h.matches('$').count() >= 3
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"./$=".contains(&b));
+    if !h.is_empty() && !crypt_like {
+        let why = if h.contains(':') {
+            "a ':' would end the field in /etc/shadow; "
+        } else if h.contains(char::is_whitespace) {
+            "it holds whitespace; "
+        } else {
+            ""
+        };
+        return Err(invalid(
+            &["root_password_hash"],
+            format!(
+                "{why}expected a crypt(3) hash such as $y$... or $6$... of A-Z a-z 0-9 . / $ = \
+                 only (make one with: mkpasswd -m yescrypt); a plain password is never accepted"
+            ),
+        ));
+    }
+    for (i, k) in p.ssh_authorized_keys.iter().enumerate() {
+        let mut w = k.split_whitespace();
+        let t = w.next().unwrap_or("");
+        let typed = t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-");
+        let blob = w.next().is_some_and(|b| {
+            b.len() >= 16
+                && b.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+        });
+        if !typed || !blob || k.matches(t).count() > 1 {
+            return Err(invalid(
+                &["ssh_authorized_keys", &i.to_string()],
+                "expected one public key per entry, \"TYPE BASE64 [COMMENT]\", with TYPE \
+                 ssh-ed25519, ssh-rsa, ecdsa-... or sk-... (put each key in its own string)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A path nodes or the server mount: absolute, of letters, digits and
+/// `/ . _ - + @ ~` (nothing that needs quoting in fstab, exports(5) or the
+/// kernel command line), no `..` component.
+pub fn is_plain_abs_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@~".contains(&b))
+        && !p.split('/').any(|c| c == "..")
+}
+
+/// `server:/path` with a host name or address and a plain path.
+fn is_nfs_source(s: &str) -> bool {
+    s.split_once(':')
+        .is_some_and(|(h, path)| is_host(h) && is_plain_abs_path(path))
+}
+
 fn is_url(s: &str) -> bool {
     ["http://", "https://", "file://"]
         .iter()
@@ -807,26 +925,27 @@ pub fn is_hostname(s: &str) -> bool {
 }
 
 fn check_abs(key: &[&str], p: &str) -> Result<(), Invalid> {
-    if !p.starts_with('/')
-        || p.contains(char::is_whitespace)
-        || p.split('/').any(|c| c == "..")
-        || p == "/"
-    {
+    if !is_plain_abs_path(p) || p == "/" {
         return Err(invalid(
             key,
-            format!("{p:?} is not an absolute path below / (no spaces, no ..)"),
+            format!(
+                "{p:?} is not an absolute path below / of letters, digits and / . _ - + @ ~ \
+                 (no spaces, quotes, backslashes or ..)"
+            ),
         ));
     }
     Ok(())
 }
 
 fn check_options(key: &[&str], o: &str) -> Result<(), Invalid> {
-    if o.contains(char::is_whitespace) || o.starts_with(',') || o.ends_with(',') || o.contains(",,")
-    {
+    let plain = o
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"=,._-:/+@".contains(&b));
+    if !plain || o.starts_with(',') || o.ends_with(',') || o.contains(",,") {
         return Err(invalid(
             key,
             format!(
-                "{o:?} is not a mount option list; expected comma-separated options without spaces, e.g. vers=3,tcp"
+                "{o:?} is not a mount option list; expected comma-separated options of letters, digits and = . _ - : / + @ (no spaces or quotes), e.g. vers=3,tcp"
             ),
         ));
     }

@@ -330,8 +330,16 @@ pub fn load(path: &Path) -> Result<Inventory> {
     parse(&text, path)
 }
 
-/// Parse and validate inventory text; `origin` names it in errors.
+/// Parse and validate inventory text; `origin` names it in errors and in
+/// the comments of generated files, so it must be one line.
 pub fn parse(text: &str, origin: &Path) -> Result<Inventory> {
+    if origin.to_string_lossy().contains(char::is_control) {
+        bail!(
+            "inventory path {:?} holds a newline or another control character; \
+             rename the file (its path is quoted in generated files)",
+            origin
+        );
+    }
     let spec: FileSpec = match toml::from_str(text) {
         Ok(s) => s,
         Err(e) => {
@@ -348,35 +356,46 @@ pub fn parse(text: &str, origin: &Path) -> Result<Inventory> {
         }
     };
     let order = host_order(text);
+    // Control characters are checked on the text, where every key and
+    // value (including ones the model drops) can be named.
+    let mut errs = crate::profile::control_chars(text);
     match resolve(spec, &order, origin) {
-        Ok(inv) => Ok(inv),
-        Err(mut errs) => {
-            let mut located: Vec<(usize, usize, String)> = errs
-                .drain(..)
-                .map(|e| {
-                    let (l, c) = crate::profile::locate(text, &e.key).unwrap_or((1, 1));
-                    (
-                        l,
-                        c,
-                        format!(
-                            "{}:{l}:{c}: {}: {}",
-                            origin.display(),
-                            e.key.join("."),
-                            e.msg
-                        ),
-                    )
-                })
-                .collect();
-            located.sort();
-            located.dedup();
-            let n = located.len();
-            let mut msg: Vec<String> = located.into_iter().take(20).map(|e| e.2).collect();
-            if n > 20 {
-                msg.push(format!("... and {} more errors", n - 20));
-            }
-            bail!("{}", msg.join("\n"))
+        Ok(inv) if errs.is_empty() => Ok(inv),
+        Ok(_) => Err(located(text, origin, errs)),
+        Err(e) => {
+            errs.extend(e);
+            Err(located(text, origin, errs))
         }
     }
+}
+
+/// Validation failures as `file:line:col: key: message` lines, in file
+/// order, at most 20.
+fn located(text: &str, origin: &Path, errs: Vec<Invalid>) -> anyhow::Error {
+    let mut located: Vec<(usize, usize, String)> = errs
+        .into_iter()
+        .map(|e| {
+            let (l, c) = crate::profile::locate(text, &e.key).unwrap_or((1, 1));
+            (
+                l,
+                c,
+                format!(
+                    "{}:{l}:{c}: {}: {}",
+                    origin.display(),
+                    e.key.join("."),
+                    e.msg
+                ),
+            )
+        })
+        .collect();
+    located.sort();
+    located.dedup();
+    let n = located.len();
+    let mut msg: Vec<String> = located.into_iter().take(20).map(|e| e.2).collect();
+    if n > 20 {
+        msg.push(format!("... and {} more errors", n - 20));
+    }
+    anyhow::anyhow!("{}", msg.join("\n"))
 }
 
 /// The dotted key path of the deepest key or value at byte `off`, so a
@@ -492,10 +511,19 @@ fn resolve(
     {
         errs.push(invalid(&["cluster", "image"], format!("{e:#}")));
     }
-    if c.boot_file.is_empty() || c.boot_file.contains(['"', '\n', ',', ' ']) {
+    if !c
+        .boot_file
+        .split('/')
+        .all(|p| crate::pxelinux::is_name(p) && p != "." && p != "..")
+    {
         errs.push(invalid(
             &["cluster", "boot_file"],
-            "the boot file must be a plain path relative to the TFTP root",
+            format!(
+                "{:?} is not a plain path relative to the TFTP root; expected names of \
+                 A-Z a-z 0-9 . + ~ _ - joined by /, e.g. pxelinux.0 or bios/lpxelinux.0 \
+                 (no quotes, backslashes, commas or spaces)",
+                c.boot_file
+            ),
         ));
     }
     for (gname, g) in &spec.groups {
@@ -507,7 +535,6 @@ fn resolve(
             &["groups", gname],
             g.image.as_deref(),
             g.kernel.as_deref(),
-            g.cmdline.as_deref(),
         );
     }
 
@@ -616,13 +643,7 @@ fn resolve(
         };
         let g = group.unwrap_or_default();
         let hk = ["hosts", name.as_str()];
-        check_common(
-            &mut errs,
-            &hk,
-            h.image.as_deref(),
-            h.kernel.as_deref(),
-            h.cmdline.as_deref(),
-        );
+        check_common(&mut errs, &hk, h.image.as_deref(), h.kernel.as_deref());
         let image = h.image.clone().or(g.image.clone()).or(c.image.clone());
         let boot = h.boot.or(g.boot).unwrap_or_default();
         if boot == BootMode::Image && image.is_none() {
@@ -693,13 +714,7 @@ fn resolve(
     })
 }
 
-fn check_common(
-    errs: &mut Vec<Invalid>,
-    at: &[&str],
-    image: Option<&str>,
-    kernel: Option<&str>,
-    cmdline: Option<&str>,
-) {
+fn check_common(errs: &mut Vec<Invalid>, at: &[&str], image: Option<&str>, kernel: Option<&str>) {
     let with = |f: &str| {
         let mut k: Vec<&str> = at.to_vec();
         k.push(f);
@@ -714,19 +729,15 @@ fn check_common(
         });
     }
     if let Some(k) = kernel
-        && (k.contains(char::is_whitespace) || k.contains('/'))
+        && !k.is_empty()
+        && !crate::pxelinux::is_name(k)
     {
         errs.push(Invalid {
             key: with("kernel"),
-            msg: format!("{k:?} is not a kernel version (e.g. 6.1.0-18-amd64)"),
-        });
-    }
-    if let Some(c) = cmdline
-        && c.contains(['\n', '\r'])
-    {
-        errs.push(Invalid {
-            key: with("cmdline"),
-            msg: "the kernel command line must be one line".into(),
+            msg: format!(
+                "{k:?} is not a kernel version; expected A-Z a-z 0-9 . + ~ _ - only, \
+                 e.g. 6.1.0-18-amd64"
+            ),
         });
     }
 }
