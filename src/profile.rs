@@ -863,9 +863,8 @@ fn check_identity(p: &Profile) -> Result<(), Invalid> {
         let t = w.next().unwrap_or("");
         let typed = t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-");
         let blob = w.next().is_some_and(|b| {
-            b.len() >= 16
-                && b.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+            b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
         });
         if !typed || !blob || k.matches(t).count() > 1 {
             return Err(invalid(

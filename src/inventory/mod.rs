@@ -729,16 +729,38 @@ fn check_common(errs: &mut Vec<Invalid>, at: &[&str], image: Option<&str>, kerne
         });
     }
     if let Some(k) = kernel
-        && !k.is_empty()
-        && !crate::pxelinux::is_name(k)
+        && let Err(msg) = check_kernel(k)
     {
         errs.push(Invalid {
             key: with("kernel"),
-            msg: format!(
-                "{k:?} is not a kernel version; expected A-Z a-z 0-9 . + ~ _ - only, \
-                 e.g. 6.1.0-18-amd64"
-            ),
+            msg,
         });
+    }
+}
+
+/// A pinned kernel version (empty: none): it becomes a PXELINUX label and
+/// file name, so `[A-Za-z0-9.+~_-]+` only.
+pub fn check_kernel(k: &str) -> Result<(), String> {
+    if k.is_empty() || crate::pxelinux::is_name(k) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{k:?} is not a kernel version; expected A-Z a-z 0-9 . + ~ _ - only, \
+             e.g. 6.1.0-18-amd64"
+        ))
+    }
+}
+
+/// A kernel command line: one line of printable text (it follows
+/// PXELINUX's `APPEND`).
+pub fn check_cmdline(c: &str) -> Result<(), String> {
+    match c.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(ch) => Err(format!(
+            "the kernel command line holds the control character U+{:04X}; it must be \
+             one line of printable text",
+            ch as u32
+        )),
     }
 }
 
