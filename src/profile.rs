@@ -36,8 +36,8 @@ pub struct Profile {
     #[serde(default = "d_variant")]
     pub variant: String,
     /// `auto` (mmdebstrap if installed), `mmdebstrap` or `debootstrap`.
-    #[serde(default = "d_bootstrapper")]
-    pub bootstrapper: String,
+    #[serde(default)]
+    pub bootstrapper: Bootstrapper,
     /// Mirror URL; empty means: detect from the host's apt sources.
     #[serde(default)]
     pub mirror: String,
@@ -76,6 +76,17 @@ pub struct Profile {
     pub initramfs: Initramfs,
     #[serde(default)]
     pub hooks: Hooks,
+}
+
+/// Which program bootstraps the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootstrapper {
+    /// mmdebstrap if installed, else debootstrap.
+    #[default]
+    Auto,
+    Mmdebstrap,
+    Debootstrap,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -195,9 +206,6 @@ fn d_arch() -> String {
 }
 fn d_variant() -> String {
     "minbase".into()
-}
-fn d_bootstrapper() -> String {
-    "auto".into()
 }
 fn d_components() -> Vec<String> {
     vec!["main".into()]
@@ -373,12 +381,14 @@ pub fn parse(text: &str, origin: &Path, dir: &Path) -> Result<Loaded> {
     let profile: Profile = match toml::from_str(text) {
         Ok(p) => p,
         Err(e) => {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            bail!(
-                "{}:{line}:{col}: {}",
-                origin.display(),
-                e.message().trim_end()
-            );
+            let start = e.span().map_or(0, |s| s.start);
+            let (line, col) = line_col(text, start);
+            // Name the key, as validation errors do (serde gives a span).
+            let msg = e.message().trim_end();
+            let key = key_at(text, start)
+                .map(|k| format!("{k}: "))
+                .unwrap_or_default();
+            bail!("{}:{line}:{col}: {key}{msg}", origin.display());
         }
     };
     let loaded = Loaded {
@@ -408,6 +418,64 @@ pub(crate) fn line_col(text: &str, off: usize) -> (usize, usize) {
         .map_or(before.len(), |i| before.len() - i - 1)
         + 1;
     (line, col)
+}
+
+/// The dotted key path of the deepest key or value at byte `off`, so a
+/// serde error (which has only a span) can name its field.
+pub(crate) fn key_at(text: &str, off: usize) -> Option<String> {
+    use toml_edit::{Item, Value};
+    fn within(span: Option<std::ops::Range<usize>>, off: usize) -> bool {
+        span.is_some_and(|s| s.start <= off && off < s.end.max(s.start + 1))
+    }
+    fn value(v: &Value, off: usize, path: &mut Vec<String>) {
+        match v {
+            Value::InlineTable(t) => {
+                for (k, v) in t.iter() {
+                    let kspan = t.key(k).and_then(|kk| kk.span());
+                    if within(kspan, off) || within(v.span(), off) {
+                        path.push(k.to_string());
+                        value(v, off, path);
+                        return;
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    if within(v.span(), off) {
+                        path.push(i.to_string());
+                        value(v, off, path);
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    fn table(t: &toml_edit::Table, off: usize, path: &mut Vec<String>) -> bool {
+        for (k, it) in t.iter() {
+            let kspan = t.key(k).and_then(|kk| kk.span());
+            match it {
+                Item::Value(v) if within(kspan, off) || within(v.span(), off) => {
+                    path.push(k.to_string());
+                    value(v, off, path);
+                    return true;
+                }
+                Item::Table(sub) => {
+                    path.push(k.to_string());
+                    if table(sub, off, path) || within(sub.span(), off) {
+                        return true;
+                    }
+                    path.pop();
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+    let doc = toml_edit::ImDocument::parse(text.to_string()).ok()?;
+    let mut path = Vec::new();
+    table(doc.as_table(), off, &mut path);
+    (!path.is_empty()).then(|| path.join("."))
 }
 
 /// Find the span of a key path (`["mounts","1","target"]`) in the text:
@@ -538,12 +606,7 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
     }
     one_of(&["suite"], &p.suite, SUITES)?;
     one_of(&["architecture"], &p.architecture, ARCHES)?;
-    one_of(
-        &["bootstrapper"],
-        &p.bootstrapper,
-        &["auto", "mmdebstrap", "debootstrap"],
-    )?;
-    if p.bootstrapper == "debootstrap" {
+    if p.bootstrapper == Bootstrapper::Debootstrap {
         one_of(&["variant"], &p.variant, DEBOOTSTRAP_VARIANTS)?;
     } else {
         one_of(&["variant"], &p.variant, VARIANTS)?;

@@ -345,7 +345,7 @@ pub fn parse(text: &str, origin: &Path) -> Result<Inventory> {
         Err(e) => {
             let start = e.span().map_or(0, |s| s.start);
             let (line, col) = crate::profile::line_col(text, start);
-            let key = key_at(text, start)
+            let key = crate::profile::key_at(text, start)
                 .map(|k| format!("{k}: "))
                 .unwrap_or_default();
             let mut msg = e.message().trim_end().to_string();
@@ -396,64 +396,6 @@ fn located(text: &str, origin: &Path, errs: Vec<Invalid>) -> anyhow::Error {
         msg.push(format!("... and {} more errors", n - 20));
     }
     anyhow::anyhow!("{}", msg.join("\n"))
-}
-
-/// The dotted key path of the deepest key or value at byte `off`, so a
-/// serde error (which has only a span) can name its field.
-fn key_at(text: &str, off: usize) -> Option<String> {
-    use toml_edit::{Item, Value};
-    fn within(span: Option<std::ops::Range<usize>>, off: usize) -> bool {
-        span.is_some_and(|s| s.start <= off && off < s.end.max(s.start + 1))
-    }
-    fn value(v: &Value, off: usize, path: &mut Vec<String>) {
-        match v {
-            Value::InlineTable(t) => {
-                for (k, v) in t.iter() {
-                    let kspan = t.key(k).and_then(|kk| kk.span());
-                    if within(kspan, off) || within(v.span(), off) {
-                        path.push(k.to_string());
-                        value(v, off, path);
-                        return;
-                    }
-                }
-            }
-            Value::Array(a) => {
-                for (i, v) in a.iter().enumerate() {
-                    if within(v.span(), off) {
-                        path.push(i.to_string());
-                        value(v, off, path);
-                        return;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    fn table(t: &toml_edit::Table, off: usize, path: &mut Vec<String>) -> bool {
-        for (k, it) in t.iter() {
-            let kspan = t.key(k).and_then(|kk| kk.span());
-            match it {
-                Item::Value(v) if within(kspan, off) || within(v.span(), off) => {
-                    path.push(k.to_string());
-                    value(v, off, path);
-                    return true;
-                }
-                Item::Table(sub) => {
-                    path.push(k.to_string());
-                    if table(sub, off, path) || within(sub.span(), off) {
-                        return true;
-                    }
-                    path.pop();
-                }
-                _ => {}
-            }
-        }
-        false
-    }
-    let doc = toml_edit::ImDocument::parse(text.to_string()).ok()?;
-    let mut path = Vec::new();
-    table(doc.as_table(), off, &mut path);
-    (!path.is_empty()).then(|| path.join("."))
 }
 
 /// Host names in file order with the line of their key.
