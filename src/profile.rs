@@ -4,7 +4,10 @@
 //! validated as a whole. Both kinds of error carry the file, the line and
 //! column, the key, and what is allowed: serde errors come with a byte span
 //! from the toml parser; semantic errors find their key's span by walking a
-//! `toml_edit` document of the same text. Defaults are filled by serde, so
+//! `toml_edit` document of the same text. Every value that reaches a
+//! generated file is checked for that file's syntax (fstab, exports, shadow,
+//! authorized_keys, the kernel command line, PXELINUX), and no key or value
+//! may hold a control character. Defaults are filled by serde, so
 //! `profile show` prints exactly what a build will use.
 //!
 //! A profile argument with a `/` or ending in `.toml` is a file; a bare name

@@ -7,7 +7,9 @@
 //! itself rejects a duplicate name. It is parsed like a profile: serde with
 //! `deny_unknown_fields` gives shape errors with a span, then `resolve`
 //! checks the whole (MAC syntax, duplicate MACs and addresses, addresses
-//! outside the subnet, unknown groups, hosts without an image) and every
+//! outside the subnet, unknown groups, hosts without an image, kernel
+//! versions and boot file in the syntax PXELINUX, dhcpd and dnsmasq need,
+//! and no control character in any key or value of the text) and every
 //! error names `file:line:col` and the key. Values are resolved once, host
 //! over group over cluster, into [`Inventory`]; everything downstream reads
 //! only that. Edits ([`edit`]) go through `toml_edit`, so comments and
