@@ -11,7 +11,7 @@
 //! namespace dies with it and no /proc, /sys or /dev mount survives.
 
 use crate::exec::{self, Cmd, Tool};
-use crate::profile::Profile;
+use crate::profile::{Bootstrapper, Profile};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -157,10 +157,10 @@ pub fn detect_mirror(apt_dir: &Path) -> Result<String> {
 
 /// Which program to use, honouring the profile's choice.
 pub fn choose(p: &Profile) -> Result<(Tool, PathBuf)> {
-    match p.bootstrapper.as_str() {
-        "mmdebstrap" => Ok((MMDEBSTRAP, exec::require(MMDEBSTRAP)?)),
-        "debootstrap" => Ok((DEBOOTSTRAP, exec::require(DEBOOTSTRAP)?)),
-        _ => {
+    match p.bootstrapper {
+        Bootstrapper::Mmdebstrap => Ok((MMDEBSTRAP, exec::require(MMDEBSTRAP)?)),
+        Bootstrapper::Debootstrap => Ok((DEBOOTSTRAP, exec::require(DEBOOTSTRAP)?)),
+        Bootstrapper::Auto => {
             if let Some(path) = exec::find_tool(MMDEBSTRAP.name) {
                 Ok((MMDEBSTRAP, path))
             } else if let Some(path) = exec::find_tool(DEBOOTSTRAP.name) {

@@ -116,9 +116,13 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     fsutil::atomic_write_mode(&policy, POLICY_RC_D.as_bytes(), 0o755)?;
 
     prog.stage("post-bootstrap hooks");
-    hooks::run_stage("post-bootstrap", loaded, layout, &staging, &mut |l| {
-        prog.line(l)
-    })?;
+    hooks::run_stage(
+        hooks::Stage::PostBootstrap,
+        loaded,
+        layout,
+        &staging,
+        &mut |l| prog.line(l),
+    )?;
 
     prog.stage("fixups");
     let mut changed = fixups::apply_all(&staging, &ctx)?;
@@ -128,9 +132,13 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
         changed.push("inventory-hosts");
     }
     prog.line(&changed.join(" "));
-    hooks::run_stage("post-fixups", loaded, layout, &staging, &mut |l| {
-        prog.line(l)
-    })?;
+    hooks::run_stage(
+        hooks::Stage::PostFixups,
+        loaded,
+        layout,
+        &staging,
+        &mut |l| prog.line(l),
+    )?;
     std::fs::remove_file(&policy).with_context(|| format!("removing {}", policy.display()))?;
 
     prog.stage("move into place");
@@ -146,7 +154,9 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     }
 
     prog.stage("post-build hooks");
-    hooks::run_stage("post-build", loaded, layout, &dest, &mut |l| prog.line(l))?;
+    hooks::run_stage(hooks::Stage::PostBuild, loaded, layout, &dest, &mut |l| {
+        prog.line(l)
+    })?;
 
     let published = if opts.publish {
         prog.stage("publish");

@@ -29,7 +29,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let json = g.json;
     match cli.cmd {
         Command::Build(a) => {
-            let loaded = profile::load(&a.profile)?;
+            let loaded = profile::load(&a.profile, &g.etc_dir)?;
             let opts = build::Options {
                 force: a.force,
                 publish: !a.no_publish,
@@ -61,7 +61,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Profile(ProfileCmd::Check { profile: f }) => {
-            let l = profile::load(&f)?;
+            let l = profile::load(&f, &g.etc_dir)?;
             if json {
                 print_json(
                     "profile check",
@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Profile(ProfileCmd::Show { profile: f }) => {
-            let l = profile::load(&f)?;
+            let l = profile::load(&f, &g.etc_dir)?;
             if json {
                 print_json("profile show", &l.profile)?;
             } else {
@@ -129,7 +129,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Publish(a) => {
             let o = publish_saved(&layout, a.image.as_deref(), "publish", false, g.wait)?;
-            report_outcome(json, "publish", &o)?;
+            report_outcome(json, "publish", &o, false)?;
         }
         Command::UpgradeKernel(a) => {
             let o = publish_saved(
@@ -139,13 +139,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                 a.dry_run,
                 g.wait,
             )?;
-            report_outcome(json, "upgrade-kernel", &o)?;
+            report_outcome(json, "upgrade-kernel", &o, a.dry_run)?;
         }
         Command::Rollback(a) => {
             let image = layout.resolve_image(a.image.as_deref())?;
             let _lock = layout.lock(&image, "rollback", g.wait)?;
             let o = publish::rollback(&layout, &image, a.to.as_deref())?;
-            report_outcome(json, "rollback", &o)?;
+            report_outcome(json, "rollback", &o, false)?;
         }
         Command::Status(a) => {
             let image = layout.resolve_image(a.image.as_deref())?;
@@ -458,27 +458,51 @@ fn publish_saved(
     })
 }
 
-fn report_outcome(json: bool, cmd: &str, o: &publish::Outcome) -> Result<()> {
+fn report_outcome(json: bool, cmd: &str, o: &publish::Outcome, dry_run: bool) -> Result<()> {
     if json {
         return print_json(cmd, o);
     }
+    print!("{}", outcome_text(o, dry_run));
+    Ok(())
+}
+
+/// What a publish did, or with `dry_run` would do (never "wrote").
+fn outcome_text(o: &publish::Outcome, dry_run: bool) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
     if !o.changed {
-        println!("{}: nothing changed; default boots {}", o.image, o.default);
-        return Ok(());
+        let _ = writeln!(
+            s,
+            "{}: nothing changed; default boots {}",
+            o.image, o.default
+        );
+        return s;
     }
+    let (wrote, removed) = if dry_run {
+        ("would write ", "would remove")
+    } else {
+        ("wrote  ", "removed")
+    };
     for w in &o.written {
-        println!("wrote   {}", w.display());
+        let _ = writeln!(s, "{wrote} {}", w.display());
     }
     for r in &o.removed {
-        println!("removed {}", r.display());
+        let _ = writeln!(s, "{removed} {}", r.display());
     }
-    println!(
-        "{}: default boots {} (kept: {})",
+    let _ = writeln!(
+        s,
+        "{}: default {} {} (kept: {}){}",
         o.image,
+        if dry_run { "would boot" } else { "boots" },
         o.default,
-        o.kept.join(", ")
+        o.kept.join(", "),
+        if dry_run {
+            "; dry run: nothing written"
+        } else {
+            ""
+        }
     );
-    Ok(())
+    s
 }
 
 fn print_status(s: &publish::Status) {
@@ -502,5 +526,38 @@ fn print_status(s: &publish::Status) {
     }
     for d in &s.drift {
         println!("DRIFT     {d}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dry_run_never_says_wrote() {
+        let o = publish::Outcome {
+            image: "m".into(),
+            default: "6.1.0-10".into(),
+            changed: true,
+            written: vec![PathBuf::from("/tftp/m/vmlinuz-6.1.0-10")],
+            removed: vec![PathBuf::from("/tftp/m/vmlinuz-6.1.0-7")],
+            kept: vec!["6.1.0-9".into(), "6.1.0-10".into()],
+        };
+        let dry = outcome_text(&o, true);
+        assert!(!dry.contains("wrote") && !dry.contains("removed "), "{dry}");
+        assert!(
+            dry.contains("would write  /tftp/m/vmlinuz-6.1.0-10\n"),
+            "{dry}"
+        );
+        assert!(
+            dry.contains("would remove /tftp/m/vmlinuz-6.1.0-7\n"),
+            "{dry}"
+        );
+        let real = outcome_text(&o, false);
+        assert!(
+            real.contains("wrote   /tftp/m/vmlinuz-6.1.0-10\n"),
+            "{real}"
+        );
+        assert!(real.contains("m: default boots 6.1.0-10 (kept: 6.1.0-9, 6.1.0-10)\n"));
     }
 }

@@ -4,11 +4,15 @@
 //! validated as a whole. Both kinds of error carry the file, the line and
 //! column, the key, and what is allowed: serde errors come with a byte span
 //! from the toml parser; semantic errors find their key's span by walking a
-//! `toml_edit` document of the same text. Defaults are filled by serde, so
+//! `toml_edit` document of the same text. Every value that reaches a
+//! generated file is checked for that file's syntax (fstab, exports, shadow,
+//! authorized_keys, the kernel command line, PXELINUX), and no key or value
+//! may hold a control character. Defaults are filled by serde, so
 //! `profile show` prints exactly what a build will use.
 //!
-//! Profiles are found by path, or by name in `./profiles/`,
-//! `/etc/nfsroot/profiles/`, and the profiles built into the binary.
+//! A profile argument with a `/` or ending in `.toml` is a file; a bare name
+//! is a shipped profile, looked up in `<etc-dir>/nfsroot/profiles/` and then
+//! among the profiles built into the binary, never in the current directory.
 
 use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -35,8 +39,8 @@ pub struct Profile {
     #[serde(default = "d_variant")]
     pub variant: String,
     /// `auto` (mmdebstrap if installed), `mmdebstrap` or `debootstrap`.
-    #[serde(default = "d_bootstrapper")]
-    pub bootstrapper: String,
+    #[serde(default)]
+    pub bootstrapper: Bootstrapper,
     /// Mirror URL; empty means: detect from the host's apt sources.
     #[serde(default)]
     pub mirror: String,
@@ -75,6 +79,17 @@ pub struct Profile {
     pub initramfs: Initramfs,
     #[serde(default)]
     pub hooks: Hooks,
+}
+
+/// Which program bootstraps the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootstrapper {
+    /// mmdebstrap if installed, else debootstrap.
+    #[default]
+    Auto,
+    Mmdebstrap,
+    Debootstrap,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -195,9 +210,6 @@ fn d_arch() -> String {
 fn d_variant() -> String {
     "minbase".into()
 }
-fn d_bootstrapper() -> String {
-    "auto".into()
-}
 fn d_components() -> Vec<String> {
     vec!["main".into()]
 }
@@ -309,35 +321,62 @@ impl Loaded {
     }
 }
 
-/// Load by file path, or by name from the profile search path.
-pub fn load(name_or_path: &str) -> Result<Loaded> {
-    let p = Path::new(name_or_path);
-    if name_or_path.contains('/') || name_or_path.ends_with(".toml") || p.exists() {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| anyhow!("reading profile {}: {e}", p.display()))?;
-        let dir = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        return parse(&text, p, &dir);
+/// Where shipped profiles live below the etc dir (`/etc` unless
+/// `--etc-dir` / `NFSROOT_ETC_DIR`).
+pub const ETC_PROFILES: &str = "nfsroot/profiles";
+
+/// Load a profile. An argument with a `/` or ending in `.toml` is a file;
+/// a bare name is a shipped profile: `<etc_dir>/nfsroot/profiles/NAME.toml`,
+/// then the ones built into the binary. The current directory is never
+/// searched: a `profiles/NAME.toml` wherever the admin stands (with hooks
+/// that run as root) must not shadow the shipped one.
+pub fn load(name_or_path: &str, etc_dir: &Path) -> Result<Loaded> {
+    if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+        return load_file(Path::new(name_or_path));
     }
-    for dir in ["profiles", "/etc/nfsroot/profiles"] {
-        let f = Path::new(dir).join(format!("{name_or_path}.toml"));
-        if f.exists() {
-            return load(&f.to_string_lossy());
-        }
+    if !is_profile_name(name_or_path) {
+        bail!(
+            "{name_or_path:?} is not a profile name (letters, digits, . _ -);              to read a file, give a path with a / or ending in .toml"
+        );
+    }
+    let dir = etc_dir.join(ETC_PROFILES);
+    let f = dir.join(format!("{name_or_path}.toml"));
+    if f.exists() {
+        return load_file(&f);
     }
     if let Some((n, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
         let origin = PathBuf::from(format!("<builtin>/{n}.toml"));
-        return parse(text, &origin, Path::new("."));
+        // Built-in profiles name no hooks (a test checks); should one ever
+        // do, it resolves next to the shipped profiles, never in the cwd.
+        return parse(text, &origin, &dir);
     }
     let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
     bail!(
-        "no profile named {name_or_path:?}: not a file, not in ./profiles or \
-         /etc/nfsroot/profiles, not built in (built-in: {})",
+        "no profile named {name_or_path:?}: not in {} and not built in (built-in: {}); \
+         to read a file, give a path with a / or ending in .toml, e.g. ./{name_or_path}.toml",
+        dir.display(),
         names.join(", ")
     )
+}
+
+/// A bare profile name: what may follow `<etc>/nfsroot/profiles/`.
+fn is_profile_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Read and parse one profile file; relative hooks resolve next to it.
+fn load_file(p: &Path) -> Result<Loaded> {
+    let text =
+        std::fs::read_to_string(p).map_err(|e| anyhow!("reading profile {}: {e}", p.display()))?;
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, p, &dir)
 }
 
 /// Parse and validate profile text; `origin` names it in errors.
@@ -345,12 +384,14 @@ pub fn parse(text: &str, origin: &Path, dir: &Path) -> Result<Loaded> {
     let profile: Profile = match toml::from_str(text) {
         Ok(p) => p,
         Err(e) => {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            bail!(
-                "{}:{line}:{col}: {}",
-                origin.display(),
-                e.message().trim_end()
-            );
+            let start = e.span().map_or(0, |s| s.start);
+            let (line, col) = line_col(text, start);
+            // Name the key, as validation errors do (serde gives a span).
+            let msg = e.message().trim_end();
+            let key = key_at(text, start)
+                .map(|k| format!("{k}: "))
+                .unwrap_or_default();
+            bail!("{}:{line}:{col}: {key}{msg}", origin.display());
         }
     };
     let loaded = Loaded {
@@ -380,6 +421,64 @@ pub(crate) fn line_col(text: &str, off: usize) -> (usize, usize) {
         .map_or(before.len(), |i| before.len() - i - 1)
         + 1;
     (line, col)
+}
+
+/// The dotted key path of the deepest key or value at byte `off`, so a
+/// serde error (which has only a span) can name its field.
+pub(crate) fn key_at(text: &str, off: usize) -> Option<String> {
+    use toml_edit::{Item, Value};
+    fn within(span: Option<std::ops::Range<usize>>, off: usize) -> bool {
+        span.is_some_and(|s| s.start <= off && off < s.end.max(s.start + 1))
+    }
+    fn value(v: &Value, off: usize, path: &mut Vec<String>) {
+        match v {
+            Value::InlineTable(t) => {
+                for (k, v) in t.iter() {
+                    let kspan = t.key(k).and_then(|kk| kk.span());
+                    if within(kspan, off) || within(v.span(), off) {
+                        path.push(k.to_string());
+                        value(v, off, path);
+                        return;
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    if within(v.span(), off) {
+                        path.push(i.to_string());
+                        value(v, off, path);
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    fn table(t: &toml_edit::Table, off: usize, path: &mut Vec<String>) -> bool {
+        for (k, it) in t.iter() {
+            let kspan = t.key(k).and_then(|kk| kk.span());
+            match it {
+                Item::Value(v) if within(kspan, off) || within(v.span(), off) => {
+                    path.push(k.to_string());
+                    value(v, off, path);
+                    return true;
+                }
+                Item::Table(sub) => {
+                    path.push(k.to_string());
+                    if table(sub, off, path) || within(sub.span(), off) {
+                        return true;
+                    }
+                    path.pop();
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+    let doc = toml_edit::ImDocument::parse(text.to_string()).ok()?;
+    let mut path = Vec::new();
+    table(doc.as_table(), off, &mut path);
+    (!path.is_empty()).then(|| path.join("."))
 }
 
 /// Find the span of a key path (`["mounts","1","target"]`) in the text:
@@ -495,6 +594,9 @@ fn one_of(key: &[&str], v: &str, allowed: &[&str]) -> Result<(), Invalid> {
 
 fn validate(l: &Loaded) -> Result<(), Invalid> {
     let p = &l.profile;
+    if let Some(e) = control_chars(&l.text).into_iter().next() {
+        return Err(e);
+    }
     if crate::image::check_name(&p.name).is_err() {
         return Err(invalid(
             &["name"],
@@ -507,12 +609,7 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
     }
     one_of(&["suite"], &p.suite, SUITES)?;
     one_of(&["architecture"], &p.architecture, ARCHES)?;
-    one_of(
-        &["bootstrapper"],
-        &p.bootstrapper,
-        &["auto", "mmdebstrap", "debootstrap"],
-    )?;
-    if p.bootstrapper == "debootstrap" {
+    if p.bootstrapper == Bootstrapper::Debootstrap {
         one_of(&["variant"], &p.variant, DEBOOTSTRAP_VARIANTS)?;
     } else {
         one_of(&["variant"], &p.variant, VARIANTS)?;
@@ -575,25 +672,7 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
             ),
         ));
     }
-    let h = &p.root_password_hash;
-    let crypt_like =
-        h.starts_with('$') && h.matches('$').count() >= 3 && !h.contains(char::is_whitespace);
-    if !h.is_empty() && !crypt_like {
-        return Err(invalid(
-            &["root_password_hash"],
-            "expected a crypt(3) hash such as $y$... or $6$... (make one with: \
-             mkpasswd -m yescrypt); a plain password is never accepted",
-        ));
-    }
-    for (i, k) in p.ssh_authorized_keys.iter().enumerate() {
-        let t = k.split_whitespace().next().unwrap_or("");
-        if !(t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-")) {
-            return Err(invalid(
-                &["ssh_authorized_keys", &i.to_string()],
-                "expected a public key line starting with ssh-ed25519, ssh-rsa, ecdsa-... or sk-...",
-            ));
-        }
-    }
+    check_identity(p)?;
     if !is_host(&p.nfs.server) {
         return Err(invalid(
             &["nfs", "server"],
@@ -630,14 +709,12 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
     }
     for (i, m) in p.mounts.iter().enumerate() {
         let idx = i.to_string();
-        let ok = m.source.split_once(':').is_some_and(|(h, path)| {
-            is_host(h) && path.starts_with('/') && !path.contains(char::is_whitespace)
-        });
-        if !ok {
+        if !is_nfs_source(&m.source) {
             return Err(invalid(
                 &["mounts", &idx, "source"],
                 format!(
-                    "{:?} is not an NFS source; expected server:/path, e.g. master:/home",
+                    "{:?} is not an NFS source; expected server:/path, e.g. master:/home \
+                     (path of letters, digits and / . _ - + @ ~ only)",
                     m.source
                 ),
             ));
@@ -661,17 +738,12 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
     }
     one_of(&["logs", "layout"], &p.logs.layout, &["per-host", "local"])?;
     check_abs(&["logs", "dir"], &p.logs.dir)?;
-    if !p.logs.export.is_empty()
-        && !p
-            .logs
-            .export
-            .split_once(':')
-            .is_some_and(|(h, path)| is_host(h) && path.starts_with('/'))
-    {
+    if !p.logs.export.is_empty() && !is_nfs_source(&p.logs.export) {
         return Err(invalid(
             &["logs", "export"],
             format!(
-                "{:?} is not an NFS export; expected server:/path",
+                "{:?} is not an NFS export; expected server:/absolute/path with a path of \
+                 letters, digits and / . _ - + @ ~ only (no spaces, quotes or commas)",
                 p.logs.export
             ),
         ));
@@ -680,15 +752,10 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
         return Err(invalid(
             &["boot", "serial"],
             format!(
-                "{:?} is not a serial console; expected ttyS<N>[,<baud>], e.g. ttyS0,115200, or \"\" for none",
+                "{:?} is not a serial console; expected ttyS<N>[,<baud>[parity][bits]], \
+                 e.g. ttyS0,115200 or ttyS1,9600n8, or \"\" for none",
                 p.boot.serial
             ),
-        ));
-    }
-    if p.boot.cmdline.contains(['\n', '\r']) {
-        return Err(invalid(
-            &["boot", "cmdline"],
-            "the kernel command line must be one line",
         ));
     }
     if p.boot.keep_kernels == 0 {
@@ -748,6 +815,150 @@ fn validate(l: &Loaded) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Every string and key of a TOML text with a newline or another control
+/// character: such a value would start a line of its own in the file it is
+/// written to (fstab, node.conf, a PXELINUX config, dhcpd.conf, ...).
+pub(crate) fn control_chars(text: &str) -> Vec<Invalid> {
+    use toml_edit::{Item, Value};
+    fn bad(s: &str) -> Option<char> {
+        s.chars().find(|c| c.is_control())
+    }
+    fn msg(c: char, what: &str) -> String {
+        format!(
+            "{what} holds the control character U+{:04X}; every value must be one line of \
+             printable text (no newline, tab or other control character)",
+            c as u32
+        )
+    }
+    fn value(v: &Value, path: &mut Vec<String>, out: &mut Vec<Invalid>) {
+        match v {
+            Value::String(s) => {
+                if let Some(c) = bad(s.value()) {
+                    out.push(Invalid {
+                        key: path.clone(),
+                        msg: msg(c, "the value"),
+                    });
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    value(v, path, out);
+                    path.pop();
+                }
+            }
+            Value::InlineTable(t) => {
+                for (k, v) in t.iter() {
+                    path.push(k.to_string());
+                    key(k, path, out);
+                    value(v, path, out);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    fn key(k: &str, path: &[String], out: &mut Vec<Invalid>) {
+        if let Some(c) = bad(k) {
+            out.push(Invalid {
+                key: path.to_vec(),
+                msg: msg(c, "the key"),
+            });
+        }
+    }
+    fn item(it: &Item, path: &mut Vec<String>, out: &mut Vec<Invalid>) {
+        match it {
+            Item::Value(v) => value(v, path, out),
+            Item::Table(t) => {
+                for (k, v) in t.iter() {
+                    path.push(k.to_string());
+                    key(k, path, out);
+                    item(v, path, out);
+                    path.pop();
+                }
+            }
+            Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    for (k, v) in t.iter() {
+                        path.push(k.to_string());
+                        key(k, path, out);
+                        item(v, path, out);
+                        path.pop();
+                    }
+                    path.pop();
+                }
+            }
+            Item::None => {}
+        }
+    }
+    let Ok(doc) = toml_edit::ImDocument::parse(text.to_string()) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    item(doc.as_item(), &mut Vec::new(), &mut out);
+    out
+}
+
+/// The root hash (a field of /etc/shadow) and the authorized keys (lines of
+/// /root/.ssh/authorized_keys).
+fn check_identity(p: &Profile) -> Result<(), Invalid> {
+    let h = &p.root_password_hash;
+    let crypt_like = h.starts_with('$')
+        && h.matches('$').count() >= 3
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"./$=".contains(&b));
+    if !h.is_empty() && !crypt_like {
+        let why = if h.contains(':') {
+            "a ':' would end the field in /etc/shadow; "
+        } else if h.contains(char::is_whitespace) {
+            "it holds whitespace; "
+        } else {
+            ""
+        };
+        return Err(invalid(
+            &["root_password_hash"],
+            format!(
+                "{why}expected a crypt(3) hash such as $y$... or $6$... of A-Z a-z 0-9 . / $ = \
+                 only (make one with: mkpasswd -m yescrypt); a plain password is never accepted"
+            ),
+        ));
+    }
+    for (i, k) in p.ssh_authorized_keys.iter().enumerate() {
+        let mut w = k.split_whitespace();
+        let t = w.next().unwrap_or("");
+        let typed = t.starts_with("ssh-") || t.starts_with("ecdsa-") || t.starts_with("sk-");
+        let blob = w.next().is_some_and(|b| {
+            b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+        });
+        if !typed || !blob || k.matches(t).count() > 1 {
+            return Err(invalid(
+                &["ssh_authorized_keys", &i.to_string()],
+                "expected one public key per entry, \"TYPE BASE64 [COMMENT]\", with TYPE \
+                 ssh-ed25519, ssh-rsa, ecdsa-... or sk-... (put each key in its own string)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A path nodes or the server mount: absolute, of letters, digits and
+/// `/ . _ - + @ ~` (nothing that needs quoting in fstab, exports(5) or the
+/// kernel command line), no `..` component.
+pub fn is_plain_abs_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@~".contains(&b))
+        && !p.split('/').any(|c| c == "..")
+}
+
+/// `server:/path` with a host name or address and a plain path.
+fn is_nfs_source(s: &str) -> bool {
+    s.split_once(':')
+        .is_some_and(|(h, path)| is_host(h) && is_plain_abs_path(path))
+}
+
 fn is_url(s: &str) -> bool {
     ["http://", "https://", "file://"]
         .iter()
@@ -779,26 +990,27 @@ pub fn is_hostname(s: &str) -> bool {
 }
 
 fn check_abs(key: &[&str], p: &str) -> Result<(), Invalid> {
-    if !p.starts_with('/')
-        || p.contains(char::is_whitespace)
-        || p.split('/').any(|c| c == "..")
-        || p == "/"
-    {
+    if !is_plain_abs_path(p) || p == "/" {
         return Err(invalid(
             key,
-            format!("{p:?} is not an absolute path below / (no spaces, no ..)"),
+            format!(
+                "{p:?} is not an absolute path below / of letters, digits and / . _ - + @ ~ \
+                 (no spaces, quotes, backslashes or ..)"
+            ),
         ));
     }
     Ok(())
 }
 
 fn check_options(key: &[&str], o: &str) -> Result<(), Invalid> {
-    if o.contains(char::is_whitespace) || o.starts_with(',') || o.ends_with(',') || o.contains(",,")
-    {
+    let plain = o
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"=,._-:/+@".contains(&b));
+    if !plain || o.starts_with(',') || o.ends_with(',') || o.contains(",,") {
         return Err(invalid(
             key,
             format!(
-                "{o:?} is not a mount option list; expected comma-separated options without spaces, e.g. vers=3,tcp"
+                "{o:?} is not a mount option list; expected comma-separated options of letters, digits and = . _ - : / + @ (no spaces or quotes), e.g. vers=3,tcp"
             ),
         ));
     }
@@ -885,9 +1097,27 @@ mod tests {
 
     #[test]
     fn builtins_parse() {
+        let etc = tempfile::tempdir().unwrap();
         for (n, _) in BUILTIN {
-            load(n).unwrap();
+            let l = load(n, etc.path()).unwrap();
+            assert_eq!(l.origin, PathBuf::from(format!("<builtin>/{n}.toml")));
+            // No hooks: a built-in profile has no directory of its own.
+            assert_eq!(l.profile.hooks, Hooks::default(), "{n}");
         }
+    }
+
+    #[test]
+    fn etc_profiles_come_before_builtins() {
+        let etc = tempfile::tempdir().unwrap();
+        let dir = etc.path().join(ETC_PROFILES);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("minimal.toml"), "name = \"site\"\n").unwrap();
+        let l = load("minimal", etc.path()).unwrap();
+        assert_eq!(l.profile.name, "site");
+        assert_eq!(l.origin, dir.join("minimal.toml"));
+        let e = load("nosuch", etc.path()).unwrap_err().to_string();
+        assert!(e.contains("./nosuch.toml"), "{e}");
+        assert!(load("../x", etc.path()).is_err());
     }
 
     #[test]

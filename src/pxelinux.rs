@@ -4,6 +4,15 @@
 //! File naming follows PXELINUX's own search order: `01-<mac>` (lower case,
 //! dashes), then the client's IPv4 address in upper-case hex shortened one
 //! digit at a time, then `default`.
+//!
+//! The renderer is its own last guard against injected directives: every
+//! label and every kernel or initramfs file name it writes must be made of
+//! `[A-Za-z0-9.+~_-]` (paths: such components joined by `/`), a command line
+//! must be one line, and comment or message text has its control characters
+//! replaced, so no value can start a line of its own. [`try_render`] refuses
+//! a config that breaks this; [`render`] turns the refusal into a config that
+//! boots nothing and says why (never echoing the bad value), so a caller that
+//! has not checked its data still cannot write an injected line.
 
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
@@ -44,11 +53,84 @@ pub struct Config {
     pub boot: Boot,
 }
 
-/// Render a config. Pure: the same data gives the same bytes.
+/// Render a config, or a config that boots nothing and says why when the
+/// data cannot be written safely (see [`try_render`]). Pure.
 pub fn render(c: &Config) -> String {
+    try_render(c).unwrap_or_else(|_| {
+        render_unchecked(&Config {
+            header: c.header.clone(),
+            serial: c.serial,
+            timeout_s: 0,
+            boot: Boot::Disabled(
+                "refused to write this config: a label, kernel or initrd name \
+                 outside [A-Za-z0-9.+~_-] or a multi-line command line (see nfsroot publish/sync)"
+                    .into(),
+            ),
+        })
+    })
+}
+
+/// Render a config after checking every label, file name and command line
+/// (see [`check`]). Pure: the same data gives the same bytes.
+pub fn try_render(c: &Config) -> Result<String> {
+    check(c)?;
+    Ok(render_unchecked(c))
+}
+
+/// Whether every value of `c` can be written without starting a line or
+/// directive of its own.
+pub fn check(c: &Config) -> Result<()> {
+    let Boot::Entries(entries) = &c.boot else {
+        return Ok(());
+    };
+    for e in entries {
+        if !is_name(&e.label) {
+            bail!(
+                "refusing to render PXELINUX label {:?}: expected [A-Za-z0-9.+~_-]+ \
+                 (image name and kernel version)",
+                e.label
+            );
+        }
+        for (what, p) in [("kernel", &e.kernel), ("initrd", &e.initrd)] {
+            if !p.split('/').all(|c| is_name(c) && c != "." && c != "..") {
+                bail!(
+                    "refusing to render {what} path {p:?} of label {}: expected names of \
+                     [A-Za-z0-9.+~_-] joined by /, relative to the TFTP root",
+                    e.label
+                );
+            }
+        }
+        if e.append.chars().any(char::is_control) {
+            bail!(
+                "refusing to render the command line of label {}: it holds a newline or \
+                 another control character",
+                e.label
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A kernel version, label or file name PXELINUX may be given:
+/// `[A-Za-z0-9.+~_-]+`.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+~_-".contains(&b))
+}
+
+/// Text with every control character replaced by `?`: safe after `# ` or
+/// `SAY ` without starting a new line.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn render_unchecked(c: &Config) -> String {
     let mut s = String::new();
     for l in c.header.lines() {
-        let _ = writeln!(s, "# {l}");
+        let _ = writeln!(s, "# {}", one_line(l));
     }
     if let Some((port, baud)) = c.serial {
         let _ = writeln!(s, "SERIAL {port} {baud}");
@@ -60,7 +142,7 @@ pub fn render(c: &Config) -> String {
             };
             let _ = writeln!(s, "DEFAULT {}", first.label);
             let _ = writeln!(s, "PROMPT 1");
-            let _ = writeln!(s, "TIMEOUT {}", c.timeout_s * 10);
+            let _ = writeln!(s, "TIMEOUT {}", c.timeout_s.saturating_mul(10));
             let labels: Vec<&str> = entries.iter().map(|e| e.label.as_str()).collect();
             let _ = writeln!(
                 s,
@@ -81,7 +163,7 @@ pub fn render(c: &Config) -> String {
         }
         Boot::Disabled(why) => {
             let _ = writeln!(s, "DEFAULT disabled\nPROMPT 0\nTIMEOUT 0\nNOESCAPE 1");
-            let _ = writeln!(s, "SAY nfsroot: {why}");
+            let _ = writeln!(s, "SAY nfsroot: {}", one_line(why));
             // LOCALBOOT -1 makes PXELINUX give up and return to the BIOS.
             let _ = writeln!(s, "\nLABEL disabled\n  LOCALBOOT -1");
         }
@@ -179,12 +261,38 @@ pub fn hex_ip(ip: Ipv4Addr) -> String {
     ip.octets().iter().map(|o| format!("{o:02X}")).collect()
 }
 
-/// Split `ttyS0,115200` into (port 0, baud 115200).
+/// Split a serial console spec, `ttyS<port>[,<baud>[<parity>[<bits>[r]]]]`
+/// (the kernel's `console=` syntax, e.g. `ttyS0,115200n8`), into (port,
+/// baud) for PXELINUX's `SERIAL`; the baud defaults to 115200. Anything
+/// else, trailing text included, is `None`.
 pub fn serial_of(console: &str) -> Option<(u8, u32)> {
     let rest = console.strip_prefix("ttyS")?;
-    let (port, baud) = rest.split_once(',').unwrap_or((rest, "115200"));
-    let baud: String = baud.chars().take_while(|c| c.is_ascii_digit()).collect();
-    Some((port.parse().ok()?, baud.parse().ok()?))
+    let (port, opts) = rest.split_once(',').unwrap_or((rest, ""));
+    if port.is_empty() || port.len() > 3 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u8 = port.parse().ok()?;
+    if opts.is_empty() && console.ends_with(',') {
+        return None;
+    }
+    let digits = opts.bytes().take_while(u8::is_ascii_digit).count();
+    let (baud, mut tail) = opts.split_at(digits);
+    let baud: u32 = if baud.is_empty() {
+        if !opts.is_empty() {
+            return None;
+        }
+        115200
+    } else {
+        baud.parse().ok().filter(|b| (50..=4_000_000).contains(b))?
+    };
+    for allowed in ["noe", "5678", "r"] {
+        if let Some(c) = tail.chars().next()
+            && allowed.contains(c)
+        {
+            tail = &tail[1..];
+        }
+    }
+    tail.is_empty().then_some((port, baud))
 }
 
 #[cfg(test)]
@@ -216,6 +324,61 @@ mod tests {
         assert_eq!(p.entries.len(), 2);
     }
 
+    /// A kernel version with a newline would add directives of its own;
+    /// the renderer refuses it, and `render` writes a config that boots
+    /// nothing and does not echo the value.
+    #[test]
+    fn injected_names_are_refused() {
+        let evil = "6.1.0\nDEFAULT evil\nLABEL evil";
+        let mut bad = entry(evil);
+        bad.label = "img-6.1.0".into();
+        let cases = [
+            entry(evil),
+            bad.clone(),
+            Entry {
+                kernel: "../etc/shadow".into(),
+                ..entry("6.1.0")
+            },
+            Entry {
+                initrd: "img/initrd img".into(),
+                ..entry("6.1.0")
+            },
+            Entry {
+                append: "ro\nLABEL x".into(),
+                ..entry("6.1.0")
+            },
+        ];
+        for e in cases {
+            let c = Config {
+                header: "h".into(),
+                serial: None,
+                timeout_s: 3,
+                boot: Boot::Entries(vec![entry("6.1.0-9"), e.clone()]),
+            };
+            let err = try_render(&c).unwrap_err().to_string();
+            assert!(err.starts_with("refusing to render"), "{err}");
+            let text = render(&c);
+            assert!(
+                !text.contains("evil") && !text.contains("LABEL x"),
+                "{text}"
+            );
+            assert!(!text.contains("shadow"), "{text}");
+            let p = parse(&text).unwrap();
+            assert!(p.entries.is_empty(), "{text}");
+            assert!(text.contains("LOCALBOOT -1"), "{text}");
+        }
+        // Comments and messages stay on their line.
+        let c = Config {
+            header: "a\rb\nc".into(),
+            serial: None,
+            timeout_s: u32::MAX,
+            boot: Boot::Disabled("x\ny\x0bz".into()),
+        };
+        let t = try_render(&c).unwrap();
+        assert!(t.starts_with("# a?b\n# c\n"), "{t:?}");
+        assert!(t.contains("SAY nfsroot: x?y?z\n"), "{t:?}");
+    }
+
     #[test]
     fn dangling_default_is_an_error() {
         assert!(parse("DEFAULT x\nLABEL y\n KERNEL k\n").is_err());
@@ -231,7 +394,21 @@ mod tests {
         assert_eq!(hex_ip("172.16.1.10".parse().unwrap()), "AC10010A");
         assert_eq!(mac_file_name("52:54:00:AB:cd:01"), "01-52-54-00-ab-cd-01");
         assert_eq!(serial_of("ttyS1,9600n8"), Some((1, 9600)));
+        assert_eq!(serial_of("ttyS0"), Some((0, 115200)));
+        assert_eq!(serial_of("ttyS0,115200n8r"), Some((0, 115200)));
         assert_eq!(serial_of("tty0"), None);
+        for bad in [
+            "ttyS0,115200\nDEFAULT evil",
+            "ttyS0,115200 quiet",
+            "ttyS0,",
+            "ttyS,9600",
+            "ttyS0,0",
+            "ttyS0,n8",
+            "ttyS0,9600x",
+            "ttyS+1",
+        ] {
+            assert_eq!(serial_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -45,6 +45,13 @@ pub fn apply(root: &Path, ctx: &Ctx<'_>) -> Result<bool> {
         )?;
     }
     c |= set_root_password(root, &p.root_password_hash)?;
+    if let Some(k) = p
+        .ssh_authorized_keys
+        .iter()
+        .find(|k| k.contains(char::is_control))
+    {
+        bail!("ssh_authorized_keys: {k:?} holds a newline or control character; one key per entry");
+    }
     if !p.ssh_authorized_keys.is_empty() {
         c |= super::dir(root, "/root/.ssh", 0o700)?;
         let mut keys = p.ssh_authorized_keys.join("\n");
@@ -63,6 +70,13 @@ fn set_root_password(root: &Path, hash: &str) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    // The profile checked this at load; a ':' or a newline would still add
+    // fields or lines to /etc/shadow, so refuse it here too.
+    if hash.contains(|c: char| c == ':' || c.is_whitespace() || c.is_control()) {
+        bail!(
+            "root_password_hash: a ':', whitespace or control character cannot be in a shadow field"
+        );
+    }
     let want = if hash.is_empty() { "!" } else { hash };
     let mut out = String::new();
     let mut found = false;
@@ -141,6 +155,22 @@ mod tests {
         apply(d.path(), &ctx(&p)).unwrap();
         let shadow = std::fs::read_to_string(d.path().join("etc/shadow")).unwrap();
         assert!(shadow.starts_with("root:$6$salt$abc:"));
+    }
+
+    /// Values that skipped the profile's checks still cannot add fields or
+    /// lines to /etc/shadow or authorized_keys.
+    #[test]
+    fn injected_identity_values_are_refused() {
+        let d = fake_root();
+        let before = std::fs::read(d.path().join("etc/shadow")).unwrap();
+        let mut p = profile("");
+        p.root_password_hash = "$6$s$h:0:0:99999::::\nevil:x".into();
+        assert!(apply(d.path(), &ctx(&p)).is_err());
+        assert_eq!(std::fs::read(d.path().join("etc/shadow")).unwrap(), before);
+        let mut p = profile("");
+        p.ssh_authorized_keys = vec!["ssh-ed25519 AAAA a\nssh-rsa BBBB evil".into()];
+        assert!(apply(d.path(), &ctx(&p)).is_err());
+        assert!(!d.path().join("root/.ssh/authorized_keys").exists());
     }
 
     #[test]

@@ -329,6 +329,12 @@ fn check_add(
     if let Some(i) = &a.image {
         crate::image::check_name(i).map_err(|e| ("--image", format!("{e:#}")))?;
     }
+    if let Some(k) = &a.kernel {
+        super::check_kernel(k).map_err(|m| ("--kernel", m))?;
+    }
+    if let Some(c) = &a.cmdline {
+        super::check_cmdline(c).map_err(|m| ("--cmdline", m))?;
+    }
     if let Some(g) = &a.group
         && !inv.groups.contains_key(g)
     {
@@ -405,10 +411,11 @@ fn set_host(inv: &Inventory, doc: &mut DocumentMut, s: &SetHost) -> Result<bool>
     if let Some(i) = &s.image {
         crate::image::check_name(i).with_context(|| "hosts set --image".to_string())?;
     }
-    if let Some(c) = &s.cmdline
-        && c.contains(['\n', '\r'])
-    {
-        bail!("hosts set --cmdline: the kernel command line must be one line");
+    if let Some(k) = &s.kernel {
+        super::check_kernel(k).map_err(|m| anyhow::anyhow!("hosts set --kernel: {m}"))?;
+    }
+    if let Some(c) = &s.cmdline {
+        super::check_cmdline(c).map_err(|m| anyhow::anyhow!("hosts set --cmdline: {m}"))?;
     }
     // What the host gets without its own `boot` key.
     let inherited = h

@@ -7,7 +7,9 @@
 //! itself rejects a duplicate name. It is parsed like a profile: serde with
 //! `deny_unknown_fields` gives shape errors with a span, then `resolve`
 //! checks the whole (MAC syntax, duplicate MACs and addresses, addresses
-//! outside the subnet, unknown groups, hosts without an image) and every
+//! outside the subnet, unknown groups, hosts without an image, kernel
+//! versions and boot file in the syntax PXELINUX, dhcpd and dnsmasq need,
+//! and no control character in any key or value of the text) and every
 //! error names `file:line:col` and the key. Values are resolved once, host
 //! over group over cluster, into [`Inventory`]; everything downstream reads
 //! only that. Edits ([`edit`]) go through `toml_edit`, so comments and
@@ -330,14 +332,22 @@ pub fn load(path: &Path) -> Result<Inventory> {
     parse(&text, path)
 }
 
-/// Parse and validate inventory text; `origin` names it in errors.
+/// Parse and validate inventory text; `origin` names it in errors and in
+/// the comments of generated files, so it must be one line.
 pub fn parse(text: &str, origin: &Path) -> Result<Inventory> {
+    if origin.to_string_lossy().contains(char::is_control) {
+        bail!(
+            "inventory path {:?} holds a newline or another control character; \
+             rename the file (its path is quoted in generated files)",
+            origin
+        );
+    }
     let spec: FileSpec = match toml::from_str(text) {
         Ok(s) => s,
         Err(e) => {
             let start = e.span().map_or(0, |s| s.start);
             let (line, col) = crate::profile::line_col(text, start);
-            let key = key_at(text, start)
+            let key = crate::profile::key_at(text, start)
                 .map(|k| format!("{k}: "))
                 .unwrap_or_default();
             let mut msg = e.message().trim_end().to_string();
@@ -348,93 +358,46 @@ pub fn parse(text: &str, origin: &Path) -> Result<Inventory> {
         }
     };
     let order = host_order(text);
+    // Control characters are checked on the text, where every key and
+    // value (including ones the model drops) can be named.
+    let mut errs = crate::profile::control_chars(text);
     match resolve(spec, &order, origin) {
-        Ok(inv) => Ok(inv),
-        Err(mut errs) => {
-            let mut located: Vec<(usize, usize, String)> = errs
-                .drain(..)
-                .map(|e| {
-                    let (l, c) = crate::profile::locate(text, &e.key).unwrap_or((1, 1));
-                    (
-                        l,
-                        c,
-                        format!(
-                            "{}:{l}:{c}: {}: {}",
-                            origin.display(),
-                            e.key.join("."),
-                            e.msg
-                        ),
-                    )
-                })
-                .collect();
-            located.sort();
-            located.dedup();
-            let n = located.len();
-            let mut msg: Vec<String> = located.into_iter().take(20).map(|e| e.2).collect();
-            if n > 20 {
-                msg.push(format!("... and {} more errors", n - 20));
-            }
-            bail!("{}", msg.join("\n"))
+        Ok(inv) if errs.is_empty() => Ok(inv),
+        Ok(_) => Err(located(text, origin, errs)),
+        Err(e) => {
+            errs.extend(e);
+            Err(located(text, origin, errs))
         }
     }
 }
 
-/// The dotted key path of the deepest key or value at byte `off`, so a
-/// serde error (which has only a span) can name its field.
-fn key_at(text: &str, off: usize) -> Option<String> {
-    use toml_edit::{Item, Value};
-    fn within(span: Option<std::ops::Range<usize>>, off: usize) -> bool {
-        span.is_some_and(|s| s.start <= off && off < s.end.max(s.start + 1))
+/// Validation failures as `file:line:col: key: message` lines, in file
+/// order, at most 20.
+fn located(text: &str, origin: &Path, errs: Vec<Invalid>) -> anyhow::Error {
+    let mut located: Vec<(usize, usize, String)> = errs
+        .into_iter()
+        .map(|e| {
+            let (l, c) = crate::profile::locate(text, &e.key).unwrap_or((1, 1));
+            (
+                l,
+                c,
+                format!(
+                    "{}:{l}:{c}: {}: {}",
+                    origin.display(),
+                    e.key.join("."),
+                    e.msg
+                ),
+            )
+        })
+        .collect();
+    located.sort();
+    located.dedup();
+    let n = located.len();
+    let mut msg: Vec<String> = located.into_iter().take(20).map(|e| e.2).collect();
+    if n > 20 {
+        msg.push(format!("... and {} more errors", n - 20));
     }
-    fn value(v: &Value, off: usize, path: &mut Vec<String>) {
-        match v {
-            Value::InlineTable(t) => {
-                for (k, v) in t.iter() {
-                    let kspan = t.key(k).and_then(|kk| kk.span());
-                    if within(kspan, off) || within(v.span(), off) {
-                        path.push(k.to_string());
-                        value(v, off, path);
-                        return;
-                    }
-                }
-            }
-            Value::Array(a) => {
-                for (i, v) in a.iter().enumerate() {
-                    if within(v.span(), off) {
-                        path.push(i.to_string());
-                        value(v, off, path);
-                        return;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    fn table(t: &toml_edit::Table, off: usize, path: &mut Vec<String>) -> bool {
-        for (k, it) in t.iter() {
-            let kspan = t.key(k).and_then(|kk| kk.span());
-            match it {
-                Item::Value(v) if within(kspan, off) || within(v.span(), off) => {
-                    path.push(k.to_string());
-                    value(v, off, path);
-                    return true;
-                }
-                Item::Table(sub) => {
-                    path.push(k.to_string());
-                    if table(sub, off, path) || within(sub.span(), off) {
-                        return true;
-                    }
-                    path.pop();
-                }
-                _ => {}
-            }
-        }
-        false
-    }
-    let doc = toml_edit::ImDocument::parse(text.to_string()).ok()?;
-    let mut path = Vec::new();
-    table(doc.as_table(), off, &mut path);
-    (!path.is_empty()).then(|| path.join("."))
+    anyhow::anyhow!("{}", msg.join("\n"))
 }
 
 /// Host names in file order with the line of their key.
@@ -492,10 +455,19 @@ fn resolve(
     {
         errs.push(invalid(&["cluster", "image"], format!("{e:#}")));
     }
-    if c.boot_file.is_empty() || c.boot_file.contains(['"', '\n', ',', ' ']) {
+    if !c
+        .boot_file
+        .split('/')
+        .all(|p| crate::pxelinux::is_name(p) && p != "." && p != "..")
+    {
         errs.push(invalid(
             &["cluster", "boot_file"],
-            "the boot file must be a plain path relative to the TFTP root",
+            format!(
+                "{:?} is not a plain path relative to the TFTP root; expected names of \
+                 A-Z a-z 0-9 . + ~ _ - joined by /, e.g. pxelinux.0 or bios/lpxelinux.0 \
+                 (no quotes, backslashes, commas or spaces)",
+                c.boot_file
+            ),
         ));
     }
     for (gname, g) in &spec.groups {
@@ -507,7 +479,6 @@ fn resolve(
             &["groups", gname],
             g.image.as_deref(),
             g.kernel.as_deref(),
-            g.cmdline.as_deref(),
         );
     }
 
@@ -616,13 +587,7 @@ fn resolve(
         };
         let g = group.unwrap_or_default();
         let hk = ["hosts", name.as_str()];
-        check_common(
-            &mut errs,
-            &hk,
-            h.image.as_deref(),
-            h.kernel.as_deref(),
-            h.cmdline.as_deref(),
-        );
+        check_common(&mut errs, &hk, h.image.as_deref(), h.kernel.as_deref());
         let image = h.image.clone().or(g.image.clone()).or(c.image.clone());
         let boot = h.boot.or(g.boot).unwrap_or_default();
         if boot == BootMode::Image && image.is_none() {
@@ -693,13 +658,7 @@ fn resolve(
     })
 }
 
-fn check_common(
-    errs: &mut Vec<Invalid>,
-    at: &[&str],
-    image: Option<&str>,
-    kernel: Option<&str>,
-    cmdline: Option<&str>,
-) {
+fn check_common(errs: &mut Vec<Invalid>, at: &[&str], image: Option<&str>, kernel: Option<&str>) {
     let with = |f: &str| {
         let mut k: Vec<&str> = at.to_vec();
         k.push(f);
@@ -714,20 +673,38 @@ fn check_common(
         });
     }
     if let Some(k) = kernel
-        && (k.contains(char::is_whitespace) || k.contains('/'))
+        && let Err(msg) = check_kernel(k)
     {
         errs.push(Invalid {
             key: with("kernel"),
-            msg: format!("{k:?} is not a kernel version (e.g. 6.1.0-18-amd64)"),
+            msg,
         });
     }
-    if let Some(c) = cmdline
-        && c.contains(['\n', '\r'])
-    {
-        errs.push(Invalid {
-            key: with("cmdline"),
-            msg: "the kernel command line must be one line".into(),
-        });
+}
+
+/// A pinned kernel version (empty: none): it becomes a PXELINUX label and
+/// file name, so `[A-Za-z0-9.+~_-]+` only.
+pub fn check_kernel(k: &str) -> Result<(), String> {
+    if k.is_empty() || crate::pxelinux::is_name(k) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{k:?} is not a kernel version; expected A-Z a-z 0-9 . + ~ _ - only, \
+             e.g. 6.1.0-18-amd64"
+        ))
+    }
+}
+
+/// A kernel command line: one line of printable text (it follows
+/// PXELINUX's `APPEND`).
+pub fn check_cmdline(c: &str) -> Result<(), String> {
+    match c.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(ch) => Err(format!(
+            "the kernel command line holds the control character U+{:04X}; it must be \
+             one line of printable text",
+            ch as u32
+        )),
     }
 }
 

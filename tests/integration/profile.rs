@@ -79,3 +79,61 @@ fn usage_errors_exit_2() {
     c.args(["boot-test", "--mode", "floppy"]);
     assert_eq!(c.output().unwrap().status.code(), Some(2));
 }
+
+/// A bare name is a shipped profile: a `profiles/minimal.toml` in the
+/// directory the admin stands in (it could carry root-run hooks) does not
+/// shadow the built-in one; an argument ending in `.toml` reads that file.
+#[test]
+fn cwd_profiles_do_not_shadow_shipped_ones() {
+    let l = TestLayout::temp();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(cwd.path().join("profiles")).unwrap();
+    std::fs::write(
+        cwd.path().join("profiles/minimal.toml"),
+        "name = \"evil\"\n",
+    )
+    .unwrap();
+    std::fs::write(cwd.path().join("minimal"), "name = \"evil2\"\n").unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["--json", "profile", "show", "minimal"])
+        .current_dir(cwd.path());
+    let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    assert_eq!(v["result"]["name"], "minimal");
+    // The explicit forms read the file.
+    let mut c = nfsroot(&l);
+    c.args(["--json", "profile", "show", "profiles/minimal.toml"])
+        .current_dir(cwd.path());
+    let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    assert_eq!(v["result"]["name"], "evil");
+    // <etc>/nfsroot/profiles comes before the built-in profile.
+    let shipped = l.etc().join("nfsroot/profiles");
+    std::fs::create_dir_all(&shipped).unwrap();
+    std::fs::write(shipped.join("minimal.toml"), "name = \"site\"\n").unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["--json", "profile", "show", "minimal"])
+        .current_dir(cwd.path());
+    let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    assert_eq!(v["result"]["name"], "site");
+}
+
+/// A reader that closes the pipe early (`nfsroot hosts list | head -1`)
+/// ends the command quietly with exit 0, not a panic (exit 101).
+#[test]
+fn closed_stdout_exits_zero_quietly() {
+    use std::process::Stdio;
+    let l = TestLayout::temp();
+    let inv = l.etc().join("nfsroot/inventory.toml");
+    std::fs::create_dir_all(inv.parent().unwrap()).unwrap();
+    std::fs::write(&inv, nfsroot::inventory::EXAMPLE).unwrap();
+    for args in [&["hosts", "list"][..], &["profile", "show", "minimal"][..]] {
+        let mut c = nfsroot(&l);
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // No reader at all: the first write gets EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
