@@ -390,7 +390,7 @@ pub fn publish_with(
             ..r
         });
     }
-    let config_text = pxelinux::render(&rec.config());
+    let config_text = pxelinux::try_render(&rec.config())?;
     let image_cfg = cfgd.join(image_config_name(image));
     let default_cfg = cfgd.join("default");
     let mut configs = vec![image_cfg.clone()];
@@ -627,7 +627,7 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
     let k = rec.find(&target).expect("found above").clone();
     verify(&layout.tftp_root, &k).with_context(|| format!("cannot roll back to {target}"))?;
     rec.default = Some(target.clone());
-    let text = pxelinux::render(&rec.config());
+    let text = pxelinux::try_render(&rec.config())?;
     rec.save(layout)?;
     let cfgd = cfg_dir(layout);
     let mut written = vec![];

@@ -619,7 +619,7 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path, roots: &Roots) -> Resu
             .as_ref()
             .and_then(|i| records.get(i))
             .and_then(Option::as_ref);
-        let text = pxelinux::render(&render::boot_config(h, rec)?);
+        let text = pxelinux::try_render(&render::boot_config(h, rec)?)?;
         let differs = inv.cluster.host_files == super::HostFiles::All
             || default_body.as_deref() != Some(body(&text).as_str());
         if !differs {
@@ -699,13 +699,14 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path, roots: &Roots) -> Resu
             });
         }
     }
+    render::check_tftp_root(&layout.tftp_root)?;
     let exports_path = etc_dir.join("exports.d/nfsroot.exports");
     let dnsmasq_path = etc_dir.join("dnsmasq.d/nfsroot.conf");
     let dhcpd_path = etc_dir.join("dhcp/dhcpd.conf");
     let shared: [(&PathBuf, String, String, Phase); 3] = [
         (
             &exports_path,
-            render::exports(inv, &exports),
+            render::try_exports(inv, &exports)?,
             String::new(),
             Phase::Exports,
         ),
