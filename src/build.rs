@@ -125,9 +125,10 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     )?;
 
     prog.stage("fixups");
-    let mut changed = fixups::apply_all(&staging, &ctx)?;
+    let staged = crate::imagefs::ImageRoot::open(&staging)?;
+    let mut changed = fixups::apply_all(&staged, &ctx)?;
     if let Some(inv) = &opts.inventory
-        && crate::inventory::image_hosts_into(&crate::imagefs::ImageRoot::open(&staging)?, inv)?
+        && crate::inventory::image_hosts_into(&staged, inv)?
     {
         changed.push("inventory-hosts");
     }

@@ -3,9 +3,9 @@
 //! root needs, the per-host log export, and the profile's extra NFS mounts.
 
 use super::{Ctx, write_file};
+use crate::imagefs::ImageRoot;
 use anyhow::Result;
 use std::fmt::Write as _;
-use std::path::Path;
 
 /// Directories a read-only root needs writable, with tmpfs sizes.
 pub const RO_TMPFS: &[(&str, &str, &str)] = &[
@@ -64,7 +64,7 @@ pub fn tmpfs_paths(ctx: &Ctx<'_>) -> Vec<String> {
         .collect()
 }
 
-pub fn apply(root: &Path, ctx: &Ctx<'_>) -> Result<bool> {
+pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
     let mut changed = write_file(root, "/etc/fstab", &render(ctx), 0o644)?;
     // Mount points must exist in the image: a read-only root cannot get
     // them created at boot.

@@ -6,9 +6,9 @@
 //! up. Their settings are in `/etc/nfsroot/node.conf`.
 
 use super::{Ctx, fstab, remove, symlink, write_file};
+use crate::imagefs::ImageRoot;
 use anyhow::Result;
 use std::fmt::Write as _;
-use std::path::Path;
 
 /// The boot hook script, installed as /usr/lib/nfsroot/nfsroot-node.
 pub const NODE_SCRIPT: &str = include_str!("../../hooks/nfsroot-node");
@@ -71,7 +71,7 @@ pub fn render_conf(ctx: &Ctx<'_>) -> String {
     s
 }
 
-pub fn apply(root: &Path, ctx: &Ctx<'_>) -> Result<bool> {
+pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
     let mut c = remove(root, "/etc/hostname")?;
     c |= write_file(root, SCRIPT_PATH, NODE_SCRIPT, 0o755)?;
     c |= write_file(root, CONF_PATH, &render_conf(ctx), 0o644)?;

@@ -6,8 +6,8 @@
 //! Rotation happens on the server: hooks/server/nfsroot-logs.logrotate.
 
 use super::{Ctx, remove, write_file};
+use crate::imagefs::ImageRoot;
 use anyhow::Result;
-use std::path::Path;
 
 const RSYSLOG: &str = "/etc/rsyslog.d/10-perhostname.conf";
 const JOURNALD: &str = "/etc/systemd/journald.conf.d/nfsroot.conf";
@@ -45,7 +45,7 @@ Storage=volatile
 ForwardToSyslog=yes
 ";
 
-pub fn apply(root: &Path, ctx: &Ctx<'_>) -> Result<bool> {
+pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
     let p = ctx.profile;
     if p.logs.layout != "per-host" {
         let c = remove(root, RSYSLOG)?;

@@ -1,15 +1,16 @@
 //! The diskless fixups: small, idempotent edits of a root tree.
 //!
 //! Each fixup is one module with `fn apply(root, ctx) -> Result<bool>`
-//! (true when it changed something), working only below `root` and never
-//! following a symlink out of it: files are replaced by rename, so a
-//! symlink at the destination is replaced rather than written through.
+//! (true when it changed something), working only through the image's
+//! confined view ([`ImageRoot`]): paths resolve inside the tree, files are
+//! replaced by rename, so a symlink at the destination is replaced rather
+//! than written through, and nothing is read from outside the image.
 //! Running the whole list twice changes nothing the second time.
 
-use crate::fsutil;
+use crate::imagefs::ImageRoot;
 use crate::profile::Profile;
 use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub mod fstab;
 pub mod hostname;
@@ -31,7 +32,7 @@ pub struct Ctx<'a> {
 }
 
 /// A fixup: its name (for progress and errors) and its function.
-pub type Fixup = (&'static str, fn(&Path, &Ctx<'_>) -> Result<bool>);
+pub type Fixup = (&'static str, fn(&ImageRoot, &Ctx<'_>) -> Result<bool>);
 
 /// Every fixup, in the order they run.
 pub const ALL: &[Fixup] = &[
@@ -45,7 +46,7 @@ pub const ALL: &[Fixup] = &[
 ];
 
 /// Run every fixup; returns the names of those that changed something.
-pub fn apply_all(root: &Path, ctx: &Ctx<'_>) -> Result<Vec<&'static str>> {
+pub fn apply_all(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<Vec<&'static str>> {
     let mut changed = Vec::new();
     for (name, f) in ALL {
         if f(root, ctx).with_context(|| format!("fixup {name}"))? {
@@ -55,70 +56,41 @@ pub fn apply_all(root: &Path, ctx: &Ctx<'_>) -> Result<Vec<&'static str>> {
     Ok(changed)
 }
 
-/// `rel` (absolute inside the image) as a host path below `root`.
-pub fn at(root: &Path, rel: &str) -> PathBuf {
-    root.join(rel.trim_start_matches('/'))
-}
-
 /// Write `content` at `rel` unless it is already exactly that (same bytes,
 /// regular file, same mode). Returns whether it wrote.
-pub fn write_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<bool> {
+pub fn write_file(root: &ImageRoot, rel: &str, content: &str, mode: u32) -> Result<bool> {
     use std::os::unix::fs::PermissionsExt;
-    let p = at(root, rel);
-    if let Ok(m) = std::fs::symlink_metadata(&p)
+    if let Some(m) = root.symlink_metadata(rel)?
         && m.is_file()
         && m.permissions().mode() & 0o7777 == mode
-        && std::fs::read(&p).ok().as_deref() == Some(content.as_bytes())
+        && root.read_opt(rel)?.as_deref() == Some(content.as_bytes())
     {
         return Ok(false);
     }
-    if let Some(dir) = p.parent() {
-        fsutil::mkdir_p(dir)?;
-    }
-    fsutil::atomic_write_mode(&p, content.as_bytes(), mode)?;
+    root.write(rel, content.as_bytes(), mode)?;
     Ok(true)
 }
 
 /// Make `rel` a symlink to `target` unless it already is.
-pub fn symlink(root: &Path, rel: &str, target: &str) -> Result<bool> {
-    let p = at(root, rel);
-    if std::fs::read_link(&p).ok().as_deref() == Some(Path::new(target)) {
+pub fn symlink(root: &ImageRoot, rel: &str, target: &str) -> Result<bool> {
+    if root.read_link(rel)?.as_deref() == Some(Path::new(target)) {
         return Ok(false);
     }
-    if let Some(dir) = p.parent() {
-        fsutil::mkdir_p(dir)?;
-    }
-    let tmp = p.with_file_name(format!(
-        "{}{}-link",
-        fsutil::TEMP_PREFIX,
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .with_context(|| format!("creating symlink {}", tmp.display()))?;
-    std::fs::rename(&tmp, &p).with_context(|| format!("replacing {}", p.display()))?;
+    root.symlink(rel, target)?;
     Ok(true)
 }
 
 /// Remove `rel` (a file or symlink) if present.
-pub fn remove(root: &Path, rel: &str) -> Result<bool> {
-    let p = at(root, rel);
-    match std::fs::remove_file(&p) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
-    }
+pub fn remove(root: &ImageRoot, rel: &str) -> Result<bool> {
+    root.remove_file(rel)
 }
 
 /// Create a directory (and parents) with `mode` unless it exists.
-pub fn dir(root: &Path, rel: &str, mode: u32) -> Result<bool> {
-    use std::os::unix::fs::PermissionsExt;
-    let p = at(root, rel);
-    if p.is_dir() {
+pub fn dir(root: &ImageRoot, rel: &str, mode: u32) -> Result<bool> {
+    if !root.create_dir_all(rel, mode)? {
         return Ok(false);
     }
-    fsutil::mkdir_p(&p)?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    root.set_mode(rel, mode)?;
     Ok(true)
 }
 
@@ -186,8 +158,14 @@ pub mod testutil {
         d
     }
 
+    /// The confined view of a fake root.
+    pub fn img(root: &Path) -> ImageRoot {
+        ImageRoot::open(root).unwrap()
+    }
+
     /// Apply `f` twice: the first run must change, the second must not.
-    pub fn idempotent(f: fn(&Path, &Ctx<'_>) -> Result<bool>, root: &Path, c: &Ctx<'_>) {
+    pub fn idempotent(f: fn(&ImageRoot, &Ctx<'_>) -> Result<bool>, root: &Path, c: &Ctx<'_>) {
+        let root = &img(root);
         assert!(f(root, c).unwrap(), "first run should change the tree");
         assert!(!f(root, c).unwrap(), "second run should change nothing");
     }
@@ -198,13 +176,56 @@ mod tests {
     use super::testutil::*;
 
     #[test]
+    fn links_out_of_the_tree_are_replaced_never_followed() {
+        let p = profile("");
+        let c = ctx(&p);
+        let d = fake_root();
+        let outside = tempfile::tempdir().unwrap();
+        let o = outside.path();
+        std::fs::write(o.join("fstab"), "keep").unwrap();
+        std::fs::write(o.join("ssh_host_rsa_key"), "host's own key").unwrap();
+        std::fs::write(o.join("shadow"), "root:secret:1::::::\n").unwrap();
+        let r = d.path();
+        for (name, target) in [
+            ("etc/fstab", o.join("fstab")),
+            ("etc/shadow", o.join("shadow")),
+        ] {
+            std::fs::remove_file(r.join(name)).ok();
+            std::os::unix::fs::symlink(target, r.join(name)).unwrap();
+        }
+        std::fs::remove_dir_all(r.join("etc/ssh")).unwrap();
+        std::os::unix::fs::symlink(o, r.join("etc/ssh")).unwrap();
+        // A directory link that leads nowhere inside is refused by name.
+        let e = super::apply_all(&img(r), &c).unwrap_err();
+        assert!(format!("{e:#}").contains("etc/ssh"), "{e:#}");
+        std::fs::remove_file(r.join("etc/ssh")).unwrap();
+        std::fs::create_dir(r.join("etc/ssh")).unwrap();
+        // The shadow link resolves inside the image, where there is none.
+        super::apply_all(&img(r), &c).unwrap();
+        assert_eq!(std::fs::read_to_string(o.join("fstab")).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(o.join("ssh_host_rsa_key")).unwrap(),
+            "host's own key"
+        );
+        assert_eq!(
+            std::fs::read_to_string(o.join("shadow")).unwrap(),
+            "root:secret:1::::::\n"
+        );
+        assert!(
+            std::fs::symlink_metadata(r.join("etc/fstab"))
+                .unwrap()
+                .is_file()
+        );
+    }
+
+    #[test]
     fn all_fixups_are_idempotent_together() {
         for extra in ["", "[nfs]\nroot_mode = \"rw\"\n"] {
             let p = profile(extra);
             let c = ctx(&p);
             let d = fake_root();
-            assert!(!super::apply_all(d.path(), &c).unwrap().is_empty());
-            assert!(super::apply_all(d.path(), &c).unwrap().is_empty());
+            assert!(!super::apply_all(&img(d.path()), &c).unwrap().is_empty());
+            assert!(super::apply_all(&img(d.path()), &c).unwrap().is_empty());
         }
     }
 }

@@ -2,10 +2,10 @@
 //! root would have every node overwrite.
 
 use super::{Ctx, symlink};
+use crate::imagefs::ImageRoot;
 use anyhow::Result;
-use std::path::Path;
 
-pub fn apply(root: &Path, _ctx: &Ctx<'_>) -> Result<bool> {
+pub fn apply(root: &ImageRoot, _ctx: &Ctx<'_>) -> Result<bool> {
     symlink(root, "/etc/mtab", "../proc/self/mounts")
 }
 

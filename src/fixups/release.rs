@@ -2,8 +2,8 @@
 //! shell-sourceable lines (the boot hook prints BUILD_ID on the console).
 
 use super::{Ctx, write_file};
+use crate::imagefs::ImageRoot;
 use anyhow::Result;
-use std::path::Path;
 
 /// The release stamp. Pure.
 pub fn render(ctx: &Ctx<'_>) -> String {
@@ -20,7 +20,7 @@ pub fn render(ctx: &Ctx<'_>) -> String {
     )
 }
 
-pub fn apply(root: &Path, ctx: &Ctx<'_>) -> Result<bool> {
+pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
     write_file(root, "/etc/nfsroot-release", &render(ctx), 0o644)
 }
 
