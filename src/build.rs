@@ -16,7 +16,7 @@ use crate::hooks;
 use crate::image::{self, Layout};
 use crate::profile::Loaded;
 use crate::progress::Progress;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -112,8 +112,10 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     };
     bootstrap::run(&req, &mut |l| prog.line(l))?;
     // Keep daemons from starting in the chroot while hooks run.
-    let policy = staging.join("usr/sbin/policy-rc.d");
-    fsutil::atomic_write_mode(&policy, POLICY_RC_D.as_bytes(), 0o755)?;
+    // Packages of the bootstrap wrote this tree: reach it only through its
+    // confined view, as every later stage does.
+    let staged = crate::imagefs::ImageRoot::open(&staging)?;
+    staged.write("usr/sbin/policy-rc.d", POLICY_RC_D.as_bytes(), 0o755)?;
 
     prog.stage("post-bootstrap hooks");
     hooks::run_stage(
@@ -125,7 +127,6 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     )?;
 
     prog.stage("fixups");
-    let staged = crate::imagefs::ImageRoot::open(&staging)?;
     let mut changed = fixups::apply_all(&staged, &ctx)?;
     if let Some(inv) = &opts.inventory
         && crate::inventory::image_hosts_into(&staged, inv)?
@@ -140,11 +141,11 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
         &staging,
         &mut |l| prog.line(l),
     )?;
-    std::fs::remove_file(&policy).with_context(|| format!("removing {}", policy.display()))?;
+    staged.remove_file("usr/sbin/policy-rc.d")?;
 
     prog.stage("move into place");
     let size = tree_size(&staging);
-    let pkgs = count_packages(&staging);
+    let pkgs = count_packages(&staged);
     let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
     crate::publish::save_profile(layout, loaded)?;
     if let Some(export) = &logs_export
@@ -204,8 +205,10 @@ pub fn tree_size(root: &Path) -> u64 {
 }
 
 /// Installed packages, from dpkg's status file.
-pub fn count_packages(root: &Path) -> usize {
-    std::fs::read_to_string(root.join("var/lib/dpkg/status"))
+pub fn count_packages(root: &crate::imagefs::ImageRoot) -> usize {
+    root.read_to_string_opt("var/lib/dpkg/status")
+        .ok()
+        .flatten()
         .map(|s| {
             s.lines()
                 .filter(|l| l.starts_with("Status: ") && l.ends_with(" installed"))
