@@ -247,12 +247,19 @@ pub fn saved_profile_path(layout: &Layout, image: &str) -> PathBuf {
 }
 
 /// Keep the profile an image was built from (upgrade-kernel and publish
-/// use it later).
+/// use it later). It can hold the root password hash: the file is 0600 in a
+/// 0700 directory.
 pub fn save_profile(layout: &Layout, loaded: &Loaded) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let saved = saved_profile_path(layout, &loaded.profile.name);
-    fsutil::mkdir_p(saved.parent().expect("has parent"))?;
-    if std::fs::read_to_string(&saved).ok().as_deref() != Some(loaded.text.as_str()) {
-        fsutil::atomic_write(&saved, loaded.text.as_bytes())?;
+    let dir = saved.parent().expect("has parent");
+    fsutil::mkdir_p(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting mode of {}", dir.display()))?;
+    let same = std::fs::read_to_string(&saved).ok().as_deref() == Some(loaded.text.as_str());
+    let private = std::fs::metadata(&saved).is_ok_and(|m| m.permissions().mode() & 0o077 == 0);
+    if !same || !private {
+        fsutil::atomic_write_mode(&saved, loaded.text.as_bytes(), 0o600)?;
     }
     Ok(())
 }
