@@ -495,3 +495,71 @@ fn walk(d: &Path) -> Vec<(String, Vec<u8>)> {
     }
     v
 }
+
+/// A second, newer kernel made from the image's own: `99.0` is a copy of
+/// the kernel with a module tree that links to the real one (enough to
+/// build and publish an initramfs; never booted).
+fn add_fake_newer_kernel(l: &TestLayout, old: &str) -> String {
+    let root = l.image("minimal");
+    std::fs::copy(
+        root.join(format!("boot/vmlinuz-{old}")),
+        root.join("boot/vmlinuz-99.0"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(old, root.join("usr/lib/modules/99.0")).unwrap();
+    "99.0".to_string()
+}
+
+#[test]
+fn publish_heals_files_deleted_or_altered_by_hand() {
+    let l = clone_fixture();
+    let root = l.image("minimal");
+    let old = kernels_in(&root)[0].clone();
+    json(&l, &["publish", "minimal"], true);
+    let new = add_fake_newer_kernel(&l, &old);
+    let u = json(&l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["default"], new.as_str());
+    let rec: Value = serde_json::from_slice(
+        &std::fs::read(l.base.join(".nfsroot/published/minimal.json")).unwrap(),
+    )
+    .unwrap();
+    let old_entry = rec["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["version"] == old.as_str())
+        .unwrap()
+        .clone();
+    let old_kernel = l.tftp.join(old_entry["kernel"].as_str().unwrap());
+    let old_initrd = l.tftp.join(old_entry["initrd"].as_str().unwrap());
+
+    // By hand: the old initramfs deleted, the old kernel altered.
+    std::fs::remove_file(&old_initrd).unwrap();
+    std::fs::write(&old_kernel, b"edited by hand").unwrap();
+    let p = json(&l, &["publish", "minimal"], true);
+    assert_eq!(p["result"]["changed"], true);
+    check_consistent(&l);
+    let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
+    assert!(cfg.contains(&format!("LABEL minimal-{old}")), "{cfg}");
+    assert!(old_initrd.is_file());
+    let s = json(&l, &["status", "minimal"], true);
+    assert_eq!(s["result"]["drift"], serde_json::json!([]));
+
+    // When the image no longer has those bytes, the label leaves the menu
+    // and the tree is consistent again.
+    std::fs::remove_file(&old_kernel).unwrap();
+    let img_kernel = root.join(format!("boot/vmlinuz-{old}"));
+    let mut data = std::fs::read(&img_kernel).unwrap();
+    data.extend_from_slice(b"changed");
+    std::fs::write(&img_kernel, data).unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["publish", "minimal"]);
+    let out = run(c, true);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("dropping it from the boot menu"), "{text}");
+    check_consistent(&l);
+    let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
+    assert!(!cfg.contains(&format!("LABEL minimal-{old}")), "{cfg}");
+    assert!(cfg.contains("LABEL minimal-99.0"), "{cfg}");
+}
