@@ -25,15 +25,21 @@ pub const DEBOOTSTRAP: Tool = Tool {
 };
 
 /// Packages every diskless image needs, whatever the profile lists.
-pub fn required_packages(p: &Profile, logs_export: bool) -> Vec<String> {
-    let mut v: Vec<String> = ["busybox-static", "ifupdown", "kmod", "tzdata", "netbase"]
-        .map(String::from)
-        .to_vec();
+pub fn required_packages(p: &Profile) -> Vec<String> {
+    // nfs-common: every node mounts its ssh keys from the master at boot,
+    // and the log export and the profile's mounts when there are any.
+    let mut v: Vec<String> = [
+        "busybox-static",
+        "ifupdown",
+        "kmod",
+        "tzdata",
+        "netbase",
+        "nfs-common",
+    ]
+    .map(String::from)
+    .to_vec();
     if p.logs.layout == "per-host" {
         v.push("rsyslog".into());
-    }
-    if logs_export || !p.mounts.is_empty() {
-        v.push("nfs-common".into());
     }
     if p.initramfs.backend == "initramfs-tools" {
         v.push("initramfs-tools".into());

@@ -110,6 +110,9 @@ struct Expect {
     root: String,
     tmpfs: Vec<String>,
     log_file_dir: Option<PathBuf>,
+    /// The fingerprint of the host's ssh key kept on the master, when it
+    /// has keys (an inventory host after sync).
+    hostkey: Option<String>,
 }
 
 /// Read shell `KEY='value'` lines.
@@ -250,6 +253,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
             .get("TMPFS")
             .map(|t| t.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
+        hostkey: crate::hostkeys::host_fingerprint(layout, &hostname)?,
         log_file_dir: if prof.logs.layout == "per-host" {
             log_path.as_ref().map(|p| p.join(&hostname))
         } else {
@@ -267,6 +271,10 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
     if let Some(p) = &log_path {
         fsutil::mkdir_p(p)?;
         exports.push((p.clone(), true));
+    }
+    // The host's own ssh keys, as sync exports them to its address alone.
+    if expect.hostkey.is_some() {
+        exports.push((crate::hostkeys::host_dir(layout, &hostname), false));
     }
     let tftp = if a.mode == BootMode::Pxe {
         tftp_view(layout, &work, &mac, a.per_host, profile_root == "rw")?
@@ -431,6 +439,13 @@ fn check_node(r: &mut Report, e: &Expect, ip: Ipv4Addr) {
             "tmpfs",
             mounted.contains(&t.as_str()),
             format!("{t} mounted"),
+        ));
+    }
+    if let Some(fp) = &e.hostkey {
+        checks.push((
+            "ssh host key",
+            get("hostkey") == *fp,
+            format!("{} (the master keeps {fp})", get("hostkey")),
         ));
     }
     if let Some(dir) = &e.log_file_dir {

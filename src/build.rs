@@ -82,11 +82,16 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     let ctx = fixups::Ctx {
         profile: p,
         logs_export: logs_export.clone(),
+        hostkeys_export: format!(
+            "{}:{}",
+            p.nfs.server,
+            crate::hostkeys::dir(layout).display()
+        ),
         build_id: build_id.clone(),
         build_date: crate::clock::rfc3339(now),
         profile_digest: loaded.digest(),
     };
-    let mut packages = bootstrap::required_packages(p, logs_export.is_some());
+    let mut packages = bootstrap::required_packages(p);
     for pkg in &p.packages {
         if !packages.contains(pkg) {
             packages.push(pkg.clone());

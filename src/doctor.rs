@@ -24,6 +24,11 @@ pub const PREREQS: &[(&str, &str, &str)] = &[
     ),
     ("unshare", "util-linux", "build, exec, boot-test"),
     ("chroot", "coreutils", "exec, initramfs-tools backend"),
+    (
+        "ssh-keygen",
+        "openssh-client",
+        "sync (per-host ssh host keys)",
+    ),
     ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux", "publish"),
     (
         "/usr/lib/syslinux/modules/bios/ldlinux.c32",

@@ -295,7 +295,7 @@ impl Lock {
             .open(path)
             .with_context(|| format!("opening lock file {}", path.display()))?;
         use rustix::fs::{FlockOperation, flock};
-        if let Err(errno) = flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        if let Err(errno) = try_lock_settled(&mut file) {
             let err = io::Error::from(errno);
             if err.kind() != io::ErrorKind::WouldBlock {
                 return Err(err).with_context(|| format!("locking {}", path.display()));
@@ -339,6 +339,30 @@ impl Lock {
     /// Where the lock lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Try the lock; when the file names this very process as the holder, try
+/// again for up to two seconds. A child this process is forking (another
+/// thread running a tool) holds a copy of every descriptor until its exec
+/// closes them, so a lock just released here can look held for a moment.
+fn try_lock_settled(file: &mut File) -> rustix::io::Result<()> {
+    use rustix::fs::{FlockOperation, flock};
+    let me = format!("{} ", std::process::id());
+    let mut tries = 0;
+    loop {
+        match flock(&*file, FlockOperation::NonBlockingLockExclusive) {
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK && tries < 200 => {
+                let mut holder = String::new();
+                let _ = file.rewind().map(|_| file.read_to_string(&mut holder));
+                if !holder.starts_with(&me) {
+                    return Err(e);
+                }
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod exec;
 pub mod fixups;
 pub mod fsutil;
 pub mod hooks;
+pub mod hostkeys;
 pub mod image;
 pub mod imagefs;
 pub mod initramfs;

@@ -270,8 +270,27 @@ host g001.nic2 {
 /T/nfsroot/minimal 10.18.1.0/24(ro,no_root_squash,no_subtree_check)
 # image minimal: per-host logs, written as squashed root
 /T/nfsroot/.logs/minimal 10.18.1.0/24(rw,root_squash,no_subtree_check)
+# host n001: its ssh host keys, for it alone
+/T/nfsroot/.nfsroot/hostkeys/n001 10.18.1.2(ro,no_root_squash,no_subtree_check)
+# host n002: its ssh host keys, for it alone
+/T/nfsroot/.nfsroot/hostkeys/n002 10.18.1.3(ro,no_root_squash,no_subtree_check)
+# host g001: its ssh host keys, for it alone
+/T/nfsroot/.nfsroot/hostkeys/g001 10.18.1.18(ro,no_root_squash,no_subtree_check)
 # END nfsroot inventory
 "
+    );
+    // Each host got its own ssh keys, private to root, none alike.
+    let fps: Vec<String> = ["n001", "n002", "g001"]
+        .iter()
+        .map(|h| {
+            nfsroot::hostkeys::host_fingerprint(&s.layout, h)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        fps[0] != fps[1] && fps[1] != fps[2] && fps[0] != fps[2],
+        "{fps:?}"
     );
     let hosts_block = "\
 # BEGIN nfsroot inventory
@@ -375,8 +394,10 @@ fn hand_edits_outside_markers_survive() {
         "{}",
         r.text()
     );
-    // Its log directory stays: it holds logs.
+    // Its log directory stays: it holds logs. Its ssh keys go.
     assert!(s.layout.logs_dir("minimal").join("n002").is_dir());
+    assert!(!nfsroot::hostkeys::host_dir(&s.layout, "n002").exists());
+    assert!(nfsroot::hostkeys::complete(&s.layout, "n001"));
 }
 
 #[test]

@@ -63,6 +63,7 @@ pub fn render_conf(ctx: &Ctx<'_>) -> String {
         ("LOG_LAYOUT", p.logs.layout.clone()),
         ("LOG_DIR", p.logs.dir.clone()),
         ("LOG_EXPORT", ctx.logs_export.clone().unwrap_or_default()),
+        ("HOSTKEYS_EXPORT", ctx.hostkeys_export.clone()),
         ("TMPFS", fstab::tmpfs_paths(ctx).join(" ")),
     ];
     for (k, v) in kv {

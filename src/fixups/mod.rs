@@ -26,6 +26,9 @@ pub struct Ctx<'a> {
     pub profile: &'a Profile,
     /// `server:/path` of the per-host log export, if the nodes mount one.
     pub logs_export: Option<String>,
+    /// `server:/path` of the directory holding each host's ssh keys (the
+    /// node mounts `<path>/<its name>`).
+    pub hostkeys_export: String,
     pub build_id: String,
     pub build_date: String,
     pub profile_digest: String,
@@ -117,6 +120,7 @@ pub mod testutil {
             } else {
                 None
             },
+            hostkeys_export: "10.0.2.2:/srv/nfsroot/.nfsroot/hostkeys".into(),
             build_id: "20260101T000000Z-abcdef".into(),
             build_date: "2026-01-01T00:00:00Z".into(),
             profile_digest: "00".repeat(32),

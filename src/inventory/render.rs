@@ -287,6 +287,9 @@ pub struct Export {
     pub no_root_squash: bool,
     /// What it is, for the comment above the line.
     pub what: String,
+    /// Exported to this one address instead of the cluster subnet (a
+    /// host's own ssh keys).
+    pub client: Option<std::net::Ipv4Addr>,
 }
 
 /// The exports block: each directory to the cluster subnet only (never
@@ -304,10 +307,13 @@ pub fn exports(inv: &Inventory, list: &[Export]) -> String {
             );
             continue;
         };
+        let to = match e.client {
+            Some(ip) => ip.to_string(),
+            None => inv.cluster.subnet.to_string(),
+        };
         let _ = writeln!(
             s,
-            "{path} {}({},{},no_subtree_check)",
-            inv.cluster.subnet,
+            "{path} {to}({},{},no_subtree_check)",
             if e.rw { "rw" } else { "ro" },
             if e.no_root_squash {
                 "no_root_squash"
@@ -431,6 +437,7 @@ n1 = { mac = \"52:54:00:00:00:01\", ip = \"10.18.1.11\" }
             rw: false,
             no_root_squash: true,
             what: what.into(),
+            client: None,
         }
     }
 

@@ -174,7 +174,7 @@ pub fn run_sync_with(layout: &Layout, o: &SyncOptions) -> Result<SyncReport> {
     let mut changes = Vec::new();
     let mut unchanged = 0;
     for it in &p.items {
-        match it.change(&roots, o.dry_run)? {
+        match it.change(layout, &roots, o.dry_run)? {
             Some(c) => changes.push((it, c)),
             None => unchanged += 1,
         }
@@ -402,6 +402,16 @@ enum Item {
     Remove {
         path: PathBuf,
     },
+    /// A host's ssh keys, made when missing.
+    HostKeys {
+        host: String,
+        path: PathBuf,
+    },
+    /// The keys of a host that left the inventory.
+    RemoveKeys {
+        host: String,
+        path: PathBuf,
+    },
     Dir {
         place: Place,
         uid: u32,
@@ -415,13 +425,14 @@ impl Item {
         match self {
             Item::File { phase, .. } => *phase,
             Item::Link { .. } => Phase::HostLinks,
-            Item::Remove { .. } => Phase::Remove,
+            Item::Remove { .. } | Item::RemoveKeys { .. } => Phase::Remove,
+            Item::HostKeys { .. } => Phase::Dirs,
             Item::Dir { .. } => Phase::Dirs,
         }
     }
 
     /// The difference from the disk, if any.
-    fn change(&self, roots: &Roots, with_diff: bool) -> Result<Option<Change>> {
+    fn change(&self, layout: &Layout, roots: &Roots, with_diff: bool) -> Result<Option<Change>> {
         let mk = |action: &str, path: &Path, detail: String, diff: Option<String>| Change {
             action: action.into(),
             path: path.to_path_buf(),
@@ -451,6 +462,11 @@ impl Item {
                 _ => Some(mk("link", path, format!("-> {target}"), None)),
             },
             Item::Remove { path } => Some(mk("remove", path, String::new(), None)),
+            Item::RemoveKeys { path, .. } => {
+                Some(mk("remove", path, "(ssh host keys)".into(), None))
+            }
+            Item::HostKeys { host, path } => (!crate::hostkeys::complete(layout, host))
+                .then(|| mk("keygen", path, "(ssh host keys)".into(), None)),
             Item::Dir {
                 place,
                 uid,
@@ -607,6 +623,22 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path, roots: &Roots) -> Resu
         }
     }
 
+    // Every host's ssh keys; the keys of hosts no longer listed go.
+    for h in &inv.hosts {
+        items.push(Item::HostKeys {
+            host: h.name.clone(),
+            path: crate::hostkeys::host_dir(layout, &h.name),
+        });
+    }
+    for gone in crate::hostkeys::hosts_with_keys(layout)? {
+        if inv.host(&gone).is_none() {
+            items.push(Item::RemoveKeys {
+                path: crate::hostkeys::host_dir(layout, &gone),
+                host: gone,
+            });
+        }
+    }
+
     // 2. Per-host PXELINUX names.
     let cfgd = cfg_dir(layout);
     let default_body = read_opt(&cfgd.join("default"))?.map(|t| body(&t));
@@ -683,6 +715,7 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path, roots: &Roots) -> Resu
                 "image {img}: root file system ({})",
                 if f.rw { "rw" } else { "ro" }
             ),
+            client: None,
         });
         if let Some(lp) = &f.logs
             && lp.export
@@ -696,8 +729,19 @@ fn plan(layout: &Layout, inv: &Inventory, etc_dir: &Path, roots: &Roots) -> Resu
                 rw: true,
                 no_root_squash: false,
                 what: format!("image {img}: per-host logs, written as squashed root"),
+                client: None,
             });
         }
+    }
+    // Each booting host's ssh keys, to that host's address alone.
+    for h in inv.hosts.iter().filter(|h| h.boot == BootMode::Image) {
+        exports.push(Export {
+            path: crate::hostkeys::host_dir(layout, &h.name),
+            rw: false,
+            no_root_squash: true,
+            what: format!("host {}: its ssh host keys, for it alone", h.name),
+            client: Some(h.ip),
+        });
     }
     render::check_tftp_root(&layout.tftp_root)?;
     let exports_path = etc_dir.join("exports.d/nfsroot.exports");
@@ -806,6 +850,15 @@ fn apply(layout: &Layout, p: &Plan, changes: &[(&Item, Change)], roots: &Roots) 
     if union != load_names(layout)? {
         save_names(layout, &union)?;
     }
+    // New hosts' ssh keys first, all cores at once.
+    let keygen: Vec<String> = changes
+        .iter()
+        .filter_map(|(it, _)| match it {
+            Item::HostKeys { host, .. } => Some(host.clone()),
+            _ => None,
+        })
+        .collect();
+    crate::hostkeys::ensure_many(layout, &keygen)?;
     let cfgd = cfg_dir(layout);
     let mut dirty_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     let mut phase = None;
@@ -853,6 +906,12 @@ fn apply(layout: &Layout, p: &Plan, changes: &[(&Item, Change)], roots: &Roots) 
                 std::fs::rename(&tmp, path)
                     .with_context(|| format!("renaming into place {}", path.display()))?;
                 dirty_dirs.insert(dir.to_path_buf());
+            }
+            Item::HostKeys { host, .. } => {
+                crate::hostkeys::ensure(layout, host)?;
+            }
+            Item::RemoveKeys { host, .. } => {
+                crate::hostkeys::remove(layout, host)?;
             }
             Item::Remove { path } => {
                 match std::fs::remove_file(path) {

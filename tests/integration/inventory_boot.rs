@@ -2,6 +2,8 @@
 //! through its per-host PXELINUX file and takes the inventory's host name
 //! (from the /etc/hosts block sync wrote into the image); after
 //! `hosts set --disable` and a sync, the same VM does not boot the image.
+//! Each host's ssh host key comes from the master: the same across a
+//! host's reboots, different between hosts, and the one sync made.
 
 use crate::common::*;
 
@@ -37,7 +39,26 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
         "--ip",
         "10.0.2.31",
     ]);
+    hosts(&[
+        "hosts",
+        "add",
+        "beta",
+        "--mac",
+        "52-54-00-AA-00-02",
+        "--ip",
+        "10.0.2.32",
+    ]);
     hosts(&["sync"]);
+    let fp = |h: &str| {
+        let layout = nfsroot::image::Layout {
+            base_dir: l.base.clone(),
+            tftp_root: l.tftp.clone(),
+            cache_dir: deb_cache(),
+        };
+        nfsroot::hostkeys::host_fingerprint(&layout, h)
+            .unwrap()
+            .unwrap_or_else(|| panic!("sync made no keys for {h}"))
+    };
     let cfgd = l.tftp.join("pxelinux.cfg");
     assert!(cfgd.join("01-52-54-00-aa-00-01").exists());
     assert!(cfgd.join("0A00021F").exists(), "hex-IP name");
@@ -64,6 +85,37 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
     );
     assert_eq!(r["passed"], true, "{r:#}");
     assert_eq!(r["fields"]["host"], "alpha");
+    assert_eq!(r["fields"]["hostkey"], fp("alpha").as_str(), "{r:#}");
+    let boot1 = r["fields"]["boot"].clone();
+
+    // A reboot of alpha: another boot, the same key. beta: its own key.
+    let alpha_again = [
+        "--mode",
+        "direct",
+        "--mac",
+        "52:54:00:aa:00:01",
+        "--ip",
+        "10.0.2.31",
+    ];
+    let r = boot_test(&l, &alpha_again);
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_ne!(r["fields"]["boot"], boot1, "a second boot");
+    assert_eq!(r["fields"]["hostkey"], fp("alpha").as_str(), "{r:#}");
+    let r = boot_test(
+        &l,
+        &[
+            "--mode",
+            "direct",
+            "--mac",
+            "52:54:00:aa:00:02",
+            "--ip",
+            "10.0.2.32",
+        ],
+    );
+    assert_eq!(r["passed"], true, "{r:#}");
+    assert_eq!(r["fields"]["host"], "beta");
+    assert_eq!(r["fields"]["hostkey"], fp("beta").as_str(), "{r:#}");
+    assert_ne!(fp("alpha"), fp("beta"));
 
     hosts(&["hosts", "set", "alpha", "--disable"]);
     hosts(&["sync"]);
