@@ -186,10 +186,22 @@ pub fn qemu_lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// A new layout holding a copy of the fixture image (and the profile it
 /// was built from), for tests that change an image or what is published.
+/// The build wrote the server's paths of its layout into the image (the
+/// log export in fstab and node.conf, the ssh key export in node.conf):
+/// the copy gets this layout's, as if it had been built here.
 pub fn clone_fixture() -> TestLayout {
     let f = fixture();
     let l = TestLayout::temp();
     copy_image(&f.image("minimal"), &l.image("minimal"));
+    for rel in ["etc/fstab", "etc/nfsroot/node.conf"] {
+        let p = l.image("minimal").join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let moved = text.replace(
+            &format!("{}/", f.base.display()),
+            &format!("{}/", l.base.display()),
+        );
+        std::fs::write(&p, moved).unwrap();
+    }
     let prof = l.base.join(".nfsroot/profiles");
     std::fs::create_dir_all(&prof).unwrap();
     std::fs::copy(
