@@ -167,32 +167,28 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let img = crate::imagefs::ImageRoot::open(&root)?;
             let k = kernel::select(&img, a.kernel.as_deref())?;
-            if a.backend == "initramfs-tools" {
-                crate::initramfs::build_with_initramfs_tools(&root, &k.version, &a.output)?;
-            } else {
-                let spec = crate::initramfs::Spec {
-                    modules: crate::initramfs::ModuleSpec {
-                        include: a.modules,
-                        exclude: a.exclude,
-                    },
-                    compression: if a.compression == "zstd" {
-                        crate::initramfs::Compression::Zstd
-                    } else {
-                        crate::initramfs::Compression::Gzip
-                    },
-                };
-                let mut f = fsutil::AtomicFile::create(&a.output)?;
-                let r = crate::initramfs::build(&img, &k.version, &spec, &mut f)?;
-                f.commit()?;
-                if json {
-                    print_json("initramfs build", &r)?;
-                } else if !g.quiet {
-                    println!(
-                        "wrote {} for kernel {}: {r:?}",
-                        a.output.display(),
-                        k.version
-                    );
-                }
+            let spec = crate::initramfs::Spec {
+                compression: a.compression.parse()?,
+                backend: a.backend.parse()?,
+                ..crate::initramfs::Spec::with_modules(&a.modules, &a.exclude)
+            };
+            let data = crate::initramfs::build_bytes(&img, &k.version, &spec)?;
+            fsutil::atomic_write(&a.output, &data)?;
+            let r = crate::initramfs::Summary {
+                kernel: k.version.clone(),
+                bytes: data.len() as u64,
+                sha256: fsutil::sha256_bytes(&data),
+            };
+            if json {
+                print_json("initramfs build", &r)?;
+            } else if !g.quiet {
+                println!(
+                    "wrote {} for kernel {}: {} bytes, sha256 {}",
+                    a.output.display(),
+                    k.version,
+                    r.bytes,
+                    r.sha256
+                );
             }
         }
         Command::Snapshot(a) => {

@@ -82,8 +82,7 @@ pub fn pipe_through(prog: &Path, args: &[&str], input: &[u8]) -> Result<Vec<u8>>
 
 /// Fail unless running as root, saying why root is needed.
 pub fn require_root(why: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!("{why} needs root (it creates device nodes, mounts and chroots); run it as root");
     }
     Ok(())
@@ -150,10 +149,14 @@ impl Cmd {
         if let Some(d) = &self.dir {
             c.current_dir(d);
         }
-        // SAFETY: prctl is async-signal-safe; no allocation happens here.
+        // SAFETY: pre_exec runs between fork and exec; the closure only
+        // makes one prctl(2) call, which is async-signal-safe and does not
+        // allocate.
         unsafe {
             c.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
                 Ok(())
             });
         }

@@ -200,42 +200,7 @@ pub fn cmdline(p: &Profile, image_dir: &Path) -> String {
 
 /// Build the initramfs for `k` as the profile asks; returns its bytes.
 pub fn build_initramfs(img: &ImageRoot, k: &Kernel, p: &Profile) -> Result<Vec<u8>> {
-    if p.initramfs.backend == "initramfs-tools" {
-        let tmp = std::env::temp_dir().join(format!(
-            "nfsroot-initrd-{}-{}",
-            std::process::id(),
-            crate::build::random_hex()
-        ));
-        crate::initramfs::build_with_initramfs_tools(img.path(), &k.version, &tmp)?;
-        let b = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
-        let _ = std::fs::remove_file(&tmp);
-        return Ok(b);
-    }
-    let spec = initramfs_spec(p)?;
-    let mut out = Vec::new();
-    crate::initramfs::build(img, &k.version, &spec, &mut out)
-        .with_context(|| format!("building the initramfs for {}", k.version))?;
-    Ok(out)
-}
-
-/// The initramfs spec of a profile.
-pub fn initramfs_spec(p: &Profile) -> Result<crate::initramfs::Spec> {
-    use crate::initramfs::{Compression, ModuleSpec, Spec};
-    Ok(Spec {
-        modules: ModuleSpec {
-            // The profile's modules extend the default set; exclude_modules
-            // narrows it.
-            include: std::iter::once("default".to_string())
-                .chain(p.initramfs.modules.iter().cloned())
-                .collect(),
-            exclude: p.initramfs.exclude_modules.clone(),
-        },
-        compression: if p.initramfs.compression == "zstd" {
-            Compression::Zstd
-        } else {
-            Compression::Gzip
-        },
-    })
+    crate::initramfs::build_bytes(img, &k.version, &crate::initramfs::Spec::of_profile(p)?)
 }
 
 /// Where the profile an image was built from is kept (for upgrade-kernel).

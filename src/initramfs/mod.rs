@@ -19,7 +19,7 @@ pub mod cpio;
 pub mod modules;
 
 use crate::exec::{self, Tool};
-use crate::fsutil::{self, AtomicFile, HashingWriter};
+use crate::fsutil::{self, HashingWriter};
 use crate::imagefs::ImageRoot;
 use crate::kernel;
 use anyhow::{Context, Result, bail};
@@ -54,11 +54,12 @@ pub const APPLETS: &[&str] = &[
     "wc",
 ];
 
-/// Archive compression.
+/// Archive compression. The default is gzip, for every way in (profile,
+/// CLI, library): every kernel and bootloader can read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    Gzip,
     #[default]
+    Gzip,
     Zstd,
 }
 
@@ -73,11 +74,91 @@ impl std::str::FromStr for Compression {
     }
 }
 
-/// What to put in the initramfs.
+/// Which builder makes the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Assembled here from the image's files ([`build`]).
+    #[default]
+    Nfsroot,
+    /// The image's own mkinitramfs, in its chroot
+    /// ([`build_with_initramfs_tools`]).
+    InitramfsTools,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "nfsroot" => Ok(Self::Nfsroot),
+            "initramfs-tools" => Ok(Self::InitramfsTools),
+            _ => bail!("unknown initramfs backend {s:?}: use nfsroot or initramfs-tools"),
+        }
+    }
+}
+
+/// What to put in the initramfs, and how to make it.
 #[derive(Debug, Clone, Default)]
 pub struct Spec {
     pub modules: ModuleSpec,
     pub compression: Compression,
+    pub backend: Backend,
+}
+
+impl Spec {
+    /// The spec for extra module names and exclusions: extra names extend
+    /// the default set (as a profile's `modules` do), never replace it.
+    pub fn with_modules(extra: &[String], exclude: &[String]) -> Self {
+        Self {
+            modules: ModuleSpec {
+                include: std::iter::once("default".to_string())
+                    .chain(extra.iter().filter(|m| *m != "default").cloned())
+                    .collect(),
+                exclude: exclude.to_vec(),
+            },
+            ..Self::default()
+        }
+    }
+
+    /// The spec a profile's `[initramfs]` table asks for.
+    pub fn of_profile(p: &crate::profile::Profile) -> Result<Self> {
+        Ok(Self {
+            compression: p.initramfs.compression.parse()?,
+            backend: p.initramfs.backend.parse()?,
+            ..Self::with_modules(&p.initramfs.modules, &p.initramfs.exclude_modules)
+        })
+    }
+}
+
+/// Build the initramfs for kernel `kver` with the spec's backend; returns
+/// the archive. The one entry point for publish and the CLI.
+pub fn build_bytes(img: &ImageRoot, kver: &str, spec: &Spec) -> Result<Vec<u8>> {
+    match spec.backend {
+        Backend::Nfsroot => {
+            let mut out = Vec::new();
+            build(img, kver, spec, &mut out)
+                .with_context(|| format!("building the initramfs for {kver}"))?;
+            Ok(out)
+        }
+        Backend::InitramfsTools => {
+            let tmp = std::env::temp_dir().join(format!(
+                "nfsroot-initrd-{}-{}",
+                std::process::id(),
+                crate::build::random_hex()
+            ));
+            build_with_initramfs_tools(img.path(), kver, &tmp)?;
+            let b = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()));
+            let _ = std::fs::remove_file(&tmp);
+            b
+        }
+    }
+}
+
+/// What `nfsroot initramfs build` reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub kernel: String,
+    pub bytes: u64,
+    pub sha256: String,
 }
 
 /// What a build produced.
@@ -362,49 +443,6 @@ pub fn read_entries(path: &Path) -> Result<Vec<cpio::ReadEntry>> {
     read_entries_bytes(&data).with_context(|| format!("reading {}", path.display()))
 }
 
-/// What the CLI's `nfsroot initramfs build` does: pick the kernel (the
-/// newest when `kver` is None), build, and write `out` atomically.
-pub fn run_build(
-    root: &Path,
-    kver: Option<&str>,
-    out: &Path,
-    compression: &str,
-    include: &[String],
-    exclude: &[String],
-) -> Result<()> {
-    let img = ImageRoot::open(root)?;
-    let k = kernel::select(&img, kver)?;
-    let mut modules = ModuleSpec {
-        include: include.to_vec(),
-        exclude: exclude.to_vec(),
-    };
-    if modules.include.is_empty() {
-        modules.include.push("default".to_string());
-    }
-    let spec = Spec {
-        modules,
-        compression: compression.parse()?,
-    };
-    let start = std::time::Instant::now();
-    let mut f = AtomicFile::create(out)?;
-    let r = build(&img, &k.version, &spec, &mut f)
-        .with_context(|| format!("building initramfs {}", out.display()))?;
-    f.commit()?;
-    if exec::verbosity() >= 1 {
-        eprintln!(
-            "nfsroot: wrote {} for kernel {}: {} modules, {} files, {} KiB ({} KiB uncompressed) in {:.1}s",
-            out.display(),
-            k.version,
-            r.modules,
-            r.files,
-            r.compressed / 1024,
-            r.uncompressed / 1024,
-            start.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
-}
-
 /// The conf.d file that makes the image's initramfs-tools build NFS-root
 /// images; it stays in the image so its own update-initramfs agrees.
 pub const INITRAMFS_TOOLS_CONF: &str = "etc/initramfs-tools/conf.d/nfsroot";
@@ -538,6 +576,19 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn extra_modules_extend_the_default_set() {
+        let s = Spec::with_modules(&["e1000".into()], &["virtio_net".into()]);
+        assert_eq!(s.modules.include, ["default", "e1000"]);
+        assert_eq!(s.modules.exclude, ["virtio_net"]);
+        assert_eq!(s.compression, Compression::Gzip);
+        let p = crate::fixups::testutil::profile("");
+        let s = Spec::of_profile(&p).unwrap();
+        assert_eq!(s.compression, Compression::Gzip);
+        assert_eq!(s.backend, Backend::Nfsroot);
+        assert_eq!(s.modules.include, ["default"]);
     }
 
     #[test]

@@ -161,6 +161,7 @@ fn initramfs_without_nics_for_negative_boot_tests() {
     let spec = Spec {
         modules: ModuleSpec::parse("nfs,nfsv3,nfsv4,-virtio_net,-e1000").unwrap(),
         compression: Compression::Gzip,
+        ..Spec::default()
     };
     initramfs::build(
         &ImageRoot::open(&root).unwrap(),
@@ -202,17 +203,50 @@ fn initramfs_missing_kernel_or_modules_tree() {
     let fake = t.path();
     std::fs::create_dir_all(fake.join("boot")).unwrap();
     let out = t.path().join("initrd");
-    let err = initramfs::run_build(fake, None, &out, "zstd", &[], &[]).unwrap_err();
-    let msg = format!("{err:#}");
+    let l = common::TestLayout::temp();
+    let cli = || {
+        let mut c = common::nfsroot(&l);
+        c.args(["initramfs", "build"])
+            .arg(fake)
+            .arg("-o")
+            .arg(&out)
+            .args(["--compression", "zstd"]);
+        String::from_utf8_lossy(&common::run(c, false).stderr).into_owned()
+    };
+    let msg = cli();
     assert!(msg.contains("no kernel in"), "{msg}");
     assert!(msg.contains("apt-get install linux-image-amd64"), "{msg}");
 
     std::fs::write(fake.join("boot/vmlinuz-6.1.0-99-amd64"), "k").unwrap();
-    let err = initramfs::run_build(fake, None, &out, "zstd", &[], &[]).unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = cli();
     assert!(msg.contains("kernel 6.1.0-99-amd64"), "{msg}");
     assert!(msg.contains("no modules tree"), "{msg}");
     assert!(!out.exists());
+}
+
+/// `initramfs build --module X` adds X to the default set, as a profile's
+/// `modules` does (it used to replace the set, leaving out every NIC).
+#[test]
+fn cli_module_extends_the_default_set() {
+    let root = image_root();
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("initrd");
+    let l = common::TestLayout::temp();
+    let mut c = common::nfsroot(&l);
+    c.args(["initramfs", "build"])
+        .arg(&root)
+        .arg("-o")
+        .arg(&out)
+        .args(["--module", "dummy"]);
+    common::run(c, true);
+    let names = module_names(&entries(&std::fs::read(&out).unwrap()));
+    assert!(names.contains("dummy"), "{names:?}");
+    assert!(
+        names.contains("virtio_net"),
+        "the default set stays: {names:?}"
+    );
+    // gzip by default, as the profile's default says.
+    assert!(std::fs::read(&out).unwrap().starts_with(&[0x1f, 0x8b]));
 }
 
 /// Unpack an archive into `dir` (symlinks and files; device nodes skipped).
