@@ -857,3 +857,161 @@ fn mounts_inside_the_image_are_not_descended() {
     let e = restore.unwrap().unwrap_err();
     assert!(format!("{e:#}").contains("unmount it"), "{e:#}");
 }
+
+// ------------------------------------------------------------ tar reader
+//
+// Hostile archives built byte by byte: sizes, timings and mutations. The
+// reader must be linear in the archive's size, refuse an oversized header
+// quickly naming it, and never panic or hang.
+
+use nfsroot::snapshot::tar::TarReader;
+use std::time::{Duration, Instant};
+
+/// Pax records with correct length prefixes.
+fn pax_text(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in records {
+        let base = k.len() + v.len() + 3;
+        let mut len = base + 1;
+        while base + len.to_string().len() != len {
+            len = base + len.to_string().len();
+        }
+        out.extend_from_slice(format!("{len} {k}=").as_bytes());
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Read every header and every data byte; the member count or the error.
+fn read_all(label: &str, bytes: &[u8]) -> (Duration, Result<usize, String>) {
+    let started = Instant::now();
+    let mut r = TarReader::new(bytes);
+    let mut n = 0;
+    let res = loop {
+        match r.next_header() {
+            Ok(Some(_)) => {
+                n += 1;
+                if let Err(e) = std::io::copy(&mut r.data(), &mut std::io::sink()) {
+                    break Err(e.to_string());
+                }
+            }
+            Ok(None) => break Ok(n),
+            Err(e) => break Err(format!("{e:#}")),
+        }
+    };
+    let t = started.elapsed();
+    eprintln!("{label}: {} bytes read in {t:?}", bytes.len());
+    (t, res)
+}
+
+/// Generous for a loaded 2-core machine and an unoptimized build, far
+/// below what the quadratic reader took (minutes).
+const LINEAR_LIMIT: Duration = Duration::from_secs(5);
+
+/// A pax 1.0 sparse member whose map is `map` (padded to a block) followed
+/// by `data`.
+fn sparse_member(out: &mut Vec<u8>, map: &[u8], data: &[u8], realsize: u64) {
+    let pax = pax_text(&[
+        ("GNU.sparse.major", b"1"),
+        ("GNU.sparse.minor", b"0"),
+        ("GNU.sparse.name", b"./sparse"),
+        ("GNU.sparse.realsize", realsize.to_string().as_bytes()),
+    ]);
+    raw_member(out, "./PaxHeaders/sparse", b'x', pax.len() as u64, "", &pax);
+    let mut body = map.to_vec();
+    body.resize(map.len().div_ceil(512) * 512, 0);
+    body.extend_from_slice(data);
+    raw_member(
+        out,
+        "./GNUSparseFile.0/sparse",
+        b'0',
+        body.len() as u64,
+        "",
+        &body,
+    );
+}
+
+#[test]
+fn sparse_map_of_16_mb_reads_in_linear_time() {
+    // One million one-byte segments, each number a zero-padded 7-digit
+    // line: a 16 MB map.
+    let segs = 1usize << 20;
+    let mut map = format!("{segs:07}\n").into_bytes();
+    for i in 0..segs {
+        map.extend_from_slice(format!("{:07}\n0000001\n", 2 * i).as_bytes());
+    }
+    assert!(map.len() >= 16 << 20, "{}", map.len());
+    let mut a = Vec::new();
+    sparse_member(&mut a, &map, &vec![b'd'; segs], 2 * segs as u64);
+    a.extend_from_slice(&[0u8; 1024]);
+    let (t, res) = read_all("sparse map of 1M segments", &a);
+    assert_eq!(res, Ok(1));
+    assert!(t < LINEAR_LIMIT, "16 MB sparse map took {t:?}");
+
+    // One 16 MB "number": refused at once, naming the member and offset.
+    let mut map = b"1\n".to_vec();
+    map.extend(std::iter::repeat_n(b'0', 16 << 20));
+    map.extend_from_slice(b"1\n1\n");
+    let mut a = Vec::new();
+    sparse_member(&mut a, &map, b"x", 2);
+    a.extend_from_slice(&[0u8; 1024]);
+    let (t, res) = read_all("sparse map of one 16 MB number", &a);
+    let e = res.unwrap_err();
+    assert!(e.contains("sparse") && e.contains("byte"), "{e}");
+    assert!(t < LINEAR_LIMIT, "16 MB sparse number took {t:?}");
+}
+
+/// A global pax header of about `bytes` bytes in records of 100 bytes,
+/// then `members` small files.
+fn big_global_archive(bytes: usize, members: usize) -> Vec<u8> {
+    let val = [b'v'; 80];
+    let keys: Vec<String> = (0..bytes / 100).map(|i| format!("k.{i:08}")).collect();
+    let recs: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &val[..])).collect();
+    let g = pax_text(&recs);
+    let mut a = Vec::new();
+    raw_member(&mut a, "./GlobalHead", b'g', g.len() as u64, "", &g);
+    for i in 0..members {
+        raw_member(&mut a, &format!("f{i}"), b'0', 1, "", b"x");
+    }
+    a.extend_from_slice(&[0u8; 1024]);
+    a
+}
+
+#[test]
+fn big_pax_headers_read_in_linear_time() {
+    // Under the cap: read once, never copied per member.
+    let a = big_global_archive(12 << 20, 200);
+    let (t, res) = read_all("12 MB global header, 200 members", &a);
+    assert_eq!(res, Ok(200));
+    assert!(t < LINEAR_LIMIT, "12 MB global header took {t:?}");
+    // 60 MB: over the cap, refused quickly with the header's offset.
+    let a = big_global_archive(60 << 20, 200);
+    let (t, res) = read_all("60 MB global header, 200 members", &a);
+    let e = res.unwrap_err();
+    assert!(e.contains("GlobalHead") && e.contains("byte 0"), "{e}");
+    assert!(t < LINEAR_LIMIT, "60 MB global header took {t:?}");
+    // The same as local headers, one per member.
+    let val = [b'v'; 80];
+    let keys: Vec<String> = (0..(60 << 20) / 100 / 200)
+        .map(|i| format!("k.{i:08}"))
+        .collect();
+    let recs: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &val[..])).collect();
+    let x = pax_text(&recs);
+    let mut a = Vec::new();
+    for i in 0..200 {
+        raw_member(
+            &mut a,
+            &format!("./PaxHeaders/f{i}"),
+            b'x',
+            x.len() as u64,
+            "",
+            &x,
+        );
+        raw_member(&mut a, &format!("f{i}"), b'0', 1, "", b"x");
+    }
+    a.extend_from_slice(&[0u8; 1024]);
+    let (t, res) = read_all("200 local headers of 300 KB", &a);
+    assert_eq!(res, Ok(200));
+    assert!(t < LINEAR_LIMIT, "200 local headers of 300 KB took {t:?}");
+}
