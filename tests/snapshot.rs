@@ -199,13 +199,39 @@ fn roundtrip(format: Format) {
     assert!(v.manifest_checked);
 
     // Restore into a new image, then over it with --force.
+    // The tree holds device nodes outside /dev (blk, chr): refused by
+    // default, naming the first.
+    let e = snapshot::run_restore(
+        &l,
+        &RestoreOpts {
+            file: r.path.clone(),
+            image: Some("copy".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("member blk") && msg.contains("--allow-devices"),
+        "{msg}"
+    );
+    assert!(!base.join("copy").exists() && !l.staging_dir("copy").exists());
     let opts = RestoreOpts {
         file: r.path.clone(),
         image: Some("copy".into()),
+        allow_devices: true,
         ..Default::default()
     };
     let rr = snapshot::run_restore(&l, &opts).unwrap();
     assert!(!rr.replaced);
+    // Setuid and setgid files are kept and listed.
+    assert_eq!(rr.setid_files, ["/usr/bin/sgid", "/usr/bin/suid"]);
+    assert!(
+        rr.text()
+            .contains("2 setuid/setgid files:\n  /usr/bin/sgid\n")
+    );
+    let json = serde_json::to_value(&rr).unwrap();
+    assert_eq!(json["setid_files"][1], "/usr/bin/suid");
     let copy = base.join("copy");
     assert_same(&before, &scan_tree(&copy).unwrap(), "restored");
     let e = snapshot::run_restore(&l, &opts).unwrap_err();
@@ -305,6 +331,7 @@ fn bsdtar_archive_restores() {
         &RestoreOpts {
             file: a,
             image: Some("frombsd".into()),
+            allow_devices: true,
             ..Default::default()
         },
     )
@@ -345,6 +372,7 @@ fn gnu_tar_archive_restores() {
                 file: a.clone(),
                 image: Some("fromgnu".into()),
                 force: true,
+                allow_devices: true,
                 ..Default::default()
             },
         )
@@ -1014,4 +1042,152 @@ fn big_pax_headers_read_in_linear_time() {
     let (t, res) = read_all("200 local headers of 300 KB", &a);
     assert_eq!(res, Ok(200));
     assert!(t < LINEAR_LIMIT, "200 local headers of 300 KB took {t:?}");
+}
+
+#[test]
+fn restored_root_is_root_0755_whatever_the_archive_says() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let mut a = Vec::new();
+    raw_member(&mut a, "./", b'5', 0, "", &[]);
+    // Mode 0777, owner 1234:1234 on the root member.
+    a[100..108].copy_from_slice(b"0000777\0");
+    a[108..116].copy_from_slice(b"0002322\0");
+    a[116..124].copy_from_slice(b"0002322\0");
+    a[148..156].fill(b' ');
+    let sum: u32 = a[..512].iter().map(|&c| u32::from(c)).sum();
+    a[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    raw_member(&mut a, "etc/", b'5', 0, "", &[]);
+    raw_member(&mut a, "dev/null", b'3', 0, "", &[]);
+    a.extend_from_slice(&[0u8; 1024]);
+    let p = d.path().join("root.tar");
+    fs::write(&p, &a).unwrap();
+    let r = snapshot::run_restore(
+        &l,
+        &RestoreOpts {
+            file: p,
+            image: Some("img".into()),
+            no_checksum: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let m = fs::metadata(&r.path).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o755, 0, 0));
+    // A device under /dev needs no flag.
+    assert!(fs::symlink_metadata(r.path.join("dev/null")).is_ok());
+}
+
+#[test]
+fn snapshots_are_private() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    fs::create_dir_all(base.join("img/etc")).unwrap();
+    fs::write(base.join("img/etc/shadow"), "root:$6$secret:1::::::\n").unwrap();
+    // A snapshots dir left 0755 by an older version is tightened.
+    fs::create_dir_all(l.snapshots_dir("img")).unwrap();
+    sh(&format!("chmod 755 {0} {0}/..", q(&l.snapshots_dir("img"))));
+    let r = snap(&l, "img", Format::Gz);
+    for f in [&r.path, &r.checksum_path, &r.manifest_path] {
+        let mode = fs::metadata(f).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    for dir in [l.snapshots_dir("img"), l.state_dir().join("snapshots")] {
+        let mode = fs::metadata(&dir).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+    // -o into a new directory: created 0700 too.
+    let out = d.path().join("new/dir/s.tar.zst");
+    let r = snapshot::run_snapshot(
+        &l,
+        &SnapshotOpts {
+            image: Some("img".into()),
+            output: Some(out.clone()),
+            format: Format::Zst,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(fs::metadata(&r.path).unwrap().mode() & 0o777, 0o600);
+    for dir in [d.path().join("new"), d.path().join("new/dir")] {
+        assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    }
+}
+
+/// A node swaps a directory of the image for a symlink to a host
+/// directory, over and over, while snapshots and diffs read the image:
+/// no byte or name from the host directory ever reaches an archive.
+#[test]
+fn walker_never_follows_a_swapped_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let img = base.join("img");
+    fs::create_dir_all(img.join("etc")).unwrap();
+    let outside = d.path().join("outside");
+    fs::create_dir_all(outside.join("deeper")).unwrap();
+    fs::write(outside.join("secret"), "HOST SECRET").unwrap();
+    fs::write(outside.join("host-only"), "HOST SECRET").unwrap();
+    fs::write(outside.join("deeper/more"), "HOST SECRET").unwrap();
+    let swap = img.join("swap");
+    fs::create_dir(&swap).unwrap();
+    for i in 0..200 {
+        fs::write(swap.join(format!("f{i:03}")), "inside").unwrap();
+    }
+    fs::write(swap.join("secret"), "inside").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let (stop, swap, outside) = (stop.clone(), swap.clone(), outside.clone());
+        let parked = swap.with_extension("parked");
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                fs::rename(&swap, &parked).unwrap();
+                std::os::unix::fs::symlink(&outside, &swap).unwrap();
+                std::thread::yield_now();
+                fs::remove_file(&swap).unwrap();
+                fs::rename(&parked, &swap).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let started = Instant::now();
+    let mut runs = 0;
+    let mut bad = Vec::new();
+    let want = nfsroot::fsutil::sha256_bytes(b"inside");
+    while started.elapsed() < Duration::from_secs(4) || runs < 3 {
+        let r = snapshot::run_snapshot(
+            &l,
+            &SnapshotOpts {
+                image: Some("img".into()),
+                format: Format::Zst,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let meta = snapshot::archive_meta(&r.path).unwrap();
+        for (p, m) in &meta {
+            let in_swap = p.starts_with("swap") || p.starts_with("swap.parked");
+            let host_name = p.ends_with("host-only") || p.ends_with("deeper");
+            let host_bytes = m.sha256.as_ref().is_some_and(|h| *h != want) && in_swap;
+            if host_name || host_bytes {
+                bad.push(p.clone());
+            }
+        }
+        if let Ok(scan) = scan_tree(&img) {
+            bad.extend(scan.keys().filter(|p| p.ends_with("host-only")).cloned());
+        }
+        fs::remove_file(&r.path).unwrap();
+        runs += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 10, "the swapper only ran {swaps} times");
+    assert!(
+        bad.is_empty(),
+        "host entries archived: {bad:?} ({runs} runs)"
+    );
 }

@@ -20,6 +20,7 @@
 //! `cli.rs`; each command here returns a `Serialize` result for `--json`.
 
 pub mod acl;
+pub mod at;
 pub mod compress;
 mod create;
 pub mod extract;
@@ -92,6 +93,8 @@ pub struct RestoreOpts {
     pub force: bool,
     /// Allow an archive without a `.sha256` file.
     pub no_checksum: bool,
+    /// Restore device nodes outside `/dev` too.
+    pub allow_devices: bool,
     pub wait: bool,
     pub progress: Option<bool>,
 }
@@ -107,7 +110,38 @@ pub struct RestoreResult {
     pub bytes: u64,
     /// The checksum that was verified, if any.
     pub sha256: Option<String>,
+    /// Setuid and setgid files restored, as `/path`: kept because Debian
+    /// needs them, listed so the admin sees what an archive grants.
+    pub setid_files: Vec<String>,
     pub seconds: f64,
+}
+
+impl RestoreResult {
+    /// Human-readable summary, setuid and setgid files listed.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "restored {} entries ({:.0} MB) into {}{} in {:.1} s\n",
+            self.entries,
+            self.bytes as f64 / 1e6,
+            self.path.display(),
+            if self.replaced {
+                ", replacing the old tree"
+            } else {
+                ""
+            },
+            self.seconds
+        );
+        if !self.setid_files.is_empty() {
+            s.push_str(&format!(
+                "{} setuid/setgid files:\n",
+                self.setid_files.len()
+            ));
+            for f in &self.setid_files {
+                s.push_str(&format!("  {f}\n"));
+            }
+        }
+        s
+    }
 }
 
 /// Options of `nfsroot snapshot list`.
@@ -202,8 +236,7 @@ pub(crate) struct Facts {
 }
 
 pub(crate) fn image_facts(root: &Path) -> Result<Facts> {
-    let release = std::fs::read_to_string(root.join("etc/nfsroot-release"))
-        .unwrap_or_default()
+    let release = String::from_utf8_lossy(&read_in_image(root, "etc/nfsroot-release")?)
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
@@ -211,64 +244,37 @@ pub(crate) fn image_facts(root: &Path) -> Result<Facts> {
     Ok(Facts {
         release,
         kernels: kernels(root)?,
-        packages: packages(root),
+        packages: packages(root)?,
     })
 }
 
-/// Kernel versions in `<root>/boot`, oldest first (a local stand-in until
-/// `crate::kernel` can be shared).
+/// A file inside the image, read without following a symlink (a node
+/// could plant one to a host file); empty when missing or not a file.
+fn read_in_image(root: &Path, rel: &str) -> Result<Vec<u8>> {
+    at::read_beneath(root, Path::new(rel))
+        .map(Option::unwrap_or_default)
+        .with_context(|| format!("reading {}", root.join(rel).display()))
+}
+
+/// Kernel versions in `<root>/boot`, oldest first in dpkg's order.
 pub fn kernels(root: &Path) -> Result<Vec<String>> {
     let boot = root.join("boot");
-    let mut v: Vec<String> = match std::fs::read_dir(&boot) {
-        Ok(rd) => rd
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("vmlinuz-"))
-                    .map(str::to_string)
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", boot.display())),
-    };
-    v.sort_by(|a, b| version_cmp(a, b));
+    let mut v: Vec<String> = at::list_beneath(root, Path::new("boot"))
+        .with_context(|| format!("reading {}", boot.display()))?
+        .into_iter()
+        .filter_map(|n| {
+            n.to_str()
+                .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .map(str::to_string)
+        })
+        .collect();
+    v.sort_by(|a, b| crate::kernel::dpkg_version_cmp(a, b));
     Ok(v)
 }
 
-/// Compare version strings with digit runs as numbers (6.1.10 > 6.1.9).
-fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn parts(s: &str) -> Vec<(u64, String)> {
-        let mut out = Vec::new();
-        let mut num = String::new();
-        let mut txt = String::new();
-        for c in s.chars() {
-            if c.is_ascii_digit() {
-                if !txt.is_empty() {
-                    out.push((0, std::mem::take(&mut txt)));
-                }
-                num.push(c);
-            } else {
-                if !num.is_empty() {
-                    out.push((num.parse().unwrap_or(u64::MAX), String::new()));
-                    num.clear();
-                }
-                txt.push(c);
-            }
-        }
-        if !num.is_empty() {
-            out.push((num.parse().unwrap_or(u64::MAX), String::new()));
-        }
-        if !txt.is_empty() {
-            out.push((0, txt));
-        }
-        out
-    }
-    parts(a).cmp(&parts(b))
-}
-
-fn packages(root: &Path) -> Vec<Package> {
-    let text = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
+fn packages(root: &Path) -> Result<Vec<Package>> {
+    let text = read_in_image(root, "var/lib/dpkg/status")?;
+    let text = String::from_utf8_lossy(&text);
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let mut f: HashMap<&str, &str> = HashMap::new();
@@ -289,7 +295,7 @@ fn packages(root: &Path) -> Vec<Package> {
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    Ok(out)
 }
 
 /// Archives of `name` in `dir` (not temp files), unsorted.
@@ -568,8 +574,12 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
     fsutil::remove_tree(&staging)?;
     fsutil::mkdir_p(&staging)?;
     let bar = restore_bar(file, opts.progress);
-    let extracted = compress::open_decompressed(file, bar.clone())
-        .and_then(|input| extract::extract(input, &staging));
+    let extracted = compress::open_decompressed(file, bar.clone()).and_then(|input| {
+        let o = extract::ExtractOpts {
+            allow_devices: opts.allow_devices,
+        };
+        extract::extract(input, &staging, &o)
+    });
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -597,6 +607,7 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
         entries: extracted.entries,
         bytes: extracted.bytes,
         sha256,
+        setid_files: extracted.setid,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -623,10 +634,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_sort_numerically() {
-        let mut v = vec!["6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-1-amd64"];
-        v.sort_by(|a, b| version_cmp(a, b));
-        assert_eq!(v, ["5.10.0-1-amd64", "6.1.0-9-amd64", "6.1.0-10-amd64"]);
+    fn kernels_sort_as_dpkg_does() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("boot")).unwrap();
+        for k in [
+            "6.1.0-10-amd64",
+            "6.1.0-9",
+            "5.10.0-1-amd64",
+            "6.1.0-9~bpo12+1",
+            "6.1.0-9-amd64",
+        ] {
+            std::fs::write(d.path().join(format!("boot/vmlinuz-{k}")), "k").unwrap();
+        }
+        // A backport (~bpo) sorts before its release, as dpkg has it.
+        assert_eq!(
+            kernels(d.path()).unwrap(),
+            [
+                "5.10.0-1-amd64",
+                "6.1.0-9~bpo12+1",
+                "6.1.0-9",
+                "6.1.0-9-amd64",
+                "6.1.0-10-amd64"
+            ]
+        );
     }
 
     #[test]
@@ -640,7 +670,7 @@ mod tests {
              Package: b\nStatus: deinstall ok config-files\nVersion: 2\n",
         )
         .unwrap();
-        let p = packages(d.path());
+        let p = packages(d.path()).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].name, "a");
     }
