@@ -893,6 +893,7 @@ fn mounts_inside_the_image_are_not_descended() {
 // quickly naming it, and never panic or hang.
 
 use nfsroot::snapshot::tar::TarReader;
+use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 /// Pax records with correct length prefixes.
@@ -929,7 +930,9 @@ fn read_all(label: &str, bytes: &[u8]) -> (Duration, Result<usize, String>) {
         }
     };
     let t = started.elapsed();
-    eprintln!("{label}: {} bytes read in {t:?}", bytes.len());
+    if !label.is_empty() {
+        eprintln!("{label}: {} bytes read in {t:?}", bytes.len());
+    }
     (t, res)
 }
 
@@ -1190,4 +1193,204 @@ fn walker_never_follows_a_swapped_directory() {
         bad.is_empty(),
         "host entries archived: {bad:?} ({runs} runs)"
     );
+}
+
+/// splitmix64: a fixed seed gives the same inputs on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn fix_checksum(b: &mut [u8]) {
+    b[148..156].fill(b' ');
+    let sum: u32 = b[..512].iter().map(|&c| u32::from(c)).sum();
+    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// One to three mutations of a real archive: flipped bytes, a rewritten
+/// header field (checksum fixed most of the time, so the reader goes past
+/// it), a number in the text blown up, a truncation, a spliced or
+/// dropped run of blocks.
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut a = seed.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        let blocks = (a.len() / 512).max(1);
+        match rng.below(6) {
+            0 => {
+                for _ in 0..1 + rng.below(8) {
+                    let i = rng.below(a.len());
+                    if let Some(c) = a.get_mut(i) {
+                        *c ^= 1 << rng.below(8);
+                    }
+                }
+            }
+            1 if a.len() >= 512 => {
+                let at = rng.below(blocks) * 512;
+                let fields = [
+                    (0, 100),
+                    (100, 8),
+                    (124, 12),
+                    (156, 1),
+                    (157, 100),
+                    (345, 155),
+                ];
+                let (f, len) = fields[rng.below(fields.len())];
+                let digits = rng.below(2) == 0;
+                for i in 0..len.min(1 + rng.below(len)) {
+                    a[at + f + i] = if digits {
+                        b"01234567"[rng.below(8)]
+                    } else {
+                        b"0157xgLKS/.\0\xff"[rng.below(13)]
+                    };
+                }
+                if rng.below(5) != 0 {
+                    fix_checksum(&mut a[at..at + 512]);
+                }
+            }
+            2 => {
+                let starts: Vec<usize> = (0..a.len()).filter(|&i| a[i].is_ascii_digit()).collect();
+                if !starts.is_empty() {
+                    let i = starts[rng.below(starts.len())];
+                    let mut j = i;
+                    while j < a.len() && a[j].is_ascii_digit() {
+                        a[j] = b'9';
+                        j += 1;
+                    }
+                }
+            }
+            3 => a.truncate(rng.below(a.len() + 1)),
+            4 if a.len() >= 512 => {
+                let from = rng.below(blocks) * 512;
+                let n = (1 + rng.below(4)) * 512;
+                let run: Vec<u8> = a[from..(from + n).min(a.len())].to_vec();
+                let to = rng.below(blocks) * 512;
+                a.splice(to..to, run);
+            }
+            _ if a.len() >= 512 => {
+                let from = rng.below(blocks) * 512;
+                let n = (1 + rng.below(3)) * 512;
+                a.drain(from..(from + n).min(a.len()));
+            }
+            _ => {}
+        }
+    }
+    a
+}
+
+/// Seeds: our own snapshot of a small tree of every kind, and GNU tar's
+/// archives of it in the old gnu format (`S` sparse members, `L`/`K`
+/// long names) and in pax with sparse 0.1 and 1.0.
+fn fuzz_seeds(d: &Path) -> (Vec<Vec<u8>>, PathBuf) {
+    let base = d.join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    fs::create_dir_all(&src).unwrap();
+    let long = "n".repeat(120);
+    sh(&format!(
+        r#"cd {}
+mkdir -p etc usr/bin "d/{long}" dev
+printf 'hello\n' > etc/plain
+cp /bin/true usr/bin/suid; chmod 4755 usr/bin/suid
+echo x > etc/attr; setfattr -n user.k -v v etc/attr; setfacl -m u:1234:rwx etc/attr
+ln -s ../etc/plain usr/bin/rel; ln -s "d/{long}" "l{long}"
+echo h > hl1; ln hl1 hl2; mkfifo fifo
+truncate -s 300000 sparse; printf middle | dd of=sparse bs=1 seek=150000 conv=notrunc status=none
+echo deep > "d/{long}/{long}"
+"#,
+        q(&src)
+    ));
+    let r = snap(&l, "img", Format::Gz);
+    let mut ours = Vec::new();
+    snapshot::compress::open_decompressed(&r.path, None)
+        .unwrap()
+        .read_to_end(&mut ours)
+        .unwrap();
+    let mut seeds = vec![ours];
+    for flags in [
+        "--format=gnu -S",
+        "--format=posix --sparse-version=0.1 -S --xattrs --acls",
+        "--format=posix --sparse-version=1.0 -S",
+    ] {
+        let a = d.join("seed.tar");
+        sh(&format!(
+            "tar --numeric-owner {flags} -cf {} -C {} .",
+            q(&a),
+            q(&src)
+        ));
+        seeds.push(fs::read(&a).unwrap());
+    }
+    (seeds, r.path)
+}
+
+/// Random and mutated archives through the reader, the restore path
+/// (extraction) and the verify path: no panic, no hang, and each input
+/// read in time bounded by its size. Deterministic seed; about 10 s.
+#[test]
+fn tar_reader_survives_mutated_archives() {
+    let d = tempfile::tempdir().unwrap();
+    let (seeds, snap_path) = fuzz_seeds(d.path());
+    let manifest = fs::read(snapshot::manifest_path(&snap_path)).unwrap();
+    let mut rng = Rng(0x6e66_7372_6f6f_7439);
+    let started = Instant::now();
+    let budget = Duration::from_secs(12);
+    let mut n = 0usize;
+    let mut refused = 0usize;
+    while n < 3000 && started.elapsed() < budget {
+        let seed = &seeds[rng.below(seeds.len())];
+        let input = if rng.below(50) == 0 {
+            (0..rng.below(4096)).map(|_| rng.next() as u8).collect()
+        } else {
+            mutate(&mut rng, seed)
+        };
+        let save = |why: &str| -> String {
+            let p = common::work_dir().join(format!("tar-fuzz-{n}.tar"));
+            fs::write(&p, &input).unwrap();
+            format!("input {n} ({why}) saved as {}", p.display())
+        };
+        let t = Instant::now();
+        let read = std::panic::catch_unwind(|| read_all("", &input).1);
+        let Ok(read) = read else {
+            panic!("the reader panicked: {}", save("panic"));
+        };
+        refused += usize::from(read.is_err());
+        // Restore: extract into a fresh directory.
+        let out = d.path().join(format!("x{n}"));
+        fs::create_dir(&out).unwrap();
+        let opts = snapshot::extract::ExtractOpts {
+            allow_devices: rng.below(2) == 0,
+        };
+        let x = std::panic::catch_unwind(|| snapshot::extract::extract(&input[..], &out, &opts));
+        assert!(x.is_ok(), "extraction panicked: {}", save("panic"));
+        fs::remove_dir_all(&out).unwrap();
+        // Verify against the seed snapshot's manifest, every 4th input.
+        if n % 4 == 0 {
+            let a = d.path().join("v.tar");
+            fs::write(&a, &input).unwrap();
+            let sum = nfsroot::fsutil::sha256_bytes(&input);
+            fs::write(snapshot::checksum_path(&a), format!("{sum}  v.tar\n")).unwrap();
+            fs::write(snapshot::manifest_path(&a), &manifest).unwrap();
+            let v = std::panic::catch_unwind(|| snapshot::run_verify(&VerifyOpts { file: a }));
+            assert!(v.is_ok(), "verify panicked: {}", save("panic"));
+        }
+        let took = t.elapsed();
+        let limit = Duration::from_secs(2) + Duration::from_millis(input.len() as u64 / 1000);
+        assert!(took < limit, "took {took:?}: {}", save("slow"));
+        n += 1;
+    }
+    eprintln!(
+        "{n} mutated archives in {:?}, {refused} refused by the reader",
+        started.elapsed()
+    );
+    assert!(n >= 200, "only {n} inputs in the time budget");
+    assert!(refused > 0 && refused < n, "{refused} of {n} refused");
 }
