@@ -4,7 +4,7 @@
 //! Every member path must be relative and free of `..`. Nothing is done
 //! through a path string: the staging root is opened once and every
 //! directory on the way to a member is opened relative to its parent with
-//! `O_DIRECTORY|O_NOFOLLOW` ([`super::at`]), created (0700) when missing,
+//! `O_DIRECTORY|O_NOFOLLOW` ([`super::at`]), created when missing,
 //! refused naming the member when it is a symlink or not a directory. The
 //! final name is unlinked, never followed, and created relative to its
 //! parent's fd (`O_CREAT|O_EXCL|O_NOFOLLOW` for files, `mkdirat`,
@@ -96,7 +96,9 @@ fn open_parent<'a>(
         cur = match open_dir_at(cur.as_fd(), c) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
-                rfs::mkdirat(&cur, *c, Mode::from_raw_mode(0o700))
+                // A directory the archive does not list: 0755 as tar
+                // makes it.
+                rfs::mkdirat(&cur, *c, Mode::from_raw_mode(0o755))
                     .with_context(|| format!("creating {}", so_far.display()))?;
                 open_dir_at(cur.as_fd(), c)
                     .with_context(|| format!("opening {}", so_far.display()))?

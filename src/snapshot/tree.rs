@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -250,32 +250,31 @@ impl Opened<'_> {
         Ok(t.into_bytes())
     }
 
-    /// A regular file opened for reading (no-follow, no atime update where
+    /// A regular file opened for reading (no atime update where
     /// permitted); `None` if the name no longer holds the listed file.
+    /// The name is pinned with `O_PATH|O_NOFOLLOW` and checked before it
+    /// is opened for reading through that fd, so a fifo or device swapped
+    /// in is never opened (which could block or have side effects).
     pub fn open_file(&self) -> Result<Option<File>> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd = match rfs::openat(
-            &*self.dir,
-            &self.name,
-            flags | OFlags::NOATIME,
-            Mode::empty(),
-        ) {
-            Err(rustix::io::Errno::PERM) => {
-                rfs::openat(&*self.dir, &self.name, flags, Mode::empty())
-            }
-            r => r,
-        };
-        let fd = match fd {
+        let ctx = || format!("opening {}", slash(&self.w.rel));
+        let pin = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let pinned = match rfs::openat(&*self.dir, &self.name, pin, Mode::empty()) {
             Ok(fd) => fd,
-            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => {
-                return Err(e).with_context(|| format!("opening {}", slash(&self.w.rel)));
-            }
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e).with_context(ctx),
         };
-        let st = rfs::fstat(&fd).with_context(|| format!("reading {}", slash(&self.w.rel)))?;
-        if !same_inode(&st, &self.w.md) || !self.w.md.is_file() {
+        let st = rfs::fstat(&pinned).with_context(ctx)?;
+        if !self.w.md.is_file() || !same_inode(&st, &self.w.md) {
             return Ok(None);
         }
+        // The magic link names the pinned inode itself.
+        let again = PathBuf::from(format!("/proc/self/fd/{}", pinned.as_raw_fd()));
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rfs::open(&again, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(rustix::io::Errno::PERM) => rfs::open(&again, flags, Mode::empty()),
+            r => r,
+        }
+        .with_context(ctx)?;
         Ok(Some(File::from(fd)))
     }
 
