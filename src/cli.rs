@@ -380,6 +380,10 @@ pub struct RestoreArgs {
     /// Restore an archive that has no .sha256 file beside it
     #[arg(long)]
     pub no_checksum: bool,
+    /// Restore device nodes outside /dev too (refused by default: a device
+    /// node gives whoever can open it on a node the device itself)
+    #[arg(long)]
+    pub allow_devices: bool,
 }
 
 #[derive(Debug, Args)]

@@ -257,6 +257,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     image: a.image,
                     force: a.force,
                     no_checksum: a.no_checksum,
+                    allow_devices: a.allow_devices,
                     wait: g.wait,
                     progress: g.quiet.then_some(false),
                 },
@@ -265,18 +266,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if json {
                 print_json("restore", &r)?;
             } else if !g.quiet {
-                println!(
-                    "restored {} entries ({:.0} MB) into {}{} in {:.1} s",
-                    r.entries,
-                    r.bytes as f64 / 1e6,
-                    r.path.display(),
-                    if r.replaced {
-                        ", replacing the old tree"
-                    } else {
-                        ""
-                    },
-                    r.seconds
-                );
+                print!("{}", r.text());
             }
         }
         Command::Diff(a) => {

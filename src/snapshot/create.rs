@@ -11,18 +11,32 @@ use super::compress::Compressor;
 use super::tar::{Header, Kind, TarWriter};
 use super::tree::{self, EntryMeta};
 use super::{Manifest, SnapshotOpts, SnapshotResult, image_facts};
+use crate::clock;
 use crate::fsutil::{self, AtomicFile, HashingWriter};
 use crate::image::Layout;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Mode of a snapshot and the files beside it: the archive holds
+/// `/etc/shadow`, host keys and authorized keys.
+const SECRET: u32 = 0o600;
+
+/// Create `dir` and its missing parents 0700.
+fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating directory {}", dir.display()))
+}
 
 pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResult> {
     let started = Instant::now();
@@ -37,21 +51,26 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
     });
 
     let facts = image_facts(&root)?;
-    let now = crate_clock_now();
+    let now = clock::now_secs();
     let kernel = facts.kernels.last().cloned();
     let default_dir = layout.snapshots_dir(&name);
     let out = match &opts.output {
         Some(p) => p.clone(),
         None => default_dir.join(format!(
             "{name}-{}-{}.{}",
-            compact_utc(now),
+            clock::compact(now),
             kernel.as_deref().unwrap_or("nokernel"),
             opts.format.extension()
         )),
     };
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fsutil::mkdir_p(dir)?;
+        private_dir(dir)?;
         if out.parent() == Some(default_dir.as_path()) {
+            // Also those made by older versions, 0755.
+            for d in [default_dir.parent(), Some(dir)].into_iter().flatten() {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+                    .with_context(|| format!("setting mode of {}", d.display()))?;
+            }
             fsutil::sweep_temps(dir)?;
         }
     }
@@ -78,7 +97,7 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
         .sum();
     let bar = progress_bar(total, opts.progress);
 
-    let mut file = AtomicFile::create(&out)?;
+    let mut file = AtomicFile::create_mode(&out, SECRET)?;
     let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, &mut file));
     let comp = Compressor::new(hashing, opts.format, level, workers)?;
     let mut tar = TarWriter::new(comp);
@@ -90,19 +109,37 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
     let mut users = BTreeMap::new();
     let mut groups_names = BTreeMap::new();
 
+    let mut confined = tree::Confined::new(&root)?;
+    let mut notes = walked.notes.clone();
     for w in &walked.entries {
-        let Some(mut meta) = tree::entry_meta(&root, w)? else {
+        let Some(o) = confined.open(w)? else {
+            notes.push(tree::changed(w));
             continue;
         };
-        let path = root.join(&w.rel);
+        let xattrs = o.xattrs()?;
+        let Some(mut meta) = tree::entry_meta(&o, &xattrs)? else {
+            continue;
+        };
         let key = tree::key_of(&w.rel);
-        let xattrs = tree::read_xattrs(&path)?;
         if let Some(n) = owners.user(meta.uid) {
             users.insert(meta.uid, n);
         }
         if let Some(n) = owners.group(meta.gid) {
             groups_names.insert(meta.gid, n);
         }
+        // Opened before the header is written: a file that changed since
+        // the walk is skipped, not followed.
+        let file = if meta.kind == Kind::File {
+            match o.open_file()? {
+                Some(f) => Some(f),
+                None => {
+                    notes.push(o.changed());
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         let mut h = Header {
             path: w.rel.as_os_str().as_bytes().to_vec(),
             kind: meta.kind,
@@ -125,12 +162,9 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             xattrs,
             sparse: None,
         };
-        if meta.kind == Kind::Symlink {
-            h.link = std::fs::read_link(&path)
-                .with_context(|| format!("reading link {}", path.display()))?
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
+        if meta.target.is_some() {
+            // Raw bytes: the manifest's target is text.
+            h.link = o.read_link()?;
         }
         if meta.kind != Kind::Dir && w.md.nlink() > 1 {
             let ino = (w.md.dev(), w.md.ino());
@@ -148,8 +182,8 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             }
             first_link.insert(ino, w.rel.clone());
         }
-        if meta.kind == Kind::File {
-            let f = open_noatime(&path)?;
+        if let Some(f) = file {
+            let path = root.join(&w.rel);
             let segs = data_segments(&f, &w.md)
                 .with_context(|| format!("finding holes in {}", path.display()))?;
             let mut reader = SegmentReader::new(&f, &path, segs.clone(), meta.size, bar.as_ref());
@@ -187,7 +221,7 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
     let manifest = Manifest {
         format: 1,
         image: name.clone(),
-        created: rfc3339_utc(now),
+        created: clock::rfc3339(now),
         archive: file_name.clone(),
         compression: opts.format,
         sha256: sha256.clone(),
@@ -196,7 +230,7 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
         packages: facts.packages,
         users,
         groups: groups_names,
-        notes: walked.notes.clone(),
+        notes: notes.clone(),
         entries,
     };
     let sums = super::checksum_path(&out);
@@ -204,8 +238,8 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
     let json = serde_json::to_vec_pretty(&manifest)?;
     let entry_count = manifest.entries.len();
     let result = (|| -> Result<()> {
-        fsutil::atomic_write(&man_path, &json)?;
-        fsutil::atomic_write(&sums, format!("{sha256}  {file_name}\n").as_bytes())?;
+        fsutil::atomic_write_mode(&man_path, &json, SECRET)?;
+        fsutil::atomic_write_mode(&sums, format!("{sha256}  {file_name}\n").as_bytes(), SECRET)?;
         file.commit()
     })();
     if let Err(e) = result {
@@ -228,45 +262,10 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
         entries: entry_count,
         sparse_files,
         kernel,
-        notes: walked.notes,
+        notes,
         pruned,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn crate_clock_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400) as u32;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-/// `20250102T030405Z`.
-pub fn compact_utc(secs: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
-}
-
-/// `2025-01-02T03:04:05Z`.
-pub fn rfc3339_utc(secs: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 fn progress_bar(total: u64, enabled: Option<bool>) -> Option<indicatif::ProgressBar> {
@@ -283,20 +282,6 @@ fn progress_bar(total: u64, enabled: Option<bool>) -> Option<indicatif::Progress
         .expect("valid template"),
     );
     Some(b)
-}
-
-fn open_noatime(path: &Path) -> Result<File> {
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Ok(f) => Ok(f),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            File::open(path).with_context(|| format!("opening {}", path.display()))
-        }
-        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
-    }
 }
 
 /// The data segments of a file with holes, or `None` when it has none
@@ -433,7 +418,10 @@ impl Owners {
     fn load(root: &Path) -> Self {
         let parse = |p: &str| -> HashMap<u32, Vec<u8>> {
             let mut m = HashMap::new();
-            let text = std::fs::read(root.join(p)).unwrap_or_default();
+            let text = super::at::read_beneath(root, Path::new(p))
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             for line in text.split(|&c| c == b'\n') {
                 let f: Vec<&[u8]> = line.split(|&c| c == b':').collect();
                 if f.len() >= 3
@@ -483,15 +471,4 @@ fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
     }
     fsutil::fsync_dir(dir)?;
     Ok(gone)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_formatting() {
-        assert_eq!(compact_utc(0), "19700101T000000Z");
-        assert_eq!(rfc3339_utc(1_709_210_096), "2024-02-29T12:34:56Z");
-    }
 }

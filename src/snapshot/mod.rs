@@ -16,19 +16,32 @@
 //! `verify` re-reads an archive against its manifest and `diff` compares a
 //! live image with a snapshot through the same [`EntryMeta`] records.
 //!
+//! Both ends are untrusted: the live image is written by nodes, an archive
+//! by whoever hands it over. The walk never follows a symlink out of the
+//! image ([`tree`]), the reader is linear in the archive's size with a cap
+//! on every header ([`tar`]), and restore makes the image root `root:root
+//! 0755`, refuses device nodes outside `/dev` unless asked, and lists the
+//! setuid and setgid files it restored ([`extract`]). Snapshots, their
+//! `.sha256` and manifests hold `/etc/shadow` and keys, so they are written
+//! 0600 in 0700 directories.
+//!
 //! The CLI (`snapshot`, `snapshot list|verify`, `restore`, `diff`) lives in
 //! `cli.rs`; each command here returns a `Serialize` result for `--json`.
 
 pub mod acl;
+pub mod at;
 pub mod compress;
 mod create;
 pub mod extract;
+mod facts;
 pub mod pgz;
 pub mod tar;
 pub mod tree;
 
 pub use compress::Format;
 pub use create::run_snapshot;
+pub(crate) use facts::image_facts;
+pub use facts::kernels;
 pub use tree::{Change, EntryMeta, TreeDiff, diff_maps, scan_tree};
 
 use crate::fsutil;
@@ -92,6 +105,8 @@ pub struct RestoreOpts {
     pub force: bool,
     /// Allow an archive without a `.sha256` file.
     pub no_checksum: bool,
+    /// Restore device nodes outside `/dev` too.
+    pub allow_devices: bool,
     pub wait: bool,
     pub progress: Option<bool>,
 }
@@ -107,7 +122,38 @@ pub struct RestoreResult {
     pub bytes: u64,
     /// The checksum that was verified, if any.
     pub sha256: Option<String>,
+    /// Setuid and setgid files restored, as `/path`: kept because Debian
+    /// needs them, listed so the admin sees what an archive grants.
+    pub setid_files: Vec<String>,
     pub seconds: f64,
+}
+
+impl RestoreResult {
+    /// Human-readable summary, setuid and setgid files listed.
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "restored {} entries ({:.0} MB) into {}{} in {:.1} s\n",
+            self.entries,
+            self.bytes as f64 / 1e6,
+            self.path.display(),
+            if self.replaced {
+                ", replacing the old tree"
+            } else {
+                ""
+            },
+            self.seconds
+        );
+        if !self.setid_files.is_empty() {
+            s.push_str(&format!(
+                "{} setuid/setgid files:\n",
+                self.setid_files.len()
+            ));
+            for f in &self.setid_files {
+                s.push_str(&format!("  {f}\n"));
+            }
+        }
+        s
+    }
 }
 
 /// Options of `nfsroot snapshot list`.
@@ -192,104 +238,6 @@ pub fn manifest_path(archive: &Path) -> PathBuf {
     let mut s = archive.as_os_str().to_owned();
     s.push(".manifest.json");
     PathBuf::from(s)
-}
-
-/// Release stamp, kernels and packages of an image tree.
-pub(crate) struct Facts {
-    pub release: BTreeMap<String, String>,
-    pub kernels: Vec<String>,
-    pub packages: Vec<Package>,
-}
-
-pub(crate) fn image_facts(root: &Path) -> Result<Facts> {
-    let release = std::fs::read_to_string(root.join("etc/nfsroot-release"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-        .collect();
-    Ok(Facts {
-        release,
-        kernels: kernels(root)?,
-        packages: packages(root),
-    })
-}
-
-/// Kernel versions in `<root>/boot`, oldest first (a local stand-in until
-/// `crate::kernel` can be shared).
-pub fn kernels(root: &Path) -> Result<Vec<String>> {
-    let boot = root.join("boot");
-    let mut v: Vec<String> = match std::fs::read_dir(&boot) {
-        Ok(rd) => rd
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("vmlinuz-"))
-                    .map(str::to_string)
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", boot.display())),
-    };
-    v.sort_by(|a, b| version_cmp(a, b));
-    Ok(v)
-}
-
-/// Compare version strings with digit runs as numbers (6.1.10 > 6.1.9).
-fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn parts(s: &str) -> Vec<(u64, String)> {
-        let mut out = Vec::new();
-        let mut num = String::new();
-        let mut txt = String::new();
-        for c in s.chars() {
-            if c.is_ascii_digit() {
-                if !txt.is_empty() {
-                    out.push((0, std::mem::take(&mut txt)));
-                }
-                num.push(c);
-            } else {
-                if !num.is_empty() {
-                    out.push((num.parse().unwrap_or(u64::MAX), String::new()));
-                    num.clear();
-                }
-                txt.push(c);
-            }
-        }
-        if !num.is_empty() {
-            out.push((num.parse().unwrap_or(u64::MAX), String::new()));
-        }
-        if !txt.is_empty() {
-            out.push((0, txt));
-        }
-        out
-    }
-    parts(a).cmp(&parts(b))
-}
-
-fn packages(root: &Path) -> Vec<Package> {
-    let text = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
-    let mut out = Vec::new();
-    for stanza in text.split("\n\n") {
-        let mut f: HashMap<&str, &str> = HashMap::new();
-        for line in stanza.lines() {
-            if let Some((k, v)) = line.split_once(':')
-                && !line.starts_with(' ')
-            {
-                f.insert(k, v.trim());
-            }
-        }
-        let installed = f.get("Status").is_some_and(|s| s.ends_with(" installed"));
-        if let (true, Some(n)) = (installed, f.get("Package")) {
-            out.push(Package {
-                name: n.to_string(),
-                version: f.get("Version").unwrap_or(&"").to_string(),
-                arch: f.get("Architecture").unwrap_or(&"").to_string(),
-            });
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
 }
 
 /// Archives of `name` in `dir` (not temp files), unsorted.
@@ -401,6 +349,18 @@ fn hash_member(h: &tar::Header, data: &mut impl Read) -> Result<String> {
 
 /// The [`EntryMeta`] records of every member of an archive.
 pub fn archive_meta(archive: &Path) -> Result<BTreeMap<PathBuf, EntryMeta>> {
+    archive_meta_against(archive, None)
+}
+
+/// [`archive_meta`] for a comparison with `expect`: a file whose kind or
+/// size differs from its expected entry (or that has none) is not hashed,
+/// since it differs anyway. Hashing a sparse file costs its logical size
+/// (holes hash as zeros), which an archive sets at will; this bounds the
+/// cost by what the other side of the comparison holds.
+fn archive_meta_against(
+    archive: &Path,
+    expect: Option<&BTreeMap<PathBuf, EntryMeta>>,
+) -> Result<BTreeMap<PathBuf, EntryMeta>> {
     let input = compress::open_decompressed(archive, None)?;
     let mut tar = TarReader::new(input);
     let mut out: BTreeMap<PathBuf, EntryMeta> = BTreeMap::new();
@@ -422,7 +382,11 @@ pub fn archive_meta(archive: &Path) -> Result<BTreeMap<PathBuf, EntryMeta>> {
             out.insert(key, m);
             continue;
         }
-        let sha256 = if h.kind == Kind::File {
+        let wanted = expect.is_none_or(|e| {
+            e.get(&key)
+                .is_some_and(|m| m.kind == Kind::File && m.size == h.size)
+        });
+        let sha256 = if h.kind == Kind::File && wanted {
             Some(hash_member(&h, &mut tar.data()).with_context(ctx)?)
         } else {
             None
@@ -480,10 +444,13 @@ pub fn run_verify(opts: &VerifyOpts) -> Result<VerifyResult> {
             checksum_path(&opts.file).display()
         )
     })?;
-    let have = archive_meta(&opts.file)?;
     let manifest_checked = manifest_path(&opts.file).exists();
-    if manifest_checked {
-        let man = read_manifest(&opts.file)?;
+    let man = match manifest_checked {
+        true => Some(read_manifest(&opts.file)?),
+        false => None,
+    };
+    let have = archive_meta_against(&opts.file, man.as_ref().map(|m| &m.entries))?;
+    if let Some(man) = man {
         if man.sha256 != sha256 {
             bail!(
                 "manifest of {} names sha256 {} but the archive is {sha256}",
@@ -512,12 +479,14 @@ pub fn run_verify(opts: &VerifyOpts) -> Result<VerifyResult> {
 /// snapshot (from its manifest, or the archive itself if it has none).
 pub fn run_diff(layout: &Layout, opts: &DiffOpts) -> Result<TreeDiff> {
     let root = layout.existing_image(&opts.image)?;
+    let new = scan_tree(&root)?;
     let old = match read_manifest(&opts.file) {
         Ok(m) => m.entries,
-        Err(_) if !manifest_path(&opts.file).exists() => archive_meta(&opts.file)?,
+        Err(_) if !manifest_path(&opts.file).exists() => {
+            archive_meta_against(&opts.file, Some(&new))?
+        }
         Err(e) => return Err(e),
     };
-    let new = scan_tree(&root)?;
     Ok(diff_maps(&old, &new))
 }
 
@@ -568,8 +537,12 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
     fsutil::remove_tree(&staging)?;
     fsutil::mkdir_p(&staging)?;
     let bar = restore_bar(file, opts.progress);
-    let extracted = compress::open_decompressed(file, bar.clone())
-        .and_then(|input| extract::extract(input, &staging));
+    let extracted = compress::open_decompressed(file, bar.clone()).and_then(|input| {
+        let o = extract::ExtractOpts {
+            allow_devices: opts.allow_devices,
+        };
+        extract::extract(input, &staging, &o)
+    });
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -597,6 +570,7 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
         entries: extracted.entries,
         bytes: extracted.bytes,
         sha256,
+        setid_files: extracted.setid,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -616,32 +590,4 @@ fn restore_bar(file: &Path, enabled: Option<bool>) -> Option<indicatif::Progress
         .expect("valid template"),
     );
     Some(b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_sort_numerically() {
-        let mut v = vec!["6.1.0-9-amd64", "6.1.0-10-amd64", "5.10.0-1-amd64"];
-        v.sort_by(|a, b| version_cmp(a, b));
-        assert_eq!(v, ["5.10.0-1-amd64", "6.1.0-9-amd64", "6.1.0-10-amd64"]);
-    }
-
-    #[test]
-    fn dpkg_status_installed_only() {
-        let d = tempfile::tempdir().unwrap();
-        let s = d.path().join("var/lib/dpkg");
-        std::fs::create_dir_all(&s).unwrap();
-        std::fs::write(
-            s.join("status"),
-            "Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n\
-             Package: b\nStatus: deinstall ok config-files\nVersion: 2\n",
-        )
-        .unwrap();
-        let p = packages(d.path());
-        assert_eq!(p.len(), 1);
-        assert_eq!(p[0].name, "a");
-    }
 }

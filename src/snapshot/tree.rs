@@ -8,16 +8,31 @@
 //! into [`EntryMeta`] records, the same records a snapshot's manifest holds
 //! and [`super::archive_meta`] rebuilds from an archive, so `diff`, `verify`
 //! and the tests compare like with like.
+//!
+//! The tree is live and written by nodes, so nothing here follows a path
+//! string that a node could redirect ([`super::at`]): the walk opens each
+//! directory relative to its parent with `O_NOFOLLOW|O_DIRECTORY` and
+//! checks it is the inode it listed; [`Confined`] re-opens each listed
+//! entry below the image root the same way (its parent by `openat2`
+//! beneath the root, the entry by name with no-follow flags) and checks
+//! its type and inode again. An entry that changed in between (a directory
+//! swapped for a symlink, a file replaced) is skipped with a note naming
+//! it, never followed. The checks cost an `openat` per directory and an
+//! `lstat` per entry beyond what the walk did before.
 
+use super::at::{self, open_dir_at, proc_path};
 use super::tar::Kind;
 use anyhow::{Context, Result};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CString, OsStr};
-use std::fs::{self, Metadata};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Top-level directories kept as empty mount points.
 pub const MOUNT_POINTS: &[&str] = &["proc", "sys", "dev", "run", "tmp"];
@@ -63,40 +78,72 @@ pub struct Walked {
 #[derive(Debug, Default)]
 pub struct WalkResult {
     pub entries: Vec<Walked>,
-    /// Human notes on skipped things (sockets, mounts).
+    /// Human notes on skipped things (sockets, mounts, entries that
+    /// changed while being read).
     pub notes: Vec<String>,
+}
+
+/// `/rel` for notes.
+fn slash(rel: &Path) -> String {
+    format!("/{}", rel.display())
+}
+
+fn changed_note(rel: &Path) -> String {
+    format!(
+        "skipped {}: it changed while being read (replaced, or a directory swapped \
+         for a symlink); nothing was followed",
+        slash(rel)
+    )
 }
 
 /// Walk `root` by the snapshot's rules.
 pub fn walk(root: &Path) -> Result<WalkResult> {
-    let md = fs::symlink_metadata(root).with_context(|| format!("reading {}", root.display()))?;
+    let fd = at::open_dir(root).with_context(|| format!("opening {}", root.display()))?;
+    let md = fs::symlink_metadata(proc_path(&fd, OsStr::new(".")))
+        .with_context(|| format!("reading {}", root.display()))?;
     let dev = md.dev();
     let mut res = WalkResult::default();
     res.entries.push(Walked {
         rel: PathBuf::new(),
         md,
     });
-    walk_dir(root, Path::new(""), dev, &mut res)?;
+    walk_dir(&fd, root, Path::new(""), dev, &mut res)?;
     Ok(res)
 }
 
-fn walk_dir(root: &Path, rel: &Path, dev: u64, res: &mut WalkResult) -> Result<()> {
-    let dir = root.join(rel);
-    let mut names: Vec<_> = fs::read_dir(&dir)
-        .with_context(|| format!("reading directory {}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading directory {}", dir.display()))?;
+fn same_inode(st: &rfs::Stat, md: &Metadata) -> bool {
+    st.st_dev == md.dev() && st.st_ino == md.ino() && st.st_mode & 0o170000 == md.mode() & 0o170000
+}
+
+fn walk_dir(dir: &OwnedFd, root: &Path, rel: &Path, dev: u64, res: &mut WalkResult) -> Result<()> {
+    let ctx = || format!("reading directory {}", root.join(rel).display());
+    let mut names: Vec<OsString> = Vec::new();
+    for e in rfs::Dir::read_from(dir).with_context(ctx)? {
+        let e = e.with_context(ctx)?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_owned());
+        }
+    }
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     for name in names {
         let r = rel.join(&name);
-        let p = root.join(&r);
-        let md = fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+        // lstat through the parent's fd: the last name is not followed.
+        let md = match fs::symlink_metadata(proc_path(dir, &name)) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                res.notes.push(changed_note(&r));
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", root.join(&r).display()));
+            }
+        };
         let ft = md.file_type();
         if ft.is_socket() {
             res.notes.push(format!(
-                "skipped socket /{} (sockets cannot be archived)",
-                r.display()
+                "skipped socket {} (sockets cannot be archived)",
+                slash(&r)
             ));
             continue;
         }
@@ -105,59 +152,164 @@ fn walk_dir(root: &Path, rel: &Path, dev: u64, res: &mut WalkResult) -> Result<(
         let mount_point = is_dir
             && rel.as_os_str().is_empty()
             && MOUNT_POINTS.iter().any(|m| OsStr::new(m) == name);
-        res.entries.push(Walked { rel: r.clone(), md });
-        if other_fs {
-            res.notes.push(format!(
-                "/{} is a mount point; kept as an empty directory",
-                r.display()
-            ));
-        } else if is_dir && !mount_point {
-            walk_dir(root, &r, dev, res)?;
+        if !is_dir || other_fs || mount_point {
+            res.entries.push(Walked { rel: r.clone(), md });
+            if other_fs {
+                res.notes.push(format!(
+                    "{} is a mount point; kept as an empty directory",
+                    slash(&r)
+                ));
+            }
+            continue;
         }
+        // Descend only into the very directory that was listed.
+        let sub = match open_dir_at(dir.as_fd(), &name) {
+            Ok(fd) => fd,
+            Err(_) => {
+                res.notes.push(changed_note(&r));
+                continue;
+            }
+        };
+        if !rfs::fstat(&sub).is_ok_and(|st| same_inode(&st, &md)) {
+            res.notes.push(changed_note(&r));
+            continue;
+        }
+        res.entries.push(Walked { rel: r.clone(), md });
+        walk_dir(&sub, root, &r, dev, res)?;
     }
     Ok(())
 }
 
-fn cpath(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .with_context(|| format!("{} contains a NUL byte", p.display()))
+/// Re-opens walked entries beneath the image root, never through a
+/// symlink, and checks each is still the inode that was listed.
+#[derive(Debug)]
+pub struct Confined {
+    root: Rc<OwnedFd>,
+    /// The last parent opened: the walk is sorted, so siblings share it.
+    parent: Option<(PathBuf, Rc<OwnedFd>)>,
 }
 
-/// Every xattr of `path` (not following symlinks), sorted by name.
+/// One walked entry, re-opened: its parent directory and its name.
+#[derive(Debug)]
+pub struct Opened<'a> {
+    dir: Rc<OwnedFd>,
+    name: OsString,
+    pub w: &'a Walked,
+}
+
+impl Confined {
+    pub fn new(root: &Path) -> Result<Self> {
+        let fd = at::open_dir(root).with_context(|| format!("opening {}", root.display()))?;
+        Ok(Self {
+            root: Rc::new(fd),
+            parent: None,
+        })
+    }
+
+    /// The entry, or `None` if it is no longer what the walk listed.
+    pub fn open<'a>(&mut self, w: &'a Walked) -> Result<Option<Opened<'a>>> {
+        let (dir, name) = match (w.rel.parent(), w.rel.file_name()) {
+            (Some(p), Some(n)) => {
+                let dir = match &self.parent {
+                    Some((q, fd)) if q == p => fd.clone(),
+                    _ => match at::open_dir_beneath(self.root.as_fd(), p) {
+                        Ok(fd) => {
+                            let fd = Rc::new(fd);
+                            self.parent = Some((p.to_path_buf(), fd.clone()));
+                            fd
+                        }
+                        Err(_) => return Ok(None),
+                    },
+                };
+                (dir, n.to_owned())
+            }
+            _ => (self.root.clone(), OsString::from(".")),
+        };
+        match rfs::statat(&*dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if same_inode(&st, &w.md) => Ok(Some(Opened { dir, name, w })),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Opened<'_> {
+    /// `/proc/self/fd/<parent>/<name>`, for the `l*` calls.
+    fn proc(&self) -> PathBuf {
+        proc_path(&*self.dir, &self.name)
+    }
+
+    /// Every xattr, not following a symlink, sorted by name.
+    pub fn xattrs(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        read_xattrs(&self.proc()).with_context(|| format!("xattrs of {}", slash(&self.w.rel)))
+    }
+
+    /// A symlink's target.
+    pub fn read_link(&self) -> Result<Vec<u8>> {
+        let t = rfs::readlinkat(&*self.dir, &self.name, Vec::new())
+            .with_context(|| format!("reading link {}", slash(&self.w.rel)))?;
+        Ok(t.into_bytes())
+    }
+
+    /// A regular file opened for reading (no atime update where
+    /// permitted); `None` if the name no longer holds the listed file.
+    /// The name is pinned with `O_PATH|O_NOFOLLOW` and checked before it
+    /// is opened for reading through that fd, so a fifo or device swapped
+    /// in is never opened (which could block or have side effects).
+    pub fn open_file(&self) -> Result<Option<File>> {
+        let ctx = || format!("opening {}", slash(&self.w.rel));
+        let pin = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let pinned = match rfs::openat(&*self.dir, &self.name, pin, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e).with_context(ctx),
+        };
+        let st = rfs::fstat(&pinned).with_context(ctx)?;
+        if !self.w.md.is_file() || !same_inode(&st, &self.w.md) {
+            return Ok(None);
+        }
+        // The magic link names the pinned inode itself.
+        let again = PathBuf::from(format!("/proc/self/fd/{}", pinned.as_raw_fd()));
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rfs::open(&again, flags | OFlags::NOATIME, Mode::empty()) {
+            Err(rustix::io::Errno::PERM) => rfs::open(&again, flags, Mode::empty()),
+            r => r,
+        }
+        .with_context(ctx)?;
+        Ok(Some(File::from(fd)))
+    }
+
+    /// The note for an entry skipped because it changed.
+    pub fn changed(&self) -> String {
+        changed_note(&self.w.rel)
+    }
+}
+
+/// The note for a walked entry that could not be re-opened as listed.
+pub fn changed(w: &Walked) -> String {
+    changed_note(&w.rel)
+}
+
+/// Every xattr of `path` (not following a final symlink), sorted by name.
 pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let c = cpath(path)?;
     let ctx = || format!("listing xattrs of {}", path.display());
     let mut names = vec![0u8; 1024];
     let len = loop {
-        // SAFETY: c is a valid path; names is writable for its length.
-        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ERANGE) => names.resize(names.len() * 4, 0),
-            Some(libc::ENOTSUP) => return Ok(Vec::new()),
-            _ => return Err(e).with_context(ctx),
+        match rfs::llistxattr(path, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(ctx),
         }
     };
     let mut out = Vec::new();
     for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let cn = CString::new(name).expect("split on NUL");
         let mut val = vec![0u8; 256];
         let n = loop {
-            // SAFETY: valid C strings; val is writable for its length.
-            let n = unsafe {
-                libc::lgetxattr(c.as_ptr(), cn.as_ptr(), val.as_mut_ptr().cast(), val.len())
-            };
-            if n >= 0 {
-                break n as usize;
-            }
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ERANGE) => val.resize(val.len() * 16, 0),
-                Some(libc::ENODATA) => break usize::MAX,
-                _ => {
+            match rfs::lgetxattr(path, OsStr::from_bytes(name), &mut val[..]) {
+                Ok(n) => break Some(n),
+                Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 16, 0),
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => {
                     return Err(e).with_context(|| {
                         format!(
                             "reading xattr {} of {}",
@@ -168,40 +320,12 @@ pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
                 }
             }
         };
-        if n == usize::MAX {
-            continue;
-        }
+        let Some(n) = n else { continue };
         val.truncate(n);
         out.push((name.to_vec(), val));
     }
     out.sort();
     Ok(out)
-}
-
-/// Set one xattr on `path` (not following symlinks).
-pub fn set_xattr(path: &Path, name: &[u8], value: &[u8]) -> Result<()> {
-    let c = cpath(path)?;
-    let cn = CString::new(name).context("xattr name contains a NUL byte")?;
-    // SAFETY: valid C strings and a readable buffer of value.len() bytes.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            cn.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| {
-            format!(
-                "setting xattr {} on {}",
-                String::from_utf8_lossy(name),
-                path.display()
-            )
-        });
-    }
-    Ok(())
 }
 
 /// The tar kind of a file type (sockets have none).
@@ -246,50 +370,55 @@ pub fn xattr_map(x: &[(Vec<u8>, Vec<u8>)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Metadata of one walked entry without its content hash.
-pub fn entry_meta(root: &Path, w: &Walked) -> Result<Option<EntryMeta>> {
-    let Some(kind) = kind_of(&w.md) else {
+/// Metadata of one re-opened entry without its content hash; `xattrs`
+/// as read by [`Opened::xattrs`].
+pub fn entry_meta(o: &Opened<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<EntryMeta>> {
+    let md = &o.w.md;
+    let Some(kind) = kind_of(md) else {
         return Ok(None);
     };
-    let p = root.join(&w.rel);
     let target = if kind == Kind::Symlink {
-        Some(
-            fs::read_link(&p)
-                .with_context(|| format!("reading link {}", p.display()))?
-                .to_string_lossy()
-                .into_owned(),
-        )
+        Some(String::from_utf8_lossy(&o.read_link()?).into_owned())
     } else {
         None
     };
     Ok(Some(EntryMeta {
         kind,
-        mode: w.md.mode() & 0o7777,
-        uid: w.md.uid(),
-        gid: w.md.gid(),
-        mtime: w.md.mtime(),
-        mtime_nsec: w.md.mtime_nsec() as u32,
-        size: if kind == Kind::File { w.md.len() } else { 0 },
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+        size: if kind == Kind::File { md.len() } else { 0 },
         sha256: None,
         target,
-        rdev: matches!(kind, Kind::Char | Kind::Block).then(|| dev_numbers(&w.md)),
-        xattrs: xattr_map(&read_xattrs(&p)?),
+        rdev: matches!(kind, Kind::Char | Kind::Block).then(|| dev_numbers(md)),
+        xattrs: xattr_map(xattrs),
         link_group: None,
     }))
 }
 
 /// Every entry under `root` that a snapshot would hold, with content
-/// hashes, xattrs and hardlink groups.
+/// hashes, xattrs and hardlink groups. Entries that change while being
+/// read are left out.
 pub fn scan_tree(root: &Path) -> Result<BTreeMap<PathBuf, EntryMeta>> {
     let walked = walk(root)?;
+    let mut confined = Confined::new(root)?;
     let mut out = BTreeMap::new();
     let mut inodes: HashMap<(u64, u64), Vec<PathBuf>> = HashMap::new();
     for w in &walked.entries {
-        let Some(mut m) = entry_meta(root, w)? else {
+        let Some(o) = confined.open(w)? else {
+            continue;
+        };
+        let Some(mut m) = entry_meta(&o, &o.xattrs()?)? else {
             continue;
         };
         if m.kind == Kind::File {
-            m.sha256 = Some(crate::fsutil::sha256_file(&root.join(&w.rel))?);
+            let Some(f) = o.open_file()? else { continue };
+            m.sha256 = Some(
+                crate::fsutil::sha256_reader(f)
+                    .with_context(|| format!("hashing {}", root.join(&w.rel).display()))?,
+            );
         }
         if m.kind != Kind::Dir && w.md.nlink() > 1 {
             inodes

@@ -67,3 +67,58 @@ fn snapshot_verify_restore_diff() {
     let d: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
     assert_eq!(d["result"]["modified"], serde_json::json!([]), "{d:#}");
 }
+
+/// `restore` refuses a device node outside /dev until `--allow-devices`,
+/// and lists the setuid and setgid files it restored, as text and JSON.
+#[test]
+fn restore_devices_flag_and_setid_report() {
+    let l = TestLayout::temp();
+    let src = l.base.parent().unwrap().join("src");
+    let file = l.base.parent().unwrap().join("dev.tar");
+    let st = Command::new("sh")
+        .arg("-ec")
+        .arg(
+            "mkdir -p \"$1/etc\" \"$1/usr/bin\" && mknod \"$1/etc/kmem\" c 1 2 && \
+             cp /bin/true \"$1/usr/bin/su\" && chmod 4755 \"$1/usr/bin/su\" && \
+             tar --numeric-owner -cf \"$2\" -C \"$1\" .",
+        )
+        .args(["sh"])
+        .arg(&src)
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut c = nfsroot(&l);
+    c.arg("restore")
+        .arg(&file)
+        .args(["--image", "img", "--no-checksum"]);
+    let o = run(c, false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("member etc/kmem") && err.contains("--allow-devices"),
+        "{err}"
+    );
+    assert!(!l.image("img").exists());
+    let mut c = nfsroot(&l);
+    c.arg("restore")
+        .arg(&file)
+        .args(["--image", "img", "--no-checksum", "--allow-devices"]);
+    let out = String::from_utf8_lossy(&run(c, true).stdout).into_owned();
+    assert!(
+        out.contains("1 setuid/setgid files:\n  /usr/bin/su\n"),
+        "{out}"
+    );
+    let mut c = nfsroot(&l);
+    c.args(["--json", "restore"]).arg(&file).args([
+        "--image",
+        "img",
+        "--no-checksum",
+        "--allow-devices",
+        "--force",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    assert_eq!(
+        v["result"]["setid_files"],
+        serde_json::json!(["/usr/bin/su"])
+    );
+}
