@@ -35,3 +35,4 @@ pub mod progress;
 pub mod publish;
 pub mod pxelinux;
 pub mod snapshot;
+pub mod textdiff;

@@ -408,7 +408,7 @@ pub fn publish_with(
                 "--- {}\n+++ {} (new)\n{}",
                 c.display(),
                 c.display(),
-                simple_diff(&cur, &config_text)
+                crate::textdiff::line_diff(&cur, &config_text)
             ));
         }
         out.removed = dropped
@@ -632,27 +632,6 @@ fn retire(layout: &Layout, dropped: &[PublishedKernel]) -> Result<Vec<PathBuf>> 
         fsutil::fsync_dir(dir)?;
     }
     Ok(removed)
-}
-
-/// A minimal line diff for --dry-run: lines removed and added.
-pub fn simple_diff(old: &str, new: &str) -> String {
-    let o: Vec<&str> = old.lines().collect();
-    let n: Vec<&str> = new.lines().collect();
-    let mut s = String::new();
-    for l in &o {
-        if !n.contains(l) {
-            s.push_str(&format!("-{l}\n"));
-        }
-    }
-    for l in &n {
-        if !o.contains(l) {
-            s.push_str(&format!("+{l}\n"));
-        }
-    }
-    if s.is_empty() {
-        s.push_str(" (no change)\n");
-    }
-    s
 }
 
 /// Switch the default to another published version (atomic: config last).

@@ -448,7 +448,8 @@ impl Item {
                 {
                     None
                 } else {
-                    let diff = with_diff.then(|| line_diff(old.as_deref().unwrap_or(""), text));
+                    let diff = with_diff
+                        .then(|| crate::textdiff::line_diff(old.as_deref().unwrap_or(""), text));
                     let detail = if old.is_none() {
                         "(new)".into()
                     } else {
@@ -951,95 +952,9 @@ fn apply(layout: &Layout, p: &Plan, changes: &[(&Item, Change)], roots: &Roots) 
     Ok(())
 }
 
-/// A line diff for `--dry-run`: hunks of removed and added lines with
-/// their line numbers (unified style, no context lines).
-pub fn line_diff(old: &str, new: &str) -> String {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    let pre = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let suf = a[pre..]
-        .iter()
-        .rev()
-        .zip(b[pre..].iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let (am, bm) = (&a[pre..a.len() - suf], &b[pre..b.len() - suf]);
-    // Edit script over the middle: LCS when small enough, else replace all.
-    let mut ops: Vec<(char, usize, usize)> = Vec::new(); // (op, index in a, index in b)
-    if am.len() * bm.len() <= 4_000_000 {
-        let (n, m) = (am.len(), bm.len());
-        let mut l = vec![0u32; (n + 1) * (m + 1)];
-        for i in (0..n).rev() {
-            for j in (0..m).rev() {
-                l[i * (m + 1) + j] = if am[i] == bm[j] {
-                    l[(i + 1) * (m + 1) + j + 1] + 1
-                } else {
-                    l[(i + 1) * (m + 1) + j].max(l[i * (m + 1) + j + 1])
-                };
-            }
-        }
-        let (mut i, mut j) = (0, 0);
-        while i < n || j < m {
-            if i < n && j < m && am[i] == bm[j] {
-                ops.push(('=', i, j));
-                i += 1;
-                j += 1;
-            } else if j < m && (i == n || l[i * (m + 1) + j + 1] >= l[(i + 1) * (m + 1) + j]) {
-                ops.push(('+', i, j));
-                j += 1;
-            } else {
-                ops.push(('-', i, j));
-                i += 1;
-            }
-        }
-    } else {
-        ops.extend((0..am.len()).map(|i| ('-', i, 0)));
-        ops.extend((0..bm.len()).map(|j| ('+', am.len(), j)));
-    }
-    let mut s = String::new();
-    let mut k = 0;
-    while k < ops.len() {
-        if ops[k].0 == '=' {
-            k += 1;
-            continue;
-        }
-        let start = k;
-        while k < ops.len() && ops[k].0 != '=' {
-            k += 1;
-        }
-        let hunk = &ops[start..k];
-        let dels = hunk.iter().filter(|o| o.0 == '-').count();
-        let adds = hunk.len() - dels;
-        let _ = writeln!(
-            s,
-            "@@ -{},{dels} +{},{adds} @@",
-            pre + hunk[0].1 + usize::from(dels > 0),
-            pre + hunk[0].2 + usize::from(adds > 0)
-        );
-        for o in hunk.iter().filter(|o| o.0 == '-') {
-            let _ = writeln!(s, "-{}", am[o.1]);
-        }
-        for o in hunk.iter().filter(|o| o.0 == '+') {
-            let _ = writeln!(s, "+{}", bm[o.2]);
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn diff_hunks() {
-        assert_eq!(line_diff("a\nb\nc\n", "a\nb\nc\n"), "");
-        assert_eq!(
-            line_diff("a\nb\nc\n", "a\nB\nc\n"),
-            "@@ -2,1 +2,1 @@\n-b\n+B\n"
-        );
-        assert_eq!(line_diff("", "x\n"), "@@ -0,0 +1,1 @@\n+x\n");
-        assert_eq!(line_diff("a\nx\nb\n", "a\nb\n"), "@@ -2,1 +1,0 @@\n-x\n");
-    }
 
     #[test]
     fn host_name_pattern() {
