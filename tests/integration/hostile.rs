@@ -250,28 +250,41 @@ fn file_secrets(p: &Path, needles: &[&str]) -> BTreeSet<usize> {
 }
 
 /// Every (file, token index) where a token appears in a regular file under
-/// `dir` (see [`file_secrets`]). Symlinks are not followed: only what
-/// nfsroot wrote counts.
-fn find_secrets_in(dir: &Path, tokens: &[&str], cache: &mut ScanCache) -> Vec<(PathBuf, usize)> {
+/// `dir` (see [`file_secrets`]). With `follow`, a symlink (other than a
+/// planted temp-name trap) counts as the file it reaches: a TFTP server
+/// serves what a link in its tree points at. Without, only regular files
+/// count (the image's own links to secrets are the attack, not a leak).
+fn find_secrets_in(
+    dir: &Path,
+    tokens: &[&str],
+    cache: &mut ScanCache,
+    follow: bool,
+) -> Vec<(PathBuf, usize)> {
     let mut hits = Vec::new();
     if !dir.exists() {
         return hits;
     }
     for e in walkdir::WalkDir::new(dir).follow_links(false) {
         let Ok(e) = e else { continue };
-        if !e.file_type().is_file() {
+        let link = e.file_type().is_symlink()
+            && follow
+            && !e.file_name().to_string_lossy().starts_with(".nfsroot-tmp-");
+        if !e.file_type().is_file() && !link {
             continue;
         }
-        let p = e.path();
-        let Ok(md) = p.symlink_metadata() else {
+        let Ok(p) = std::fs::canonicalize(e.path()) else {
             continue;
         };
-        let key = (p.to_path_buf(), md.len(), md.mtime(), md.mtime_nsec());
+        let Ok(md) = p.metadata() else { continue };
+        if !md.is_file() {
+            continue;
+        }
+        let key = (p.clone(), md.len(), md.mtime(), md.mtime_nsec());
         let found = cache
             .entry(key)
-            .or_insert_with(|| file_secrets(p, tokens))
+            .or_insert_with(|| file_secrets(&p, tokens))
             .clone();
-        hits.extend(found.into_iter().map(|i| (p.to_path_buf(), i)));
+        hits.extend(found.into_iter().map(|i| (e.path().to_path_buf(), i)));
     }
     hits
 }
@@ -371,14 +384,18 @@ impl TempTraps {
             .trim()
             .parse()
             .unwrap();
-        let last = Self::last_pid();
+        // The kernel hands out pids cyclically from the last one, skipping
+        // pids in use and wrapping to 300 (RESERVED_PIDS) at pid_max.
+        let mut pid = Self::last_pid();
         self.pids.clear();
-        for i in 1..=TRAP_PIDS {
-            let mut pid = last + i;
+        while self.pids.len() < TRAP_PIDS as usize {
+            pid += 1;
             if pid >= pid_max {
-                pid = 300 + (pid - pid_max);
+                pid = 300;
             }
-            self.pids.insert(pid);
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                self.pids.insert(pid);
+            }
         }
         for (dir, name, victim) in &self.places {
             std::fs::create_dir_all(dir).unwrap();
@@ -414,10 +431,14 @@ struct Hostile {
 impl Hostile {
     /// A copy of the fixture, published clean; not yet hostile.
     fn prepare() -> Self {
+        let t = std::time::Instant::now();
         let l = clone_fixture();
+        eprintln!("hostile: copied the fixture in {:.1?}", t.elapsed());
+        let t = std::time::Instant::now();
         let mut c = nfsroot(&l);
         c.args(["publish", "minimal"]);
         run(c, true);
+        eprintln!("hostile: published it clean in {:.1?}", t.elapsed());
         let tmp = l.base.parent().unwrap().to_path_buf();
         let root = l.image("minimal");
         let kernel = std::fs::read_dir(root.join("boot"))
@@ -462,6 +483,7 @@ impl Hostile {
     }
 
     fn make_hostile(&mut self) {
+        let t = std::time::Instant::now();
         std::fs::create_dir_all(&self.secrets_dir).unwrap();
         std::fs::set_permissions(&self.secrets_dir, PermissionsExt::from_mode(0o700)).unwrap();
         std::fs::create_dir_all(self.outside.join("logdir")).unwrap();
@@ -473,6 +495,7 @@ impl Hostile {
         self.outside_owners();
         self.verify_hostile();
         self.baseline = Some(self.snapshot_outside());
+        eprintln!("hostile: made the image hostile in {:.1?}", t.elapsed());
     }
 
     /// Compile the fake busybox, prove that running it leaves the marker,
@@ -672,6 +695,7 @@ impl Hostile {
     /// checks its output and the world afterwards.
     fn cmd(&mut self, label: &str, args: &[&str]) -> Output {
         self.traps.replant();
+        let t = std::time::Instant::now();
         let mut c = nfsroot(&self.l);
         c.args(args)
             .stdin(Stdio::null())
@@ -680,13 +704,14 @@ impl Hostile {
         let child = c.spawn().expect("running nfsroot");
         let pid = child.id();
         let out = child.wait_with_output().unwrap();
+        let ran = t.elapsed();
         assert!(
             self.traps.pids.contains(&pid),
             "nfsroot ran as pid {pid}, outside the planted window (the machine \
              made more than {TRAP_PIDS} processes in between): rerun"
         );
         eprintln!(
-            "--- [{label}] nfsroot {args:?}: {}\nstdout: {}\nstderr: {}",
+            "--- [{label}] nfsroot {args:?}: {} in {ran:.1?}\nstdout: {}\nstderr: {}",
             out.status,
             tail(&out.stdout),
             tail(&out.stderr)
@@ -704,7 +729,9 @@ impl Hostile {
                 ),
             );
         }
+        let t = std::time::Instant::now();
         self.check_world(label);
+        eprintln!("hostile: checked the world in {:.1?}", t.elapsed());
         out
     }
 
@@ -792,17 +819,17 @@ impl Hostile {
     /// profiles, snapshots), the test's etc, initramfs outputs, image etc.
     fn check_secrets(&mut self, label: &str) {
         let dirs = [
-            self.l.tftp.clone(),
-            self.l.base.join(".nfsroot"),
-            self.l.base.join(".logs"),
-            self.l.etc(),
-            self.out_dir.clone(),
-            self.root.join("etc"),
+            (self.l.tftp.clone(), true),
+            (self.l.base.join(".nfsroot"), true),
+            (self.l.base.join(".logs"), true),
+            (self.l.etc(), true),
+            (self.out_dir.clone(), true),
+            (self.root.join("etc"), false),
         ];
         let tokens: Vec<&str> = self.secrets.iter().map(|s| s.token.as_str()).collect();
         let mut hits = Vec::new();
-        for d in &dirs {
-            hits.extend(find_secrets_in(d, &tokens, &mut self.scanned));
+        for (d, follow) in &dirs {
+            hits.extend(find_secrets_in(d, &tokens, &mut self.scanned, *follow));
         }
         for (file, i) in hits {
             let s = &self.secrets[i];
@@ -887,7 +914,8 @@ fn hostile_checks_fire() {
     std::fs::write(d.join("f.zst"), zstd::encode_all(&big[..], 1).unwrap()).unwrap();
     std::fs::write(d.join("clean"), "nothing here").unwrap();
     std::os::unix::fs::symlink(d.join("raw"), d.join("link")).unwrap();
-    let hits = find_secrets_in(d, &[&other, &token], &mut ScanCache::new());
+    std::os::unix::fs::symlink(d.join("raw"), d.join(".nfsroot-tmp-1-x")).unwrap();
+    let hits = find_secrets_in(d, &[&other, &token], &mut ScanCache::new(), false);
     let names: BTreeSet<String> = hits
         .iter()
         .map(|(p, i)| {
@@ -899,6 +927,16 @@ fn hostile_checks_fire() {
         names,
         ["f.gz", "f.zst", "raw"].map(String::from).into(),
         "{hits:?}"
+    );
+    // Following links (not traps), the link counts too.
+    let hits = find_secrets_in(d, &[&token], &mut ScanCache::new(), true);
+    let names: BTreeSet<String> = hits
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["f.gz", "f.zst", "link", "raw"].map(String::from).into()
     );
 
     // Every kind of change outside is reported.
