@@ -123,6 +123,19 @@ fn climbing(abs: &Path) -> PathBuf {
     p.join(abs.strip_prefix("/").unwrap())
 }
 
+/// `target` as a path relative to the directory `from` (both absolute).
+fn relative(target: &Path, from: &Path) -> PathBuf {
+    let t: Vec<_> = target.components().collect();
+    let f: Vec<_> = from.components().collect();
+    let common = t.iter().zip(&f).take_while(|(a, b)| a == b).count();
+    let mut p = PathBuf::new();
+    for _ in common..f.len() {
+        p.push("..");
+    }
+    p.extend(&t[common..]);
+    p
+}
+
 fn set_mtime(p: &Path, t: SystemTime) {
     let f = std::fs::File::open(p).unwrap();
     f.set_modified(t).unwrap();
@@ -290,11 +303,12 @@ fn find_secrets_in(
 }
 
 /// Lines of generated files that carry an injected directive: anything
-/// from the payload `evil`, or a kernel name with a space.
+/// from the payload `evil`, or a kernel name with a space. A symlink counts
+/// as the file it reaches (what tftpd or exportfs would read).
 fn injected_lines(files: &[PathBuf]) -> Vec<(PathBuf, String)> {
     let mut v = Vec::new();
     for f in files {
-        let Ok(md) = f.symlink_metadata() else {
+        let Ok(md) = f.metadata() else {
             continue;
         };
         if !md.is_file() {
@@ -341,7 +355,8 @@ fn exports_outside(exports: &Path, base: &Path) -> Vec<String> {
     v
 }
 
-/// Files every regular file below `dir` (no symlinks followed).
+/// Every regular file and symlink below `dir`, but the planted temp-name
+/// traps (no directory symlink followed).
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     if !dir.exists() {
         return vec![];
@@ -350,7 +365,8 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         .follow_links(false)
         .into_iter()
         .flatten()
-        .filter(|e| e.file_type().is_file())
+        .filter(|e| e.file_type().is_file() || e.file_type().is_symlink())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(".nfsroot-tmp-"))
         .map(|e| e.path().to_path_buf())
         .collect()
 }
@@ -375,6 +391,7 @@ impl TempTraps {
 
     /// Remove the last set, plant a fresh one from the current last pid.
     fn replant(&mut self) {
+        let t = std::time::Instant::now();
         for p in self.planted.drain(..) {
             // Commands may have removed (swept) or renamed them already.
             let _ = std::fs::remove_file(&p);
@@ -399,13 +416,21 @@ impl TempTraps {
         }
         for (dir, name, victim) in &self.places {
             std::fs::create_dir_all(dir).unwrap();
+            // Relative and short: ext4 keeps a target under 60 bytes in the
+            // inode; longer ones cost a block each (slow with 39000 links).
+            let target = relative(victim, dir);
             for pid in &self.pids {
                 let l = dir.join(format!(".nfsroot-tmp-{pid}-{name}"));
                 let _ = std::fs::remove_file(&l);
-                std::os::unix::fs::symlink(victim, &l).unwrap();
+                std::os::unix::fs::symlink(&target, &l).unwrap();
                 self.planted.push(l);
             }
         }
+        eprintln!(
+            "hostile: planted {} temp-name traps in {:.1?}",
+            self.planted.len(),
+            t.elapsed()
+        );
     }
 }
 
@@ -633,7 +658,7 @@ impl Hostile {
     fn plant_traps(&mut self) {
         let mut places = Vec::new();
         let mut add = |dir: PathBuf, tag: &str, name: &str| {
-            let victim = self.outside.join(format!("victim-{tag}-{name}"));
+            let victim = self.outside.join(format!("{tag}.{name}"));
             std::fs::write(&victim, format!("victim {tag}/{name}\n")).unwrap();
             places.push((dir, name.to_string(), victim));
         };
@@ -641,15 +666,15 @@ impl Hostile {
         for n in ["hosts", "fstab", "hostname", "mtab"] {
             add(etc.clone(), "etc", n);
         }
-        add(etc.join("nfsroot"), "etc-nfsroot", "node.conf");
+        add(etc.join("nfsroot"), "etc.nfsroot", "node.conf");
         let sub = self.l.tftp.join("minimal");
         for v in [&self.kernel, ABS_KERNEL, MODS_KERNEL, REL_KERNEL] {
-            add(sub.clone(), "tftp-minimal", &format!("vmlinuz-{v}"));
+            add(sub.clone(), "tftp.minimal", &format!("vmlinuz-{v}"));
         }
         let cfg = self.l.tftp.join("pxelinux.cfg");
         let mac = format!("01-{HOST_MAC}");
         for n in ["default", "nfsroot-minimal", mac.as_str()] {
-            add(cfg.clone(), "pxelinux.cfg", n);
+            add(cfg.clone(), "cfg", n);
         }
         add(self.l.tftp.clone(), "tftp", "pxelinux.0");
         self.traps.places = places;
@@ -975,6 +1000,13 @@ fn hostile_checks_fire() {
     let cfg = d.join("cfg");
     std::fs::write(&cfg, "LABEL minimal-6.1.0-99\nDEFAULT evil\nLABEL ok\n").unwrap();
     assert_eq!(injected_lines(std::slice::from_ref(&cfg)).len(), 1);
+    // Through a symlink too; planted traps are not generated files.
+    std::os::unix::fs::symlink(&cfg, d.join("cfg-link")).unwrap();
+    std::os::unix::fs::symlink(&cfg, d.join(".nfsroot-tmp-1-cfg")).unwrap();
+    let listed = files_under(d);
+    assert!(listed.contains(&d.join("cfg-link")) && listed.contains(&cfg));
+    assert!(!listed.contains(&d.join(".nfsroot-tmp-1-cfg")));
+    assert_eq!(injected_lines(&[d.join("cfg-link")]).len(), 1);
     std::fs::write(&cfg, "LABEL ok\n  KERNEL minimal/vmlinuz-6 1\n").unwrap();
     assert_eq!(injected_lines(std::slice::from_ref(&cfg)).len(), 1);
     std::fs::write(&cfg, "DEFAULT minimal-6.1.0-50-amd64\n").unwrap();
@@ -1006,7 +1038,7 @@ fn hostile_checks_fire() {
     child.wait().unwrap();
     assert!(traps.pids.contains(&pid));
     let link = d.join(format!("traps/.nfsroot-tmp-{pid}-hosts"));
-    assert_eq!(std::fs::read_link(link).unwrap(), o.join("a"));
+    assert_eq!(std::fs::canonicalize(link).unwrap(), o.join("a"));
 }
 
 /// publish, status, upgrade-kernel (also after a node plants a newest
