@@ -376,59 +376,67 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 struct TempTraps {
     /// (directory, final name, victim file).
     places: Vec<(PathBuf, String, PathBuf)>,
-    planted: Vec<PathBuf>,
+    /// The pids trapped now.
     pids: BTreeSet<u32>,
 }
 
 impl TempTraps {
-    fn last_pid() -> u32 {
-        std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+    fn new(places: Vec<(PathBuf, String, PathBuf)>) -> Self {
+        Self {
+            places,
+            pids: BTreeSet::new(),
+        }
     }
 
-    /// Remove the last set, plant a fresh one from the current last pid.
-    fn replant(&mut self) {
-        let t = std::time::Instant::now();
-        for p in self.planted.drain(..) {
-            // Commands may have removed (swept) or renamed them already.
-            let _ = std::fs::remove_file(&p);
-        }
-        let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // The kernel hands out pids cyclically from the last one, skipping
-        // pids in use and wrapping to 300 (RESERVED_PIDS) at pid_max.
-        let mut pid = Self::last_pid();
-        self.pids.clear();
-        while self.pids.len() < TRAP_PIDS as usize {
+    fn link(dir: &Path, pid: u32, name: &str) -> PathBuf {
+        dir.join(format!(".nfsroot-tmp-{pid}-{name}"))
+    }
+
+    /// The next `TRAP_PIDS` pids the kernel will hand out: cyclically from
+    /// the last one, skipping pids in use, wrapping to 300 at pid_max.
+    fn next_pids() -> BTreeSet<u32> {
+        let read = |f: &str| -> u32 { std::fs::read_to_string(f).unwrap().trim().parse().unwrap() };
+        let pid_max = read("/proc/sys/kernel/pid_max");
+        let mut pid = read("/proc/sys/kernel/ns_last_pid");
+        let mut v = BTreeSet::new();
+        while v.len() < TRAP_PIDS as usize {
             pid += 1;
             if pid >= pid_max {
                 pid = 300;
             }
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                self.pids.insert(pid);
+                v.insert(pid);
             }
         }
+        v
+    }
+
+    /// Trap the next pids: links for pids that fell behind go, missing ones
+    /// (new pids, or links a command swept or renamed) are made.
+    fn replant(&mut self) {
+        let t = std::time::Instant::now();
+        let next = Self::next_pids();
+        let mut made = 0;
         for (dir, name, victim) in &self.places {
+            for pid in self.pids.difference(&next) {
+                let _ = std::fs::remove_file(Self::link(dir, *pid, name));
+            }
             std::fs::create_dir_all(dir).unwrap();
             // Relative and short: ext4 keeps a target under 60 bytes in the
             // inode; longer ones cost a block each (slow with 39000 links).
             let target = relative(victim, dir);
-            for pid in &self.pids {
-                let l = dir.join(format!(".nfsroot-tmp-{pid}-{name}"));
-                let _ = std::fs::remove_file(&l);
-                std::os::unix::fs::symlink(&target, &l).unwrap();
-                self.planted.push(l);
+            for pid in &next {
+                let l = Self::link(dir, *pid, name);
+                if l.symlink_metadata().is_err() {
+                    std::os::unix::fs::symlink(&target, &l).unwrap();
+                    made += 1;
+                }
             }
         }
+        self.pids = next;
         eprintln!(
-            "hostile: planted {} temp-name traps in {:.1?}",
-            self.planted.len(),
+            "hostile: {} temp-name traps ({made} new) in {:.1?}",
+            self.pids.len() * self.places.len(),
             t.elapsed()
         );
     }
@@ -489,11 +497,7 @@ impl Hostile {
             root,
             kernel,
             secrets: vec![],
-            traps: TempTraps {
-                places: vec![],
-                planted: vec![],
-                pids: BTreeSet::new(),
-            },
+            traps: TempTraps::new(vec![]),
             baseline: None,
             scanned: ScanCache::new(),
             findings: Findings::default(),
@@ -1027,11 +1031,7 @@ fn hostile_checks_fire() {
     assert_eq!(out.len(), 3, "{out:#?}");
 
     // The temp-name traps cover the pid of the next process.
-    let mut traps = TempTraps {
-        places: vec![(d.join("traps"), "hosts".into(), o.join("a"))],
-        planted: vec![],
-        pids: BTreeSet::new(),
-    };
+    let mut traps = TempTraps::new(vec![(d.join("traps"), "hosts".into(), o.join("a"))]);
     traps.replant();
     let mut child = Command::new("true").spawn().unwrap();
     let pid = child.id();
