@@ -208,31 +208,48 @@ fn sha256(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// Which of `needles` (ASCII) does the stream contain? Reads in chunks
-/// (archives are hundreds of MB decompressed) and searches each chunk as
-/// text: lossy UTF-8 decoding keeps every ASCII byte, and `str::contains`
-/// is a fast substring search.
-fn stream_find(mut r: impl Read, needles: &[&str]) -> std::io::Result<BTreeSet<usize>> {
-    let keep = needles.iter().map(|n| n.len()).max().unwrap_or(1) - 1;
-    let mut found = BTreeSet::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(8 << 20);
-    let mut chunk = vec![0u8; 4 << 20];
-    loop {
-        let n = r.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        for (i, nd) in needles.iter().enumerate() {
-            if text.contains(nd) {
-                found.insert(i);
-            }
-        }
-        let cut = buf.len().saturating_sub(keep);
-        buf.drain(..cut);
+/// Which of `needles` (ASCII) does the stream contain? Archives are
+/// hundreds of MB decompressed, and this crate's own code runs unoptimized
+/// in tests: the bytes go through `grep -aoF` (fast multi-pattern search).
+/// Also returns how reading the stream ended (a corrupt compressed file
+/// still has its readable part searched).
+fn stream_find(
+    mut r: impl Read + Send,
+    needles: &[&str],
+) -> (BTreeSet<usize>, std::io::Result<()>) {
+    if needles.is_empty() {
+        return (BTreeSet::new(), Ok(()));
     }
-    Ok(found)
+    let mut c = Command::new("grep");
+    c.args(["-a", "-o", "-F"]);
+    for n in needles {
+        c.arg("-e").arg(n);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running grep");
+    let mut stdin = child.stdin.take().unwrap();
+    let (copied, out) = std::thread::scope(|s| {
+        let h = s.spawn(move || std::io::copy(&mut r, &mut stdin).map(|_| ()));
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .expect("reading grep's output");
+        (h.join().unwrap(), out)
+    });
+    let st = child.wait().unwrap();
+    // 0: found, 1: not found; anything else means the search did not run.
+    assert!(matches!(st.code(), Some(0) | Some(1)), "grep exited {st}");
+    let found = out
+        .lines()
+        .filter_map(|l| needles.iter().position(|n| *n == l))
+        .collect();
+    (found, copied)
 }
 
 /// Scan results by (file, size, mtime): archives are read once.
@@ -244,7 +261,8 @@ fn file_secrets(p: &Path, needles: &[&str]) -> BTreeSet<usize> {
     let Ok(f) = std::fs::File::open(p) else {
         return BTreeSet::new();
     };
-    let mut found = stream_find(std::io::BufReader::new(f), needles).unwrap_or_default();
+    let (mut found, raw) = stream_find(std::io::BufReader::new(f), needles);
+    raw.unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
     let mut magic = [0u8; 4];
     let head = std::fs::File::open(p)
         .and_then(|mut f| f.read_exact(&mut magic))
@@ -252,11 +270,22 @@ fn file_secrets(p: &Path, needles: &[&str]) -> BTreeSet<usize> {
     if head && magic[..2] == [0x1f, 0x8b] {
         let f = std::fs::File::open(p).unwrap();
         let d = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
-        found.extend(stream_find(d, needles).unwrap_or_default());
+        let (f, r) = stream_find(d, needles);
+        found.extend(f);
+        if let Err(e) = r {
+            eprintln!("hostile: {} looks gzipped but is not: {e}", p.display());
+        }
     } else if head && magic == [0x28, 0xb5, 0x2f, 0xfd] {
         let f = std::fs::File::open(p).unwrap();
         if let Ok(d) = zstd::stream::read::Decoder::new(f) {
-            found.extend(stream_find(d, needles).unwrap_or_default());
+            let (f, r) = stream_find(d, needles);
+            found.extend(f);
+            if let Err(e) = r {
+                eprintln!(
+                    "hostile: {} looks zstd-compressed but is not: {e}",
+                    p.display()
+                );
+            }
         }
     }
     found
@@ -524,6 +553,8 @@ impl Hostile {
         self.outside_owners();
         self.verify_hostile();
         self.baseline = Some(self.snapshot_outside());
+        // New tokens: files scanned before are scanned again.
+        self.scanned.clear();
         eprintln!("hostile: made the image hostile in {:.1?}", t.elapsed());
     }
 
@@ -746,7 +777,7 @@ impl Hostile {
             tail(&out.stderr)
         );
         let text = [&out.stdout[..], &out.stderr[..]].concat();
-        for i in stream_find(&text[..], &self.tokens()).unwrap() {
+        for i in stream_find(&text[..], &self.tokens()).0 {
             let s = &self.secrets[i];
             self.findings.add(
                 label,
