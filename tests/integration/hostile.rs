@@ -44,30 +44,28 @@ const REL_KERNEL: &str = "9.9.7-rel"; // vmlinuz -> ../../.. symlink out
 const HOST_MAC: &str = "52-54-00-aa-00-01";
 const HOST_IP: &str = "10.0.2.31";
 
-/// Fragments that name a planted path: a refusal must contain one.
+/// Fragments that name a planted path: a refusal must contain one (a
+/// command given a kernel name may name that instead).
 const OFFENDING: &[&str] = &[
     "vmlinuz-9.9.9-abs",
     "vmlinuz-9.9.7-rel",
-    "9.9.9-abs",
-    "9.9.8-mods",
-    "9.9.7-rel",
+    "modules/9.9.9-abs",
+    "modules/9.9.8-mods",
+    "modules/9.9.7-rel",
     "modules.builtin",
     "virtio_net.ko",
     "nfs.ko",
     "etc/hosts",
     "policy-rc.d",
     "node.conf",
-    "busybox",
+    "bin/busybox",
     "vmlinuz-6 1",
     "vmlinuz-6.1.0-99",
     "vmlinuz-99.0",
-    "6 1",
-    "6.1.0-99",
-    "99.0",
     "var/log/hosts",
     ".nfsroot-tmp-",
-    "outside",
-    "secrets",
+    "/outside",
+    "/secrets/",
 ];
 
 /// Violations found so far, each reported once (keyed without the command).
@@ -441,20 +439,38 @@ impl TempTraps {
     }
 
     /// Trap the next pids: links for pids that fell behind go, missing ones
-    /// (new pids, or links a command swept or renamed) are made.
+    /// (new pids, or links a command swept or renamed) are made. Planting
+    /// takes seconds on a busy disk while other processes take pids, so it
+    /// repeats until the next 1000 pids are still covered.
     fn replant(&mut self) {
         let t = std::time::Instant::now();
-        let next = Self::next_pids();
+        let mut made = self.plant(&Self::next_pids());
+        for _ in 0..10 {
+            let next = Self::next_pids();
+            if next.iter().take(1000).all(|p| self.pids.contains(p)) {
+                break;
+            }
+            made += self.plant(&next);
+        }
+        eprintln!(
+            "hostile: {} temp-name traps ({made} new) in {:.1?}",
+            self.pids.len() * self.places.len(),
+            t.elapsed()
+        );
+    }
+
+    /// Make the set of trapped pids `next`; returns the links made.
+    fn plant(&mut self, next: &BTreeSet<u32>) -> usize {
         let mut made = 0;
         for (dir, name, victim) in &self.places {
-            for pid in self.pids.difference(&next) {
+            for pid in self.pids.difference(next) {
                 let _ = std::fs::remove_file(Self::link(dir, *pid, name));
             }
             std::fs::create_dir_all(dir).unwrap();
             // Relative and short: ext4 keeps a target under 60 bytes in the
             // inode; longer ones cost a block each (slow with 39000 links).
             let target = relative(victim, dir);
-            for pid in &next {
+            for pid in next {
                 let l = Self::link(dir, *pid, name);
                 if l.symlink_metadata().is_err() {
                     std::os::unix::fs::symlink(&target, &l).unwrap();
@@ -462,12 +478,8 @@ impl TempTraps {
                 }
             }
         }
-        self.pids = next;
-        eprintln!(
-            "hostile: {} temp-name traps ({made} new) in {:.1?}",
-            self.pids.len() * self.places.len(),
-            t.elapsed()
-        );
+        self.pids = next.clone();
+        made
     }
 }
 
@@ -1133,7 +1145,8 @@ fn hostile_initramfs_build() {
         args.extend(extra.iter().map(String::as_str));
         let label = format!("initramfs build {what}");
         let out = h.cmd(&label, &args);
-        h.judge(&label, &out, &[], &[]);
+        let named: Vec<&str> = extra.get(1).map(String::as_str).into_iter().collect();
+        h.judge(&label, &out, &[], &named);
     }
     h.finish();
 }
