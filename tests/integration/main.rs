@@ -6,6 +6,7 @@
 mod boot;
 mod build;
 mod common;
+mod hostile;
 mod initramfs;
 mod inventory_boot;
 mod profile;
