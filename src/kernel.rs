@@ -203,7 +203,11 @@ pub fn select(img: &ImageRoot, version: Option<&str>) -> Result<Kernel> {
         return newest(img);
     };
     if !valid_version(want) {
-        bail!("invalid kernel version {want:?}: use letters, digits and . + ~ _ -");
+        bail!(
+            "{:?}: {want:?} is not a usable kernel version (only letters, digits \
+             and . + ~ _ - may reach boot configs); rename or remove the file",
+            img.show(format!("boot/vmlinuz-{want}"))
+        );
     }
     let vmlinuz = PathBuf::from(format!("boot/vmlinuz-{want}"));
     if !img.is_file(&vmlinuz) {
