@@ -63,8 +63,26 @@ impl Layout {
         self.base_dir.join(".logs").join(name)
     }
 
+    /// Create the state directory root-only (0700; tightened if an older
+    /// nfsroot left it open): it holds saved profiles, snapshots and ssh
+    /// host keys. Every operation that writes state takes a lock through
+    /// here first.
+    pub fn ensure_state_dir(&self) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let d = self.state_dir();
+        crate::fsutil::mkdir_p(&d)?;
+        let md = std::fs::symlink_metadata(&d)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", d.display()))?;
+        if md.permissions().mode() & 0o7777 != 0o700 {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| anyhow::anyhow!("setting mode of {}: {e}", d.display()))?;
+        }
+        Ok(d)
+    }
+
     /// Take the lock of image `name` for operation `op`.
     pub fn lock(&self, name: &str, op: &str, wait: bool) -> Result<Lock> {
+        self.ensure_state_dir()?;
         Lock::acquire(&self.lock_path(name), &format!("image {name}"), op, wait)
     }
 

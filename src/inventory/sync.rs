@@ -144,7 +144,10 @@ pub fn run_sync(
 /// The lock serialising inventory edits and syncs.
 pub fn inventory_lock(layout: &Layout, op: &str, wait: bool) -> Result<Lock> {
     // Image names cannot start with '.', so this never is an image's lock.
-    let p = layout.state_dir().join("locks").join(".inventory.lock");
+    let p = layout
+        .ensure_state_dir()?
+        .join("locks")
+        .join(".inventory.lock");
     Lock::acquire(&p, "the inventory", op, wait)
 }
 

@@ -264,3 +264,92 @@ fn non_root_run_is_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs root"), "{err}");
 }
+
+/// Every file nfsroot writes that can hold a secret is root-only: the
+/// state directory, the saved profile (it may hold the root hash), each
+/// host's ssh keys (snapshots: tests/snapshot.rs). The TFTP tree, which
+/// any node may read, holds none of them.
+#[test]
+fn secrets_are_private_and_the_tftp_tree_holds_none() {
+    let l = clone_fixture();
+    let mut c = nfsroot(&l);
+    c.args(["publish", "minimal"]);
+    run(c, true);
+    let inv = l.base.parent().unwrap().join("inventory.toml");
+    std::fs::write(
+        &inv,
+        "[cluster]\nsubnet = \"10.0.2.0/24\"\nnfs_server = \"10.0.2.2\"\nimage = \"minimal\"\n\n\
+         [hosts]\nalpha = { mac = \"52:54:00:aa:00:01\", ip = \"10.0.2.31\" }\n",
+    )
+    .unwrap();
+    let mut c = nfsroot(&l);
+    c.arg("--inventory").arg(&inv).arg("sync");
+    run(c, true);
+
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let state = l.base.join(".nfsroot");
+    assert_eq!(mode(&state), 0o700, "{}", state.display());
+    assert_eq!(mode(&state.join("profiles")), 0o700);
+    assert_eq!(mode(&state.join("profiles/minimal.toml")), 0o600);
+    let keys = state.join("hostkeys/alpha");
+    assert_eq!(mode(&keys), 0o700);
+    let mut private = Vec::new();
+    for e in std::fs::read_dir(&keys).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".pub") {
+            assert_eq!(mode(&e.path()), 0o600, "{name}");
+            private.push(std::fs::read(e.path()).unwrap());
+        }
+    }
+    assert_eq!(private.len(), 2, "ed25519 and ecdsa");
+
+    // Nothing under the TFTP root is secret: no private key, no shadow
+    // line, nothing a node could not read anyway.
+    let shadow = std::fs::read_to_string(l.image("minimal").join("etc/shadow")).unwrap();
+    let root_line = shadow
+        .lines()
+        .find(|x| x.starts_with("root:"))
+        .unwrap()
+        .to_string();
+    let mut files = 0;
+    for e in walkdir(&l.tftp) {
+        let mut data = std::fs::read(&e).unwrap();
+        if data.starts_with(&[0x1f, 0x8b]) {
+            // The initramfs: search what is inside.
+            let mut raw = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&data[..]), &mut raw)
+                .unwrap();
+            data = raw;
+        }
+        files += 1;
+        let hay = String::from_utf8_lossy(&data);
+        assert!(!hay.contains("PRIVATE KEY"), "{}", e.display());
+        assert!(!hay.contains(&root_line), "{}", e.display());
+        for k in &private {
+            assert!(
+                !data.windows(k.len()).any(|w| w == k.as_slice()),
+                "{}",
+                e.display()
+            );
+        }
+        assert_eq!(mode(&e) & 0o044, 0o044, "{} readable by nodes", e.display());
+    }
+    assert!(files >= 4, "kernel, initramfs, pxelinux.0, configs");
+}
+
+/// Regular files below `dir`, following no links.
+fn walkdir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
