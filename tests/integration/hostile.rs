@@ -1242,3 +1242,47 @@ fn hostile_snapshot_diff() {
     }
     h.finish();
 }
+
+/// `boot-test` of an image whose node.conf a node poisoned (log export
+/// and log directory outside, a root mode of its choosing), with the
+/// temp-name traps in place. The image still boots: its kernel, initramfs,
+/// fstab and exports are the server's. The NFS server the test starts
+/// exports nothing the image named, and nothing outside changes.
+#[test]
+fn hostile_boot_test() {
+    let mut h = Hostile::prepare();
+    std::fs::create_dir_all(h.outside.join("logdir")).unwrap();
+    h.poison_node_conf();
+    h.plant_traps();
+    h.baseline = Some(h.snapshot_outside());
+    let out = {
+        let _g = qemu_lock();
+        h.cmd(
+            "boot-test",
+            &["--json", "boot-test", "minimal", "--mode", "direct"],
+        )
+    };
+    h.judge("boot-test", &out, &[], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let r = &v["result"];
+    if r["passed"] != true {
+        h.findings.add(
+            "boot-test",
+            "boot".into(),
+            format!("the image did not boot: {}", r["diagnosis"]),
+        );
+    }
+    for f in files_under(&h.l.base.join(".nfsroot/boot-tests")) {
+        if f.file_name().is_some_and(|n| n == "ganesha.conf") {
+            let text = std::fs::read_to_string(&f).unwrap();
+            if text.contains(&h.outside.display().to_string()) {
+                h.findings.add(
+                    "boot-test",
+                    "export".into(),
+                    format!("{} exports a path from node.conf:\n{text}", f.display()),
+                );
+            }
+        }
+    }
+    h.finish();
+}
