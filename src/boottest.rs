@@ -115,24 +115,17 @@ struct Expect {
     hostkey: Option<String>,
 }
 
-/// Read shell `KEY='value'` lines.
-/// Settings of the image's node.conf, read through its confined view: what
-/// the node will report (names, tmpfs), for the verdict only. Nothing the
-/// host does is decided from it.
+/// Settings of the image's node.conf, read through its confined view and
+/// parsed by the one shell-settings parser ([`crate::inventory::parse_shell_conf`]):
+/// what the node will report (names, tmpfs), for the verdict only. Nothing
+/// the host does is decided from it.
 fn read_shell_kv(img: &crate::imagefs::ImageRoot, rel: &str) -> BTreeMap<String, String> {
-    img.read_to_string_opt(rel)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.trim().to_string(),
-                v.trim().trim_matches('\'').to_string(),
-            )
-        })
-        .collect()
+    crate::inventory::parse_shell_conf(
+        &img.read_to_string_opt(rel)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    )
 }
 
 /// The host name the image's rule gives an address (as the hook would,

@@ -107,6 +107,29 @@ mod tests {
     use super::super::testutil::*;
     use super::*;
 
+    /// What build writes, the host side reads back the same (one parser
+    /// for node.conf: boot-test's used to ignore shell quoting).
+    #[test]
+    fn node_conf_quoting_round_trips() {
+        let mut p = profile("");
+        // Past the profile's checks, to test the quoting itself.
+        p.hostname.pattern = "it's {ip.3:03} \"node\" $x \\".into();
+        let c = ctx(&p);
+        let m = crate::inventory::parse_shell_conf(&render_conf(&c));
+        assert_eq!(m["HOSTNAME_PATTERN"], p.hostname.pattern);
+        // And a POSIX shell reads it the same way.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("eval \"$1\"; printf %s \"$HOSTNAME_PATTERN\"")
+            .arg("sh")
+            .arg(render_conf(&c))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), p.hostname.pattern);
+        assert_eq!(m["IMAGE"], "t");
+        assert_eq!(m["HOSTKEYS_EXPORT"], c.hostkeys_export);
+    }
+
     #[test]
     fn installs_hook_and_drops_hostname() {
         let p = profile("");
