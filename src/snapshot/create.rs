@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -291,35 +290,24 @@ fn data_segments(f: &File, md: &std::fs::Metadata) -> io::Result<Option<Vec<(u64
     if size == 0 || md.blocks() * 512 >= size {
         return Ok(None);
     }
-    let fd = f.as_raw_fd();
+    use rustix::fs::{SeekFrom, seek};
     let mut segs = Vec::new();
-    let mut pos: i64 = 0;
-    while (pos as u64) < size {
-        // SAFETY: fd is open for the lifetime of `f`.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break;
-            }
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                return Ok(None);
-            }
-            return Err(e);
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let end = (hole as u64).min(size);
-        if end > data as u64 {
-            segs.push((data as u64, end - data as u64));
+    let mut pos: u64 = 0;
+    while pos < size {
+        let data = match seek(f, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let hole = seek(f, SeekFrom::Hole(data))?;
+        let end = hole.min(size);
+        if end > data {
+            segs.push((data, end - data));
         }
         pos = hole;
     }
-    // SAFETY: as above.
-    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+    seek(f, SeekFrom::Start(0))?;
     let stored: u64 = segs.iter().map(|s| s.1).sum();
     if stored >= size {
         return Ok(None);
