@@ -165,42 +165,42 @@ impl Cmd {
 
     /// Run to completion; return stdout. Fails with argv and stderr tail.
     pub fn output(&self) -> Result<String> {
-        if verbosity() >= 2 {
-            eprintln!("+ {}", self.display());
-        }
-        let out = self
-            .command()
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("starting {}", self.display()))?;
-        if !out.status.success() {
-            bail!(
-                "command failed ({}): {}\n{}",
-                out.status,
-                self.display(),
-                tail(&String::from_utf8_lossy(&out.stderr), 20)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = self.capture(None)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Run with `input` on stdin; return stdout as bytes. Fails with argv
     /// and stderr tail.
     pub fn filter(&self, input: &[u8]) -> Result<Vec<u8>> {
+        self.capture(Some(input))
+    }
+
+    /// Run with `input` (or nothing) on stdin and stdout captured; a
+    /// failure shows the argv and the tail of stderr.
+    fn capture(&self, input: Option<&[u8]>) -> Result<Vec<u8>> {
         use std::io::Write;
+        if verbosity() >= 2 {
+            eprintln!("+ {}", self.display());
+        }
         let mut child = self
             .command()
-            .stdin(Stdio::piped())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", self.display()))?;
-        let mut stdin = child.stdin.take().context("child stdin")?;
+        let stdin = child.stdin.take();
         let out = std::thread::scope(|s| {
-            s.spawn(move || {
-                // A tool that exits early closes its stdin: not our error.
-                let _ = stdin.write_all(input);
-            });
+            if let (Some(mut w), Some(data)) = (stdin, input) {
+                s.spawn(move || {
+                    // A tool that exits early closes its stdin: not our error.
+                    let _ = w.write_all(data);
+                });
+            }
             child.wait_with_output()
         })
         .with_context(|| format!("running {}", self.display()))?;
