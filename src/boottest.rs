@@ -115,24 +115,17 @@ struct Expect {
     hostkey: Option<String>,
 }
 
-/// Settings of the image's node.conf, read through its confined view and
-/// parsed by the one shell-settings parser ([`crate::inventory::parse_shell_conf`]):
-/// what the node will report (names, tmpfs), for the verdict only. Nothing
-/// the host does is decided from it.
-fn read_shell_kv(img: &crate::imagefs::ImageRoot, rel: &str) -> BTreeMap<String, String> {
-    crate::inventory::parse_shell_conf(
-        &img.read_to_string_opt(rel)
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
-    )
+/// The image's node.conf, for the verdict only (what the node will
+/// report: names, tmpfs); nothing the host does is decided from it.
+fn read_shell_kv(img: &crate::imagefs::ImageRoot) -> BTreeMap<String, String> {
+    crate::facts::node_conf(img).unwrap_or_default()
 }
 
 /// The host name the image's rule gives an address (as the hook would,
 /// for the sources that need no network: hosts, then pattern).
 pub fn predict_hostname(root: &Path, ip: Ipv4Addr, mac: &str) -> Result<String> {
     let img = crate::imagefs::ImageRoot::open(root)?;
-    let conf = read_shell_kv(&img, "etc/nfsroot/node.conf");
+    let conf = read_shell_kv(&img);
     let sources = conf.get("HOSTNAME_SOURCES").cloned().unwrap_or_default();
     for s in sources.split_whitespace() {
         match s {
@@ -190,10 +183,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
     }
     let image = layout.resolve_image(a.image.as_deref())?;
     let image_dir = layout.existing_image(&image)?;
-    let conf = read_shell_kv(
-        &crate::imagefs::ImageRoot::open(&image_dir)?,
-        "etc/nfsroot/node.conf",
-    );
+    let conf = read_shell_kv(&crate::imagefs::ImageRoot::open(&image_dir)?);
     // What the server exports comes from the saved profile, never the tree.
     let prof = publish::image_profile(layout, &image)?;
     let cfg_path = publish::cfg_dir(layout).join(publish::image_config_name(&image));

@@ -211,13 +211,5 @@ pub fn tree_size(root: &Path) -> u64 {
 
 /// Installed packages, from dpkg's status file.
 pub fn count_packages(root: &crate::imagefs::ImageRoot) -> usize {
-    root.read_to_string_opt("var/lib/dpkg/status")
-        .ok()
-        .flatten()
-        .map(|s| {
-            s.lines()
-                .filter(|l| l.starts_with("Status: ") && l.ends_with(" installed"))
-                .count()
-        })
-        .unwrap_or(0)
+    crate::facts::packages(root).map_or(0, |p| p.len())
 }

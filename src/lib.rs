@@ -21,6 +21,7 @@ pub mod clock;
 pub mod commands;
 pub mod doctor;
 pub mod exec;
+pub mod facts;
 pub mod fixups;
 pub mod fsutil;
 pub mod hooks;

@@ -709,15 +709,7 @@ pub struct Status {
 pub fn status(layout: &Layout, image: &str) -> Result<Status> {
     let path = layout.existing_image(image)?;
     let img = ImageRoot::open(&path)?;
-    let release = img
-        .read_to_string_opt("etc/nfsroot-release")
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let release = crate::facts::release(&img).unwrap_or_default();
     let in_image: Vec<String> = kernel::find_kernels(&img)
         .unwrap_or_default()
         .into_iter()

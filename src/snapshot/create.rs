@@ -10,7 +10,7 @@
 use super::compress::Compressor;
 use super::tar::{Header, Kind, TarWriter};
 use super::tree::{self, EntryMeta};
-use super::{Manifest, SnapshotOpts, SnapshotResult, image_facts};
+use super::{Manifest, SnapshotOpts, SnapshotResult};
 use crate::clock;
 use crate::fsutil::{self, AtomicFile, HashingWriter};
 use crate::image::Layout;
@@ -49,7 +49,7 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             .unwrap_or(1)
     });
 
-    let facts = image_facts(&root)?;
+    let facts = crate::facts::image_facts(&crate::imagefs::ImageRoot::open(&root)?)?;
     let now = clock::now_secs();
     let kernel = facts.kernels.last().cloned();
     let default_dir = layout.snapshots_dir(&name);

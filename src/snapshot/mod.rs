@@ -33,15 +33,13 @@ pub mod at;
 pub mod compress;
 mod create;
 pub mod extract;
-mod facts;
 pub mod pgz;
 pub mod tar;
 pub mod tree;
 
+pub use crate::facts::Package;
 pub use compress::Format;
 pub use create::run_snapshot;
-pub(crate) use facts::image_facts;
-pub use facts::kernels;
 pub use tree::{Change, EntryMeta, TreeDiff, diff_maps, scan_tree};
 
 use crate::fsutil;
@@ -194,14 +192,6 @@ pub struct VerifyResult {
 pub struct DiffOpts {
     pub image: String,
     pub file: PathBuf,
-}
-
-/// A package from the image's dpkg status file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Package {
-    pub name: String,
-    pub version: String,
-    pub arch: String,
 }
 
 /// The JSON manifest beside a snapshot.

@@ -1,51 +1,76 @@
-//! Facts about an image that a snapshot's manifest records: the release
-//! stamp, the kernels in `/boot` in dpkg's order, and the installed
-//! packages. Each file is read inside the image without following a
-//! symlink ([`super::at`]): a node could plant one pointing at a host file.
+//! Facts about an image, one owner for each: the release stamp
+//! (`/etc/nfsroot-release`), the kernels in `/boot` in dpkg's order, the
+//! installed packages (dpkg's status file) and the node settings
+//! (`/etc/nfsroot/node.conf`). Every reader (status, snapshot manifests,
+//! build's report, boot-test's expectations) takes them from here, read
+//! through the image's confined view ([`ImageRoot`]): a link a node planted
+//! resolves inside the image, and only regular files are read. These are
+//! facts *about* the tree, for reports and checks; no server-side decision
+//! is taken from them.
 
-use super::Package;
-use super::at;
-use anyhow::{Context, Result};
+use crate::imagefs::ImageRoot;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+
+/// A package from the image's dpkg status file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
 
 /// Release stamp, kernels and packages of an image tree.
+#[derive(Debug, Clone)]
 pub struct Facts {
     pub release: BTreeMap<String, String>,
     pub kernels: Vec<String>,
     pub packages: Vec<Package>,
 }
 
-pub fn image_facts(root: &Path) -> Result<Facts> {
-    let release = String::from_utf8_lossy(&read_in_image(root, "etc/nfsroot-release")?)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-        .collect();
+/// Everything a snapshot manifest records.
+pub fn image_facts(img: &ImageRoot) -> Result<Facts> {
     Ok(Facts {
-        release,
-        kernels: kernels(root)?,
-        packages: packages(root)?,
+        release: release(img)?,
+        kernels: kernels(img)?,
+        packages: packages(img)?,
     })
 }
 
-/// A file inside the image, read without following a symlink (a node
-/// could plant one to a host file); empty when missing or not a file.
-fn read_in_image(root: &Path, rel: &str) -> Result<Vec<u8>> {
-    at::read_beneath(root, Path::new(rel))
-        .map(Option::unwrap_or_default)
-        .with_context(|| format!("reading {}", root.join(rel).display()))
+/// `KEY=value` lines of `/etc/nfsroot-release` (empty when missing).
+pub fn release(img: &ImageRoot) -> Result<BTreeMap<String, String>> {
+    Ok(img
+        .read_to_string_opt("etc/nfsroot-release")?
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect())
 }
 
-/// Kernel versions in `<root>/boot`, oldest first in dpkg's order.
-pub fn kernels(root: &Path) -> Result<Vec<String>> {
-    let boot = root.join("boot");
-    let mut v: Vec<String> = at::list_beneath(root, Path::new("boot"))
-        .with_context(|| format!("reading {}", boot.display()))?
+/// The node settings build wrote (shell `KEY='value'` lines), parsed by
+/// the one parser for them; empty when missing.
+pub fn node_conf(img: &ImageRoot) -> Result<BTreeMap<String, String>> {
+    Ok(crate::inventory::parse_shell_conf(
+        &img.read_to_string_opt("etc/nfsroot/node.conf")?
+            .unwrap_or_default(),
+    ))
+}
+
+/// Kernel versions of every `/boot/vmlinuz-*` (with a module tree or not),
+/// oldest first in dpkg's order; names that could not reach a boot config
+/// ([`crate::kernel::valid_version`]) are left out.
+pub fn kernels(img: &ImageRoot) -> Result<Vec<String>> {
+    let mut v: Vec<String> = img
+        .read_dir("boot")?
+        .unwrap_or_default()
         .into_iter()
-        .filter_map(|n| {
-            n.to_str()
+        .filter_map(|e| {
+            e.name
+                .to_str()
                 .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .filter(|v| crate::kernel::valid_version(v))
                 .map(str::to_string)
         })
         .collect();
@@ -53,9 +78,11 @@ pub fn kernels(root: &Path) -> Result<Vec<String>> {
     Ok(v)
 }
 
-fn packages(root: &Path) -> Result<Vec<Package>> {
-    let text = read_in_image(root, "var/lib/dpkg/status")?;
-    let text = String::from_utf8_lossy(&text);
+/// Installed packages (status `install ok installed`), by name.
+pub fn packages(img: &ImageRoot) -> Result<Vec<Package>> {
+    let text = img
+        .read_to_string_opt("var/lib/dpkg/status")?
+        .unwrap_or_default();
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
         let mut f: HashMap<&str, &str> = HashMap::new();
@@ -98,7 +125,7 @@ mod tests {
         }
         // A backport (~bpo) sorts before its release, as dpkg has it.
         assert_eq!(
-            kernels(d.path()).unwrap(),
+            kernels(&ImageRoot::open(d.path()).unwrap()).unwrap(),
             [
                 "5.10.0-1-amd64",
                 "6.1.0-9~bpo12+1",
@@ -120,7 +147,7 @@ mod tests {
              Package: b\nStatus: deinstall ok config-files\nVersion: 2\n",
         )
         .unwrap();
-        let p = packages(d.path()).unwrap();
+        let p = packages(&ImageRoot::open(d.path()).unwrap()).unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].name, "a");
     }
