@@ -114,28 +114,3 @@ pub fn read_beneath(root: &Path, rel: &Path) -> io::Result<Option<Vec<u8>>> {
     std::io::Read::read_to_end(&mut f, &mut v)?;
     Ok(Some(v))
 }
-
-/// Names in the directory `rel` beneath `root` (not following symlinks);
-/// empty if it is missing.
-pub fn list_beneath(root: &Path, rel: &Path) -> io::Result<Vec<std::ffi::OsString>> {
-    let dir = match open_dir(root).and_then(|r| open_dir_beneath(r.as_fd(), rel)) {
-        Ok(d) => d,
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)
-            ) =>
-        {
-            return Ok(Vec::new());
-        }
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for e in rfs::Dir::read_from(&dir)? {
-        let n = e?.file_name().to_bytes().to_vec();
-        if n != b"." && n != b".." {
-            out.push(std::os::unix::ffi::OsStringExt::from_vec(n));
-        }
-    }
-    Ok(out)
-}
