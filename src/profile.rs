@@ -484,13 +484,23 @@ pub(crate) fn key_at(text: &str, off: usize) -> Option<String> {
 /// Find the span of a key path (`["mounts","1","target"]`) in the text:
 /// the deepest key that exists, so a missing key points at its table.
 pub(crate) fn locate(text: &str, key: &[String]) -> Option<(usize, usize)> {
+    let doc = toml_edit::ImDocument::parse(text.to_string()).ok()?;
+    locate_in(&doc, text, key)
+}
+
+/// [`locate`] in an already parsed document (for callers locating many
+/// keys: one parse, not one per key).
+pub(crate) fn locate_in(
+    doc: &toml_edit::ImDocument<String>,
+    text: &str,
+    key: &[String],
+) -> Option<(usize, usize)> {
     use toml_edit::{Item, Value};
     enum Node<'a> {
         Item(&'a Item),
         Table(&'a dyn toml_edit::TableLike),
         Value(&'a Value),
     }
-    let doc = toml_edit::ImDocument::parse(text.to_string()).ok()?;
     let mut best: Option<usize> = None;
     let mut cur = Node::Item(doc.as_item());
     for k in key {

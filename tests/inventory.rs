@@ -928,3 +928,183 @@ fn hostile_image_does_not_steer_sync() {
     );
     assert_eq!(before(&outside.join("d")), d_before);
 }
+
+/// A bounded fuzz of the two parsers an admin feeds by hand (profiles and
+/// inventories): valid and broken seeds from the shipped profiles and the
+/// corpora, mutated by byte flips, TOML-token insertions, deletions,
+/// duplications and truncation, for a few seconds with a fixed seed. Every
+/// input either parses or is refused with an error; none panics, and none
+/// takes more than a second. Then inputs built to be slow (huge, deeply
+/// nested, long strings) must be refused or parsed in time linear in size.
+#[test]
+fn parsers_survive_mutated_and_hostile_input() {
+    use std::time::{Duration, Instant};
+    let mut seeds: Vec<(bool, String)> = vec![(false, THREE.to_string())];
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (dir, is_profile) in [
+        ("profiles", true),
+        ("tests/corpus/profiles", true),
+        ("tests/corpus/inventory", false),
+    ] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(repo.join(dir))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for f in files {
+            seeds.push((is_profile, std::fs::read_to_string(f).unwrap()));
+        }
+    }
+    assert!(seeds.len() > 50, "{} seeds", seeds.len());
+    let parse = |profile: bool, text: &str| -> Duration {
+        let t = Instant::now();
+        let r = std::panic::catch_unwind(|| {
+            if profile {
+                nfsroot::profile::parse(text, Path::new("f.toml"), Path::new("/nonexistent"))
+                    .map(|_| ())
+            } else {
+                inventory::parse(text, Path::new("inventory.toml")).map(|_| ())
+            }
+        });
+        assert!(r.is_ok(), "parser panicked on:\n{text:?}");
+        t.elapsed()
+    };
+    const TOKENS: &[&str] = &[
+        "\"",
+        "'",
+        "'''",
+        "\"\"\"",
+        "[",
+        "]",
+        "[[",
+        "]]",
+        "{",
+        "}",
+        "=",
+        ",",
+        ".",
+        "\n",
+        "#",
+        "\\",
+        "\\u00",
+        "\\U0010FFFF",
+        "\u{0}",
+        "\u{7f}",
+        "\r",
+        "\t",
+        "-",
+        "+",
+        ":",
+        "0x",
+        "1e999",
+        "99999999999999999999999",
+        "nan",
+        "inf",
+        "true",
+        "1979-05-27T07:32:00Z",
+        "ip = ",
+        "mac = ",
+        "[hosts]\n",
+        "[cluster]\n",
+        "name = ",
+        "\"10.0.2.300\"",
+        "\"aa:bb\"",
+    ];
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| -> usize {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n.max(1) as u64) as usize
+    };
+    let start = Instant::now();
+    let (mut runs, mut worst) = (0, Duration::ZERO);
+    while start.elapsed() < Duration::from_secs(6) && runs < 200_000 {
+        let (profile, seed) = &seeds[next(seeds.len())];
+        let mut b = seed.clone().into_bytes();
+        for _ in 0..=next(4) {
+            let at = next(b.len() + 1);
+            match next(5) {
+                0 if !b.is_empty() => {
+                    let i = at.min(b.len() - 1);
+                    b[i] ^= 1 << next(8);
+                }
+                1 => {
+                    let t = TOKENS[next(TOKENS.len())].as_bytes();
+                    b.splice(at..at, t.iter().copied());
+                }
+                2 => {
+                    let end = (at + next(40)).min(b.len());
+                    b.drain(at..end);
+                }
+                3 => {
+                    let end = (at + next(200)).min(b.len());
+                    let chunk = b[at..end].to_vec();
+                    b.splice(at..at, chunk);
+                }
+                _ => b.truncate(at),
+            }
+        }
+        let text = String::from_utf8_lossy(&b);
+        worst = worst.max(parse(*profile, &text));
+        runs += 1;
+    }
+    eprintln!(
+        "parser fuzz: {runs} inputs in {:.1?}, slowest {worst:?}",
+        start.elapsed()
+    );
+    assert!(runs > 1000, "only {runs} inputs ran");
+    assert!(
+        worst < Duration::from_secs(1),
+        "slowest input took {worst:?}"
+    );
+
+    // Built to be slow: each must be parsed or refused in time linear in
+    // its size (20,000 hosts used to take minutes: a scan per host, and a
+    // re-parse of the whole file per error).
+    let hosts = |n: usize, subnet: &str| -> String {
+        let mut t = format!(
+            "[cluster]\nsubnet = \"{subnet}\"\ngateway = \"10.18.0.1\"\n\
+             nfs_server = \"10.18.0.1\"\nimage = \"minimal\"\n\n[hosts]\n"
+        );
+        for i in 0..n {
+            t.push_str(&format!(
+                "h{i} = {{ mac = \"52:54:00:{:02x}:{:02x}:{:02x}\", ip = \"10.18.{}.{}\" }}\n",
+                i / 65536,
+                i / 256 % 256,
+                i % 256,
+                1 + i / 250,
+                2 + i % 250
+            ));
+        }
+        t
+    };
+    let deep = format!(
+        "name = \"x\"\na = {}{}\n",
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    let long = format!(
+        "name = \"x\"\n[boot]\ncmdline = \"{}\"\n",
+        "a".repeat(8 << 20)
+    );
+    let comments = format!("{}name = \"x\"\n", "# comment line\n".repeat(500_000));
+    for (profile, text) in [
+        (false, hosts(20_000, "10.18.0.0/16")),
+        (false, hosts(20_000, "10.18.1.0/24")),
+        (true, deep.clone()),
+        (false, deep),
+        (true, long),
+        (true, comments),
+    ] {
+        let took = parse(profile, &text);
+        eprintln!("{} KiB: {took:?}", text.len() / 1024);
+        assert!(
+            took < Duration::from_secs(3),
+            "{} KiB took {took:?}",
+            text.len() / 1024
+        );
+    }
+}

@@ -374,10 +374,19 @@ pub fn parse(text: &str, origin: &Path) -> Result<Inventory> {
 /// Validation failures as `file:line:col: key: message` lines, in file
 /// order, at most 20.
 fn located(text: &str, origin: &Path, errs: Vec<Invalid>) -> anyhow::Error {
+    // Locating an error re-reads the document: only the first ones (they
+    // come in file order) are located, so a file with thousands of bad
+    // hosts is refused in time linear in its size.
+    let total = errs.len();
+    let doc = toml_edit::ImDocument::parse(text.to_string()).ok();
     let mut located: Vec<(usize, usize, String)> = errs
         .into_iter()
+        .take(40)
         .map(|e| {
-            let (l, c) = crate::profile::locate(text, &e.key).unwrap_or((1, 1));
+            let (l, c) = doc
+                .as_ref()
+                .and_then(|d| crate::profile::locate_in(d, text, &e.key))
+                .unwrap_or((1, 1));
             (
                 l,
                 c,
@@ -392,7 +401,7 @@ fn located(text: &str, origin: &Path, errs: Vec<Invalid>) -> anyhow::Error {
         .collect();
     located.sort();
     located.dedup();
-    let n = located.len();
+    let n = located.len() + (total - total.min(40));
     let mut msg: Vec<String> = located.into_iter().take(20).map(|e| e.2).collect();
     if n > 20 {
         msg.push(format!("... and {} more errors", n - 20));
@@ -408,13 +417,17 @@ fn host_order(text: &str) -> Vec<(String, usize)> {
     let Some(hosts) = doc.get("hosts").and_then(|h| h.as_table_like()) else {
         return vec![];
     };
+    // Line starts once, then a binary search per host: a line count from
+    // the top for each of 20,000 hosts would be quadratic.
+    let starts: Vec<usize> = text.match_indices('\n').map(|(i, _)| i).collect();
+    let line_of = |off: usize| starts.partition_point(|&i| i < off) + 1;
     hosts
         .iter()
         .map(|(k, _)| {
             let line = hosts
                 .get_key_value(k)
                 .and_then(|(kk, _)| kk.span())
-                .map(|s| crate::profile::line_col(text, s.start).0)
+                .map(|s| line_of(s.start))
                 .unwrap_or(0);
             (k.to_string(), line)
         })
@@ -487,8 +500,10 @@ fn resolve(
     let mut by_ip: HashMap<Ipv4Addr, String> = HashMap::new();
     let mut names: Vec<(String, usize)> = order.to_vec();
     // Anything serde saw that the ordered walk missed (should not happen).
+    // A set, not a scan per host: 20,000 hosts must not take minutes.
+    let seen: std::collections::HashSet<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
     for k in spec.hosts.keys() {
-        if !names.iter().any(|(n, _)| n == k) {
+        if !seen.contains(k.as_str()) {
             names.push((k.clone(), 0));
         }
     }
