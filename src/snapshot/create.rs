@@ -115,7 +115,10 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             notes.push(tree::changed(w));
             continue;
         };
-        let xattrs = o.xattrs()?;
+        let Some(xattrs) = o.xattrs()? else {
+            notes.push(o.changed());
+            continue;
+        };
         let Some(mut meta) = tree::entry_meta(&o, &xattrs)? else {
             continue;
         };

@@ -238,9 +238,16 @@ impl Opened<'_> {
         proc_path(&*self.dir, &self.name)
     }
 
-    /// Every xattr, not following a symlink, sorted by name.
-    pub fn xattrs(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        read_xattrs(&self.proc()).with_context(|| format!("xattrs of {}", slash(&self.w.rel)))
+    /// Every xattr, not following a symlink, sorted by name; `None` when
+    /// the name vanished after it was checked (a node renamed it away): the
+    /// entry has changed, as [`Confined::open`] would have said a moment
+    /// later.
+    pub fn xattrs(&self) -> Result<Option<Xattrs>> {
+        match read_xattrs(&self.proc()) {
+            Ok(x) => Ok(Some(x)),
+            Err(e) if vanished(&e) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("xattrs of {}", slash(&self.w.rel))),
+        }
     }
 
     /// A symlink's target.
@@ -288,6 +295,19 @@ impl Opened<'_> {
 pub fn changed(w: &Walked) -> String {
     changed_note(&w.rel)
 }
+
+/// Whether an error means the name no longer holds what was checked: it
+/// was removed, or a directory on the way was swapped for something else.
+fn vanished(e: &anyhow::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        e.root_cause().downcast_ref::<Errno>(),
+        Some(&Errno::NOENT | &Errno::NOTDIR | &Errno::LOOP)
+    )
+}
+
+/// Extended attributes as `(name, value)` pairs, sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every xattr of `path` (not following a final symlink), sorted by name.
 pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -378,7 +398,12 @@ pub fn entry_meta(o: &Opened<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<Optio
         return Ok(None);
     };
     let target = if kind == Kind::Symlink {
-        Some(String::from_utf8_lossy(&o.read_link()?).into_owned())
+        match o.read_link() {
+            Ok(t) => Some(String::from_utf8_lossy(&t).into_owned()),
+            // Removed since it was checked: it changed, leave it out.
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
@@ -410,7 +435,8 @@ pub fn scan_tree(root: &Path) -> Result<BTreeMap<PathBuf, EntryMeta>> {
         let Some(o) = confined.open(w)? else {
             continue;
         };
-        let Some(mut m) = entry_meta(&o, &o.xattrs()?)? else {
+        let Some(x) = o.xattrs()? else { continue };
+        let Some(mut m) = entry_meta(&o, &x)? else {
             continue;
         };
         if m.kind == Kind::File {

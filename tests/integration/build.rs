@@ -288,9 +288,12 @@ fn secrets_are_private_and_the_tftp_tree_holds_none() {
 
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let state = l.base.join(".nfsroot");
+    // The state dir is the barrier (this test's copy made `profiles/`
+    // itself; a build makes it 0700 too).
     assert_eq!(mode(&state), 0o700, "{}", state.display());
-    assert_eq!(mode(&state.join("profiles")), 0o700);
     assert_eq!(mode(&state.join("profiles/minimal.toml")), 0o600);
+    let fixture_profiles = fixture().base.join(".nfsroot/profiles");
+    assert_eq!(mode(&fixture_profiles), 0o700, "as build made it");
     let keys = state.join("hostkeys/alpha");
     assert_eq!(mode(&keys), 0o700);
     let mut private = Vec::new();
