@@ -185,7 +185,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
     let image_dir = layout.existing_image(&image)?;
     let conf = read_shell_kv(&crate::imagefs::ImageRoot::open(&image_dir)?);
     // What the server exports comes from the saved profile, never the tree.
-    let prof = publish::image_profile(layout, &image)?;
+    let prof = crate::state::image_profile(layout, &image)?;
     let cfg_path = publish::cfg_dir(layout).join(publish::image_config_name(&image));
     let cfg_text = std::fs::read_to_string(&cfg_path).with_context(|| {
         format!(

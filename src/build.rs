@@ -76,7 +76,11 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     let _lock = layout.lock(&p.name, "build", opts.wait)?;
 
     let now = crate::clock::now_secs();
-    let build_id = format!("{}-{}", crate::clock::compact(now), &random_hex()[..6]);
+    let build_id = format!(
+        "{}-{}",
+        crate::clock::compact(now),
+        &fsutil::random_hex()[..6]
+    );
     let staging = layout.staging_dir(&p.name);
     let logs_export = p.logs_export(layout);
     let ctx = fixups::Ctx {
@@ -152,7 +156,7 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     let size = tree_size(&staging);
     let pkgs = count_packages(&staged);
     let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
-    crate::publish::save_profile(layout, loaded)?;
+    crate::state::save_profile(layout, loaded)?;
     if let Some(export) = &logs_export
         && let Some((_, path)) = export.split_once(':')
         && Path::new(path).starts_with(&layout.base_dir)
@@ -186,13 +190,6 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
         published,
         seconds: prog.timings.clone(),
     })
-}
-
-/// 16 random hex digits from the kernel.
-pub fn random_hex() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|u| u.replace('-', "")[..16].to_string())
-        .unwrap_or_else(|_| format!("{:016x}", std::process::id()))
 }
 
 /// Bytes used by regular files in a tree (hardlinks counted once).

@@ -438,7 +438,7 @@ fn publish_saved(
     let image = layout.resolve_image(image)?;
     let root = layout.existing_image(&image)?;
     let _lock = layout.lock(&image, op, wait)?;
-    let loaded = publish::saved_profile(layout, &image)?;
+    let loaded = crate::state::saved_profile(layout, &image)?;
     publish::publish_with(layout, &loaded.profile, &root, dry_run, &mut |l| {
         eprintln!("{l}")
     })

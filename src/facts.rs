@@ -52,10 +52,61 @@ pub fn release(img: &ImageRoot) -> Result<BTreeMap<String, String>> {
 /// The node settings build wrote (shell `KEY='value'` lines), parsed by
 /// the one parser for them; empty when missing.
 pub fn node_conf(img: &ImageRoot) -> Result<BTreeMap<String, String>> {
-    Ok(crate::inventory::parse_shell_conf(
+    Ok(parse_shell_conf(
         &img.read_to_string_opt("etc/nfsroot/node.conf")?
             .unwrap_or_default(),
     ))
+}
+
+/// Shell `KEY='value'` settings, as `/etc/nfsroot/node.conf` holds them
+/// (single quotes with `'\''` escapes, double quotes, or bare words).
+pub fn parse_shell_conf(text: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let mut out = String::new();
+        let mut chars = v.chars().peekable();
+        while let Some(ch) = chars.next() {
+            match ch {
+                '\'' => {
+                    for c in chars.by_ref() {
+                        if c == '\'' {
+                            break;
+                        }
+                        out.push(c);
+                    }
+                }
+                '"' => {
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '"' => break,
+                            '\\' => {
+                                if let Some(n) = chars.next() {
+                                    out.push(n);
+                                }
+                            }
+                            _ => out.push(c),
+                        }
+                    }
+                }
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        out.push(n);
+                    }
+                }
+                c if c.is_whitespace() => break,
+                c => out.push(c),
+            }
+        }
+        m.insert(k.trim().to_string(), out);
+    }
+    m
 }
 
 /// Kernel versions of every `/boot/vmlinuz-*` (with a module tree or not),
@@ -109,6 +160,17 @@ pub fn packages(img: &ImageRoot) -> Result<Vec<Package>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_conf() {
+        let m = parse_shell_conf(
+            "# c\nROOT_MODE='rw'\nLOG_DIR='/var/log/it'\\''s'\nX=\"a b\"\nY=bare\n",
+        );
+        assert_eq!(m["ROOT_MODE"], "rw");
+        assert_eq!(m["LOG_DIR"], "/var/log/it's");
+        assert_eq!(m["X"], "a b");
+        assert_eq!(m["Y"], "bare");
+    }
 
     #[test]
     fn kernels_sort_as_dpkg_does() {

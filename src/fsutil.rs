@@ -21,6 +21,33 @@ use std::path::{Path, PathBuf};
 /// Prefix of every temp file this tool creates next to a final name.
 pub const TEMP_PREFIX: &str = ".nfsroot-tmp-";
 
+/// 16 random hex digits (64 bits from getrandom(2)), for names that must
+/// not be guessed: temp files, build ids, scratch files.
+pub fn random_hex() -> String {
+    let mut r = [0u8; 8];
+    if rustix::rand::getrandom(&mut r, rustix::rand::GetRandomFlags::empty()).is_err() {
+        // Only before the kernel's pool is ready; still unique per run.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        r = (t ^ u64::from(std::process::id()) << 40).to_le_bytes();
+    }
+    hex::encode(r)
+}
+
+/// An unpredictable temp name beside `name`: the pid (so a sweep can tell a
+/// live writer from a dead one), 64 random bits, then the final name.
+pub fn temp_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut s = std::ffi::OsString::from(format!(
+        "{TEMP_PREFIX}{}-{}-",
+        std::process::id(),
+        random_hex()
+    ));
+    s.push(name);
+    s
+}
+
 /// fsync a directory so that renames and unlinks inside it are durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).with_context(|| format!("opening directory {}", dir.display()))?;
@@ -59,7 +86,7 @@ impl AtomicFile {
         let name = dest
             .file_name()
             .with_context(|| format!("{} has no file name", dest.display()))?;
-        let tmp = dir.join(crate::imagefs::temp_name(name));
+        let tmp = dir.join(temp_name(name));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -493,6 +520,16 @@ mod tests {
         sweep_temps(&dir).unwrap();
         assert!(dir.join(format!("{TEMP_PREFIX}999999999-dir")).is_dir());
         assert_eq!(fs::read(&outside).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn temp_names_differ() {
+        let a = temp_name(std::ffi::OsStr::new("hosts"));
+        let b = temp_name(std::ffi::OsStr::new("hosts"));
+        assert_ne!(a, b);
+        assert!(a.to_string_lossy().starts_with(TEMP_PREFIX));
+        assert!(a.to_string_lossy().ends_with("-hosts"));
+        assert_eq!(temp_owner(&a.to_string_lossy()), Some(std::process::id()));
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn ensure(layout: &Layout, host: &str) -> Result<bool> {
     let top = dir(layout);
     fsutil::mkdir_p(&top)?;
     set_mode(&top, 0o700)?;
-    let tmp = top.join(crate::imagefs::temp_name(std::ffi::OsStr::new(host)));
+    let tmp = top.join(fsutil::temp_name(std::ffi::OsStr::new(host)));
     std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let res = (|| -> Result<()> {
         set_mode(&tmp, 0o700)?;

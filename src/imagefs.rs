@@ -38,9 +38,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-/// The prefix of every temp file nfsroot creates (here and in
-/// [`crate::fsutil`]), so a later run can sweep leftovers.
-pub use crate::fsutil::TEMP_PREFIX;
+use crate::fsutil::temp_name;
 
 /// One image tree, opened once; every path below is resolved inside it.
 #[derive(Debug)]
@@ -79,29 +77,6 @@ fn is_missing(e: &pathrs::error::Error) -> bool {
         e.kind(),
         pathrs::error::ErrorKind::OsError(Some(libc::ENOENT | libc::ENOTDIR))
     )
-}
-
-/// An unpredictable temp name beside `name`: the pid (so a sweep can tell a
-/// live writer from a dead one), 64 random bits, then the final name.
-pub fn temp_name(name: &std::ffi::OsStr) -> OsString {
-    let mut r = [0u8; 8];
-    // getrandom(2) never fails for 8 bytes once the pool is initialised.
-    if rustix::rand::getrandom(&mut r, rustix::rand::GetRandomFlags::empty()).is_err() {
-        r = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_le_bytes()[..8]
-            .try_into()
-            .unwrap_or_default();
-    }
-    let mut s = OsString::from(format!(
-        "{TEMP_PREFIX}{}-{}-",
-        std::process::id(),
-        hex::encode(r)
-    ));
-    s.push(name);
-    s
 }
 
 impl ImageRoot {
@@ -606,14 +581,5 @@ mod tests {
             img.metadata("etc/secret").unwrap().unwrap().mode() & 0o777,
             0o600
         );
-    }
-
-    #[test]
-    fn temp_names_differ() {
-        let a = temp_name(std::ffi::OsStr::new("hosts"));
-        let b = temp_name(std::ffi::OsStr::new("hosts"));
-        assert_ne!(a, b);
-        assert!(a.to_string_lossy().starts_with(TEMP_PREFIX));
-        assert!(a.to_string_lossy().ends_with("-hosts"));
     }
 }

@@ -36,4 +36,5 @@ pub mod progress;
 pub mod publish;
 pub mod pxelinux;
 pub mod snapshot;
+pub mod state;
 pub mod textdiff;

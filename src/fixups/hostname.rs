@@ -115,7 +115,7 @@ mod tests {
         // Past the profile's checks, to test the quoting itself.
         p.hostname.pattern = "it's {ip.3:03} \"node\" $x \\".into();
         let c = ctx(&p);
-        let m = crate::inventory::parse_shell_conf(&render_conf(&c));
+        let m = crate::facts::parse_shell_conf(&render_conf(&c));
         assert_eq!(m["HOSTNAME_PATTERN"], p.hostname.pattern);
         // And a POSIX shell reads it the same way.
         let out = std::process::Command::new("sh")

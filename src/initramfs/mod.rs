@@ -143,7 +143,7 @@ pub fn build_bytes(img: &ImageRoot, kver: &str, spec: &Spec) -> Result<Vec<u8>> 
             let tmp = std::env::temp_dir().join(format!(
                 "nfsroot-initrd-{}-{}",
                 std::process::id(),
-                crate::build::random_hex()
+                fsutil::random_hex()
             ));
             build_with_initramfs_tools(img.path(), kver, &tmp)?;
             let b = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()));
@@ -464,7 +464,7 @@ pub fn build_with_initramfs_tools(root: &Path, kver: &str, out: &Path) -> Result
         b"# written by nfsroot: boot from an NFS root, with network drivers only\nBOOT=nfs\nMODULES=netboot\n",
         0o644,
     )?;
-    let tmp_rel = format!("tmp/nfsroot-initrd-{}", crate::build::random_hex());
+    let tmp_rel = format!("tmp/nfsroot-initrd-{}", fsutil::random_hex());
     let argv: Vec<OsString> = vec![
         "mkinitramfs".into(),
         "-o".into(),

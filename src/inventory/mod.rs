@@ -827,57 +827,6 @@ pub fn canonical_mac(s: &str) -> Result<String, String> {
     Ok(octets.join(":"))
 }
 
-/// Shell `KEY='value'` settings, as `/etc/nfsroot/node.conf` holds them
-/// (single quotes with `'\''` escapes, double quotes, or bare words).
-pub fn parse_shell_conf(text: &str) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        let mut out = String::new();
-        let mut chars = v.chars().peekable();
-        while let Some(ch) = chars.next() {
-            match ch {
-                '\'' => {
-                    for c in chars.by_ref() {
-                        if c == '\'' {
-                            break;
-                        }
-                        out.push(c);
-                    }
-                }
-                '"' => {
-                    while let Some(c) = chars.next() {
-                        match c {
-                            '"' => break,
-                            '\\' => {
-                                if let Some(n) = chars.next() {
-                                    out.push(n);
-                                }
-                            }
-                            _ => out.push(c),
-                        }
-                    }
-                }
-                '\\' => {
-                    if let Some(n) = chars.next() {
-                        out.push(n);
-                    }
-                }
-                c if c.is_whitespace() => break,
-                c => out.push(c),
-            }
-        }
-        m.insert(k.trim().to_string(), out);
-    }
-    m
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,17 +869,6 @@ mod tests {
         );
         assert!(Subnet::parse("10.18.1.0").is_err());
         assert!(Subnet::parse("10.18.1.0/33").is_err());
-    }
-
-    #[test]
-    fn shell_conf() {
-        let m = parse_shell_conf(
-            "# c\nROOT_MODE='rw'\nLOG_DIR='/var/log/it'\\''s'\nX=\"a b\"\nY=bare\n",
-        );
-        assert_eq!(m["ROOT_MODE"], "rw");
-        assert_eq!(m["LOG_DIR"], "/var/log/it's");
-        assert_eq!(m["X"], "a b");
-        assert_eq!(m["Y"], "bare");
     }
 
     const INV: &str = "\

@@ -247,7 +247,7 @@ struct ImageFacts {
 /// Server-side facts of an image, from its saved profile and the layout
 /// only: never from a file inside the image, which nodes can write.
 fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFacts> {
-    let p = crate::publish::image_profile(layout, image)?;
+    let p = crate::state::image_profile(layout, image)?;
     let rw = p.nfs.root_mode == "rw";
     if p.logs.layout != "per-host" {
         return Ok(ImageFacts { rw, logs: None });
