@@ -165,8 +165,16 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             sparse: None,
         };
         if meta.target.is_some() {
-            // Raw bytes: the manifest's target is text.
-            h.link = o.read_link()?;
+            // Raw bytes: the manifest's target is text. A link removed
+            // since it was checked has changed: left out, with a note.
+            match o.read_link() {
+                Ok(t) => h.link = t,
+                Err(e) if tree::vanished(&e) => {
+                    notes.push(o.changed());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         }
         if meta.kind != Kind::Dir && w.md.nlink() > 1 {
             let ino = (w.md.dev(), w.md.ino());

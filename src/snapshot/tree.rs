@@ -298,7 +298,7 @@ pub fn changed(w: &Walked) -> String {
 
 /// Whether an error means the name no longer holds what was checked: it
 /// was removed, or a directory on the way was swapped for something else.
-fn vanished(e: &anyhow::Error) -> bool {
+pub(crate) fn vanished(e: &anyhow::Error) -> bool {
     use rustix::io::Errno;
     matches!(
         e.root_cause().downcast_ref::<Errno>(),
