@@ -9,9 +9,12 @@
 //! kernels, [`initramfs`] assembles an NFS-root initramfs, [`publish`] puts
 //! kernel, initramfs and PXELINUX configs into the TFTP root, config last.
 //! [`boottest`] proves the result boots, in QEMU against a real NFS server.
-//! Every file a node or an admin relies on is written through
-//! [`fsutil::AtomicFile`]; every external program runs through
-//! [`exec::Cmd`].
+//! The image tree is untrusted input (nodes, archives and packages write
+//! it): every stage reads and writes it only through [`imagefs::ImageRoot`],
+//! its binaries run only in its chroot, and server-side decisions come from
+//! the saved profile ([`state`]), never from the tree. Every file a node or
+//! an admin relies on is written through [`fsutil::AtomicFile`]; every
+//! external program runs through [`exec::Cmd`].
 
 pub mod bootstrap;
 pub mod boottest;
