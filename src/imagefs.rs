@@ -27,12 +27,12 @@
 //! `rustix`, which `pathrs` already depends on.
 
 use anyhow::{Context, Result, bail};
-use pathrs::flags::{OpenFlags, RenameFlags};
-use pathrs::{InodeType, Root};
+use pathrs::Root;
+use pathrs::flags::OpenFlags;
 use rustix::fs::{Mode, OFlags};
 use std::ffi::OsString;
 use std::fs::{File, Metadata, Permissions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -413,41 +413,6 @@ impl ImageRoot {
             .reopen(flags | OpenFlags::O_CLOEXEC | OpenFlags::O_NOCTTY)
             .with_context(|| format!("opening {}", self.show(rel)))
     }
-
-    /// Rename `from` to `to`, both inside the image (no-replace unless
-    /// `replace`).
-    pub fn rename(
-        &self,
-        from: impl AsRef<Path>,
-        to: impl AsRef<Path>,
-        replace: bool,
-    ) -> Result<()> {
-        let (from, to) = (from.as_ref(), to.as_ref());
-        let flags = if replace {
-            RenameFlags::empty()
-        } else {
-            RenameFlags::RENAME_NOREPLACE
-        };
-        self.root
-            .rename(relative(from), relative(to), flags)
-            .with_context(|| format!("renaming {} to {}", self.show(from), self.show(to)))
-    }
-
-    /// Create an empty directory or symlink with pathrs' own checks (for
-    /// callers that must not replace an existing entry).
-    pub fn create_new_symlink(
-        &self,
-        rel: impl AsRef<Path>,
-        target: impl AsRef<Path>,
-    ) -> Result<()> {
-        let rel = rel.as_ref();
-        self.root
-            .create(
-                relative(rel),
-                &InodeType::Symlink(target.as_ref().to_path_buf()),
-            )
-            .with_context(|| format!("creating symlink {}", self.show(rel)))
-    }
 }
 
 /// What a non-regular inode is, in words.
@@ -469,11 +434,6 @@ pub fn kind_word(md: &Metadata) -> &'static str {
     } else {
         "regular file"
     }
-}
-
-/// Whether an I/O error means "not found".
-pub fn not_found(e: &std::io::Error) -> bool {
-    e.kind() == ErrorKind::NotFound
 }
 
 #[cfg(test)]
