@@ -50,6 +50,29 @@ pub struct Summary {
     pub seconds: Vec<(String, f64)>,
 }
 
+impl Summary {
+    /// The lines `nfsroot build` prints: the image, and where its kernel
+    /// was published.
+    pub fn text(&self, tftp_root: &Path) -> String {
+        let mut s = format!(
+            "built image {} at {} ({} packages, {:.0} MB, build {})\n",
+            self.image,
+            self.path.display(),
+            self.packages,
+            self.size_bytes as f64 / 1e6,
+            self.build_id
+        );
+        if let Some(p) = &self.published {
+            s += &format!(
+                "published kernel {} to {}\n",
+                p.default,
+                tftp_root.display()
+            );
+        }
+        s
+    }
+}
+
 pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> {
     let p = &loaded.profile;
     exec::require_root("nfsroot build")?;

@@ -3,9 +3,18 @@
 //! result as text or, with `--json`, as `{"version": 1, "command": ...,
 //! "result": ...}` on stdout.
 
-use crate::cli::{Cli, Command, InitramfsCmd, ProfileCmd};
+use crate::cli::{
+    BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, Global, HostsArgs, ImageArg,
+    InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs, SnapshotArgs,
+    SnapshotCmd, SyncArgs,
+};
 use crate::image::Layout;
-use crate::{build, doctor, exec, fsutil, kernel, profile, publish};
+use crate::inventory::{
+    self, HostsCmd,
+    edit::{AddHost, SetHost},
+};
+use crate::snapshot as snap;
+use crate::{build, doctor, exec, fsutil, initramfs, kernel, profile, publish};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -17,6 +26,27 @@ pub fn print_json<T: Serialize>(command: &str, result: &T) -> Result<()> {
     Ok(())
 }
 
+/// What every subcommand gets: the global flags and the paths they name.
+struct Ctx<'a> {
+    g: &'a Global,
+    layout: Layout,
+}
+
+impl Ctx<'_> {
+    /// Print a result: the JSON envelope with `--json`, else `text` (which
+    /// `--quiet` silences when `quiet_ok`).
+    fn emit<T: Serialize>(&self, command: &str, r: &T, text: &str, quiet_ok: bool) -> Result<()> {
+        if self.g.json {
+            print_json(command, r)
+        } else {
+            if !(quiet_ok && self.g.quiet) {
+                print!("{text}");
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Run the parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
@@ -26,356 +56,265 @@ pub fn run(cli: Cli) -> Result<i32> {
         tftp_root: absolute(&g.tftp_root)?,
         cache_dir: absolute(&g.cache_dir)?,
     };
-    let json = g.json;
+    let cx = Ctx { g, layout };
     match cli.cmd {
-        Command::Build(a) => {
-            let loaded = profile::load(&a.profile, &g.etc_dir)?;
-            let opts = build::Options {
-                force: a.force,
-                publish: !a.no_publish,
-                mirror: a.mirror,
-                wait: g.wait,
-                apt_dir: PathBuf::from("/etc/apt"),
-                inventory: optional_inventory(&g.inventory)?,
-            };
-            let s = build::run(&layout, &loaded, &opts)?;
-            note_replaced(s.replaced, g.quiet);
-            if json {
-                print_json("build", &s)?;
-            } else if !g.quiet {
-                println!(
-                    "built image {} at {} ({} packages, {:.0} MB, build {})",
-                    s.image,
-                    s.path.display(),
-                    s.packages,
-                    s.size_bytes as f64 / 1e6,
-                    s.build_id
-                );
-                if let Some(p) = &s.published {
-                    println!(
-                        "published kernel {} to {}",
-                        p.default,
-                        layout.tftp_root.display()
-                    );
-                }
-            }
-        }
-        Command::Profile(ProfileCmd::Check { profile: f }) => {
-            let l = profile::load(&f, &g.etc_dir)?;
-            if json {
-                print_json(
-                    "profile check",
-                    &serde_json::json!({"ok": true, "profile": l.origin}),
-                )?;
-            } else {
-                println!("{}: ok (image {})", l.origin.display(), l.profile.name);
-            }
-        }
-        Command::Profile(ProfileCmd::Show { profile: f }) => {
-            let l = profile::load(&f, &g.etc_dir)?;
-            if json {
-                print_json("profile show", &l.profile)?;
-            } else {
-                print!(
-                    "# effective profile from {}\n{}",
-                    l.origin.display(),
-                    toml::to_string(&l.profile)?
-                );
-            }
-        }
-        Command::Doctor => {
-            let checks = doctor::run();
-            let mirror = crate::bootstrap::detect_mirror(Path::new("/etc/apt"));
-            if json {
-                let mirror = mirror.as_ref().ok();
-                print_json(
-                    "doctor",
-                    &serde_json::json!({"checks": checks, "mirror": mirror}),
-                )?;
-            } else {
-                match &mirror {
-                    Ok(m) => println!("mirror {m} (from the host's apt sources)\n"),
-                    Err(e) => println!("mirror: {e:#}\n"),
-                }
-                for c in &checks {
-                    println!(
-                        "{:4} {:50} {:18} {}",
-                        if c.ok { "ok" } else { "MISS" },
-                        c.what,
-                        c.package,
-                        c.needed_for
-                    );
-                }
-                let missing: Vec<&str> = checks
-                    .iter()
-                    .filter(|c| !c.ok)
-                    .map(|c| c.package.as_str())
-                    .collect();
-                if !missing.is_empty() {
-                    println!(
-                        "\ninstall what is missing with: apt-get install {}",
-                        dedup(&missing).join(" ")
-                    );
-                }
-            }
-            // Missing optional tools are information, not failure.
-        }
-        Command::Exec(a) => {
-            exec::require_root("nfsroot exec")?;
-            let root = layout.existing_image(&a.image)?;
-            let _lock = layout.lock(&a.image, "exec", g.wait)?;
-            let code = exec::chroot_cmd(&root, &a.command)?.run_inherit()?;
-            return Ok(code);
-        }
-        Command::Publish(a) => {
-            let o = publish_saved(&layout, a.image.as_deref(), "publish", false, g.wait)?;
-            report_outcome(json, "publish", &o, false)?;
-        }
+        Command::Build(a) => cmd_build(&cx, a),
+        Command::Profile(c) => cmd_profile(&cx, c),
+        Command::Doctor => cmd_doctor(&cx),
+        Command::Exec(a) => cmd_exec(&cx, a),
+        Command::Publish(a) => cmd_publish(&cx, a.image.as_deref(), "publish", false),
         Command::UpgradeKernel(a) => {
-            let o = publish_saved(
-                &layout,
-                a.image.as_deref(),
-                "upgrade-kernel",
-                a.dry_run,
-                g.wait,
-            )?;
-            report_outcome(json, "upgrade-kernel", &o, a.dry_run)?;
+            cmd_publish(&cx, a.image.as_deref(), "upgrade-kernel", a.dry_run)
         }
-        Command::Rollback(a) => {
-            let image = layout.resolve_image(a.image.as_deref())?;
-            let _lock = layout.lock(&image, "rollback", g.wait)?;
-            let o = publish::rollback(&layout, &image, a.to.as_deref())?;
-            report_outcome(json, "rollback", &o, false)?;
+        Command::Rollback(a) => cmd_rollback(&cx, a),
+        Command::Status(a) => cmd_status(&cx, a),
+        Command::Initramfs(InitramfsCmd::Build(a)) => cmd_initramfs(&cx, a),
+        Command::Snapshot(a) => cmd_snapshot(&cx, a),
+        Command::Restore(a) => cmd_restore(&cx, a),
+        Command::Diff(a) => cmd_diff(&cx, a),
+        Command::Hosts(a) => cmd_hosts(&cx, a),
+        Command::Sync(a) => cmd_sync(&cx, a),
+        Command::BootTestInner { plan } => crate::boottest::run_inner(&plan).map(|()| 0),
+        Command::BootTest(a) => cmd_boot_test(&cx, a),
+    }
+}
+
+fn cmd_build(cx: &Ctx, a: BuildArgs) -> Result<i32> {
+    let g = cx.g;
+    let loaded = profile::load(&a.profile, &g.etc_dir)?;
+    let opts = build::Options {
+        force: a.force,
+        publish: !a.no_publish,
+        mirror: a.mirror,
+        wait: g.wait,
+        apt_dir: PathBuf::from("/etc/apt"),
+        inventory: optional_inventory(&g.inventory)?,
+    };
+    let s = build::run(&cx.layout, &loaded, &opts)?;
+    note_replaced(s.replaced, g.quiet);
+    cx.emit("build", &s, &s.text(&cx.layout.tftp_root), true)?;
+    Ok(0)
+}
+
+fn cmd_profile(cx: &Ctx, c: ProfileCmd) -> Result<i32> {
+    match c {
+        ProfileCmd::Check { profile: f } => {
+            let l = profile::load(&f, &cx.g.etc_dir)?;
+            let text = format!("{}: ok (image {})\n", l.origin.display(), l.profile.name);
+            let r = serde_json::json!({"ok": true, "profile": l.origin});
+            cx.emit("profile check", &r, &text, false)?;
         }
-        Command::Status(a) => {
-            let image = layout.resolve_image(a.image.as_deref())?;
-            let s = publish::status(&layout, &image)?;
-            if json {
-                print_json("status", &s)?;
-            } else {
-                print_status(&s);
-            }
-            if !s.drift.is_empty() {
-                return Ok(3);
-            }
-        }
-        Command::Initramfs(InitramfsCmd::Build(a)) => {
-            let root = if a.image.contains('/') {
-                PathBuf::from(&a.image)
-            } else {
-                layout.existing_image(&a.image)?
-            };
-            let img = crate::imagefs::ImageRoot::open(&root)?;
-            let k = kernel::select(&img, a.kernel.as_deref())?;
-            let spec = crate::initramfs::Spec {
-                compression: a.compression.parse()?,
-                backend: a.backend.parse()?,
-                ..crate::initramfs::Spec::with_modules(&a.modules, &a.exclude)
-            };
-            let data = crate::initramfs::build_bytes(&img, &k.version, &spec)?;
-            fsutil::atomic_write(&a.output, &data)?;
-            let r = crate::initramfs::Summary {
-                kernel: k.version.clone(),
-                bytes: data.len() as u64,
-                sha256: fsutil::sha256_bytes(&data),
-            };
-            if json {
-                print_json("initramfs build", &r)?;
-            } else if !g.quiet {
-                println!(
-                    "wrote {} for kernel {}: {} bytes, sha256 {}",
-                    a.output.display(),
-                    k.version,
-                    r.bytes,
-                    r.sha256
-                );
-            }
-        }
-        Command::Snapshot(a) => {
-            use crate::cli::SnapshotCmd;
-            use crate::snapshot as snap;
-            match a.cmd {
-                Some(SnapshotCmd::List { image }) => {
-                    let v = snap::run_list(&layout, &snap::ListOpts { image })?;
-                    if json {
-                        print_json("snapshot list", &v)?;
-                    } else {
-                        for s in &v {
-                            println!(
-                                "{}  {:>8.1} MB  {}  {}",
-                                s.created.as_deref().unwrap_or("-"),
-                                s.bytes as f64 / 1e6,
-                                s.kernels.join(","),
-                                s.path.display()
-                            );
-                        }
-                    }
-                }
-                Some(SnapshotCmd::Verify { file }) => {
-                    let r = snap::run_verify(&snap::VerifyOpts {
-                        file: absolute(&file)?,
-                    })?;
-                    if json {
-                        print_json("snapshot verify", &r)?;
-                    } else {
-                        println!(
-                            "{}: ok ({} entries, sha256 {})",
-                            r.path.display(),
-                            r.entries,
-                            r.sha256
-                        );
-                    }
-                }
-                None => {
-                    let r = snap::run_snapshot(
-                        &layout,
-                        &snap::SnapshotOpts {
-                            image: a.image,
-                            output: a.output.map(|o| absolute(&o)).transpose()?,
-                            format: a.format,
-                            level: a.level,
-                            keep: a.keep,
-                            threads: a.threads,
-                            wait: g.wait,
-                            progress: g.quiet.then_some(false),
-                        },
-                    )?;
-                    if json {
-                        print_json("snapshot", &r)?;
-                    } else if !g.quiet {
-                        println!("wrote {}", r.path.display());
-                        println!("      {}", r.checksum_path.display());
-                    }
-                }
-            }
-        }
-        Command::Restore(a) => {
-            let r = crate::snapshot::run_restore(
-                &layout,
-                &crate::snapshot::RestoreOpts {
-                    file: absolute(&a.file)?,
-                    image: a.image,
-                    force: a.force,
-                    no_checksum: a.no_checksum,
-                    allow_devices: a.allow_devices,
-                    wait: g.wait,
-                    progress: g.quiet.then_some(false),
-                },
-            )?;
-            note_replaced(r.replaced, g.quiet);
-            if json {
-                print_json("restore", &r)?;
-            } else if !g.quiet {
-                print!("{}", r.text());
-            }
-        }
-        Command::Diff(a) => {
-            let d = crate::snapshot::run_diff(
-                &layout,
-                &crate::snapshot::DiffOpts {
-                    image: a.image,
-                    file: absolute(&a.file)?,
-                },
-            )?;
-            if json {
-                print_json("diff", &d)?;
-            } else {
-                for p in &d.added {
-                    println!("added     {p}");
-                }
-                for p in &d.removed {
-                    println!("removed   {p}");
-                }
-                for c in &d.modified {
-                    println!("modified  {}  ({})", c.path, c.fields.join("; "));
-                }
-                for c in &d.metadata {
-                    println!("metadata  {}  ({})", c.path, c.fields.join("; "));
-                }
-                if d.is_empty() {
-                    println!("no changes since the snapshot");
-                }
-            }
-        }
-        Command::Hosts(a) => {
-            use crate::cli::HostsArgs;
-            use crate::inventory::{
-                HostsCmd,
-                edit::{AddHost, SetHost},
-            };
-            let cmd = match a {
-                HostsArgs::Add {
-                    name,
-                    mac,
-                    ip,
-                    image,
-                    group,
-                } => HostsCmd::Add(AddHost {
-                    name,
-                    macs: mac,
-                    ip,
-                    image,
-                    group,
-                    ..AddHost::default()
-                }),
-                HostsArgs::Remove { name } => HostsCmd::Remove { name },
-                HostsArgs::List => HostsCmd::List,
-                HostsArgs::Set {
-                    name,
-                    image,
-                    localboot,
-                    disable,
-                    enable,
-                    kernel,
-                    cmdline,
-                } => HostsCmd::Set(SetHost {
-                    name,
-                    image,
-                    localboot,
-                    disable,
-                    enable,
-                    kernel,
-                    cmdline,
-                }),
-                HostsArgs::Import { file, replace } => HostsCmd::Import { file, replace },
-            };
-            let o = crate::inventory::run_hosts(&layout, &absolute(&g.inventory)?, cmd)?;
-            if json {
-                print_json("hosts", &o)?;
-            } else {
-                print!("{}", o.text());
-            }
-        }
-        Command::Sync(a) => {
-            let r = crate::inventory::run_sync_with(
-                &layout,
-                &crate::inventory::SyncOptions {
-                    inventory: absolute(&g.inventory)?,
-                    etc_dir: absolute(&g.etc_dir)?,
-                    dry_run: a.dry_run,
-                    wait: g.wait,
-                },
-            )?;
-            if json {
-                print_json("sync", &r)?;
-            } else if !g.quiet {
-                print!("{}", r.text());
-            }
-        }
-        Command::BootTestInner { plan } => crate::boottest::run_inner(&plan)?,
-        Command::BootTest(a) => {
-            let r = crate::boottest::run(&layout, &a)?;
-            if json {
-                print_json("boot-test", &r)?;
-            } else {
-                crate::boottest::print_report(&r);
-            }
-            if !r.passed {
-                return Ok(1);
-            }
+        ProfileCmd::Show { profile: f } => {
+            let l = profile::load(&f, &cx.g.etc_dir)?;
+            let text = format!(
+                "# effective profile from {}\n{}",
+                l.origin.display(),
+                toml::to_string(&l.profile)?
+            );
+            cx.emit("profile show", &l.profile, &text, false)?;
         }
     }
     Ok(0)
+}
+
+fn cmd_doctor(cx: &Ctx) -> Result<i32> {
+    let f = doctor::findings(Path::new("/etc/apt"));
+    cx.emit("doctor", &f, &f.text(), false)?;
+    Ok(0)
+}
+
+fn cmd_exec(cx: &Ctx, a: ExecArgs) -> Result<i32> {
+    exec::require_root("nfsroot exec")?;
+    let root = cx.layout.existing_image(&a.image)?;
+    let _lock = cx.layout.lock(&a.image, "exec", cx.g.wait)?;
+    exec::chroot_cmd(&root, &a.command)?.run_inherit()
+}
+
+/// Publish an image's newest kernel with the profile it was built from,
+/// under the image's lock (`publish` and `upgrade-kernel`).
+fn cmd_publish(cx: &Ctx, image: Option<&str>, op: &str, dry_run: bool) -> Result<i32> {
+    let layout = &cx.layout;
+    let image = layout.resolve_image(image)?;
+    let root = layout.existing_image(&image)?;
+    let _lock = layout.lock(&image, op, cx.g.wait)?;
+    let loaded = crate::state::saved_profile(layout, &image)?;
+    let o = publish::publish_with(layout, &loaded.profile, &root, dry_run, &mut |l| {
+        eprintln!("{l}")
+    })?;
+    cx.emit(op, &o, &o.text(dry_run), false)?;
+    Ok(0)
+}
+
+fn cmd_rollback(cx: &Ctx, a: RollbackArgs) -> Result<i32> {
+    let image = cx.layout.resolve_image(a.image.as_deref())?;
+    let _lock = cx.layout.lock(&image, "rollback", cx.g.wait)?;
+    let o = publish::rollback(&cx.layout, &image, a.to.as_deref())?;
+    cx.emit("rollback", &o, &o.text(false), false)?;
+    Ok(0)
+}
+
+/// Exit code 3 when the published files drifted from the record.
+fn cmd_status(cx: &Ctx, a: ImageArg) -> Result<i32> {
+    let image = cx.layout.resolve_image(a.image.as_deref())?;
+    let s = publish::status(&cx.layout, &image)?;
+    cx.emit("status", &s, &s.text(), false)?;
+    Ok(if s.drift.is_empty() { 0 } else { 3 })
+}
+
+fn cmd_initramfs(cx: &Ctx, a: InitramfsBuildArgs) -> Result<i32> {
+    let root = if a.image.contains('/') {
+        PathBuf::from(&a.image)
+    } else {
+        cx.layout.existing_image(&a.image)?
+    };
+    let img = crate::imagefs::ImageRoot::open(&root)?;
+    let k = kernel::select(&img, a.kernel.as_deref())?;
+    let spec = initramfs::Spec {
+        compression: a.compression.parse()?,
+        backend: a.backend.parse()?,
+        ..initramfs::Spec::with_modules(&a.modules, &a.exclude)
+    };
+    let data = initramfs::build_bytes(&img, &k.version, &spec)?;
+    fsutil::atomic_write(&a.output, &data)?;
+    let r = initramfs::Summary {
+        kernel: k.version.clone(),
+        bytes: data.len() as u64,
+        sha256: fsutil::sha256_bytes(&data),
+    };
+    let text = format!(
+        "wrote {} for kernel {}: {} bytes, sha256 {}\n",
+        a.output.display(),
+        k.version,
+        r.bytes,
+        r.sha256
+    );
+    cx.emit("initramfs build", &r, &text, true)?;
+    Ok(0)
+}
+
+fn cmd_snapshot(cx: &Ctx, a: SnapshotArgs) -> Result<i32> {
+    match a.cmd {
+        Some(SnapshotCmd::List { image }) => {
+            let v = snap::run_list(&cx.layout, &snap::ListOpts { image })?;
+            let text: String = v.iter().map(|s| s.line()).collect();
+            cx.emit("snapshot list", &v, &text, false)?;
+        }
+        Some(SnapshotCmd::Verify { file }) => {
+            let file = absolute(&file)?;
+            let r = snap::run_verify(&snap::VerifyOpts { file })?;
+            cx.emit("snapshot verify", &r, &r.text(), false)?;
+        }
+        None => {
+            let opts = snap::SnapshotOpts {
+                image: a.image,
+                output: a.output.map(|o| absolute(&o)).transpose()?,
+                format: a.format,
+                level: a.level,
+                keep: a.keep,
+                threads: a.threads,
+                wait: cx.g.wait,
+                progress: cx.g.quiet.then_some(false),
+            };
+            let r = snap::run_snapshot(&cx.layout, &opts)?;
+            cx.emit("snapshot", &r, &r.text(), true)?;
+        }
+    }
+    Ok(0)
+}
+
+fn cmd_restore(cx: &Ctx, a: RestoreArgs) -> Result<i32> {
+    let opts = snap::RestoreOpts {
+        file: absolute(&a.file)?,
+        image: a.image,
+        force: a.force,
+        no_checksum: a.no_checksum,
+        allow_devices: a.allow_devices,
+        wait: cx.g.wait,
+        progress: cx.g.quiet.then_some(false),
+    };
+    let r = snap::run_restore(&cx.layout, &opts)?;
+    note_replaced(r.replaced, cx.g.quiet);
+    cx.emit("restore", &r, &r.text(), true)?;
+    Ok(0)
+}
+
+fn cmd_diff(cx: &Ctx, a: DiffArgs) -> Result<i32> {
+    let opts = snap::DiffOpts {
+        image: a.image,
+        file: absolute(&a.file)?,
+    };
+    let d = snap::run_diff(&cx.layout, &opts)?;
+    cx.emit("diff", &d, &d.text(), false)?;
+    Ok(0)
+}
+
+fn cmd_hosts(cx: &Ctx, a: HostsArgs) -> Result<i32> {
+    let o = inventory::run_hosts(&cx.layout, &absolute(&cx.g.inventory)?, hosts_cmd(a))?;
+    cx.emit("hosts", &o, &o.text(), false)?;
+    Ok(0)
+}
+
+/// The CLI's `hosts` arguments as the inventory's edit command.
+fn hosts_cmd(a: HostsArgs) -> HostsCmd {
+    match a {
+        HostsArgs::Add {
+            name,
+            mac,
+            ip,
+            image,
+            group,
+        } => HostsCmd::Add(AddHost {
+            name,
+            macs: mac,
+            ip,
+            image,
+            group,
+            ..AddHost::default()
+        }),
+        HostsArgs::Remove { name } => HostsCmd::Remove { name },
+        HostsArgs::List => HostsCmd::List,
+        HostsArgs::Set {
+            name,
+            image,
+            localboot,
+            disable,
+            enable,
+            kernel,
+            cmdline,
+        } => HostsCmd::Set(SetHost {
+            name,
+            image,
+            localboot,
+            disable,
+            enable,
+            kernel,
+            cmdline,
+        }),
+        HostsArgs::Import { file, replace } => HostsCmd::Import { file, replace },
+    }
+}
+
+fn cmd_sync(cx: &Ctx, a: SyncArgs) -> Result<i32> {
+    let opts = inventory::SyncOptions {
+        inventory: absolute(&cx.g.inventory)?,
+        etc_dir: absolute(&cx.g.etc_dir)?,
+        dry_run: a.dry_run,
+        wait: cx.g.wait,
+    };
+    let r = inventory::run_sync_with(&cx.layout, &opts)?;
+    cx.emit("sync", &r, &r.text(), true)?;
+    Ok(0)
+}
+
+/// Exit code 1 when the node did not boot as expected.
+fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
+    let r = crate::boottest::run(&cx.layout, &a)?;
+    if cx.g.json {
+        print_json("boot-test", &r)?;
+    } else {
+        crate::boottest::print_report(&r);
+    }
+    Ok(if r.passed { 0 } else { 1 })
 }
 
 /// After a build or restore replaced an image's whole tree, say what that
@@ -406,16 +345,6 @@ fn optional_inventory(path: &Path) -> Result<Option<crate::inventory::Inventory>
         })
 }
 
-fn dedup<'a>(v: &[&'a str]) -> Vec<&'a str> {
-    let mut out: Vec<&str> = Vec::new();
-    for x in v {
-        if !out.contains(x) {
-            out.push(x);
-        }
-    }
-    out
-}
-
 fn absolute(p: &Path) -> Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
@@ -423,127 +352,5 @@ fn absolute(p: &Path) -> Result<PathBuf> {
         Ok(std::env::current_dir()
             .context("reading the current directory")?
             .join(p))
-    }
-}
-
-/// Publish an image's newest kernel with the profile it was built from,
-/// under the image's lock (`publish` and `upgrade-kernel`).
-fn publish_saved(
-    layout: &Layout,
-    image: Option<&str>,
-    op: &str,
-    dry_run: bool,
-    wait: bool,
-) -> Result<publish::Outcome> {
-    let image = layout.resolve_image(image)?;
-    let root = layout.existing_image(&image)?;
-    let _lock = layout.lock(&image, op, wait)?;
-    let loaded = crate::state::saved_profile(layout, &image)?;
-    publish::publish_with(layout, &loaded.profile, &root, dry_run, &mut |l| {
-        eprintln!("{l}")
-    })
-}
-
-fn report_outcome(json: bool, cmd: &str, o: &publish::Outcome, dry_run: bool) -> Result<()> {
-    if json {
-        return print_json(cmd, o);
-    }
-    print!("{}", outcome_text(o, dry_run));
-    Ok(())
-}
-
-/// What a publish did, or with `dry_run` would do (never "wrote").
-fn outcome_text(o: &publish::Outcome, dry_run: bool) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    if !o.changed {
-        let _ = writeln!(
-            s,
-            "{}: nothing changed; default boots {}",
-            o.image, o.default
-        );
-        return s;
-    }
-    let (wrote, removed) = if dry_run {
-        ("would write ", "would remove")
-    } else {
-        ("wrote  ", "removed")
-    };
-    for w in &o.written {
-        let _ = writeln!(s, "{wrote} {}", w.display());
-    }
-    for r in &o.removed {
-        let _ = writeln!(s, "{removed} {}", r.display());
-    }
-    let _ = writeln!(
-        s,
-        "{}: default {} {} (kept: {}){}",
-        o.image,
-        if dry_run { "would boot" } else { "boots" },
-        o.default,
-        o.kept.join(", "),
-        if dry_run {
-            "; dry run: nothing written"
-        } else {
-            ""
-        }
-    );
-    s
-}
-
-fn print_status(s: &publish::Status) {
-    println!("image     {} ({})", s.image, s.path.display());
-    if let Some(b) = s.release.get("BUILD_ID") {
-        println!("build     {b}");
-    }
-    println!("in image  {}", s.kernels_in_image.join(", "));
-    for k in &s.published {
-        println!(
-            "published {} ({}, {})",
-            k.version, k.backend, k.published_at
-        );
-    }
-    println!(
-        "default   {}",
-        s.default_boots.as_deref().unwrap_or("(nothing)")
-    );
-    if s.drift.is_empty() {
-        println!("drift     none");
-    }
-    for d in &s.drift {
-        println!("DRIFT     {d}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dry_run_never_says_wrote() {
-        let o = publish::Outcome {
-            image: "m".into(),
-            default: "6.1.0-10".into(),
-            changed: true,
-            written: vec![PathBuf::from("/tftp/m/vmlinuz-6.1.0-10")],
-            removed: vec![PathBuf::from("/tftp/m/vmlinuz-6.1.0-7")],
-            kept: vec!["6.1.0-9".into(), "6.1.0-10".into()],
-        };
-        let dry = outcome_text(&o, true);
-        assert!(!dry.contains("wrote") && !dry.contains("removed "), "{dry}");
-        assert!(
-            dry.contains("would write  /tftp/m/vmlinuz-6.1.0-10\n"),
-            "{dry}"
-        );
-        assert!(
-            dry.contains("would remove /tftp/m/vmlinuz-6.1.0-7\n"),
-            "{dry}"
-        );
-        let real = outcome_text(&o, false);
-        assert!(
-            real.contains("wrote   /tftp/m/vmlinuz-6.1.0-10\n"),
-            "{real}"
-        );
-        assert!(real.contains("m: default boots 6.1.0-10 (kept: 6.1.0-9, 6.1.0-10)\n"));
     }
 }

@@ -70,3 +70,59 @@ pub fn run() -> Vec<Check> {
         })
         .collect()
 }
+
+/// What `nfsroot doctor` found: the prerequisites and the mirror builds
+/// would use.
+#[derive(Debug, Serialize)]
+pub struct Findings {
+    pub checks: Vec<Check>,
+    /// The mirror from the host's apt sources, if one was found.
+    pub mirror: Option<String>,
+    /// Why no mirror was found.
+    #[serde(skip)]
+    pub mirror_error: Option<String>,
+}
+
+/// Check the prerequisites and the mirror in the apt sources at `apt_dir`.
+pub fn findings(apt_dir: &Path) -> Findings {
+    let (mirror, mirror_error) = match crate::bootstrap::detect_mirror(apt_dir) {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    Findings {
+        checks: run(),
+        mirror,
+        mirror_error,
+    }
+}
+
+impl Findings {
+    /// A table of the checks and the `apt-get install` line for what is
+    /// missing (missing optional tools are information, not failure).
+    pub fn text(&self) -> String {
+        let mut s = match (&self.mirror, &self.mirror_error) {
+            (Some(m), _) => format!("mirror {m} (from the host's apt sources)\n\n"),
+            (None, e) => format!("mirror: {}\n\n", e.as_deref().unwrap_or("none")),
+        };
+        let mut missing: Vec<&str> = Vec::new();
+        for c in &self.checks {
+            s += &format!(
+                "{:4} {:50} {:18} {}\n",
+                if c.ok { "ok" } else { "MISS" },
+                c.what,
+                c.package,
+                c.needed_for
+            );
+            if !c.ok && !missing.contains(&c.package.as_str()) {
+                missing.push(&c.package);
+            }
+        }
+        if !missing.is_empty() {
+            s += &format!(
+                "\ninstall what is missing with: apt-get install {}\n",
+                missing.join(" ")
+            );
+        }
+        s
+    }
+}

@@ -179,6 +179,43 @@ pub struct Outcome {
     pub kept: Vec<String>,
 }
 
+impl Outcome {
+    /// What a publish did, or with `dry_run` would do (never "wrote").
+    pub fn text(&self, dry_run: bool) -> String {
+        if !self.changed {
+            return format!(
+                "{}: nothing changed; default boots {}\n",
+                self.image, self.default
+            );
+        }
+        let (wrote, removed) = if dry_run {
+            ("would write ", "would remove")
+        } else {
+            ("wrote  ", "removed")
+        };
+        let mut s = String::new();
+        for w in &self.written {
+            s += &format!("{wrote} {}\n", w.display());
+        }
+        for r in &self.removed {
+            s += &format!("{removed} {}\n", r.display());
+        }
+        s += &format!(
+            "{}: default {} {} (kept: {}){}\n",
+            self.image,
+            if dry_run { "would boot" } else { "boots" },
+            self.default,
+            self.kept.join(", "),
+            if dry_run {
+                "; dry run: nothing written"
+            } else {
+                ""
+            }
+        );
+        s
+    }
+}
+
 /// The kernel command line for a profile and image path.
 pub fn cmdline(p: &Profile, image_dir: &Path) -> String {
     let mut c = format!(
@@ -652,6 +689,34 @@ pub struct Status {
     pub drift: Vec<String>,
 }
 
+impl Status {
+    /// The status table `nfsroot status` prints.
+    pub fn text(&self) -> String {
+        let mut s = format!("image     {} ({})\n", self.image, self.path.display());
+        if let Some(b) = self.release.get("BUILD_ID") {
+            s += &format!("build     {b}\n");
+        }
+        s += &format!("in image  {}\n", self.kernels_in_image.join(", "));
+        for k in &self.published {
+            s += &format!(
+                "published {} ({}, {})\n",
+                k.version, k.backend, k.published_at
+            );
+        }
+        s += &format!(
+            "default   {}\n",
+            self.default_boots.as_deref().unwrap_or("(nothing)")
+        );
+        if self.drift.is_empty() {
+            s += "drift     none\n";
+        }
+        for d in &self.drift {
+            s += &format!("DRIFT     {d}\n");
+        }
+        s
+    }
+}
+
 pub fn status(layout: &Layout, image: &str) -> Result<Status> {
     let path = layout.existing_image(image)?;
     let img = ImageRoot::open(&path)?;
@@ -710,4 +775,37 @@ pub fn status(layout: &Layout, image: &str) -> Result<Status> {
         default_boots,
         drift,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dry_run_never_says_wrote() {
+        let o = Outcome {
+            image: "m".into(),
+            default: "6.1.0-10".into(),
+            changed: true,
+            written: vec![PathBuf::from("/tftp/m/vmlinuz-6.1.0-10")],
+            removed: vec![PathBuf::from("/tftp/m/vmlinuz-6.1.0-7")],
+            kept: vec!["6.1.0-9".into(), "6.1.0-10".into()],
+        };
+        let dry = o.text(true);
+        assert!(!dry.contains("wrote") && !dry.contains("removed "), "{dry}");
+        assert!(
+            dry.contains("would write  /tftp/m/vmlinuz-6.1.0-10\n"),
+            "{dry}"
+        );
+        assert!(
+            dry.contains("would remove /tftp/m/vmlinuz-6.1.0-7\n"),
+            "{dry}"
+        );
+        let real = o.text(false);
+        assert!(
+            real.contains("wrote   /tftp/m/vmlinuz-6.1.0-10\n"),
+            "{real}"
+        );
+        assert!(real.contains("m: default boots 6.1.0-10 (kept: 6.1.0-9, 6.1.0-10)\n"));
+    }
 }

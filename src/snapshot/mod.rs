@@ -126,6 +126,41 @@ pub struct RestoreResult {
     pub seconds: f64,
 }
 
+impl SnapshotResult {
+    /// The archive and its checksum file, as `nfsroot snapshot` prints them.
+    pub fn text(&self) -> String {
+        format!(
+            "wrote {}\n      {}\n",
+            self.path.display(),
+            self.checksum_path.display()
+        )
+    }
+}
+
+impl SnapshotInfo {
+    /// One line of `nfsroot snapshot list`.
+    pub fn line(&self) -> String {
+        format!(
+            "{}  {:>8.1} MB  {}  {}\n",
+            self.created.as_deref().unwrap_or("-"),
+            self.bytes as f64 / 1e6,
+            self.kernels.join(","),
+            self.path.display()
+        )
+    }
+}
+
+impl VerifyResult {
+    pub fn text(&self) -> String {
+        format!(
+            "{}: ok ({} entries, sha256 {})\n",
+            self.path.display(),
+            self.entries,
+            self.sha256
+        )
+    }
+}
+
 impl RestoreResult {
     /// Human-readable summary, setuid and setgid files listed.
     pub fn text(&self) -> String {

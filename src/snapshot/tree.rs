@@ -501,6 +501,26 @@ pub struct TreeDiff {
 }
 
 impl TreeDiff {
+    /// One line per change, as `nfsroot diff` prints them.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for p in &self.added {
+            s += &format!("added     {p}\n");
+        }
+        for p in &self.removed {
+            s += &format!("removed   {p}\n");
+        }
+        for (what, list) in [("modified", &self.modified), ("metadata", &self.metadata)] {
+            for c in list {
+                s += &format!("{what}  {}  ({})\n", c.path, c.fields.join("; "));
+            }
+        }
+        if self.is_empty() {
+            s += "no changes since the snapshot\n";
+        }
+        s
+    }
+
     pub fn is_empty(&self) -> bool {
         self.added.is_empty()
             && self.removed.is_empty()
