@@ -1,0 +1,494 @@
+//! Publishing boot artifacts into the TFTP root.
+//!
+//! Layout: `<tftp-root>/<image>/vmlinuz-<ver>` and
+//! `<tftp-root>/<image>/initrd.img-<ver>-<hash8>` (the initramfs name carries
+//! a content hash, so a rebuild never overwrites a file a live config names),
+//! the image's own config `<tftp-root>/pxelinux.cfg/nfsroot-<image>`, and
+//! `pxelinux.cfg/default` when this image is the default one.
+//!
+//! Order of writes: files first (temp, fsync, rename, verify sha256), then
+//! the record (outside the exported tree), then the config, last. Retention
+//! deletes files only after the switch, and never one a config names.
+
+use crate::fsutil::{self, AtomicFile};
+use crate::image::Layout;
+use crate::imagefs::ImageRoot;
+use crate::kernel::{self, Kernel};
+use crate::profile::{Loaded, Profile};
+use crate::pxelinux;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+mod heal;
+mod record;
+mod rollback;
+mod status;
+
+pub use record::{PublishedKernel, Record, cfg_dir, image_config_name, referenced, verify};
+pub use rollback::rollback;
+pub use status::{Status, status};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Host files PXELINUX needs, and the Debian packages that ship them.
+pub const PXELINUX_FILES: &[(&str, &str, &str)] = &[
+    ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux.0", "pxelinux"),
+    (
+        "/usr/lib/syslinux/modules/bios/ldlinux.c32",
+        "ldlinux.c32",
+        "syslinux-common",
+    ),
+];
+/// Where host PXELINUX files are looked up: `/`, or NFSROOT_SYSLINUX_ROOT
+/// (for tests of a host without the packages).
+fn host_file(path: &str) -> PathBuf {
+    let root = std::env::var_os("NFSROOT_SYSLINUX_ROOT").unwrap_or_else(|| "/".into());
+    Path::new(&root).join(path.trim_start_matches('/'))
+}
+
+/// Check, before anything changes, that publishing can work.
+pub fn preflight(layout: &Layout) -> Result<()> {
+    for (src, _, pkg) in PXELINUX_FILES {
+        let f = host_file(src);
+        if !f.is_file() {
+            bail!(
+                "{} not found on this host; install it with: apt-get install {pkg}",
+                f.display()
+            );
+        }
+    }
+    fsutil::mkdir_p(&layout.tftp_root)?;
+    let probe = layout.tftp_root.join(format!(
+        "{}probe-{}",
+        fsutil::TEMP_PREFIX,
+        std::process::id()
+    ));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("TFTP root {} is not writable", layout.tftp_root.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub image: String,
+    pub default: String,
+    pub changed: bool,
+    pub written: Vec<PathBuf>,
+    pub removed: Vec<PathBuf>,
+    pub kept: Vec<String>,
+}
+
+impl Outcome {
+    /// What a publish did, or with `dry_run` would do (never "wrote").
+    pub fn text(&self, dry_run: bool) -> String {
+        if !self.changed {
+            return format!(
+                "{}: nothing changed; default boots {}\n",
+                self.image, self.default
+            );
+        }
+        let (wrote, removed) = if dry_run {
+            ("would write ", "would remove")
+        } else {
+            ("wrote  ", "removed")
+        };
+        let mut s = String::new();
+        for w in &self.written {
+            s += &format!("{wrote} {}\n", w.display());
+        }
+        for r in &self.removed {
+            s += &format!("{removed} {}\n", r.display());
+        }
+        s += &format!(
+            "{}: default {} {} (kept: {}){}\n",
+            self.image,
+            if dry_run { "would boot" } else { "boots" },
+            self.default,
+            self.kept.join(", "),
+            if dry_run {
+                "; dry run: nothing written"
+            } else {
+                ""
+            }
+        );
+        s
+    }
+}
+
+/// The kernel command line for a profile and image path.
+pub fn cmdline(p: &Profile, image_dir: &Path) -> String {
+    let mut c = format!(
+        "root=/dev/nfs nfsroot={}:{},{} ip=dhcp net.ifnames=0 {}",
+        p.nfs.server,
+        image_dir.display(),
+        p.nfs.options,
+        p.nfs.root_mode
+    );
+    if !p.boot.serial.is_empty() {
+        c.push_str(&format!(" console=tty0 console={}", p.boot.serial));
+    }
+    if !p.boot.cmdline.is_empty() {
+        c.push(' ');
+        c.push_str(&p.boot.cmdline);
+    }
+    c
+}
+
+/// Build the initramfs for `k` as the profile asks; returns its bytes.
+pub fn build_initramfs(img: &ImageRoot, k: &Kernel, p: &Profile) -> Result<Vec<u8>> {
+    crate::initramfs::build_bytes(img, &k.version, &crate::initramfs::Spec::of_profile(p)?)
+}
+
+/// Publish the newest kernel of the image at `root` (lock held by caller).
+pub fn publish(
+    layout: &Layout,
+    loaded: &Loaded,
+    root: &Path,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    publish_with(layout, &loaded.profile, root, false, on_line)
+}
+
+/// The plan for a publish: what would be written.
+struct Plan {
+    /// The kernel's bytes, read once through the confined view: what is
+    /// hashed is what is written.
+    kernel_data: Vec<u8>,
+    initrd: Vec<u8>,
+    initrd_sha: String,
+    kernel_sha: String,
+    entry: PublishedKernel,
+    /// The image name, which is also its directory under the TFTP root.
+    entry_image: String,
+}
+
+fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Result<Plan> {
+    let k = kernel::newest(img)?;
+    let initrd = build_initramfs(img, &k, p)?;
+    let initrd_sha = fsutil::sha256_bytes(&initrd);
+    let kernel_data = img.read(&k.vmlinuz)?;
+    let kernel_sha = fsutil::sha256_bytes(&kernel_data);
+    let entry = PublishedKernel {
+        version: k.version.clone(),
+        kernel: format!("{tftp_sub}/vmlinuz-{}", k.version),
+        initrd: format!("{tftp_sub}/initrd.img-{}-{}", k.version, &initrd_sha[..8]),
+        kernel_sha256: kernel_sha.clone(),
+        initrd_sha256: initrd_sha.clone(),
+        backend: p.initramfs.backend.clone(),
+        append: cmdline(p, image_dir),
+        published_at: crate::clock::rfc3339(crate::clock::now_secs()),
+    };
+    Ok(Plan {
+        kernel_data,
+        initrd,
+        initrd_sha,
+        kernel_sha,
+        entry,
+        entry_image: tftp_sub.to_string(),
+    })
+}
+
+/// The record after this publish, and the kernels it drops.
+struct NextRecord {
+    rec: Record,
+    dropped: Vec<PublishedKernel>,
+    /// The planned kernel is published already, byte for byte.
+    same: bool,
+}
+
+/// This version replaced or added, kept in dpkg order, default switched,
+/// trimmed to `keep_kernels` (the default always kept).
+fn next_record(old: &Record, p: &Profile, plan: &Plan) -> NextRecord {
+    let mut rec = old.clone();
+    rec.serial = (!p.boot.serial.is_empty()).then(|| p.boot.serial.clone());
+    rec.timeout_s = p.boot.prompt_timeout;
+    let e = &plan.entry;
+    let replaced = old.find(&e.version).cloned();
+    let same = replaced.as_ref().is_some_and(|r| {
+        r.kernel_sha256 == plan.kernel_sha
+            && r.initrd_sha256 == plan.initrd_sha
+            && r.append == e.append
+            && r.backend == e.backend
+    });
+    if !same {
+        rec.kernels.retain(|k| k.version != e.version);
+        rec.kernels.push(e.clone());
+        rec.kernels
+            .sort_by(|a, b| kernel::dpkg_version_cmp(&a.version, &b.version));
+    }
+    rec.default = Some(e.version.clone());
+    let excess = rec
+        .kernels
+        .len()
+        .saturating_sub(p.boot.keep_kernels as usize);
+    let mut dropped: Vec<PublishedKernel> = rec.kernels.drain(..excess).collect();
+    // A rebuilt initramfs for a published version: its old file retires too.
+    if let Some(r) = replaced
+        && !same
+        && r.initrd != e.initrd
+    {
+        dropped.push(PublishedKernel {
+            kernel: e.kernel.clone(),
+            ..r
+        });
+    }
+    NextRecord { rec, dropped, same }
+}
+
+/// The configs a publish writes: the image's own, and `default` when the
+/// profile asks for it and no other image owns it.
+fn config_paths(layout: &Layout, p: &Profile) -> Vec<PathBuf> {
+    let cfgd = cfg_dir(layout);
+    let default_cfg = cfgd.join("default");
+    let mut configs = vec![cfgd.join(image_config_name(&p.name))];
+    if p.boot.default && record::default_owner(&default_cfg).is_none_or(|o| o == p.name) {
+        configs.push(default_cfg);
+    }
+    configs
+}
+
+fn versions(rec: &Record) -> Vec<String> {
+    rec.kernels.iter().map(|k| k.version.clone()).collect()
+}
+
+/// Publish (or with `dry_run`, describe) the newest kernel.
+pub fn publish_with(
+    layout: &Layout,
+    p: &Profile,
+    root: &Path,
+    dry_run: bool,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<Outcome> {
+    if !dry_run {
+        preflight(layout)?;
+    }
+    let image = &p.name;
+    let tftp = &layout.tftp_root;
+    let img = ImageRoot::open(root)?;
+    let plan = plan(p, &img, &layout.image_dir(image), image)?;
+    let old = Record::load(layout, image)?.unwrap_or_else(|| Record {
+        image: image.clone(),
+        ..Record::default()
+    });
+    let mut next = next_record(&old, p, &plan);
+    let configs = config_paths(layout, p);
+    let mut config_text = pxelinux::try_render(&next.rec.config())?;
+    let mut out = Outcome {
+        image: image.clone(),
+        default: plan.entry.version.clone(),
+        changed: false,
+        written: vec![],
+        removed: vec![],
+        kept: versions(&next.rec),
+    };
+    // Leftovers of a run that was killed go even when there is nothing
+    // else to do; the image lock is held, and the shared directories keep
+    // the temp files of runs that are still alive.
+    if !dry_run {
+        for d in [&tftp.join(image), &cfg_dir(layout), tftp] {
+            fsutil::sweep_temps(d)?;
+        }
+    }
+    let files_ok = next.rec.kernels.iter().all(|k| verify(tftp, k).is_ok());
+    let configs_ok = configs
+        .iter()
+        .all(|c| std::fs::read_to_string(c).ok().as_deref() == Some(config_text.as_str()));
+    if next.same && files_ok && configs_ok && next.dropped.is_empty() && next.rec == old {
+        on_line(&format!(
+            "{image}: {} is already published and booted by default; nothing to do",
+            plan.entry.version
+        ));
+        return Ok(out);
+    }
+    out.changed = true;
+    if dry_run {
+        describe(
+            layout,
+            &plan,
+            &next,
+            &configs,
+            &config_text,
+            &mut out,
+            on_line,
+        );
+        return Ok(out);
+    }
+    write_boot_files(layout, &plan, &mut out, on_line)?;
+    let (healed, lost) = heal::heal(tftp, &img, p, &mut next.rec, &plan.entry.version, on_line)?;
+    out.written.extend(healed);
+    if !lost.is_empty() {
+        config_text = pxelinux::try_render(&next.rec.config())?;
+        out.kept = versions(&next.rec);
+        for k in &lost {
+            next.rec.files.remove(&k.kernel);
+            next.rec.files.remove(&k.initrd);
+        }
+        next.dropped.extend(lost);
+    }
+    switch(layout, &plan, next, &configs, &config_text, &mut out)?;
+    Ok(out)
+}
+
+/// What a dry run reports: every file it would write, the config diffs
+/// (as lines), and the files retention would remove.
+fn describe(
+    layout: &Layout,
+    plan: &Plan,
+    next: &NextRecord,
+    configs: &[PathBuf],
+    config_text: &str,
+    out: &mut Outcome,
+    on_line: &mut dyn FnMut(&str),
+) {
+    let tftp = &layout.tftp_root;
+    out.written = vec![
+        tftp.join(&plan.entry.kernel),
+        tftp.join(&plan.entry.initrd),
+        layout.record_path(&plan.entry_image),
+    ];
+    out.written.extend(configs.iter().cloned());
+    for c in configs {
+        let cur = std::fs::read_to_string(c).unwrap_or_default();
+        on_line(&format!(
+            "--- {}\n+++ {} (new)\n{}",
+            c.display(),
+            c.display(),
+            crate::textdiff::line_diff(&cur, config_text)
+        ));
+    }
+    out.removed = next
+        .dropped
+        .iter()
+        .flat_map(|k| [tftp.join(&k.kernel), tftp.join(&k.initrd)])
+        .collect();
+}
+
+/// Step 1: the PXELINUX files, the kernel and the initramfs, each written
+/// only when the file there differs, and verified after the rename.
+fn write_boot_files(
+    layout: &Layout,
+    plan: &Plan,
+    out: &mut Outcome,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let tftp = &layout.tftp_root;
+    fsutil::mkdir_p(&tftp.join(&plan.entry_image))?;
+    fsutil::mkdir_p(&cfg_dir(layout))?;
+    for (src, name, _) in PXELINUX_FILES {
+        let dst = tftp.join(name);
+        let src = host_file(src);
+        if fsutil::sha256_file(&dst).ok() != Some(fsutil::sha256_file(&src)?) {
+            fsutil::atomic_copy(&src, &dst, 0o644)?;
+            out.written.push(dst);
+        }
+    }
+    let kernel_path = tftp.join(&plan.entry.kernel);
+    if fsutil::sha256_file(&kernel_path).ok().as_deref() != Some(plan.kernel_sha.as_str()) {
+        on_line(&format!("writing {}", kernel_path.display()));
+        let sha = fsutil::atomic_copy_from(&plan.kernel_data[..], &kernel_path, 0o644)?;
+        if sha != plan.kernel_sha {
+            bail!("{} was written short; run again", kernel_path.display());
+        }
+        out.written.push(kernel_path);
+    }
+    let initrd_path = tftp.join(&plan.entry.initrd);
+    if fsutil::sha256_file(&initrd_path).ok().as_deref() != Some(plan.initrd_sha.as_str()) {
+        on_line(&format!("writing {}", initrd_path.display()));
+        let mut f = AtomicFile::create(&initrd_path)?;
+        f.write_all(&plan.initrd)
+            .with_context(|| format!("writing {}", initrd_path.display()))?;
+        f.commit()?;
+        out.written.push(initrd_path);
+    }
+    Ok(())
+}
+
+/// Steps 2-4: the record (listing every file any config may name), the
+/// configs last, then retention of files no config names any more.
+fn switch(
+    layout: &Layout,
+    plan: &Plan,
+    mut next: NextRecord,
+    configs: &[PathBuf],
+    config_text: &str,
+    out: &mut Outcome,
+) -> Result<()> {
+    let rec = &mut next.rec;
+    let e = &plan.entry;
+    rec.files.insert(e.kernel.clone(), e.kernel_sha256.clone());
+    rec.files.insert(e.initrd.clone(), e.initrd_sha256.clone());
+    for k in &rec.kernels {
+        rec.files.insert(k.kernel.clone(), k.kernel_sha256.clone());
+        rec.files.insert(k.initrd.clone(), k.initrd_sha256.clone());
+    }
+    rec.save(layout)?;
+    for c in configs {
+        fsutil::atomic_write(c, config_text.as_bytes())?;
+        out.written.push(c.clone());
+    }
+    out.removed = retire(layout, &next.dropped)?;
+    for p in &out.removed {
+        if let Ok(rel) = p.strip_prefix(&layout.tftp_root) {
+            rec.files.remove(&rel.to_string_lossy().to_string());
+        }
+    }
+    rec.save(layout)
+}
+
+/// Delete the files of dropped kernels that no config names.
+fn retire(layout: &Layout, dropped: &[PublishedKernel]) -> Result<Vec<PathBuf>> {
+    let refs = referenced(layout)?;
+    let mut removed = Vec::new();
+    for k in dropped {
+        for rel in [&k.kernel, &k.initrd] {
+            if refs.contains(rel.as_str()) {
+                continue;
+            }
+            let p = layout.tftp_root.join(rel);
+            match std::fs::remove_file(&p) {
+                Ok(()) => removed.push(p),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+            }
+        }
+    }
+    if let Some(dir) = removed.first().and_then(|p| p.parent()) {
+        fsutil::fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dry_run_never_says_wrote() {
+        let o = Outcome {
+            image: "m".into(),
+            default: "6.1.0-10".into(),
+            changed: true,
+            written: vec![PathBuf::from("/tftp/m/vmlinuz-6.1.0-10")],
+            removed: vec![PathBuf::from("/tftp/m/vmlinuz-6.1.0-7")],
+            kept: vec!["6.1.0-9".into(), "6.1.0-10".into()],
+        };
+        let dry = o.text(true);
+        assert!(!dry.contains("wrote") && !dry.contains("removed "), "{dry}");
+        assert!(
+            dry.contains("would write  /tftp/m/vmlinuz-6.1.0-10\n"),
+            "{dry}"
+        );
+        assert!(
+            dry.contains("would remove /tftp/m/vmlinuz-6.1.0-7\n"),
+            "{dry}"
+        );
+        let real = o.text(false);
+        assert!(
+            real.contains("wrote   /tftp/m/vmlinuz-6.1.0-10\n"),
+            "{real}"
+        );
+        assert!(real.contains("m: default boots 6.1.0-10 (kept: 6.1.0-9, 6.1.0-10)\n"));
+    }
+}

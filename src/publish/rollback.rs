@@ -1,0 +1,70 @@
+//! `nfsroot rollback`: switch an image's default to another published
+//! kernel. Only the record and the configs change, config last; the target's
+//! files are verified against their checksums first.
+
+use super::Outcome;
+use super::record::{Record, cfg_dir, default_owner, image_config_name, verify};
+use crate::fsutil;
+use crate::image::Layout;
+use crate::pxelinux;
+use anyhow::{Context, Result, bail};
+
+/// Switch the default to another published version (atomic: config last).
+pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcome> {
+    let mut rec = Record::load(layout, image)?.with_context(|| {
+        format!("nothing is published for image {image}; run nfsroot publish {image}")
+    })?;
+    let cur = rec.default.clone().unwrap_or_default();
+    let target = match to {
+        Some(v) => rec
+            .find(v)
+            .with_context(|| {
+                format!(
+                    "kernel {v} is not published for {image}; published: {}",
+                    rec.kernels
+                        .iter()
+                        .map(|k| k.version.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?
+            .version
+            .clone(),
+        None => {
+            let i = rec
+                .kernels
+                .iter()
+                .position(|k| k.version == cur)
+                .unwrap_or(0);
+            if i == 0 {
+                bail!(
+                    "{image}: {cur} is the oldest published kernel; there is nothing older to roll back to"
+                );
+            }
+            rec.kernels[i - 1].version.clone()
+        }
+    };
+    let k = rec.find(&target).expect("found above").clone();
+    verify(&layout.tftp_root, &k).with_context(|| format!("cannot roll back to {target}"))?;
+    rec.default = Some(target.clone());
+    let text = pxelinux::try_render(&rec.config())?;
+    rec.save(layout)?;
+    let cfgd = cfg_dir(layout);
+    let mut written = vec![];
+    let image_cfg = cfgd.join(image_config_name(image));
+    fsutil::atomic_write(&image_cfg, text.as_bytes())?;
+    written.push(image_cfg);
+    let default_cfg = cfgd.join("default");
+    if default_owner(&default_cfg).as_deref() == Some(image) {
+        fsutil::atomic_write(&default_cfg, text.as_bytes())?;
+        written.push(default_cfg);
+    }
+    Ok(Outcome {
+        image: image.to_string(),
+        default: target,
+        changed: cur != k.version,
+        written,
+        removed: vec![],
+        kept: rec.kernels.iter().map(|k| k.version.clone()).collect(),
+    })
+}
