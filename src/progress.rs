@@ -1,10 +1,29 @@
-//! Stage progress: on a terminal an indicatif spinner with `[i/n] stage`,
-//! elapsed time and the tail of the current tool's output; otherwise one
-//! plain line per stage on stderr (nothing at `-q`).
+//! Progress, in one place: for staged work (build) on a terminal an
+//! indicatif spinner with `[i/n] stage`, elapsed time and the tail of the
+//! current tool's output, otherwise one plain line per stage on stderr
+//! (nothing at `-q`); for byte streams (snapshot, restore) [`bytes_bar`].
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+/// A byte-count bar with rate and time left, or `None` when it should not
+/// show: `enabled` decides, else it shows on a terminal unless `-q`.
+pub fn bytes_bar(total: u64, enabled: Option<bool>) -> Option<ProgressBar> {
+    let on =
+        enabled.unwrap_or_else(|| crate::exec::verbosity() > 0 && std::io::stderr().is_terminal());
+    if !on {
+        return None;
+    }
+    let b = ProgressBar::new(total);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left",
+        )
+        .expect("valid template"),
+    );
+    Some(b)
+}
 
 #[derive(Debug)]
 pub struct Progress {

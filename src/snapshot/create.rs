@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -42,13 +42,6 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
     let name = layout.resolve_image(opts.image.as_deref())?;
     let root = layout.existing_image(&name)?;
     let _lock = layout.lock(&name, "snapshot", opts.wait)?;
-    let level = opts.level.unwrap_or(opts.format.default_level());
-    let workers = opts.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-
     let facts = crate::facts::image_facts(&crate::imagefs::ImageRoot::open(&root)?)?;
     let now = clock::now_secs();
     let kernel = facts.kernels.last().cloned();
@@ -62,9 +55,60 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             opts.format.extension()
         )),
     };
+    prepare_output(&out, &default_dir, &root)?;
+
+    let mut file = AtomicFile::create_mode(&out, SECRET)?;
+    let written = write_archive(&root, opts, &mut file, &out)?;
+    let file_name = out
+        .file_name()
+        .context("output has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let entry_count = written.entries.len();
+    let manifest = Manifest {
+        format: 1,
+        image: name.clone(),
+        created: clock::rfc3339(now),
+        archive: file_name,
+        compression: opts.format,
+        sha256: written.sha256.clone(),
+        release: facts.release,
+        kernels: facts.kernels,
+        packages: facts.packages,
+        users: written.users,
+        groups: written.groups,
+        notes: written.notes.clone(),
+        entries: written.entries,
+    };
+    let (sums, man_path) = commit(file, &out, &manifest)?;
+    let pruned = match opts.keep {
+        Some(k) if out.parent() == Some(default_dir.as_path()) => prune(&default_dir, &name, k)?,
+        _ => Vec::new(),
+    };
+    Ok(SnapshotResult {
+        image: name,
+        path: out,
+        checksum_path: sums,
+        manifest_path: man_path,
+        sha256: written.sha256,
+        bytes: written.bytes,
+        tar_bytes: written.tar_bytes,
+        entries: entry_count,
+        sparse_files: written.sparse_files,
+        kernel,
+        notes: written.notes,
+        pruned,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Create the archive's directory (0700: archives hold secrets), sweep
+/// leftovers of killed runs from the default directory, and refuse an
+/// existing name or one inside the image.
+fn prepare_output(out: &Path, default_dir: &Path, root: &Path) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         private_dir(dir)?;
-        if out.parent() == Some(default_dir.as_path()) {
+        if dir == default_dir {
             // Also those made by older versions, 0755.
             for d in [default_dir.parent(), Some(dir)].into_iter().flatten() {
                 std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
@@ -79,177 +123,26 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             out.display()
         );
     }
-    if out.starts_with(&root) {
+    if out.starts_with(root) {
         bail!(
             "{} is inside the image {}; write snapshots outside the exported tree",
             out.display(),
             root.display()
         );
     }
+    Ok(())
+}
 
-    let walked = tree::walk(&root)?;
-    let total: u64 = walked
-        .entries
-        .iter()
-        .filter(|w| w.md.is_file())
-        .map(|w| w.md.len())
-        .sum();
-    let bar = progress_bar(total, opts.progress);
-
-    let mut file = AtomicFile::create_mode(&out, SECRET)?;
-    let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, &mut file));
-    let comp = Compressor::new(hashing, opts.format, level, workers)?;
-    let mut tar = TarWriter::new(comp);
-    let owners = Owners::load(&root);
-    let mut entries: BTreeMap<PathBuf, EntryMeta> = BTreeMap::new();
-    let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut groups: HashMap<(u64, u64), Vec<PathBuf>> = HashMap::new();
-    let mut sparse_files = 0usize;
-    let mut users = BTreeMap::new();
-    let mut groups_names = BTreeMap::new();
-
-    let mut confined = tree::Confined::new(&root)?;
-    let mut notes = walked.notes.clone();
-    for w in &walked.entries {
-        let Some(o) = confined.open(w)? else {
-            notes.push(tree::changed(w));
-            continue;
-        };
-        let Some(xattrs) = o.xattrs()? else {
-            notes.push(o.changed());
-            continue;
-        };
-        let Some(mut meta) = tree::entry_meta(&o, &xattrs)? else {
-            continue;
-        };
-        let key = tree::key_of(&w.rel);
-        if let Some(n) = owners.user(meta.uid) {
-            users.insert(meta.uid, n);
-        }
-        if let Some(n) = owners.group(meta.gid) {
-            groups_names.insert(meta.gid, n);
-        }
-        // Opened before the header is written: a file that changed since
-        // the walk is skipped, not followed.
-        let file = if meta.kind == Kind::File {
-            match o.open_file()? {
-                Some(f) => Some(f),
-                None => {
-                    notes.push(o.changed());
-                    continue;
-                }
-            }
-        } else {
-            None
-        };
-        let mut h = Header {
-            path: w.rel.as_os_str().as_bytes().to_vec(),
-            kind: meta.kind,
-            mode: meta.mode,
-            uid: meta.uid,
-            gid: meta.gid,
-            // Numeric ids only, as `tar --numeric-owner` writes: the names
-            // belong to the image's user database, and an extractor that
-            // maps names through the host's (GNU tar without
-            // --numeric-owner) would silently change owners. The names go
-            // into the manifest instead.
-            uname: Vec::new(),
-            gname: Vec::new(),
-            mtime: meta.mtime,
-            mtime_nsec: meta.mtime_nsec,
-            size: meta.size,
-            link: Vec::new(),
-            dev_major: meta.rdev.map(|r| r.0).unwrap_or(0),
-            dev_minor: meta.rdev.map(|r| r.1).unwrap_or(0),
-            xattrs,
-            sparse: None,
-        };
-        if meta.target.is_some() {
-            // Raw bytes: the manifest's target is text. A link removed
-            // since it was checked has changed: left out, with a note.
-            match o.read_link() {
-                Ok(t) => h.link = t,
-                Err(e) if tree::vanished(&e) => {
-                    notes.push(o.changed());
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if meta.kind != Kind::Dir && w.md.nlink() > 1 {
-            let ino = (w.md.dev(), w.md.ino());
-            groups.entry(ino).or_default().push(key.clone());
-            if let Some(first) = first_link.get(&ino) {
-                h.kind = Kind::Hardlink;
-                h.link = first.as_os_str().as_bytes().to_vec();
-                h.size = 0;
-                tar.append(&h, None)?;
-                meta.sha256 = entries
-                    .get(&tree::key_of(first))
-                    .and_then(|m| m.sha256.clone());
-                entries.insert(key, meta);
-                continue;
-            }
-            first_link.insert(ino, w.rel.clone());
-        }
-        if let Some(f) = file {
-            let path = root.join(&w.rel);
-            let segs = data_segments(&f, &w.md)
-                .with_context(|| format!("finding holes in {}", path.display()))?;
-            let mut reader = SegmentReader::new(&f, &path, segs.clone(), meta.size, bar.as_ref());
-            if let Some(s) = segs {
-                sparse_files += 1;
-                h.sparse = Some(s);
-            }
-            tar.append(&h, Some(&mut reader))?;
-            meta.sha256 = Some(reader.finish()?);
-        } else {
-            tar.append(&h, None)?;
-        }
-        entries.insert(key, meta);
-    }
-    tree::set_link_groups(&mut entries, groups.into_values());
-    let tar_bytes = tar.written();
-    let comp = tar.finish().context("finishing the tar stream")?;
-    let hashing = comp
-        .finish()
-        .with_context(|| format!("compressing into {}", out.display()))?;
-    let bytes = hashing.count();
-    let (sha256, mut bw) = hashing.into_parts();
-    bw.flush()
-        .with_context(|| format!("writing {}", out.display()))?;
-    drop(bw);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-
-    let file_name = out
-        .file_name()
-        .context("output has no file name")?
-        .to_string_lossy()
-        .into_owned();
-    let manifest = Manifest {
-        format: 1,
-        image: name.clone(),
-        created: clock::rfc3339(now),
-        archive: file_name.clone(),
-        compression: opts.format,
-        sha256: sha256.clone(),
-        release: facts.release,
-        kernels: facts.kernels,
-        packages: facts.packages,
-        users,
-        groups: groups_names,
-        notes: notes.clone(),
-        entries,
-    };
-    let sums = super::checksum_path(&out);
-    let man_path = super::manifest_path(&out);
-    let json = serde_json::to_vec_pretty(&manifest)?;
-    let entry_count = manifest.entries.len();
+/// Commit the manifest and the checksum file, then the archive under its
+/// name, last; on failure the first two go again.
+fn commit(file: AtomicFile, out: &Path, manifest: &Manifest) -> Result<(PathBuf, PathBuf)> {
+    let sums = super::checksum_path(out);
+    let man_path = super::manifest_path(out);
+    let json = serde_json::to_vec_pretty(manifest)?;
+    let line = format!("{}  {}\n", manifest.sha256, manifest.archive);
     let result = (|| -> Result<()> {
         fsutil::atomic_write_mode(&man_path, &json, SECRET)?;
-        fsutil::atomic_write_mode(&sums, format!("{sha256}  {file_name}\n").as_bytes(), SECRET)?;
+        fsutil::atomic_write_mode(&sums, line.as_bytes(), SECRET)?;
         file.commit()
     })();
     if let Err(e) = result {
@@ -257,41 +150,236 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
         let _ = std::fs::remove_file(&sums);
         return Err(e);
     }
-    let pruned = match opts.keep {
-        Some(k) if out.parent() == Some(default_dir.as_path()) => prune(&default_dir, &name, k)?,
-        _ => Vec::new(),
+    Ok((sums, man_path))
+}
+
+/// What writing the archive produced, for the manifest and the result.
+struct Written {
+    entries: BTreeMap<PathBuf, EntryMeta>,
+    users: BTreeMap<u32, String>,
+    groups: BTreeMap<u32, String>,
+    notes: Vec<String>,
+    sparse_files: usize,
+    tar_bytes: u64,
+    /// Compressed size and sha256.
+    bytes: u64,
+    sha256: String,
+}
+
+/// Walk the tree, then stream every entry through tar, the compressor and
+/// a hash into `file`.
+fn write_archive(
+    root: &Path,
+    opts: &SnapshotOpts,
+    file: &mut AtomicFile,
+    out: &Path,
+) -> Result<Written> {
+    let level = opts.level.unwrap_or(opts.format.default_level());
+    let workers = opts.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let walked = tree::walk(root)?;
+    let total: u64 = walked
+        .entries
+        .iter()
+        .filter(|w| w.md.is_file())
+        .map(|w| w.md.len())
+        .sum();
+    let bar = crate::progress::bytes_bar(total, opts.progress);
+    let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let comp = Compressor::new(hashing, opts.format, level, workers)?;
+    let mut a = Archiver {
+        root,
+        tar: TarWriter::new(comp),
+        owners: Owners::load(root),
+        bar: bar.as_ref(),
+        entries: BTreeMap::new(),
+        first_link: HashMap::new(),
+        links: HashMap::new(),
+        users: BTreeMap::new(),
+        groups: BTreeMap::new(),
+        notes: walked.notes.clone(),
+        sparse_files: 0,
     };
-    Ok(SnapshotResult {
-        image: name,
-        path: out,
-        checksum_path: sums,
-        manifest_path: man_path,
-        sha256,
-        bytes,
+    let mut confined = tree::Confined::new(root)?;
+    for w in &walked.entries {
+        match confined.open(w)? {
+            Some(o) => a.add(&o, w)?,
+            None => a.notes.push(tree::changed(w)),
+        }
+    }
+    tree::set_link_groups(&mut a.entries, a.links.into_values());
+    let tar_bytes = a.tar.written();
+    let comp = a.tar.finish().context("finishing the tar stream")?;
+    let hashing = comp
+        .finish()
+        .with_context(|| format!("compressing into {}", out.display()))?;
+    let bytes = hashing.count();
+    let (sha256, mut bw) = hashing.into_parts();
+    bw.flush()
+        .with_context(|| format!("writing {}", out.display()))?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    Ok(Written {
+        entries: a.entries,
+        users: a.users,
+        groups: a.groups,
+        notes: a.notes,
+        sparse_files: a.sparse_files,
         tar_bytes,
-        entries: entry_count,
-        sparse_files,
-        kernel,
-        notes,
-        pruned,
-        seconds: started.elapsed().as_secs_f64(),
+        bytes,
+        sha256,
     })
 }
 
-fn progress_bar(total: u64, enabled: Option<bool>) -> Option<indicatif::ProgressBar> {
-    let on =
-        enabled.unwrap_or_else(|| crate::exec::verbosity() > 0 && std::io::stderr().is_terminal());
-    if !on {
-        return None;
+/// The state of one archive being written: the tar stream and what the
+/// manifest will say about each entry.
+struct Archiver<'a, W: Write> {
+    root: &'a Path,
+    tar: TarWriter<W>,
+    owners: Owners,
+    bar: Option<&'a indicatif::ProgressBar>,
+    entries: BTreeMap<PathBuf, EntryMeta>,
+    /// The first path written of each multiply linked inode.
+    first_link: HashMap<(u64, u64), PathBuf>,
+    /// Every path of each multiply linked inode.
+    links: HashMap<(u64, u64), Vec<PathBuf>>,
+    users: BTreeMap<u32, String>,
+    groups: BTreeMap<u32, String>,
+    notes: Vec<String>,
+    sparse_files: usize,
+}
+
+impl<W: Write> Archiver<'_, W> {
+    /// Add one opened entry. One that changed since the walk is left out,
+    /// with a note, never followed.
+    fn add(&mut self, o: &tree::Opened, w: &tree::Walked) -> Result<()> {
+        let Some(xattrs) = o.xattrs()? else {
+            self.notes.push(o.changed());
+            return Ok(());
+        };
+        let Some(mut meta) = tree::entry_meta(o, &xattrs)? else {
+            return Ok(());
+        };
+        if let Some(n) = self.owners.user(meta.uid) {
+            self.users.insert(meta.uid, n);
+        }
+        if let Some(n) = self.owners.group(meta.gid) {
+            self.groups.insert(meta.gid, n);
+        }
+        // Opened before the header is written.
+        let file = if meta.kind == Kind::File {
+            match o.open_file()? {
+                Some(f) => Some(f),
+                None => {
+                    self.notes.push(o.changed());
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
+        let mut h = header(w, &meta, xattrs);
+        if meta.target.is_some() {
+            // Raw bytes: the manifest's target is text. A link removed
+            // since it was checked has changed.
+            match o.read_link() {
+                Ok(t) => h.link = t,
+                Err(e) if tree::vanished(&e) => {
+                    self.notes.push(o.changed());
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let key = tree::key_of(&w.rel);
+        if meta.kind != Kind::Dir
+            && w.md.nlink() > 1
+            && let Some(first) = self.add_hardlink(w, &key, &mut h)?
+        {
+            let first = tree::key_of(&first);
+            meta.sha256 = self.entries.get(&first).and_then(|m| m.sha256.clone());
+            self.entries.insert(key, meta);
+            return Ok(());
+        }
+        if let Some(f) = file {
+            meta.sha256 = Some(self.add_file(&f, w, &meta, h)?);
+        } else {
+            self.tar.append(&h, None)?;
+        }
+        self.entries.insert(key, meta);
+        Ok(())
     }
-    let b = indicatif::ProgressBar::new(total);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left",
-        )
-        .expect("valid template"),
-    );
-    Some(b)
+
+    /// Record a path of a multiply linked inode; every one after the first
+    /// is written as a hard link to it (its path is returned then).
+    fn add_hardlink(
+        &mut self,
+        w: &tree::Walked,
+        key: &Path,
+        h: &mut Header,
+    ) -> Result<Option<PathBuf>> {
+        let ino = (w.md.dev(), w.md.ino());
+        self.links.entry(ino).or_default().push(key.to_path_buf());
+        let Some(first) = self.first_link.get(&ino) else {
+            self.first_link.insert(ino, w.rel.clone());
+            return Ok(None);
+        };
+        h.kind = Kind::Hardlink;
+        h.link = first.as_os_str().as_bytes().to_vec();
+        h.size = 0;
+        self.tar.append(h, None)?;
+        Ok(Some(first.clone()))
+    }
+
+    /// Stream a regular file's data (holes as pax sparse) into the archive;
+    /// returns its sha256.
+    fn add_file(
+        &mut self,
+        f: &File,
+        w: &tree::Walked,
+        meta: &EntryMeta,
+        mut h: Header,
+    ) -> Result<String> {
+        let path = self.root.join(&w.rel);
+        let segs = data_segments(f, &w.md)
+            .with_context(|| format!("finding holes in {}", path.display()))?;
+        let mut reader = SegmentReader::new(f, &path, segs.clone(), meta.size, self.bar);
+        if let Some(s) = segs {
+            self.sparse_files += 1;
+            h.sparse = Some(s);
+        }
+        self.tar.append(&h, Some(&mut reader))?;
+        reader.finish()
+    }
+}
+
+/// The tar header of an entry.
+fn header(w: &tree::Walked, meta: &EntryMeta, xattrs: tree::Xattrs) -> Header {
+    Header {
+        path: w.rel.as_os_str().as_bytes().to_vec(),
+        kind: meta.kind,
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        // Numeric ids only, as `tar --numeric-owner` writes: the names
+        // belong to the image's user database, and an extractor that maps
+        // names through the host's (GNU tar without --numeric-owner) would
+        // silently change owners. The names go into the manifest instead.
+        uname: Vec::new(),
+        gname: Vec::new(),
+        mtime: meta.mtime,
+        mtime_nsec: meta.mtime_nsec,
+        size: meta.size,
+        link: Vec::new(),
+        dev_major: meta.rdev.map(|r| r.0).unwrap_or(0),
+        dev_minor: meta.rdev.map(|r| r.1).unwrap_or(0),
+        xattrs,
+        sparse: None,
+    }
 }
 
 /// The data segments of a file with holes, or `None` when it has none

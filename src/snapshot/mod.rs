@@ -47,7 +47,7 @@ use crate::image::{self, Layout};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tar::{Kind, TarReader};
@@ -561,7 +561,8 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
     let staging = staging_parent.join("restore");
     fsutil::remove_tree(&staging)?;
     fsutil::mkdir_p(&staging)?;
-    let bar = restore_bar(file, opts.progress);
+    let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let bar = crate::progress::bytes_bar(total, opts.progress);
     let extracted = compress::open_decompressed(file, bar.clone()).and_then(|input| {
         let o = extract::ExtractOpts {
             allow_devices: opts.allow_devices,
@@ -598,21 +599,4 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
         setid_files: extracted.setid,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn restore_bar(file: &Path, enabled: Option<bool>) -> Option<indicatif::ProgressBar> {
-    let on =
-        enabled.unwrap_or_else(|| crate::exec::verbosity() > 0 && std::io::stderr().is_terminal());
-    if !on {
-        return None;
-    }
-    let total = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    let b = indicatif::ProgressBar::new(total);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left",
-        )
-        .expect("valid template"),
-    );
-    Some(b)
 }
