@@ -73,6 +73,19 @@ impl Summary {
     }
 }
 
+/// One build: what every step reads.
+struct Build<'a> {
+    layout: &'a Layout,
+    loaded: &'a Loaded,
+    opts: &'a Options,
+    mirror: String,
+    build_id: String,
+    now: i64,
+    staging: PathBuf,
+    dest: PathBuf,
+    prog: Progress,
+}
+
 pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> {
     let p = &loaded.profile;
     exec::require_root("nfsroot build")?;
@@ -97,122 +110,142 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     }
     fsutil::mkdir_p(&layout.base_dir)?;
     let _lock = layout.lock(&p.name, "build", opts.wait)?;
-
     let now = crate::clock::now_secs();
-    let build_id = format!(
-        "{}-{}",
-        crate::clock::compact(now),
-        &fsutil::random_hex()[..6]
-    );
-    let staging = layout.staging_dir(&p.name);
-    let logs_export = p.logs_export(layout);
-    let ctx = fixups::Ctx {
-        profile: p,
-        logs_export: logs_export.clone(),
-        hostkeys_export: format!(
-            "{}:{}",
-            p.nfs.server,
-            crate::hostkeys::dir(layout).display()
+    let mut b = Build {
+        layout,
+        loaded,
+        opts,
+        build_id: format!(
+            "{}-{}",
+            crate::clock::compact(now),
+            &fsutil::random_hex()[..6]
         ),
-        build_id: build_id.clone(),
-        build_date: crate::clock::rfc3339(now),
-        profile_digest: loaded.digest(),
+        mirror,
+        now,
+        staging: layout.staging_dir(&p.name),
+        dest,
+        prog: Progress::new(if opts.publish { 7 } else { 6 }),
     };
-    let mut packages = bootstrap::required_packages(p);
-    for pkg in &p.packages {
-        if !packages.contains(pkg) {
-            packages.push(pkg.clone());
-        }
-    }
 
-    let mut prog = Progress::new(if opts.publish { 7 } else { 6 });
-    prog.stage("clean staging");
-    fsutil::remove_tree(&staging)?;
-    fsutil::mkdir_p(staging.parent().expect("staging has a parent"))?;
-
-    prog.stage(&format!("bootstrap ({}, {})", tool.name, p.suite));
-    prog.note(&format!(
-        "nfsroot: bootstrapping {} {} from {mirror}",
-        p.suite, p.architecture
-    ));
-    let req = bootstrap::Request {
-        profile: p,
-        mirror: &mirror,
-        packages,
-        target: &staging,
-        cache_dir: &layout.cache_dir,
-    };
-    bootstrap::run(&req, &mut |l| prog.line(l))?;
-    // Keep daemons from starting in the chroot while hooks run.
-    // Packages of the bootstrap wrote this tree: reach it only through its
-    // confined view, as every later stage does.
-    let staged = crate::imagefs::ImageRoot::open(&staging)?;
-    staged.write("usr/sbin/policy-rc.d", POLICY_RC_D.as_bytes(), 0o755)?;
-
-    prog.stage("post-bootstrap hooks");
-    hooks::run_stage(
-        hooks::Stage::PostBootstrap,
-        loaded,
-        layout,
-        &staging,
-        &mut |l| prog.line(l),
-    )?;
-
-    prog.stage("fixups");
-    let mut changed = fixups::apply_all(&staged, &ctx)?;
-    if let Some(inv) = &opts.inventory
-        && crate::inventory::image_hosts_into(&staged, inv)?
-    {
-        changed.push("inventory-hosts");
-    }
-    prog.line(&changed.join(" "));
-    hooks::run_stage(
-        hooks::Stage::PostFixups,
-        loaded,
-        layout,
-        &staging,
-        &mut |l| prog.line(l),
-    )?;
-    staged.remove_file("usr/sbin/policy-rc.d")?;
-
-    prog.stage("move into place");
-    let size = tree_size(&staging);
-    let pkgs = count_packages(&staged);
-    let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
-    crate::state::save_profile(layout, loaded)?;
-    if let Some(export) = &logs_export
-        && let Some((_, path)) = export.split_once(':')
-        && Path::new(path).starts_with(&layout.base_dir)
-    {
-        fsutil::mkdir_p(Path::new(path))?;
-    }
-
-    prog.stage("post-build hooks");
-    hooks::run_stage(hooks::Stage::PostBuild, loaded, layout, &dest, &mut |l| {
-        prog.line(l)
-    })?;
-
+    b.prog.stage("clean staging");
+    fsutil::remove_tree(&b.staging)?;
+    fsutil::mkdir_p(b.staging.parent().expect("staging has a parent"))?;
+    b.prog
+        .stage(&format!("bootstrap ({}, {})", tool.name, p.suite));
+    let staged = b.bootstrap()?;
+    b.prog.stage("post-bootstrap hooks");
+    b.hooks(hooks::Stage::PostBootstrap, &b.staging.clone())?;
+    b.prog.stage("fixups");
+    b.fixups(&staged)?;
+    b.prog.stage("move into place");
+    let size = tree_size(&b.staging);
+    let packages = count_packages(&staged);
+    let replaced = b.move_into_place()?;
+    b.prog.stage("post-build hooks");
+    b.hooks(hooks::Stage::PostBuild, &b.dest.clone())?;
     let published = if opts.publish {
-        prog.stage("publish");
-        Some(crate::publish::publish(layout, loaded, &dest, &mut |l| {
-            prog.line(l)
-        })?)
+        b.prog.stage("publish");
+        let mut on_line = |l: &str| b.prog.line(l);
+        Some(crate::publish::publish(
+            layout,
+            loaded,
+            &b.dest,
+            &mut on_line,
+        )?)
     } else {
         None
     };
-    prog.finish();
+    b.prog.finish();
     Ok(Summary {
         image: p.name.clone(),
-        path: dest,
-        build_id,
+        path: b.dest,
+        build_id: b.build_id,
         bootstrapper: tool.name.to_string(),
-        mirror,
+        mirror: b.mirror,
         size_bytes: size,
-        packages: pkgs,
+        packages,
         replaced,
         published,
-        seconds: prog.timings.clone(),
+        seconds: b.prog.timings.clone(),
     })
+}
+
+impl Build<'_> {
+    /// Bootstrap into the staging tree, then keep daemons from starting in
+    /// the chroot while hooks run. Packages of the bootstrap wrote this
+    /// tree: it is reached only through its confined view from here on.
+    fn bootstrap(&mut self) -> Result<crate::imagefs::ImageRoot> {
+        let p = &self.loaded.profile;
+        self.prog.note(&format!(
+            "nfsroot: bootstrapping {} {} from {}",
+            p.suite, p.architecture, self.mirror
+        ));
+        let mut packages = bootstrap::required_packages(p);
+        for pkg in &p.packages {
+            if !packages.contains(pkg) {
+                packages.push(pkg.clone());
+            }
+        }
+        let req = bootstrap::Request {
+            profile: p,
+            mirror: &self.mirror,
+            packages,
+            target: &self.staging,
+            cache_dir: &self.layout.cache_dir,
+        };
+        bootstrap::run(&req, &mut |l| self.prog.line(l))?;
+        let staged = crate::imagefs::ImageRoot::open(&self.staging)?;
+        staged.write("usr/sbin/policy-rc.d", POLICY_RC_D.as_bytes(), 0o755)?;
+        Ok(staged)
+    }
+
+    fn hooks(&mut self, stage: hooks::Stage, root: &Path) -> Result<()> {
+        let (loaded, layout) = (self.loaded, self.layout);
+        hooks::run_stage(stage, loaded, layout, root, &mut |l| self.prog.line(l))?;
+        Ok(())
+    }
+
+    /// The diskless fixups and the inventory's hosts block, the
+    /// post-fixups hooks, then the daemon guard goes again.
+    fn fixups(&mut self, staged: &crate::imagefs::ImageRoot) -> Result<()> {
+        let p = &self.loaded.profile;
+        let ctx = fixups::Ctx {
+            profile: p,
+            logs_export: p.logs_export(self.layout),
+            hostkeys_export: format!(
+                "{}:{}",
+                p.nfs.server,
+                crate::hostkeys::dir(self.layout).display()
+            ),
+            build_id: self.build_id.clone(),
+            build_date: crate::clock::rfc3339(self.now),
+            profile_digest: self.loaded.digest(),
+        };
+        let mut changed = fixups::apply_all(staged, &ctx)?;
+        if let Some(inv) = &self.opts.inventory
+            && crate::inventory::image_hosts_into(staged, inv)?
+        {
+            changed.push("inventory-hosts");
+        }
+        self.prog.line(&changed.join(" "));
+        self.hooks(hooks::Stage::PostFixups, &self.staging.clone())?;
+        staged.remove_file("usr/sbin/policy-rc.d")?;
+        Ok(())
+    }
+
+    /// Swap the staged tree into place, save the profile it was built
+    /// from, and create a managed log export below the base dir.
+    fn move_into_place(&mut self) -> Result<bool> {
+        let replaced = image::swap_into_place(&self.staging, &self.dest, self.opts.force)?;
+        crate::state::save_profile(self.layout, self.loaded)?;
+        if let Some(export) = self.loaded.profile.logs_export(self.layout)
+            && let Some((_, path)) = export.split_once(':')
+            && Path::new(path).starts_with(&self.layout.base_dir)
+        {
+            fsutil::mkdir_p(Path::new(path))?;
+        }
+        Ok(replaced)
+    }
 }
 
 /// Bytes used by regular files in a tree (hardlinks counted once).
