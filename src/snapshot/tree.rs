@@ -310,39 +310,30 @@ pub(crate) fn vanished(e: &anyhow::Error) -> bool {
 pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every xattr of `path` (not following a final symlink), sorted by name.
-pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let ctx = || format!("listing xattrs of {}", path.display());
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        match rfs::llistxattr(path, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(ctx),
-        }
+/// The `xattr` crate does the listing and the buffer sizing; its errors
+/// are turned back into errnos so [`vanished`] recognises a file that went
+/// away under the walk.
+pub fn read_xattrs(path: &Path) -> Result<Xattrs> {
+    use rustix::io::Errno;
+    let errno = |e: std::io::Error| Errno::from_io_error(&e).unwrap_or(Errno::IO);
+    let names = match xattr::list(path).map_err(errno) {
+        Ok(names) => names,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing xattrs of {}", path.display())),
     };
     let mut out = Vec::new();
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let mut val = vec![0u8; 256];
-        let n = loop {
-            match rfs::lgetxattr(path, OsStr::from_bytes(name), &mut val[..]) {
-                Ok(n) => break Some(n),
-                Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 16, 0),
-                Err(rustix::io::Errno::NODATA) => break None,
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "reading xattr {} of {}",
-                            String::from_utf8_lossy(name),
-                            path.display()
-                        )
-                    });
-                }
-            }
-        };
-        let Some(n) = n else { continue };
-        val.truncate(n);
-        out.push((name.to_vec(), val));
+    for name in names {
+        let value = xattr::get(path, &name).map_err(errno).with_context(|| {
+            format!(
+                "reading xattr {} of {}",
+                name.to_string_lossy(),
+                path.display()
+            )
+        })?;
+        // None: removed between the listing and the read.
+        if let Some(v) = value {
+            out.push((std::os::unix::ffi::OsStringExt::into_vec(name), v));
+        }
     }
     out.sort();
     Ok(out)
