@@ -1,0 +1,314 @@
+//! The profile's serde model: one struct per TOML table, every field with
+//! its default (`deny_unknown_fields` everywhere), so a parsed profile is
+//! complete and `profile show` prints exactly what a build will use.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Image name: the directory under the base dir and the TFTP subdir.
+    pub name: String,
+    /// Debian suite (codename or alias).
+    #[serde(default = "d_suite")]
+    pub suite: String,
+    #[serde(default = "d_arch")]
+    pub architecture: String,
+    /// mmdebstrap/debootstrap variant.
+    #[serde(default = "d_variant")]
+    pub variant: String,
+    /// `auto` (mmdebstrap if installed), `mmdebstrap` or `debootstrap`.
+    #[serde(default)]
+    pub bootstrapper: Bootstrapper,
+    /// Mirror URL; empty means: detect from the host's apt sources.
+    #[serde(default)]
+    pub mirror: String,
+    #[serde(default = "d_components")]
+    pub components: Vec<String>,
+    /// Extra apt source lines (one-line format).
+    #[serde(default)]
+    pub extra_sources: Vec<String>,
+    /// Packages on top of the variant. nfsroot adds what diskless boot needs.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Timezone, e.g. `Europe/Lisbon`.
+    #[serde(default = "d_timezone")]
+    pub timezone: String,
+    /// crypt(3) hash for root; empty keeps root locked.
+    #[serde(default)]
+    pub root_password_hash: String,
+    /// Lines for /root/.ssh/authorized_keys.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    #[serde(default)]
+    pub nfs: Nfs,
+    /// tmpfs mounts in the nodes' fstab.
+    #[serde(default = "d_tmpfs")]
+    pub tmpfs: Vec<Tmpfs>,
+    /// Extra NFS mounts (e.g. /home from the master).
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub hostname: Hostname,
+    #[serde(default)]
+    pub logs: Logs,
+    #[serde(default)]
+    pub boot: Boot,
+    #[serde(default)]
+    pub initramfs: Initramfs,
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+/// Which program bootstraps the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bootstrapper {
+    /// mmdebstrap if installed, else debootstrap.
+    #[default]
+    Auto,
+    Mmdebstrap,
+    Debootstrap,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Nfs {
+    /// The NFS server's address as the nodes see it.
+    #[serde(default = "d_server")]
+    pub server: String,
+    /// `ro` or `rw`.
+    #[serde(default = "d_root_mode")]
+    pub root_mode: String,
+    /// Mount options for the root, after the server path in `nfsroot=`.
+    #[serde(default = "d_nfs_options")]
+    pub options: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tmpfs {
+    pub path: String,
+    #[serde(default = "d_tmpfs_size")]
+    pub size: String,
+    #[serde(default = "d_tmpfs_mode")]
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// `server:/path`.
+    pub source: String,
+    /// Absolute mount point in the image.
+    pub target: String,
+    #[serde(default = "d_mount_options")]
+    pub options: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hostname {
+    /// Sources tried in order: hosts, dhcp, dns, pattern.
+    #[serde(default = "d_hostname_sources")]
+    pub sources: Vec<String>,
+    /// Fallback pattern, e.g. `node{ip.3:03}`.
+    #[serde(default = "d_hostname_pattern")]
+    pub pattern: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Logs {
+    /// `per-host` (rsyslog writes <dir>/<hostname>/) or `local`.
+    #[serde(default = "d_logs_layout")]
+    pub layout: String,
+    /// Directory on the node holding the per-host directories.
+    #[serde(default = "d_logs_dir")]
+    pub dir: String,
+    /// NFS export mounted on `dir` (`server:/path`). Empty: the server's
+    /// `<base-dir>/.logs/<image>` when the root is read-only; none for rw.
+    #[serde(default)]
+    pub export: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// Serial console, e.g. `ttyS0,115200`; empty for none.
+    #[serde(default = "d_serial")]
+    pub serial: String,
+    /// Extra kernel command line.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Published kernels to keep.
+    #[serde(default = "d_keep")]
+    pub keep_kernels: u32,
+    /// Seconds the PXELINUX prompt waits.
+    #[serde(default = "d_prompt")]
+    pub prompt_timeout: u32,
+    /// Make this image PXELINUX's `default` when publishing.
+    #[serde(default = "d_true")]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Initramfs {
+    /// `nfsroot` (built by this tool) or `initramfs-tools`.
+    #[serde(default = "d_backend")]
+    pub backend: String,
+    /// `gzip` or `zstd`.
+    #[serde(default = "d_compression")]
+    pub compression: String,
+    /// Module names added to the default set (or `default` alone).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Module names removed from the set.
+    #[serde(default)]
+    pub exclude_modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    #[serde(default, rename = "post-bootstrap")]
+    pub post_bootstrap: Vec<String>,
+    #[serde(default, rename = "post-fixups")]
+    pub post_fixups: Vec<String>,
+    #[serde(default, rename = "post-build")]
+    pub post_build: Vec<String>,
+}
+
+fn d_suite() -> String {
+    "bookworm".into()
+}
+fn d_arch() -> String {
+    "amd64".into()
+}
+fn d_variant() -> String {
+    "minbase".into()
+}
+fn d_components() -> Vec<String> {
+    vec!["main".into()]
+}
+fn d_timezone() -> String {
+    "Etc/UTC".into()
+}
+fn d_server() -> String {
+    "10.0.2.2".into()
+}
+fn d_root_mode() -> String {
+    "ro".into()
+}
+fn d_nfs_options() -> String {
+    "vers=3,tcp".into()
+}
+fn d_tmpfs() -> Vec<Tmpfs> {
+    vec![
+        Tmpfs {
+            path: "/tmp".into(),
+            size: "256m".into(),
+            mode: "1777".into(),
+        },
+        Tmpfs {
+            path: "/var/tmp".into(),
+            size: "128m".into(),
+            mode: "1777".into(),
+        },
+    ]
+}
+fn d_tmpfs_size() -> String {
+    "128m".into()
+}
+fn d_tmpfs_mode() -> String {
+    "755".into()
+}
+fn d_mount_options() -> String {
+    "rw,vers=3,tcp,nolock,_netdev".into()
+}
+fn d_hostname_sources() -> Vec<String> {
+    ["hosts", "dhcp", "dns", "pattern"]
+        .map(String::from)
+        .to_vec()
+}
+fn d_hostname_pattern() -> String {
+    "node{ip.3:03}".into()
+}
+fn d_logs_layout() -> String {
+    "per-host".into()
+}
+fn d_logs_dir() -> String {
+    "/var/log/hosts".into()
+}
+fn d_serial() -> String {
+    "ttyS0,115200".into()
+}
+fn d_keep() -> u32 {
+    3
+}
+fn d_prompt() -> u32 {
+    3
+}
+fn d_true() -> bool {
+    true
+}
+fn d_backend() -> String {
+    "nfsroot".into()
+}
+fn d_compression() -> String {
+    "gzip".into()
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                toml::from_str("").expect("defaults deserialize")
+            }
+        }
+    )*};
+}
+default_from_serde!(Nfs, Hostname, Logs, Boot, Initramfs);
+
+impl Profile {
+    /// The logs export as nodes mount it, if any (`server:/path`).
+    pub fn logs_export(&self, layout: &crate::image::Layout) -> Option<String> {
+        if self.logs.layout != "per-host" {
+            return None;
+        }
+        if !self.logs.export.is_empty() {
+            return Some(self.logs.export.clone());
+        }
+        if self.nfs.root_mode == "ro" {
+            return Some(format!(
+                "{}:{}",
+                self.nfs.server,
+                layout.logs_dir(&self.name).display()
+            ));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::parse;
+    use std::path::Path;
+
+    fn p(text: &str) -> Profile {
+        parse(text, Path::new("t.toml"), Path::new("."))
+            .unwrap()
+            .profile
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let l = p("name = \"x\"\n");
+        assert_eq!(l.suite, "bookworm");
+        assert_eq!(l.nfs.root_mode, "ro");
+        assert_eq!(l.tmpfs.len(), 2);
+        assert_eq!(l.boot.keep_kernels, 3);
+    }
+}
