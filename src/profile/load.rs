@@ -6,7 +6,7 @@
 //! mapped back onto the text with `toml_edit`.
 
 use super::Profile;
-use super::validate::validate;
+use super::validate::{Invalid, control_chars, validate};
 use anyhow::{Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 
@@ -105,6 +105,10 @@ fn load_file(p: &Path) -> Result<Loaded> {
 
 /// Parse and validate profile text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &Path, dir: &Path) -> Result<Loaded> {
+    // First, so no message (serde's included) echoes a control character.
+    if let Some(e) = control_chars(text).into_iter().next() {
+        return Err(at_key(text, origin, &e));
+    }
     let profile: Profile = match toml::from_str(text) {
         Ok(p) => p,
         Err(e) => {
@@ -125,15 +129,20 @@ pub fn parse(text: &str, origin: &Path, dir: &Path) -> Result<Loaded> {
         text: text.to_string(),
     };
     if let Err(e) = validate(&loaded) {
-        let (line, col) = locate(text, &e.key).unwrap_or((1, 1));
-        bail!(
-            "{}:{line}:{col}: {}: {}",
-            origin.display(),
-            e.key.join("."),
-            e.msg
-        );
+        return Err(at_key(text, origin, &e));
     }
     Ok(loaded)
+}
+
+/// A validation failure as `FILE:LINE:COL: KEY: MESSAGE`.
+fn at_key(text: &str, origin: &Path, e: &Invalid) -> anyhow::Error {
+    let (line, col) = locate(text, &e.key).unwrap_or((1, 1));
+    anyhow!(
+        "{}:{line}:{col}: {}: {}",
+        origin.display(),
+        e.key.join("."),
+        e.msg
+    )
 }
 
 /// 1-based line and column of a byte offset.
@@ -319,5 +328,57 @@ mod tests {
     fn syntax_error_has_position() {
         let e = p("name = \"x\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:1:"), "{e}");
+    }
+
+    /// A bad choice names the file, the line and column of the value, the
+    /// key, what was found and what is allowed; a value of the wrong type
+    /// says what it is.
+    #[test]
+    fn bad_choice_names_value_and_allowed() {
+        for (text, want) in [
+            (
+                "name = \"x\"\n[nfs]\nroot_mode = \"readonly\"\n",
+                "t.toml:3:13: nfs.root_mode: \"readonly\" is not allowed; expected one of: ro, rw",
+            ),
+            (
+                "name = \"x\"\n[logs]\nlayout = \"perhost\"\n",
+                "t.toml:3:10: logs.layout: \"perhost\" is not allowed; expected one of: per-host, local",
+            ),
+            (
+                "name = \"x\"\n[hostname]\nsources = [\"dns\", \"ldap\"]\n",
+                "t.toml:3:19: hostname.sources.1: \"ldap\" is not allowed; \
+                 expected one of: hosts, dhcp, dns, pattern",
+            ),
+            (
+                "name = \"x\"\n[initramfs]\ncompression = \"gz\"\n",
+                "t.toml:3:15: initramfs.compression: \"gz\" is not allowed; expected one of: gzip, zstd",
+            ),
+            (
+                "name = \"x\"\n[initramfs]\nbackend = \"dracut\"\n",
+                "t.toml:3:11: initramfs.backend: \"dracut\" is not allowed; \
+                 expected one of: nfsroot, initramfs-tools",
+            ),
+            (
+                "name = \"x\"\n[nfs]\nroot_mode = 1\n",
+                "t.toml:3:13: nfs.root_mode: invalid type: integer `1`, expected a string",
+            ),
+        ] {
+            let e = p(text).unwrap_err().to_string();
+            assert_eq!(e, want);
+        }
+    }
+
+    /// Control characters are refused before serde reads the text, so no
+    /// error (serde's `unknown variant` included) echoes a newline.
+    #[test]
+    fn control_characters_come_before_serde_errors() {
+        for text in [
+            "name = \"x\"\nbootstrapper = \"auto\\nevil\"\n",
+            "name = \"x\"\n[nfs]\nroot_mode = \"ro\\nrw\"\n",
+        ] {
+            let e = p(text).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e:?}");
+            assert!(e.contains("control character U+000A"), "{e}");
+        }
     }
 }
