@@ -66,8 +66,33 @@ pub(super) fn not_allowed(v: &str, allowed: &[&str]) -> String {
     )
 }
 
+/// Check a parsed profile, one section at a time; the first failure wins.
+/// (Control characters are checked before serde runs, in `load`.)
 pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
-    let p = &l.profile;
+    type Check = fn(&Profile) -> Result<(), Invalid>;
+    const CHECKS: &[Check] = &[
+        check_name,
+        check_release,
+        check_sources,
+        check_packages,
+        check_timezone,
+        check_identity,
+        check_nfs,
+        check_tmpfs,
+        check_mounts,
+        check_hostname,
+        check_logs,
+        check_boot,
+        check_initramfs,
+    ];
+    for check in CHECKS {
+        check(&l.profile)?;
+    }
+    check_hooks(l)
+}
+
+/// The image name (a directory and a TFTP subdirectory).
+fn check_name(p: &Profile) -> Result<(), Invalid> {
     if crate::image::check_name(&p.name).is_err() {
         return Err(invalid(
             &["name"],
@@ -78,6 +103,12 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// What is bootstrapped: suite, architecture, variant (the variants the
+/// bootstrapper knows).
+fn check_release(p: &Profile) -> Result<(), Invalid> {
     one_of(&["suite"], &p.suite, SUITES)?;
     one_of(&["architecture"], &p.architecture, ARCHES)?;
     if p.bootstrapper == Bootstrapper::Debootstrap {
@@ -85,6 +116,11 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
     } else {
         one_of(&["variant"], &p.variant, VARIANTS)?;
     }
+    Ok(())
+}
+
+/// Where packages come from: the mirror, components and extra apt lines.
+fn check_sources(p: &Profile) -> Result<(), Invalid> {
     if !p.mirror.is_empty() && !is_url(&p.mirror) {
         return Err(invalid(
             &["mirror"],
@@ -115,6 +151,11 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Extra packages: Debian package names.
+fn check_packages(p: &Profile) -> Result<(), Invalid> {
     for (i, pkg) in p.packages.iter().enumerate() {
         let ok = !pkg.is_empty()
             && pkg.as_bytes()[0].is_ascii_alphanumeric()
@@ -128,6 +169,11 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
             ));
         }
     }
+    Ok(())
+}
+
+/// The timezone: a zoneinfo name.
+fn check_timezone(p: &Profile) -> Result<(), Invalid> {
     if !p.timezone.is_empty()
         && !p.timezone.split('/').all(|s| {
             !s.is_empty()
@@ -143,14 +189,22 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
             ),
         ));
     }
-    check_identity(p)?;
+    Ok(())
+}
+
+/// The NFS root: the server the nodes mount and the mount options.
+fn check_nfs(p: &Profile) -> Result<(), Invalid> {
     if !is_host(&p.nfs.server) {
         return Err(invalid(
             &["nfs", "server"],
             format!("{:?} is not an IPv4 address or host name", p.nfs.server),
         ));
     }
-    check_options(&["nfs", "options"], &p.nfs.options)?;
+    check_options(&["nfs", "options"], &p.nfs.options)
+}
+
+/// tmpfs lines for the nodes' fstab: path, size and octal mode.
+fn check_tmpfs(p: &Profile) -> Result<(), Invalid> {
     for (i, t) in p.tmpfs.iter().enumerate() {
         let idx = i.to_string();
         check_abs(&["tmpfs", &idx, "path"], &t.path)?;
@@ -177,6 +231,11 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Extra NFS mounts for the nodes' fstab.
+fn check_mounts(p: &Profile) -> Result<(), Invalid> {
     for (i, m) in p.mounts.iter().enumerate() {
         let idx = i.to_string();
         if !is_nfs_source(&m.source) {
@@ -192,6 +251,11 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
         check_abs(&["mounts", &idx, "target"], &m.target)?;
         check_options(&["mounts", &idx, "options"], &m.options)?;
     }
+    Ok(())
+}
+
+/// The hostname pattern, rendered once for a sample address.
+fn check_hostname(p: &Profile) -> Result<(), Invalid> {
     if let Err(e) = render_pattern(
         &p.hostname.pattern,
         Ipv4Addr::new(10, 0, 2, 15),
@@ -199,6 +263,11 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
     ) {
         return Err(invalid(&["hostname", "pattern"], e.to_string()));
     }
+    Ok(())
+}
+
+/// The log directory on the nodes and its NFS export.
+fn check_logs(p: &Profile) -> Result<(), Invalid> {
     check_abs(&["logs", "dir"], &p.logs.dir)?;
     if !p.logs.export.is_empty() && !is_nfs_source(&p.logs.export) {
         return Err(invalid(
@@ -210,6 +279,11 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// PXELINUX settings: the serial console, kernels kept, prompt time.
+fn check_boot(p: &Profile) -> Result<(), Invalid> {
     if !p.boot.serial.is_empty() && crate::pxelinux::serial_of(&p.boot.serial).is_none() {
         return Err(invalid(
             &["boot", "serial"],
@@ -229,6 +303,11 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
             "expected 0 to 600 seconds",
         ));
     }
+    Ok(())
+}
+
+/// Kernel module names added to or removed from the initramfs.
+fn check_initramfs(p: &Profile) -> Result<(), Invalid> {
     for (field, list) in [
         ("modules", &p.initramfs.modules),
         ("exclude_modules", &p.initramfs.exclude_modules),
@@ -246,6 +325,12 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
             }
         }
     }
+    Ok(())
+}
+
+/// Hook scripts: each must exist (relative to the profile's directory).
+fn check_hooks(l: &Loaded) -> Result<(), Invalid> {
+    let p = &l.profile;
     for (stage, list) in [
         ("post-bootstrap", &p.hooks.post_bootstrap),
         ("post-fixups", &p.hooks.post_fixups),
@@ -495,5 +580,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("t.toml:6:1: mounts.1.source:"), "{e}");
+    }
+
+    /// Every section's check is wired in: a bad value in each is refused,
+    /// named by its key.
+    #[test]
+    fn every_section_is_checked() {
+        for (toml, key) in [
+            ("name = \"-x\"\n", "name"),
+            (
+                "name = \"x\"\nvariant = \"apt\"\nbootstrapper = \"debootstrap\"\n",
+                "variant",
+            ),
+            ("name = \"x\"\ncomponents = [\"Main\"]\n", "components.0"),
+            ("name = \"x\"\npackages = [\"-x\"]\n", "packages.0"),
+            ("name = \"x\"\ntimezone = \"a//b\"\n", "timezone"),
+            (
+                "name = \"x\"\nroot_password_hash = \"secret\"\n",
+                "root_password_hash",
+            ),
+            ("name = \"x\"\n[nfs]\noptions = \"a,,b\"\n", "nfs.options"),
+            (
+                "name = \"x\"\n[[tmpfs]]\npath = \"/t\"\nmode = \"999\"\n",
+                "tmpfs.0.mode",
+            ),
+            (
+                "name = \"x\"\n[[mounts]]\nsource = \"m:/h\"\ntarget = \"/\"\n",
+                "mounts.0.target",
+            ),
+            (
+                "name = \"x\"\n[hostname]\npattern = \"{mac\"\n",
+                "hostname.pattern",
+            ),
+            ("name = \"x\"\n[logs]\ndir = \"rel\"\n", "logs.dir"),
+            (
+                "name = \"x\"\n[boot]\nprompt_timeout = 601\n",
+                "boot.prompt_timeout",
+            ),
+            (
+                "name = \"x\"\n[initramfs]\nexclude_modules = [\"a b\"]\n",
+                "initramfs.exclude_modules.0",
+            ),
+            (
+                "name = \"x\"\n[hooks]\npost-build = [\"no/such\"]\n",
+                "hooks.post-build.0",
+            ),
+        ] {
+            let e = p(toml).unwrap_err().to_string();
+            assert!(e.contains(&format!(": {key}: ")), "{toml:?}: {e}");
+        }
     }
 }
