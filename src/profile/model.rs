@@ -461,6 +461,28 @@ mod tests {
         assert_eq!(p(&toml::to_string(&d).unwrap()), d);
     }
 
+    /// The profile build saves for publish, sync and boot-test
+    /// (`state::save_profile`, re-serialised by `state::saved_profile`)
+    /// comes back with the same enums.
+    #[test]
+    fn saved_profile_keeps_the_enums() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = crate::image::Layout {
+            base_dir: d.path().join("base"),
+            tftp_root: d.path().join("tftp"),
+            cache_dir: d.path().join("cache"),
+        };
+        let text = "name = \"x\"\n[nfs]\nroot_mode = \"rw\"\n[logs]\nlayout = \"local\"\n\
+                    [hostname]\nsources = [\"pattern\", \"dhcp\"]\n\
+                    [initramfs]\nbackend = \"initramfs-tools\"\ncompression = \"zstd\"\n";
+        let l = parse(text, Path::new("t.toml"), Path::new(".")).unwrap();
+        crate::state::save_profile(&layout, &l).unwrap();
+        let back = crate::state::image_profile(&layout, "x").unwrap();
+        assert_eq!(back, l.profile);
+        assert_eq!(back.nfs.root_mode, RootMode::Rw);
+        assert_eq!(back.hostname.sources_line(), "pattern dhcp");
+    }
+
     #[test]
     fn defaults_fill_in() {
         let l = p("name = \"x\"\n");
