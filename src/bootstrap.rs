@@ -38,10 +38,10 @@ pub fn required_packages(p: &Profile) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
-    if p.logs.layout == "per-host" {
+    if p.logs.layout == crate::profile::LogLayout::PerHost {
         v.push("rsyslog".into());
     }
-    if p.initramfs.backend == "initramfs-tools" {
+    if p.initramfs.backend == crate::initramfs::Backend::InitramfsTools {
         v.push("initramfs-tools".into());
     }
     v

@@ -202,9 +202,9 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
 
     // Boot read-only whatever the profile says: the test must not write the
     // shared tree.
-    let profile_root = prof.nfs.root_mode.clone();
+    let profile_rw = prof.nfs.root_mode == crate::profile::RootMode::Rw;
     let mut append = a.append.clone().unwrap_or_else(|| entry.append.clone());
-    let root_note = if profile_root == "rw" {
+    let root_note = if profile_rw {
         append = append
             .split_whitespace()
             .map(|w| if w == "rw" { "ro" } else { w })
@@ -237,7 +237,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
             .map(|t| t.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
         hostkey: crate::hostkeys::host_fingerprint(layout, &hostname)?,
-        log_file_dir: if prof.logs.layout == "per-host" {
+        log_file_dir: if prof.logs.layout == crate::profile::LogLayout::PerHost {
             log_path.as_ref().map(|p| p.join(&hostname))
         } else {
             None
@@ -260,7 +260,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<Report> {
         exports.push((crate::hostkeys::host_dir(layout, &hostname), false));
     }
     let tftp = if a.mode == BootMode::Pxe {
-        tftp_view(layout, &work, &mac, a.per_host, profile_root == "rw")?
+        tftp_view(layout, &work, &mac, a.per_host, profile_rw)?
     } else {
         layout.tftp_root.clone()
     };

@@ -29,7 +29,7 @@ pub fn render(ctx: &Ctx<'_>) -> String {
         .iter()
         .map(|t| (t.path.clone(), t.size.clone(), t.mode.clone()))
         .collect();
-    if p.nfs.root_mode == "ro" {
+    if p.nfs.root_mode == crate::profile::RootMode::Ro {
         for (path, size, mode) in RO_TMPFS {
             if !tmpfs.iter().any(|t| t.0 == *path) {
                 tmpfs.push((path.to_string(), size.to_string(), mode.to_string()));

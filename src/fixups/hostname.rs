@@ -57,10 +57,10 @@ pub fn render_conf(ctx: &Ctx<'_>) -> String {
     let kv = [
         ("IMAGE", p.name.clone()),
         ("BUILD_ID", ctx.build_id.clone()),
-        ("ROOT_MODE", p.nfs.root_mode.clone()),
-        ("HOSTNAME_SOURCES", p.hostname.sources.join(" ")),
+        ("ROOT_MODE", p.nfs.root_mode.to_string()),
+        ("HOSTNAME_SOURCES", p.hostname.sources_line()),
         ("HOSTNAME_PATTERN", p.hostname.pattern.clone()),
-        ("LOG_LAYOUT", p.logs.layout.clone()),
+        ("LOG_LAYOUT", p.logs.layout.to_string()),
         ("LOG_DIR", p.logs.dir.clone()),
         ("LOG_EXPORT", ctx.logs_export.clone().unwrap_or_default()),
         ("HOSTKEYS_EXPORT", ctx.hostkeys_export.clone()),

@@ -47,7 +47,7 @@ ForwardToSyslog=yes
 
 pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
     let p = ctx.profile;
-    if p.logs.layout != "per-host" {
+    if p.logs.layout != crate::profile::LogLayout::PerHost {
         let c = remove(root, RSYSLOG)?;
         return Ok(c | write_file(root, JOURNALD, JOURNALD_CONF, 0o644)?);
     }

@@ -115,7 +115,7 @@ pub mod testutil {
     pub fn ctx(p: &Profile) -> Ctx<'_> {
         Ctx {
             profile: p,
-            logs_export: if p.nfs.root_mode == "ro" {
+            logs_export: if p.nfs.root_mode == crate::profile::RootMode::Ro {
                 Some("10.0.2.2:/srv/logs/t".into())
             } else {
                 None

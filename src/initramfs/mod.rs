@@ -74,6 +74,8 @@ impl std::str::FromStr for Compression {
     }
 }
 
+crate::profile::choice!(Compression { Gzip => "gzip", Zstd => "zstd" });
+
 /// Which builder makes the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -95,6 +97,8 @@ impl std::str::FromStr for Backend {
         }
     }
 }
+
+crate::profile::choice!(Backend { Nfsroot => "nfsroot", InitramfsTools => "initramfs-tools" });
 
 /// What to put in the initramfs, and how to make it.
 #[derive(Debug, Clone, Default)]
@@ -122,8 +126,8 @@ impl Spec {
     /// The spec a profile's `[initramfs]` table asks for.
     pub fn of_profile(p: &crate::profile::Profile) -> Result<Self> {
         Ok(Self {
-            compression: p.initramfs.compression.parse()?,
-            backend: p.initramfs.backend.parse()?,
+            compression: p.initramfs.compression,
+            backend: p.initramfs.backend,
             ..Self::with_modules(&p.initramfs.modules, &p.initramfs.exclude_modules)
         })
     }

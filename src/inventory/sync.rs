@@ -248,8 +248,8 @@ struct ImageFacts {
 /// only: never from a file inside the image, which nodes can write.
 fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFacts> {
     let p = crate::state::image_profile(layout, image)?;
-    let rw = p.nfs.root_mode == "rw";
-    if p.logs.layout != "per-host" {
+    let rw = p.nfs.root_mode == crate::profile::RootMode::Rw;
+    if p.logs.layout != crate::profile::LogLayout::PerHost {
         return Ok(ImageFacts { rw, logs: None });
     }
     let logs = if rw {

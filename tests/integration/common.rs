@@ -130,14 +130,14 @@ pub fn fixture() -> &'static TestLayout {
 /// profile, hooks/, or the build stages' sources.
 fn fixture_digest() -> String {
     let mut files = vec![repo().join("profiles/minimal.toml")];
-    for dir in ["hooks", "src/fixups"] {
+    for dir in ["hooks", "src/fixups", "src/profile"] {
         if let Ok(rd) = std::fs::read_dir(repo().join(dir)) {
             let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
             v.sort();
             files.extend(v);
         }
     }
-    for f in ["src/bootstrap.rs", "src/build.rs", "src/profile.rs"] {
+    for f in ["src/bootstrap.rs", "src/build.rs"] {
         files.push(repo().join(f));
     }
     let mut h: u64 = 0xcbf29ce484222325;
