@@ -368,7 +368,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             if json {
                 print_json("boot-test", &r)?;
             } else {
-                crate::boottest::print_report(&r);
+                r.print();
             }
             if !r.passed {
                 return Ok(1);
