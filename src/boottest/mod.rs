@@ -33,7 +33,7 @@ pub use console::{parse_node_line, strip_ansi};
 pub use report::{BootReport, Timings};
 pub use runner::run_inner;
 
-use crate::cli::{BootMode, BootTestArgs};
+use crate::cli::{BootMethod, BootTestArgs};
 use crate::exec::{self, Tool};
 use crate::fsutil;
 use crate::image::Layout;
@@ -152,7 +152,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
 
     let work = work_dir(layout, &image)?;
     let exports = exports(layout, &image_dir, log_path.as_deref(), &expect)?;
-    let tftp = if a.mode == BootMode::Pxe {
+    let tftp = if a.mode == BootMethod::Pxe {
         tftp::tftp_view(layout, &work, &mac, a.per_host, profile_root == "rw")?
     } else {
         layout.tftp_root.clone()
@@ -198,7 +198,7 @@ fn preflight(a: &BootTestArgs) -> Result<String> {
     if !Path::new(VFS_FSAL).exists() {
         bail!("{VFS_FSAL} not found; install it with: apt-get install nfs-ganesha-vfs");
     }
-    if a.mode == BootMode::Pxe && !Path::new(IPXE_ROM).exists() {
+    if a.mode == BootMethod::Pxe && !Path::new(IPXE_ROM).exists() {
         bail!("{IPXE_ROM} not found; install it with: apt-get install ipxe-qemu");
     }
     let mac = a.mac.to_ascii_lowercase();
@@ -358,10 +358,10 @@ fn exports(
 }
 
 /// The CLI's name for a boot method, as the report states it.
-fn method_name(m: BootMode) -> &'static str {
+fn method_name(m: BootMethod) -> &'static str {
     match m {
-        BootMode::Pxe => "pxe",
-        BootMode::Direct => "direct",
+        BootMethod::Pxe => "pxe",
+        BootMethod::Direct => "direct",
     }
 }
 
