@@ -53,13 +53,14 @@ pub fn run_namespace(plan_path: &Path, timeout: u64) -> Result<(ExitStatus, Vec<
         .spawn()
         .context("starting the boot-test namespace (unshare)")?;
     let deadline = Instant::now() + Duration::from_secs(timeout + 90);
+    let waiting = "waiting for the boot-test namespace (unshare)";
     let mut pids = BTreeSet::new();
     let ns = loop {
         // The inner process is unshare's child; find its pid namespace.
         if let Some(ns) = child_pid_ns(child.id()) {
             break Some(ns);
         }
-        if child.try_wait()?.is_some() || Instant::now() > deadline {
+        if child.try_wait().context(waiting)?.is_some() || Instant::now() > deadline {
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -68,12 +69,12 @@ pub fn run_namespace(plan_path: &Path, timeout: u64) -> Result<(ExitStatus, Vec<
         if let Some(ns) = ns {
             pids.extend(pids_in_ns(ns));
         }
-        if let Some(st) = child.try_wait()? {
+        if let Some(st) = child.try_wait().context(waiting)? {
             break st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            break child.wait()?;
+            break child.wait().context(waiting)?;
         }
         std::thread::sleep(Duration::from_millis(250));
     };
