@@ -312,7 +312,7 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
     if cx.g.json {
         print_json("boot-test", &r)?;
     } else {
-        crate::boottest::print_report(&r);
+        r.print();
     }
     Ok(if r.passed { 0 } else { 1 })
 }

@@ -176,7 +176,7 @@ fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Resul
         initrd: format!("{tftp_sub}/initrd.img-{}-{}", k.version, &initrd_sha[..8]),
         kernel_sha256: kernel_sha.clone(),
         initrd_sha256: initrd_sha.clone(),
-        backend: p.initramfs.backend.clone(),
+        backend: p.initramfs.backend.to_string(),
         append: cmdline(p, image_dir),
         published_at: crate::clock::rfc3339(crate::clock::now_secs()),
     };

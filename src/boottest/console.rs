@@ -1,0 +1,639 @@
+//! The console watcher: a pure state machine fed the serial console's
+//! bytes as they arrive, each batch with the seconds since QEMU started.
+//! It cuts them into lines (a line counts once its newline arrived), cleans
+//! each (carriage returns, escape sequences, backspaces), and says what it
+//! saw as [`Event`]s: a boot stage's first sign, the node's
+//! `nfsroot: <host> <ip> ... image=...` line, a known failure marker, and
+//! the [`Verdict`]. No QEMU, clock or file inside: the runner reads the
+//! console file and the clock and feeds both in; the tests feed recorded
+//! consoles from `tests/corpus/consoles/`.
+//!
+//! A failure marker does not end the watch at once: the verdict waits
+//! [`FAILURE_GRACE`] seconds ([`Watcher::settle`]) for the lines that
+//! explain it (systemd's `FAILED` units, up to five), and a node line in
+//! that time still wins. QEMU exiting and the deadline are verdicts too,
+//! worded here with the stage the console reached.
+
+use super::report::{Timings, last_stage};
+use crate::exec;
+use std::collections::BTreeMap;
+
+/// Seconds a failure marker waits for explaining lines before the verdict.
+pub const FAILURE_GRACE: f64 = 2.0;
+/// At most this many `FAILED` lines go into a failure's diagnosis.
+const MAX_FAILED_UNITS: usize = 5;
+
+/// Markers that end a boot early with a diagnosis.
+const FAILURES: &[(&str, &str)] = &[
+    ("nfsroot-init: FATAL", "the initramfs gave up"),
+    ("Kernel panic", "the kernel panicked"),
+    ("ALERT!", "initramfs-tools could not mount the root"),
+    (
+        "Gave up waiting",
+        "initramfs-tools gave up waiting for the root",
+    ),
+    ("No working init found", "the root has no working init"),
+    (
+        "You are in emergency mode",
+        "systemd entered emergency mode (a mount or unit failed)",
+    ),
+    (
+        "is disabled by nfsroot",
+        "PXELINUX refused to boot: the inventory disables this host",
+    ),
+    (
+        "No more network devices",
+        "the firmware could not load a boot file over TFTP \
+         (is pxelinux.0 in the TFTP root?)",
+    ),
+    (
+        "Unable to locate configuration file",
+        "PXELINUX found no config in pxelinux.cfg/",
+    ),
+    (
+        "boot-test: fell through to default",
+        "PXELINUX did not find the per-host config",
+    ),
+];
+
+/// The boot stages timed from the console, in boot order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The kernel's `Linux version` banner.
+    Kernel,
+    /// The first line of either initramfs backend.
+    Initramfs,
+    /// The switch to the real root (nfsroot-init's or systemd's greeting).
+    SwitchRoot,
+}
+
+/// What one line of the console showed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A complete console line, cleaned, at `t` seconds.
+    Line(f64, String),
+    /// A stage's first sign, at `t` seconds.
+    Stage(Stage, f64),
+    /// The node reported itself up: its line (from `nfsroot: `) and fields.
+    Node {
+        line: String,
+        fields: BTreeMap<String, String>,
+        t: f64,
+    },
+    /// The first known failure marker: the diagnosis, before its grace.
+    Failure(String),
+    /// The watch is over.
+    Finished(Verdict),
+}
+
+/// How the boot ended, as the report states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub passed: bool,
+    pub diagnosis: String,
+}
+
+impl Verdict {
+    fn pass(diagnosis: impl Into<String>) -> Verdict {
+        Verdict {
+            passed: true,
+            diagnosis: diagnosis.into(),
+        }
+    }
+
+    fn fail(diagnosis: impl Into<String>) -> Verdict {
+        Verdict {
+            passed: false,
+            diagnosis: diagnosis.into(),
+        }
+    }
+}
+
+/// The watcher's state between batches of console bytes.
+#[derive(Debug, Default)]
+pub struct Watcher {
+    /// The test expects the node not to come up (a disabled host, ...).
+    expect_no_boot: bool,
+    /// Bytes after the last newline, waiting for the rest of their line.
+    pending: Vec<u8>,
+    timings: Timings,
+    /// The first failure's diagnosis and when it was seen.
+    failure: Option<(String, f64)>,
+    failed_units: Vec<String>,
+    finished: bool,
+}
+
+impl Watcher {
+    pub fn new(expect_no_boot: bool) -> Watcher {
+        Watcher {
+            expect_no_boot,
+            ..Watcher::default()
+        }
+    }
+
+    /// Feed console bytes that arrived by `now` (seconds since QEMU
+    /// started); the events of every line they complete, in order. After
+    /// a [`Event::Finished`], nothing more is read.
+    pub fn feed(&mut self, bytes: &[u8], now: f64) -> Vec<Event> {
+        let mut events = Vec::new();
+        if self.finished {
+            return events;
+        }
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(n) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = self.pending[start..start + n]
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r')
+                .collect();
+            start += n + 1;
+            // Matched and reported without escape sequences: firmware
+            // console redirection moves the cursor mid-line.
+            let line = strip_ansi(&String::from_utf8_lossy(&raw));
+            self.line(line, now, &mut events);
+            if self.finished {
+                break;
+            }
+        }
+        self.pending.drain(..start);
+        events
+    }
+
+    fn line(&mut self, line: String, t: f64, events: &mut Vec<Event>) {
+        events.push(Event::Line(t, line.clone()));
+        self.stages(&line, t, events);
+        if let Some(rest) = line.find("nfsroot: ").map(|i| &line[i..])
+            && rest.contains(" image=")
+        {
+            self.timings.node_up = Some(t);
+            events.push(Event::Node {
+                line: rest.to_string(),
+                fields: parse_node_line(rest),
+                t,
+            });
+            events.push(Event::Finished(if self.expect_no_boot {
+                Verdict::fail("the node came up, but it was expected not to boot")
+            } else {
+                Verdict::pass("")
+            }));
+            self.finished = true;
+            return;
+        }
+        if line.contains("FAILED") && self.failed_units.len() < MAX_FAILED_UNITS {
+            self.failed_units.push(line.clone());
+        }
+        if self.failure.is_none()
+            && let Some((_, why)) = FAILURES.iter().find(|(m, _)| line.contains(m))
+        {
+            let why = format!("{why}: {line}");
+            events.push(Event::Failure(why.clone()));
+            self.failure = Some((why, t));
+        }
+    }
+
+    /// Time the stages this line is the first sign of.
+    fn stages(&mut self, line: &str, t: f64, events: &mut Vec<Event>) {
+        let tm = &mut self.timings;
+        let seen = [
+            (
+                Stage::Kernel,
+                &mut tm.kernel_start,
+                line.contains("Linux version"),
+            ),
+            (
+                Stage::Initramfs,
+                &mut tm.initramfs,
+                line.contains("nfsroot-init:")
+                    || line.contains("Loading, please wait")
+                    || line.contains("Begin: "),
+            ),
+            (
+                Stage::SwitchRoot,
+                &mut tm.switch_root,
+                line.contains("nfsroot-init: switching") || line.contains("Welcome to"),
+            ),
+        ];
+        for (stage, at, hit) in seen {
+            if hit && at.is_none() {
+                *at = Some(t);
+                events.push(Event::Stage(stage, t));
+            }
+        }
+    }
+
+    /// The verdict once a failure marker's grace period has passed by
+    /// `now`; `None` while there is none or it is still running.
+    pub fn settle(&mut self, now: f64) -> Option<Verdict> {
+        let (why, at) = self.failure.as_ref()?;
+        if self.finished || now - at <= FAILURE_GRACE {
+            return None;
+        }
+        self.finished = true;
+        Some(if self.expect_no_boot {
+            Verdict::pass(format!("did not boot, as expected ({why})"))
+        } else if self.failed_units.is_empty() {
+            Verdict::fail(why.clone())
+        } else {
+            Verdict::fail(format!("{why}; {}", self.failed_units.join("; ")))
+        })
+    }
+
+    /// The verdict when QEMU exited (`status`) before the node came up;
+    /// `stderr` is what QEMU printed.
+    pub fn qemu_exited(&mut self, status: &str, stderr: &str) -> Verdict {
+        self.finished = true;
+        if self.expect_no_boot {
+            return Verdict::pass(format!(
+                "the VM stopped without booting, as expected ({status})"
+            ));
+        }
+        Verdict::fail(format!(
+            "QEMU exited ({status}) before the node came up: {}",
+            exec::tail(stderr, 5)
+        ))
+    }
+
+    /// The verdict when `secs` seconds passed without a node line.
+    pub fn timed_out(&mut self, secs: u64) -> Verdict {
+        self.finished = true;
+        if self.expect_no_boot {
+            return Verdict::pass(format!("no node line within {secs} s, as expected"));
+        }
+        Verdict::fail(format!(
+            "no node line within {secs} s (last stage reached: {})",
+            last_stage(&self.timings)
+        ))
+    }
+
+    /// The stage times seen so far.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+}
+
+/// Remove terminal colour sequences and backspaced characters from a
+/// console line.
+pub fn strip_ansi(s: &str) -> String {
+    // Backspace moves left and the next character overwrites, as on a
+    // terminal: iPXE erases its "Press Ctrl-B" prompt with `\b \b`.
+    let mut out: Vec<char> = Vec::with_capacity(s.len());
+    let mut at: usize = 0;
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, c) if c.is_ascii_alphabetic() => esc = false,
+            (true, _) => {}
+            (false, '\x08') => at = at.saturating_sub(1),
+            (false, c) => {
+                if at < out.len() {
+                    out[at] = c;
+                } else {
+                    out.push(c);
+                }
+                at += 1;
+            }
+        }
+    }
+    out.into_iter().collect::<String>().trim_end().to_string()
+}
+
+/// `nfsroot: host ip key=value ...` into fields.
+pub fn parse_node_line(line: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut w = line.split_whitespace().skip(1);
+    if let Some(h) = w.next() {
+        m.insert("host".into(), h.into());
+    }
+    if let Some(ip) = w.next() {
+        m.insert("ip".into(), ip.into());
+    }
+    for kv in w {
+        if let Some((k, v)) = kv.split_once('=') {
+            m.insert(k.into(), v.into());
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A recorded serial console (see tests/corpus/consoles/README.md).
+    fn corpus(name: &str) -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/corpus/consoles")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+    }
+
+    /// Feed a whole console at `t` seconds.
+    fn watch(name: &str, expect_no_boot: bool, t: f64) -> (Watcher, Vec<Event>) {
+        let mut w = Watcher::new(expect_no_boot);
+        let ev = w.feed(&corpus(name), t);
+        (w, ev)
+    }
+
+    fn finished(ev: &[Event]) -> Option<&Verdict> {
+        ev.iter().find_map(|e| match e {
+            Event::Finished(v) => Some(v),
+            _ => None,
+        })
+    }
+
+    fn failures(ev: &[Event]) -> Vec<&str> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Failure(why) => Some(why.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stages(ev: &[Event]) -> Vec<Stage> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Stage(s, _) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn lines(ev: &[Event]) -> Vec<&str> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Line(_, l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A failed boot: one failure marker, no verdict within the grace
+    /// period, then the verdict.
+    fn failed_verdict(name: &str) -> (Watcher, String) {
+        let (mut w, ev) = watch(name, false, 3.0);
+        assert_eq!(failures(&ev).len(), 1, "{name}: {:?}", failures(&ev));
+        assert_eq!(finished(&ev), None, "{name}");
+        assert_eq!(w.settle(3.0 + FAILURE_GRACE), None, "{name}: grace");
+        let v = w.settle(5.1).expect("a verdict after the grace period");
+        assert!(!v.passed, "{name}");
+        assert_eq!(w.settle(9.0), None, "{name}: one verdict only");
+        (w, v.diagnosis)
+    }
+
+    #[test]
+    fn console_cleanup() {
+        assert_eq!(
+            strip_ansi("\x1b[0;1miPXE\x1b[0m ok...\x08 \x08\x08 \x08\x08 \x08net0"),
+            "iPXE oknet0"
+        );
+        // SeaBIOS's console redirection positions the cursor mid-line.
+        assert_eq!(
+            strip_ansi("nfsroot: host \x1b[25;14H\x1b[25;15Halpha is disabled  \n"),
+            "nfsroot: host alpha is disabled"
+        );
+    }
+
+    #[test]
+    fn node_line_fields() {
+        let f = parse_node_line(
+            "nfsroot: node015 10.0.2.15 image=minimal build=x kernel=6.1 root=ro tmpfs=/tmp,/var/tmp boot=ab logs=/v",
+        );
+        assert_eq!(f["host"], "node015");
+        assert_eq!(f["ip"], "10.0.2.15");
+        assert_eq!(f["root"], "ro");
+        assert_eq!(f["tmpfs"], "/tmp,/var/tmp");
+    }
+
+    #[test]
+    fn good_direct_boot_passes_at_the_node_line() {
+        let (w, ev) = watch("good-direct.log", false, 7.0);
+        assert_eq!(
+            stages(&ev),
+            [Stage::Kernel, Stage::Initramfs, Stage::SwitchRoot]
+        );
+        assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
+        let Some(Event::Node { line, fields, t }) =
+            ev.iter().find(|e| matches!(e, Event::Node { .. }))
+        else {
+            panic!("no node line");
+        };
+        assert!(line.starts_with("nfsroot: node015 10.0.2.15 image=minimal "));
+        assert_eq!(fields["host"], "node015");
+        assert_eq!(fields["root"], "ro");
+        assert_eq!(fields["kernel"], "6.1.0-50-amd64");
+        assert_eq!(*t, 7.0);
+        assert_eq!(w.timings().node_up, Some(7.0));
+        assert_eq!(finished(&ev), Some(&Verdict::pass("")));
+        // The verdict is the last event, and the watch is over.
+        assert!(matches!(ev.last(), Some(Event::Finished(_))));
+    }
+
+    #[test]
+    fn good_boot_fails_when_no_boot_was_expected() {
+        let (_, ev) = watch("good-direct.log", true, 1.0);
+        assert_eq!(
+            finished(&ev),
+            Some(&Verdict::fail(
+                "the node came up, but it was expected not to boot"
+            ))
+        );
+    }
+
+    #[test]
+    fn good_pxe_boot_through_firmware_escapes() {
+        let (_, ev) = watch("good-pxe.log", false, 1.0);
+        // PXELINUX's SAY line also starts `nfsroot: ` but is not the node's.
+        assert!(
+            lines(&ev)
+                .iter()
+                .any(|l| l.starts_with("nfsroot: booting minimal-6.1.0-50-amd64 (labels"))
+        );
+        assert_eq!(
+            stages(&ev),
+            [Stage::Kernel, Stage::Initramfs, Stage::SwitchRoot]
+        );
+        assert!(lines(&ev).iter().all(|l| !l.contains('\x1b')));
+        assert_eq!(finished(&ev), Some(&Verdict::pass("")));
+    }
+
+    #[test]
+    fn chunking_does_not_change_lines() {
+        let bytes = corpus("good-pxe.log");
+        let mut whole = Watcher::new(false);
+        let want: Vec<String> = lines(&whole.feed(&bytes, 0.0))
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for size in [1, 2, 997, 4096] {
+            let mut w = Watcher::new(false);
+            let mut ev = Vec::new();
+            for c in bytes.chunks(size) {
+                ev.extend(w.feed(c, 0.0));
+            }
+            assert_eq!(lines(&ev), want, "chunks of {size}");
+            assert_eq!(finished(&ev), Some(&Verdict::pass("")), "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn stage_times_come_from_the_batch_that_completes_the_line() {
+        let bytes = corpus("good-direct.log");
+        let at = |s: &[u8]| bytes.windows(s.len()).position(|w| w == s).unwrap();
+        let initramfs = at(b"nfsroot-init: starting");
+        let welcome = at(b"Welcome to");
+        let mut w = Watcher::new(false);
+        w.feed(&bytes[..initramfs + 5], 1.0);
+        w.feed(&bytes[initramfs + 5..welcome], 2.0);
+        w.feed(&bytes[welcome..], 3.0);
+        let t = w.timings();
+        assert_eq!(
+            (t.kernel_start, t.initramfs, t.switch_root, t.node_up),
+            (Some(1.0), Some(2.0), Some(2.0), Some(3.0)),
+            "nfsroot-init: switching precedes Welcome to"
+        );
+    }
+
+    #[test]
+    fn initramfs_without_network_fails() {
+        let (w, d) = failed_verdict("fatal-no-nic.log");
+        assert!(
+            d.starts_with("the initramfs gave up: nfsroot-init: FATAL: no network interface (is the NIC driver in the initramfs?"),
+            "{d}"
+        );
+        assert_eq!(w.timings().switch_root, None);
+        assert!(w.timings().initramfs.is_some());
+    }
+
+    #[test]
+    fn nfs_mount_failure_fails() {
+        let (_, d) = failed_verdict("nfs-mount-failed.log");
+        assert_eq!(
+            d,
+            "the initramfs gave up: nfsroot-init: FATAL: cannot mount 10.0.2.2:/no/such/export: \
+             mount: mounting 10.0.2.2:/no/such/export on /root failed: Permission denied"
+        );
+    }
+
+    #[test]
+    fn kernel_panic_fails() {
+        let (w, d) = failed_verdict("kernel-panic.log");
+        assert_eq!(
+            d,
+            "the kernel panicked: [    2.428114] Kernel panic - not syncing: \
+             VFS: Unable to mount root fs on unknown-block(0,0)"
+        );
+        assert!(w.timings().kernel_start.is_some());
+        assert_eq!(w.timings().initramfs, None);
+    }
+
+    #[test]
+    fn emergency_mode_names_the_failed_unit() {
+        let (_, d) = failed_verdict("emergency-mode.log");
+        assert_eq!(
+            d,
+            "systemd entered emergency mode (a mount or unit failed): You are in emergency mode. \
+             After logging in, type \"journalctl -xb\" to view; \
+             [FAILED] Failed to mount var-log-hosts.mount - /var/log/hosts."
+        );
+    }
+
+    #[test]
+    fn failure_is_expected_when_no_boot_was_expected() {
+        let (mut w, _) = watch("nfs-mount-failed.log", true, 0.0);
+        let v = w.settle(2.5).unwrap();
+        assert!(v.passed);
+        assert!(
+            v.diagnosis
+                .starts_with("did not boot, as expected (the initramfs gave up: nfsroot-init: FATAL: cannot mount"),
+            "{}",
+            v.diagnosis
+        );
+    }
+
+    #[test]
+    fn node_line_within_the_grace_period_wins() {
+        let mut w = Watcher::new(false);
+        let ev = w.feed(b"Gave up waiting for root device\r\n", 10.0);
+        assert_eq!(
+            failures(&ev),
+            ["initramfs-tools gave up waiting for the root: Gave up waiting for root device"]
+        );
+        assert_eq!(w.settle(11.0), None);
+        let ev = w.feed(b"nfsroot: n1 10.0.2.15 image=m root=ro\n", 11.5);
+        assert_eq!(finished(&ev), Some(&Verdict::pass("")));
+        assert_eq!(w.settle(20.0), None, "already finished");
+        assert!(w.feed(b"Kernel panic\n", 21.0).is_empty());
+    }
+
+    #[test]
+    fn no_node_line_times_out_after_the_real_root_started() {
+        let (mut w, ev) = watch("no-node-line.log", false, 30.0);
+        assert_eq!(finished(&ev), None);
+        assert!(failures(&ev).is_empty());
+        assert_eq!(w.settle(99.0), None, "no failure seen");
+        assert_eq!(
+            w.timed_out(180),
+            Verdict::fail(
+                "no node line within 180 s (last stage reached: the real root started; \
+                 the node never reported up (check systemd units and the logs export))"
+            )
+        );
+        let (mut w, _) = watch("no-node-line.log", true, 30.0);
+        assert_eq!(
+            w.timed_out(5),
+            Verdict::pass("no node line within 5 s, as expected")
+        );
+    }
+
+    #[test]
+    fn truncated_console_reads_complete_lines_only() {
+        let (mut w, ev) = watch("truncated.log", false, 4.0);
+        let ls = lines(&ev);
+        assert!(
+            ls.last()
+                .unwrap()
+                .starts_with("nfsroot-init: loaded 18 modules")
+        );
+        assert!(!ls.iter().any(|l| l.contains("nfsroot-init: eth0")));
+        assert_eq!(stages(&ev), [Stage::Kernel, Stage::Initramfs]);
+        assert_eq!(
+            w.timed_out(60).diagnosis,
+            "no node line within 60 s (last stage reached: \
+             the initramfs ran but never switched to the real root)"
+        );
+        // The rest of the cut line completes it.
+        let (mut w, _) = watch("truncated.log", false, 4.0);
+        let ev = w.feed(b".15/24 gw 10.0.2.2 via dhcp\r\n", 5.0);
+        assert_eq!(
+            lines(&ev),
+            ["nfsroot-init: eth0 10.0.2.15/24 gw 10.0.2.2 via dhcp"]
+        );
+    }
+
+    #[test]
+    fn qemu_exit_before_the_node_came_up() {
+        let (mut w, _) = watch("truncated.log", false, 4.0);
+        let v = w.qemu_exited(
+            "exit status: 1",
+            "a\nb\nc\nd\ne\nqemu: could not load kernel\n",
+        );
+        assert!(!v.passed);
+        assert!(
+            v.diagnosis
+                .starts_with("QEMU exited (exit status: 1) before the node came up: "),
+            "{}",
+            v.diagnosis
+        );
+        assert!(v.diagnosis.contains("could not load kernel"));
+        assert!(!v.diagnosis.contains(": a\n"), "only the last five lines");
+        let mut w = Watcher::new(true);
+        assert_eq!(
+            w.qemu_exited("exit status: 0", ""),
+            Verdict::pass("the VM stopped without booting, as expected (exit status: 0)")
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! The boot test's result: [`BootReport`] (written as JSON by the inner
+//! half, completed by the outer one, printed by `nfsroot boot-test` or sent
+//! as `--json`), the stage [`Timings`], and the checks of the node's line
+//! against what the image should give ([`Expect`]). Printing lives here, on
+//! the report, as `Display`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Stage times, seconds from QEMU's start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub kernel_start: Option<f64>,
+    pub initramfs: Option<f64>,
+    pub switch_root: Option<f64>,
+    pub node_up: Option<f64>,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BootReport {
+    pub passed: bool,
+    pub image: String,
+    pub mode: String,
+    pub diagnosis: String,
+    pub node_line: Option<String>,
+    pub fields: BTreeMap<String, String>,
+    pub checks: Vec<(String, bool, String)>,
+    pub timings: Timings,
+    pub root_note: String,
+    pub logs_dir: Option<PathBuf>,
+    pub console_tail: Vec<String>,
+    /// Host PIDs of every process the test ran in its namespace.
+    pub pids: Vec<u32>,
+    /// Of those, still alive after the command (must be empty).
+    pub leftover: Vec<u32>,
+}
+
+/// What the node's line must say.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub hostname: String,
+    pub root: String,
+    pub tmpfs: Vec<String>,
+    pub log_file_dir: Option<PathBuf>,
+    /// The fingerprint of the host's ssh key kept on the master, when it
+    /// has keys (an inventory host after sync).
+    pub hostkey: Option<String>,
+}
+
+impl BootReport {
+    /// Print the report for a person (`--json` prints the struct).
+    pub fn print(&self) {
+        print!("{self}");
+    }
+
+    /// Check the node line's fields against what the image should give.
+    pub fn check_node(&mut self, e: &Expect, ip: Ipv4Addr) {
+        let f = self.fields.clone();
+        let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+        let mut checks = vec![
+            (
+                "hostname",
+                get("host") == e.hostname,
+                format!("{} (expected {})", get("host"), e.hostname),
+            ),
+            (
+                "address",
+                get("ip") == ip.to_string(),
+                format!("{} (expected {ip})", get("ip")),
+            ),
+            (
+                "root",
+                get("root") == e.root,
+                format!("{} (expected {})", get("root"), e.root),
+            ),
+            ("image", get("image") == self.image, get("image")),
+        ];
+        let mounted: Vec<&str> = f
+            .get("tmpfs")
+            .map(|t| t.split(',').collect())
+            .unwrap_or_default();
+        for t in &e.tmpfs {
+            checks.push((
+                "tmpfs",
+                mounted.contains(&t.as_str()),
+                format!("{t} mounted"),
+            ));
+        }
+        if let Some(fp) = &e.hostkey {
+            checks.push((
+                "ssh host key",
+                get("hostkey") == *fp,
+                format!("{} (the master keeps {fp})", get("hostkey")),
+            ));
+        }
+        if let Some(dir) = &e.log_file_dir {
+            let boot = get("boot");
+            let file = dir.join("syslog");
+            // A missing or unreadable file is a failed check, named in it.
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let ok = !boot.is_empty() && text.contains(&format!("boot={boot}"));
+            checks.push((
+                "per-host log",
+                ok,
+                format!("{} holds this boot's line (boot={boot})", file.display()),
+            ));
+        }
+        for (name, ok, detail) in checks {
+            if !ok && self.passed {
+                self.passed = false;
+                self.diagnosis = format!("the node came up but {name} is wrong: {detail}");
+            }
+            self.checks.push((name.to_string(), ok, detail));
+        }
+    }
+}
+
+impl fmt::Display for BootReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self;
+        writeln!(
+            f,
+            "boot-test {} ({} mode): {}",
+            r.image,
+            r.mode,
+            if r.passed { "PASS" } else { "FAIL" }
+        )?;
+        if !r.diagnosis.is_empty() {
+            writeln!(f, "  {}", r.diagnosis)?;
+        }
+        if let Some(l) = &r.node_line {
+            writeln!(f, "  node: {l}")?;
+        }
+        for (name, ok, detail) in &r.checks {
+            writeln!(
+                f,
+                "  {} {name}: {detail}",
+                if *ok { "ok  " } else { "FAIL" }
+            )?;
+        }
+        let t = &r.timings;
+        let s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}s"));
+        writeln!(
+            f,
+            "  timings: kernel {} initramfs {} switch-root {} node-up {}",
+            s(t.kernel_start),
+            s(t.initramfs),
+            s(t.switch_root),
+            s(t.node_up)
+        )?;
+        writeln!(f, "  {}", r.root_note)?;
+        if let Some(d) = &r.logs_dir {
+            writeln!(
+                f,
+                "  logs: {} (console.log, ganesha.log, qemu.cmdline)",
+                d.display()
+            )?;
+        }
+        if !r.passed {
+            writeln!(f, "  last console lines:")?;
+            for l in &r.console_tail {
+                writeln!(f, "    {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How far a boot got, from the stages the console showed.
+pub fn last_stage(t: &Timings) -> &'static str {
+    if t.switch_root.is_some() {
+        "the real root started; the node never reported up (check systemd units and the logs export)"
+    } else if t.initramfs.is_some() {
+        "the initramfs ran but never switched to the real root"
+    } else if t.kernel_start.is_some() {
+        "the kernel started but the initramfs printed nothing"
+    } else {
+        "nothing on the console (firmware or PXE stage)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(line: &str) -> BootReport {
+        BootReport {
+            passed: true,
+            image: "minimal".into(),
+            mode: "direct".into(),
+            node_line: Some(line.into()),
+            fields: super::super::console::parse_node_line(line),
+            ..BootReport::default()
+        }
+    }
+
+    fn expect(log_file_dir: Option<PathBuf>) -> Expect {
+        Expect {
+            hostname: "node015".into(),
+            root: "ro".into(),
+            tmpfs: vec!["/tmp".into(), "/var/log".into()],
+            log_file_dir,
+            hostkey: None,
+        }
+    }
+
+    const LINE: &str =
+        "nfsroot: node015 10.0.2.15 image=minimal root=ro tmpfs=/tmp,/var/log boot=ab12";
+
+    #[test]
+    fn node_checks_pass_and_read_the_per_host_log() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("syslog"), "x nfsroot: up boot=ab12\n").unwrap();
+        let mut r = up(LINE);
+        r.check_node(&expect(Some(d.path().into())), Ipv4Addr::new(10, 0, 2, 15));
+        assert!(r.passed, "{}", r.diagnosis);
+        let names: Vec<&str> = r.checks.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "hostname",
+                "address",
+                "root",
+                "image",
+                "tmpfs",
+                "tmpfs",
+                "per-host log"
+            ]
+        );
+        assert!(r.checks.iter().all(|c| c.1));
+    }
+
+    #[test]
+    fn first_wrong_field_is_the_diagnosis() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r = up(&LINE.replace("root=ro", "root=rw"));
+        r.check_node(&expect(Some(d.path().into())), Ipv4Addr::new(10, 0, 2, 16));
+        assert!(!r.passed);
+        assert_eq!(
+            r.diagnosis,
+            "the node came up but address is wrong: 10.0.2.15 (expected 10.0.2.16)"
+        );
+        let failed: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|c| !c.1)
+            .map(|c| c.0.as_str())
+            .collect();
+        // No syslog in the directory: the per-host log check fails too.
+        assert_eq!(failed, ["address", "root", "per-host log"]);
+    }
+
+    #[test]
+    fn printed_report() {
+        let mut r = up(LINE);
+        r.root_note = "booted read-only, as the profile says".into();
+        r.timings.kernel_start = Some(1.34);
+        r.console_tail = vec!["tail line".into()];
+        let text = r.to_string();
+        assert_eq!(
+            text,
+            format!(
+                "boot-test minimal (direct mode): PASS\n  node: {LINE}\n  \
+                 timings: kernel 1.3s initramfs - switch-root - node-up -\n  \
+                 booted read-only, as the profile says\n"
+            )
+        );
+        r.passed = false;
+        r.diagnosis = "the kernel panicked".into();
+        r.logs_dir = Some("/w".into());
+        let text = r.to_string();
+        assert!(text.starts_with("boot-test minimal (direct mode): FAIL\n  the kernel panicked\n"));
+        assert!(text.ends_with(
+            "  logs: /w (console.log, ganesha.log, qemu.cmdline)\n  last console lines:\n    tail line\n"
+        ));
+    }
+
+    #[test]
+    fn last_stage_names_the_furthest() {
+        let mut t = Timings::default();
+        assert!(last_stage(&t).starts_with("nothing on the console"));
+        t.kernel_start = Some(1.0);
+        assert!(last_stage(&t).starts_with("the kernel started"));
+        t.initramfs = Some(2.0);
+        assert!(last_stage(&t).starts_with("the initramfs ran"));
+        t.switch_root = Some(3.0);
+        assert!(last_stage(&t).starts_with("the real root started"));
+    }
+}

@@ -1,0 +1,557 @@
+//! The namespace runner: everything that starts, watches and stops
+//! processes for a boot test. The outer half ([`run_namespace`]) starts
+//! `nfsroot boot-test-inner <plan.json>` under `unshare` and records the
+//! host PID of every process in the new pid namespace; [`leftover`] checks
+//! them by PID afterwards. The inner half ([`run_inner`]) is pid 1 there:
+//! it brings up loopback and a private /run, starts rpcbind and nfs-ganesha
+//! (each a [`Proc`], stopped by PID on drop), starts QEMU with its serial
+//! console in a file, and feeds that file and the clock to the pure
+//! [`Watcher`] until it gives a verdict, QEMU or the NFS server exits, or
+//! time runs out. It always writes `report.json` for the outer half.
+
+use super::console::{Event, Verdict, Watcher, strip_ansi};
+use super::report::BootReport;
+use super::{BootPlan, GANESHA, QEMU, RPCBIND};
+use crate::exec;
+use crate::fsutil;
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const NFS_PORT: u16 = 2049;
+const MNT_PORT: u16 = 20048;
+
+// ---------------------------------------------------------------------
+// The outer half: starts the namespace and keeps track of its processes.
+
+/// Run the inner half for `plan_path` in private namespaces, for at most
+/// `timeout` seconds plus 90 for setup; its exit status and the host PIDs
+/// of every process seen in its pid namespace.
+pub fn run_namespace(plan_path: &Path, timeout: u64) -> Result<(ExitStatus, Vec<u32>)> {
+    let me = std::env::current_exe().context("finding the nfsroot executable")?;
+    let mut child = Command::new(exec::require(exec::UNSHARE)?)
+        .args([
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child=SIGKILL",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--",
+        ])
+        .arg(&me)
+        .arg("boot-test-inner")
+        .arg(plan_path)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting the boot-test namespace (unshare)")?;
+    let deadline = Instant::now() + Duration::from_secs(timeout + 90);
+    let waiting = "waiting for the boot-test namespace (unshare)";
+    let mut pids = BTreeSet::new();
+    let ns = loop {
+        // The inner process is unshare's child; find its pid namespace.
+        if let Some(ns) = child_pid_ns(child.id()) {
+            break Some(ns);
+        }
+        if child.try_wait().context(waiting)?.is_some() || Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = loop {
+        if let Some(ns) = ns {
+            pids.extend(pids_in_ns(ns));
+        }
+        if let Some(st) = child.try_wait().context(waiting)? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().context(waiting)?;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    Ok((status, pids.into_iter().collect()))
+}
+
+/// Of `pids`, those still running once the kernel had up to 10 s to reap
+/// the namespace.
+pub fn leftover(pids: &[u32]) -> Vec<u32> {
+    let t0 = Instant::now();
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || t0.elapsed() > Duration::from_secs(10) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pid namespace inode of the child of `pid` (unshare's forked child).
+fn child_pid_ns(pid: u32) -> Option<u64> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let c: u32 = children.split_whitespace().next()?.parse().ok()?;
+    pid_ns(c)
+}
+
+fn pid_ns(pid: u32) -> Option<u64> {
+    let l = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+    let s = l.to_string_lossy();
+    s.trim_start_matches("pid:[")
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+fn pids_in_ns(ns: u64) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| pid_ns(*p) == Some(ns))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has a /proc entry; it is not running.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------
+// The inner half: runs as pid 1 of private namespaces.
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// A started process, stopped by PID on drop: TERM, then KILL after 5 s.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Proc {
+    fn start(name: &'static str, cmd: &mut Command) -> Result<Proc> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc { name, child })
+    }
+
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.name;
+        self.stop();
+    }
+}
+
+/// Inner entry point: never returns an error without writing a report.
+pub fn run_inner(plan_path: &Path) -> Result<()> {
+    let bytes =
+        std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
+    let plan: BootPlan = serde_json::from_slice(&bytes)
+        .with_context(|| format!("parsing {}", plan_path.display()))?;
+    // SAFETY: installing an async-signal-safe handler that only stores.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let mut report = BootReport {
+        image: plan.image.clone(),
+        mode: plan.mode.clone(),
+        ..BootReport::default()
+    };
+    if let Err(e) = inner(&plan, &mut report) {
+        report.passed = false;
+        report.diagnosis = format!("{e:#}");
+    }
+    let path = plan.work.join("report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn inner(plan: &BootPlan, report: &mut BootReport) -> Result<()> {
+    sh("ip link set lo up")?;
+    // Private /run for rpcbind and ganesha; the host's stays untouched.
+    sh("mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/rpcbind /run/ganesha")?;
+    if Path::new("/var/lib/nfs").is_dir() {
+        sh("mount -t tmpfs tmpfs /var/lib/nfs")?;
+    }
+    let (mut rpcbind, mut ganesha) = start_nfs(plan)?;
+    let console = plan.work.join("console.log");
+    let mut q = qemu_command(plan, &console)?;
+    let start = Instant::now();
+    let mut qemu = Proc::start("qemu", &mut q)?;
+    let watched = watch(plan, &console, start, &mut qemu, &mut ganesha, report);
+    qemu.stop();
+    ganesha.stop();
+    rpcbind.stop();
+    report.console_tail = exec::tail(
+        &String::from_utf8_lossy(&std::fs::read(&console).unwrap_or_default()),
+        25,
+    )
+    .lines()
+    .map(strip_ansi)
+    .collect();
+    let verdict = watched?;
+    report.passed = verdict.passed;
+    report.diagnosis = verdict.diagnosis;
+    Ok(())
+}
+
+fn sh(cmd: &str) -> Result<()> {
+    exec::Cmd::new("/bin/sh").arg("-c").arg(cmd).run()
+}
+
+/// Create (truncate) a log file for a process's output.
+fn create(path: &Path) -> Result<File> {
+    File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+/// rpcbind, then nfs-ganesha exporting the plan's paths, each listening.
+fn start_nfs(plan: &BootPlan) -> Result<(Proc, Proc)> {
+    let work = &plan.work;
+    fsutil::mkdir_p(&work.join("ganesha-recovery"))?;
+    let mut rpcbind = Proc::start(
+        "rpcbind",
+        Command::new(exec::require(RPCBIND)?)
+            .arg("-f")
+            .stdout(create(&work.join("rpcbind.log"))?)
+            .stderr(create(&work.join("rpcbind.err"))?),
+    )?;
+    wait_port(111, 10, &mut rpcbind, &work.join("rpcbind.err"))?;
+    let conf = work.join("ganesha.conf");
+    std::fs::write(&conf, ganesha_conf(plan))
+        .with_context(|| format!("writing {}", conf.display()))?;
+    let glog = work.join("ganesha.log");
+    let mut ganesha = Proc::start(
+        "ganesha.nfsd",
+        Command::new(exec::require(GANESHA)?)
+            .arg("-F")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-L")
+            .arg(&glog)
+            .arg("-p")
+            .arg(work.join("ganesha.pid"))
+            .stdout(Stdio::null())
+            .stderr(create(&work.join("ganesha.err"))?),
+    )?;
+    wait_port(NFS_PORT, 30, &mut ganesha, &glog)?;
+    Ok((rpcbind, ganesha))
+}
+
+fn wait_port(port: u16, secs: u64, proc_: &mut Proc, log: &Path) -> Result<()> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], port).into(),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(st) = proc_.exited() {
+            bail!(
+                "{} exited ({st}) before listening on port {port}; its log {}:\n{}",
+                proc_.name,
+                log.display(),
+                exec::tail(&std::fs::read_to_string(log).unwrap_or_default(), 15)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "{} did not listen on port {port} within {secs} s; see {}",
+        proc_.name,
+        log.display()
+    )
+}
+
+fn ganesha_conf(plan: &BootPlan) -> String {
+    let mut s = format!(
+        "NFS_CORE_PARAM {{\n  Protocols = 3, 4;\n  NFS_Port = {NFS_PORT};\n  MNT_Port = {MNT_PORT};\n  \
+         Enable_NLM = false;\n  Enable_RQUOTA = false;\n  Enable_UDP = false;\n}}\n\
+         NFSV4 {{\n  Graceless = true;\n  RecoveryBackend = fs;\n  RecoveryRoot = {}/ganesha-recovery;\n}}\n\
+         NFS_KRB5 {{\n  Active_krb5 = false;\n}}\n",
+        plan.work.display()
+    );
+    for (i, (path, rw)) in plan.exports.iter().enumerate() {
+        s.push_str(&format!(
+            "EXPORT {{\n  Export_Id = {};\n  Path = \"{p}\";\n  Pseudo = \"{p}\";\n  Access_Type = {};\n  \
+             Squash = No_Root_Squash;\n  SecType = sys;\n  Protocols = 3, 4;\n  Transports = TCP;\n  \
+             FSAL {{\n    Name = VFS;\n  }}\n}}\n",
+            i + 1,
+            if *rw { "RW" } else { "RO" },
+            p = path.display()
+        ));
+    }
+    s
+}
+
+/// The QEMU command for the plan, its serial console written to `console`
+/// (and its command line to `qemu.cmdline`, for the logs).
+fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
+    let work = &plan.work;
+    let mut q = Command::new(exec::require(QEMU)?);
+    q.args([
+        "-accel",
+        &plan.accel,
+        "-m",
+        &plan.memory.to_string(),
+        "-smp",
+        "1",
+    ])
+    .args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-monitor",
+        "none",
+    ])
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()));
+    let mut netdev = format!("user,id=n0,net=10.0.2.0/24,dhcpstart={}", plan.ip);
+    if plan.mode == "pxe" {
+        netdev.push_str(&format!(
+            ",tftp={},bootfile=pxelinux.0",
+            plan.tftp.display()
+        ));
+    }
+    q.arg("-netdev").arg(netdev);
+    q.arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,mac={}", plan.mac));
+    if plan.mode == "pxe" {
+        q.args(["-boot", "n"]);
+        // BIOS console redirection, as on real nodes: SeaBIOS mirrors
+        // screen output to COM1 (I/O port 0x3f8, read as a little-endian
+        // integer). Without it, iPXE's messages and PXELINUX's SAY lines
+        // never reach the serial console: PXELINUX's modules snapshot the
+        // serial port before the config's SERIAL line is read.
+        let port = work.join("sercon-port");
+        std::fs::write(&port, 0x3f8u16.to_le_bytes())
+            .with_context(|| format!("writing {}", port.display()))?;
+        q.arg("-fw_cfg")
+            .arg(format!("name=etc/sercon-port,file={}", port.display()));
+    } else {
+        q.arg("-kernel")
+            .arg(&plan.kernel)
+            .arg("-initrd")
+            .arg(&plan.initrd)
+            .arg("-append")
+            .arg(&plan.append);
+    }
+    write_cmdline(&q, &work.join("qemu.cmdline"))?;
+    q.stdout(create(&work.join("qemu.log"))?)
+        .stderr(create(&work.join("qemu.err"))?);
+    Ok(q)
+}
+
+/// Save a command line as a shell could run it, for the logs.
+fn write_cmdline(q: &Command, path: &Path) -> Result<()> {
+    let argv: Vec<String> = std::iter::once(q.get_program().to_string_lossy().to_string())
+        .chain(
+            q.get_args()
+                .map(|a| exec::shell_quote(&a.to_string_lossy())),
+        )
+        .collect();
+    std::fs::write(path, argv.join(" ") + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Feed the console and the clock to the watcher until it gives a
+/// verdict; QEMU's exit and the deadline are verdicts too, the NFS
+/// server's exit and Ctrl-C are errors.
+fn watch(
+    plan: &BootPlan,
+    console: &Path,
+    start: Instant,
+    qemu: &mut Proc,
+    ganesha: &mut Proc,
+    r: &mut BootReport,
+) -> Result<Verdict> {
+    let deadline = start + Duration::from_secs(plan.timeout);
+    let mut w = Watcher::new(plan.expect_no_boot);
+    let mut pos = 0u64;
+    // The console again, each line stamped with seconds since QEMU started.
+    let timed_path = plan.work.join("console.timed.log");
+    let mut timed = create(&timed_path)?;
+    loop {
+        if STOP.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        let chunk = read_new(console, &mut pos)?;
+        let now = start.elapsed().as_secs_f64();
+        let mut done = None;
+        for ev in w.feed(&chunk, now) {
+            done = done.or(record(r, ev, &mut timed));
+        }
+        if let Some(v) = done.or_else(|| w.settle(start.elapsed().as_secs_f64())) {
+            return Ok(v);
+        }
+        if let Some(st) = qemu.exited() {
+            let err = std::fs::read_to_string(plan.work.join("qemu.err")).unwrap_or_default();
+            return Ok(w.qemu_exited(&st.to_string(), &err));
+        }
+        if let Some(st) = ganesha.exited() {
+            bail!(
+                "the NFS server exited ({st}) during the boot; see {}",
+                plan.work.join("ganesha.log").display()
+            );
+        }
+        if Instant::now() > deadline {
+            return Ok(w.timed_out(plan.timeout));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the console file gained since `pos` (nothing while QEMU has not
+/// created it yet).
+fn read_new(console: &Path, pos: &mut u64) -> Result<Vec<u8>> {
+    let mut chunk = Vec::new();
+    if let Ok(mut f) = File::open(console) {
+        f.seek(SeekFrom::Start(*pos))
+            .and_then(|_| f.read_to_end(&mut chunk))
+            .with_context(|| format!("reading {}", console.display()))?;
+        *pos += chunk.len() as u64;
+    }
+    Ok(chunk)
+}
+
+/// Put one watcher event into the report (and the timed console); the
+/// verdict when it is one.
+fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
+    use super::console::Stage;
+    match ev {
+        Event::Line(t, line) => {
+            let _ = writeln!(timed, "{t:7.2} {line}");
+        }
+        Event::Stage(Stage::Kernel, t) => r.timings.kernel_start = Some(t),
+        Event::Stage(Stage::Initramfs, t) => r.timings.initramfs = Some(t),
+        Event::Stage(Stage::SwitchRoot, t) => r.timings.switch_root = Some(t),
+        Event::Node { line, fields, t } => {
+            r.timings.node_up = Some(t);
+            r.node_line = Some(line);
+            r.fields = fields;
+        }
+        Event::Failure(_) => {}
+        Event::Finished(v) => return Some(v),
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn ganesha_config_exports() {
+        let plan = BootPlan {
+            image: "m".into(),
+            image_dir: "/b/m".into(),
+            work: "/w".into(),
+            mode: "direct".into(),
+            mac: "52:54:00:12:34:56".into(),
+            ip: Ipv4Addr::new(10, 0, 2, 15),
+            exports: vec![("/b/m".into(), false), ("/b/.logs/m".into(), true)],
+            tftp: "/t".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            append: String::new(),
+            timeout: 1,
+            accel: "tcg".into(),
+            memory: 256,
+            expect_no_boot: false,
+        };
+        let c = ganesha_conf(&plan);
+        assert!(c.contains("Path = \"/b/m\";\n  Pseudo = \"/b/m\";\n  Access_Type = RO;"));
+        assert!(c.contains("Access_Type = RW;"));
+        assert!(c.contains("Enable_NLM = false;"));
+        assert!(c.contains("Graceless = true;"));
+    }
+
+    #[test]
+    fn console_reads_continue_where_they_stopped() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("console.log");
+        let mut pos = 0;
+        assert!(
+            read_new(&c, &mut pos).unwrap().is_empty(),
+            "not created yet"
+        );
+        std::fs::write(&c, "ab").unwrap();
+        assert_eq!(read_new(&c, &mut pos).unwrap(), b"ab");
+        std::fs::write(&c, "abcd").unwrap();
+        assert_eq!(read_new(&c, &mut pos).unwrap(), b"cd");
+        assert_eq!(pos, 4);
+    }
+
+    #[test]
+    fn events_fill_the_report() {
+        let d = tempfile::tempdir().unwrap();
+        let mut timed = File::create(d.path().join("t")).unwrap();
+        let mut r = BootReport::default();
+        let mut w = Watcher::new(false);
+        let mut done = None;
+        let console = b"Linux version 6\nnfsroot-init: switching\nnfsroot: n1 10.0.2.15 image=m\n";
+        for ev in w.feed(console, 1.5) {
+            done = done.or(record(&mut r, ev, &mut timed));
+        }
+        assert_eq!(done.map(|v| v.passed), Some(true));
+        assert_eq!(&r.timings, w.timings());
+        assert_eq!(r.fields["host"], "n1");
+        assert_eq!(
+            r.node_line.as_deref(),
+            Some("nfsroot: n1 10.0.2.15 image=m")
+        );
+        let text = std::fs::read_to_string(d.path().join("t")).unwrap();
+        assert_eq!(text.lines().next(), Some("   1.50 Linux version 6"));
+        assert_eq!(text.lines().count(), 3);
+    }
+}
