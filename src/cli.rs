@@ -340,7 +340,7 @@ pub struct SnapshotArgs {
     pub output: Option<PathBuf>,
     /// Compression: gz or zst
     #[arg(long, default_value = "gz")]
-    pub format: crate::snapshot::Format,
+    pub format: crate::compression::Compression,
     /// Compression level (gz 1-12, default 6; zst 1-19, default 3)
     #[arg(long)]
     pub level: Option<u32>,

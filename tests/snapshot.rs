@@ -12,7 +12,8 @@ mod common;
 
 use nfsroot::image::Layout;
 use nfsroot::snapshot::{
-    self, DiffOpts, EntryMeta, Format, RestoreOpts, SnapshotOpts, VerifyOpts, diff_maps, scan_tree,
+    self, Compression, DiffOpts, EntryMeta, RestoreOpts, SnapshotOpts, VerifyOpts, diff_maps,
+    scan_tree,
 };
 use std::collections::BTreeMap;
 use std::fs;
@@ -116,7 +117,7 @@ fn quirks(m: &BTreeMap<PathBuf, EntryMeta>) -> BTreeMap<PathBuf, EntryMeta> {
     m
 }
 
-fn snap(l: &Layout, image: &str, format: Format) -> snapshot::SnapshotResult {
+fn snap(l: &Layout, image: &str, format: Compression) -> snapshot::SnapshotResult {
     snapshot::run_snapshot(
         l,
         &SnapshotOpts {
@@ -129,7 +130,7 @@ fn snap(l: &Layout, image: &str, format: Format) -> snapshot::SnapshotResult {
     .unwrap()
 }
 
-fn roundtrip(format: Format) {
+fn roundtrip(format: Compression) {
     let d = tempfile::tempdir().unwrap();
     let base = d.path().join("base");
     let l = layout(&base);
@@ -297,12 +298,12 @@ fn roundtrip(format: Format) {
 
 #[test]
 fn roundtrip_every_kind_gz() {
-    roundtrip(Format::Gz);
+    roundtrip(Compression::Gzip);
 }
 
 #[test]
 fn roundtrip_every_kind_zst() {
-    roundtrip(Format::Zst);
+    roundtrip(Compression::Zstd);
 }
 
 #[test]
@@ -536,7 +537,7 @@ fn truncated_gzip_is_refused() {
         "head -c 3000000 /dev/urandom > {}/etc/noise",
         q(&src)
     ));
-    let r = snap(&l, "img", Format::Gz);
+    let r = snap(&l, "img", Compression::Gzip);
     let cut = d.path().join("cut.tar.gz");
     let bytes = fs::read(&r.path).unwrap();
     fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
@@ -568,7 +569,7 @@ fn diff_reports_changes() {
     for f in ["a", "b", "c", "d"] {
         fs::write(src.join("etc").join(f), f).unwrap();
     }
-    let r = snap(&l, "img", Format::Zst);
+    let r = snap(&l, "img", Compression::Zstd);
     let opts = DiffOpts {
         image: "img".into(),
         file: r.path.clone(),
@@ -601,7 +602,7 @@ fn verify_catches_a_lying_manifest() {
     let src = base.join("img");
     fs::create_dir_all(src.join("etc")).unwrap();
     fs::write(src.join("etc/f"), "f").unwrap();
-    let r = snap(&l, "img", Format::Gz);
+    let r = snap(&l, "img", Compression::Gzip);
     let mp = snapshot::manifest_path(&r.path);
     let text = fs::read_to_string(&mp)
         .unwrap()
@@ -730,7 +731,7 @@ fn real_image_roundtrip() {
     fs::create_dir_all(&base).unwrap();
     sh(&format!("cp -a {} {}", q(&src), q(&base.join("real"))));
     let before = scan_tree(&base.join("real")).unwrap();
-    let r = snap(&l, "real", Format::Gz);
+    let r = snap(&l, "real", Compression::Gzip);
     let man = snapshot::read_manifest(&r.path).unwrap();
     assert!(!man.packages.is_empty() && !man.kernels.is_empty());
     let rr = snapshot::run_restore(
@@ -773,7 +774,7 @@ fn child_snapshot() {
         &SnapshotOpts {
             image: Some("img".into()),
             threads: Some(1),
-            format: Format::Gz,
+            format: Compression::Gzip,
             level: Some(9),
             ..Default::default()
         },
@@ -825,7 +826,7 @@ fn interrupted_snapshot_leaves_nothing() {
         "a file under a final name: {names:?}"
     );
     // The next snapshot sweeps the leftover temp file.
-    let r = snap(&l, "img", Format::Zst);
+    let r = snap(&l, "img", Compression::Zstd);
     let left: Vec<_> = fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -1092,7 +1093,7 @@ fn snapshots_are_private() {
     // A snapshots dir left 0755 by an older version is tightened.
     fs::create_dir_all(l.snapshots_dir("img")).unwrap();
     sh(&format!("chmod 755 {0} {0}/..", q(&l.snapshots_dir("img"))));
-    let r = snap(&l, "img", Format::Gz);
+    let r = snap(&l, "img", Compression::Gzip);
     for f in [&r.path, &r.checksum_path, &r.manifest_path] {
         let mode = fs::metadata(f).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", f.display());
@@ -1108,7 +1109,7 @@ fn snapshots_are_private() {
         &SnapshotOpts {
             image: Some("img".into()),
             output: Some(out.clone()),
-            format: Format::Zst,
+            format: Compression::Zstd,
             ..Default::default()
         },
     )
@@ -1166,7 +1167,7 @@ fn walker_never_follows_a_swapped_directory() {
             &l,
             &SnapshotOpts {
                 image: Some("img".into()),
-                format: Format::Zst,
+                format: Compression::Zstd,
                 ..Default::default()
             },
         )
@@ -1309,7 +1310,7 @@ echo deep > "d/{long}/{long}"
 "#,
         q(&src)
     ));
-    let r = snap(&l, "img", Format::Gz);
+    let r = snap(&l, "img", Compression::Gzip);
     let mut ours = Vec::new();
     snapshot::compress::open_decompressed(&r.path, None)
         .unwrap()

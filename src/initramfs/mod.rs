@@ -54,27 +54,7 @@ pub const APPLETS: &[&str] = &[
     "wc",
 ];
 
-/// Archive compression. The default is gzip, for every way in (profile,
-/// CLI, library): every kernel and bootloader can read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    #[default]
-    Gzip,
-    Zstd,
-}
-
-impl std::str::FromStr for Compression {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "gzip" | "gz" => Ok(Self::Gzip),
-            "zstd" | "zst" => Ok(Self::Zstd),
-            _ => bail!("unknown compression {s:?}: use gzip or zstd"),
-        }
-    }
-}
-
-crate::profile::choice!(Compression { Gzip => "gzip", Zstd => "zstd" });
+pub use crate::compression::Compression;
 
 /// Which builder makes the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -7,60 +7,12 @@
 //! and plain `.tar` whatever the file is called.
 
 use super::pgz::ParGzWriter;
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
-/// Archive compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    Gz,
-    Zst,
-}
-
-impl Format {
-    /// File name suffix, e.g. `tar.gz`.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Gz => "tar.gz",
-            Format::Zst => "tar.zst",
-        }
-    }
-
-    /// The level used when none is given.
-    pub fn default_level(self) -> u32 {
-        match self {
-            Format::Gz => 6,
-            Format::Zst => 3,
-        }
-    }
-
-    fn check_level(self, level: u32) -> Result<()> {
-        let (lo, hi) = match self {
-            Format::Gz => (1, 12),
-            Format::Zst => (1, 19),
-        };
-        if !(lo..=hi).contains(&level) {
-            bail!("compression level {level} is out of range for {self:?} ({lo}-{hi})");
-        }
-        Ok(())
-    }
-}
-
-impl std::str::FromStr for Format {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "gz" | "gzip" => Ok(Format::Gz),
-            "zst" | "zstd" => Ok(Format::Zst),
-            _ => bail!("unknown format {s:?}: use gz or zst"),
-        }
-    }
-}
+use crate::compression::Compression;
 
 /// A compressing writer of either format.
 pub enum Compressor<W: Write> {
@@ -78,11 +30,11 @@ impl<W: Write> std::fmt::Debug for Compressor<W> {
 }
 
 impl<W: Write> Compressor<W> {
-    pub fn new(out: W, format: Format, level: u32, workers: usize) -> Result<Self> {
+    pub fn new(out: W, format: Compression, level: u32, workers: usize) -> Result<Self> {
         format.check_level(level)?;
         Ok(match format {
-            Format::Gz => Compressor::Gz(ParGzWriter::new(out, level, workers)),
-            Format::Zst => {
+            Compression::Gzip => Compressor::Gz(ParGzWriter::new(out, level, workers)),
+            Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(out, level as i32)
                     .context("starting zstd")?;
                 e.multithread(workers as u32)

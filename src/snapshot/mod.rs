@@ -37,8 +37,8 @@ pub mod pgz;
 pub mod tar;
 pub mod tree;
 
+pub use crate::compression::Compression;
 pub use crate::facts::Package;
-pub use compress::Format;
 pub use create::run_snapshot;
 pub use tree::{Change, EntryMeta, TreeDiff, diff_maps, scan_tree};
 
@@ -59,7 +59,7 @@ pub struct SnapshotOpts {
     pub image: Option<String>,
     /// Archive path; `None` for the default name in the snapshots dir.
     pub output: Option<PathBuf>,
-    pub format: Format,
+    pub format: Compression,
     pub level: Option<u32>,
     /// Keep only the newest N snapshots in the snapshots dir.
     pub keep: Option<usize>,
@@ -236,7 +236,8 @@ pub struct Manifest {
     pub image: String,
     pub created: String,
     pub archive: String,
-    pub compression: Format,
+    #[serde(with = "crate::compression::short")]
+    pub compression: Compression,
     pub sha256: String,
     /// `/etc/nfsroot-release` as key=value pairs.
     pub release: BTreeMap<String, String>,
