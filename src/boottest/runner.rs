@@ -21,6 +21,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 const NFS_PORT: u16 = 2049;
@@ -136,11 +137,8 @@ fn alive(pid: u32) -> bool {
 // ---------------------------------------------------------------------
 // The inner half: runs as pid 1 of private namespaces.
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
+/// Raised by SIGINT or SIGTERM.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
 /// A started process, stopped by PID on drop: TERM, then KILL after 5 s.
 struct Proc {
@@ -193,10 +191,11 @@ pub fn run_inner(plan_path: &Path) -> Result<()> {
         std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
     let plan: BootPlan = serde_json::from_slice(&bytes)
         .with_context(|| format!("parsing {}", plan_path.display()))?;
-    // SAFETY: installing an async-signal-safe handler that only stores.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    // SIGINT and SIGTERM only raise the flag the watch loop checks, so
+    // every process started is still stopped and the report written.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&STOP))
+            .context("installing a signal handler")?;
     }
     let mut report = BootReport {
         image: plan.image.clone(),

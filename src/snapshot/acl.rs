@@ -60,17 +60,12 @@ fn lookup_id(name: &str, group: bool) -> Option<u32> {
     if let Ok(n) = name.parse() {
         return Some(n);
     }
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: c is a valid C string; the returned pointer is read at once,
-    // before any other call could reuse the static buffer.
-    unsafe {
-        if group {
-            let g = libc::getgrnam(c.as_ptr());
-            (!g.is_null()).then(|| (*g).gr_gid)
-        } else {
-            let p = libc::getpwnam(c.as_ptr());
-            (!p.is_null()).then(|| (*p).pw_uid)
-        }
+    if group {
+        let g = nix::unistd::Group::from_name(name).ok()??;
+        Some(g.gid.as_raw())
+    } else {
+        let u = nix::unistd::User::from_name(name).ok()??;
+        Some(u.uid.as_raw())
     }
 }
 
