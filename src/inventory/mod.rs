@@ -22,6 +22,7 @@
 //! also use dashes, upper case, or Cisco's `aabb.ccdd.eeff`.
 
 pub mod edit;
+pub mod import;
 pub mod model;
 pub mod parse;
 pub mod render;
