@@ -274,6 +274,10 @@ fn at(inv: &Inventory, h: &Host) -> String {
     format!("{}:{}", inv.path.display(), h.line)
 }
 
+/// A failed check of a new host: the field (as `hosts add` names it)
+/// and why.
+type Refusal = (&'static str, String);
+
 /// Check a new host against the inventory; returns it with canonical
 /// MACs, or (field, message). `replacing` names a host being replaced,
 /// whose own MACs and address do not collide.
@@ -281,7 +285,7 @@ pub(super) fn check_add(
     inv: &Inventory,
     mut a: AddHost,
     replacing: Option<&str>,
-) -> Result<AddHost, (&'static str, String)> {
+) -> Result<AddHost, Refusal> {
     check_host_name(&a.name).map_err(|m| ("name", m))?;
     if replacing.is_none()
         && let Some(h) = inv.host(&a.name)
@@ -295,46 +299,8 @@ pub(super) fn check_add(
             ),
         ));
     }
-    let others = |h: &&Host| Some(h.name.as_str()) != replacing;
-    if a.macs.is_empty() {
-        return Err(("--mac", "at least one MAC address is needed".into()));
-    }
-    let mut macs: Vec<String> = Vec::new();
-    for m in &a.macs {
-        let c = canonical_mac(m).map_err(|e| ("--mac", e))?;
-        if let Some(h) = inv
-            .hosts
-            .iter()
-            .filter(others)
-            .find(|h| h.macs.contains(&c))
-        {
-            return Err((
-                "--mac",
-                format!("{c} is already the MAC of host {} ({})", h.name, at(inv, h)),
-            ));
-        }
-        if macs.contains(&c) {
-            return Err(("--mac", format!("{c} is given twice")));
-        }
-        macs.push(c);
-    }
-    a.macs = macs;
-    let ip: Ipv4Addr =
-        a.ip.trim()
-            .parse()
-            .map_err(|_| ("--ip", format!("{:?} is not an IPv4 address", a.ip)))?;
-    inv.cluster.check_ip(ip).map_err(|m| ("--ip", m))?;
-    if let Some(h) = inv.hosts.iter().filter(others).find(|h| h.ip == ip) {
-        return Err((
-            "--ip",
-            format!(
-                "{ip} is already the address of host {} ({})",
-                h.name,
-                at(inv, h)
-            ),
-        ));
-    }
-    a.ip = ip.to_string();
+    a.macs = new_macs(inv, &a.macs, replacing)?;
+    a.ip = new_ip(inv, &a.ip, replacing)?.to_string();
     if let Some(i) = &a.image {
         crate::image::check_name(i).map_err(|e| ("--image", format!("{e:#}")))?;
     }
@@ -357,6 +323,92 @@ pub(super) fn check_add(
         ));
     }
     Ok(a)
+}
+
+/// A new host's MACs, canonical: at least one, none twice, none another
+/// host's (but `replacing`'s).
+fn new_macs(
+    inv: &Inventory,
+    given: &[String],
+    replacing: Option<&str>,
+) -> Result<Vec<String>, Refusal> {
+    if given.is_empty() {
+        return Err(("--mac", "at least one MAC address is needed".into()));
+    }
+    let mut macs: Vec<String> = Vec::new();
+    for m in given {
+        let c = canonical_mac(m).map_err(|e| ("--mac", e))?;
+        if let Some(h) = inv
+            .hosts
+            .iter()
+            .filter(|h| Some(h.name.as_str()) != replacing)
+            .find(|h| h.macs.contains(&c))
+        {
+            return Err((
+                "--mac",
+                format!("{c} is already the MAC of host {} ({})", h.name, at(inv, h)),
+            ));
+        }
+        if macs.contains(&c) {
+            return Err(("--mac", format!("{c} is given twice")));
+        }
+        macs.push(c);
+    }
+    Ok(macs)
+}
+
+/// A new host's address: one a host may have, not another host's (but
+/// `replacing`'s).
+fn new_ip(inv: &Inventory, given: &str, replacing: Option<&str>) -> Result<Ipv4Addr, Refusal> {
+    let ip: Ipv4Addr = given
+        .trim()
+        .parse()
+        .map_err(|_| ("--ip", format!("{given:?} is not an IPv4 address")))?;
+    inv.cluster.check_ip(ip).map_err(|m| ("--ip", m))?;
+    if let Some(h) = inv
+        .hosts
+        .iter()
+        .filter(|h| Some(h.name.as_str()) != replacing)
+        .find(|h| h.ip == ip)
+    {
+        return Err((
+            "--ip",
+            format!(
+                "{ip} is already the address of host {} ({})",
+                h.name,
+                at(inv, h)
+            ),
+        ));
+    }
+    Ok(ip)
+}
+
+/// The flags of `hosts set` make sense together and their values are
+/// valid.
+fn check_set(s: &SetHost) -> Result<()> {
+    let modes = [s.image.is_some(), s.localboot, s.disable, s.enable]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if modes > 1 {
+        bail!("hosts set: give only one of --image, --localboot, --disable, --enable");
+    }
+    if modes == 0 && s.kernel.is_none() && s.cmdline.is_none() {
+        bail!(
+            "hosts set {}: nothing to change; give --image I, --localboot, --disable or --enable",
+            s.name
+        );
+    }
+    if let Some(i) = &s.image {
+        crate::image::check_name(i).with_context(|| "hosts set --image".to_string())?;
+    }
+    if let Some(k) = &s.kernel {
+        super::check_kernel(k).map_err(|m| anyhow::anyhow!("hosts set --kernel: {m}"))?;
+    }
+    if let Some(c) = &s.cmdline {
+        super::check_cmdline(c).map_err(|m| anyhow::anyhow!("hosts set --cmdline: {m}"))?;
+    }
+    Ok(())
 }
 
 /// The inline table of a host, fields in a fixed order.
@@ -400,32 +452,13 @@ fn insert_host(doc: &mut DocumentMut, a: &AddHost) {
     hosts.insert(&a.name, Item::Value(Value::InlineTable(host_value(a))));
 }
 
+/// Change a host in place: the boot mode (a host whose group gives that
+/// mode loses its own `boot` key), kernel and cmdline (empty removes).
 fn set_host(inv: &Inventory, doc: &mut DocumentMut, s: &SetHost) -> Result<bool> {
     let h = inv
         .host(&s.name)
         .with_context(|| format!("no host {} in {}", s.name, inv.path.display()))?;
-    let modes = [s.image.is_some(), s.localboot, s.disable, s.enable]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if modes > 1 {
-        bail!("hosts set: give only one of --image, --localboot, --disable, --enable");
-    }
-    if modes == 0 && s.kernel.is_none() && s.cmdline.is_none() {
-        bail!(
-            "hosts set {}: nothing to change; give --image I, --localboot, --disable or --enable",
-            s.name
-        );
-    }
-    if let Some(i) = &s.image {
-        crate::image::check_name(i).with_context(|| "hosts set --image".to_string())?;
-    }
-    if let Some(k) = &s.kernel {
-        super::check_kernel(k).map_err(|m| anyhow::anyhow!("hosts set --kernel: {m}"))?;
-    }
-    if let Some(c) = &s.cmdline {
-        super::check_cmdline(c).map_err(|m| anyhow::anyhow!("hosts set --cmdline: {m}"))?;
-    }
+    check_set(s)?;
     // What the host gets without its own `boot` key.
     let inherited = h
         .group
