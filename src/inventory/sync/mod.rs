@@ -1,10 +1,11 @@
 //! `nfsroot sync`: make the disk match the inventory.
 //!
-//! A sync is a plan ([`plan`]), then an apply ([`apply`]). Planning renders every output (pure
-//! functions in [`super::render`]) and reads what is on disk now, giving a
-//! list of items — a file's whole new content, a symlink, a directory with
-//! owner and mode, a removal — each compared with the disk; `--dry-run`
-//! prints the differences and stops there. Apply writes only what differs,
+//! A sync is a plan ([`plan`]), then an apply ([`apply`]). Planning
+//! renders every output (pure functions in [`super::render`]) and reads
+//! what is on disk now, giving a list of [`items`] — a file's whole new
+//! content, a symlink, a directory with owner and mode, a removal — each
+//! compared with the disk; `--dry-run` reports the differences and stops
+//! there. Apply writes only what differs,
 //! each file through [`fsutil::atomic_write_mode`], in an order that never
 //! lets a node see a half-done state: log directories, then per-host boot
 //! files and links, then the images' `/etc/hosts`, exports, and last the
@@ -26,7 +27,10 @@
 //! `host_files = "all"`). Which names the tool owns is recorded in
 //! `<state>/inventory/pxelinux-names.json` (a superset is recorded before
 //! writing), so removing a host removes exactly its names and a
-//! hand-made file is never swept.
+//! hand-made file is never swept ([`names`]).
+//!
+//! Neither step prints: [`SyncReport::text`] is the one place a sync's
+//! result becomes text.
 
 mod apply;
 mod items;
