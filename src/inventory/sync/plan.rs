@@ -50,20 +50,21 @@ struct LogPlace {
     export: bool,
 }
 
-/// What the server needs to know about an image.
+/// What the server needs to know about an image it serves (not
+/// [`crate::facts`], which is what an image says about itself).
 #[derive(Debug, Clone)]
-struct ImageFacts {
+struct ServedImage {
     rw: bool,
     logs: Option<LogPlace>,
 }
 
 /// Server-side facts of an image, from its saved profile and the layout
 /// only: never from a file inside the image, which nodes can write.
-fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFacts> {
+fn served_image(layout: &Layout, inv: &Inventory, image: &str) -> Result<ServedImage> {
     let p = crate::state::image_profile(layout, image)?;
     let rw = p.nfs.root_mode == "rw";
     if p.logs.layout != "per-host" {
-        return Ok(ImageFacts { rw, logs: None });
+        return Ok(ServedImage { rw, logs: None });
     }
     let logs = if rw {
         Some(LogPlace {
@@ -99,7 +100,7 @@ fn image_facts(layout: &Layout, inv: &Inventory, image: &str) -> Result<ImageFac
             }),
         }
     };
-    Ok(ImageFacts { rw, logs })
+    Ok(ServedImage { rw, logs })
 }
 
 /// A log export path from a profile, checked to lie below the base dir
@@ -125,16 +126,17 @@ pub fn confined_export(layout: &Layout, image: &str, path: &Path) -> Result<Path
     Ok(path.to_path_buf())
 }
 
-/// Published records and server-side facts of every image a host names.
+/// Published records and server-side settings of every image a host
+/// names.
 struct Images {
     records: BTreeMap<String, Option<Record>>,
-    facts: BTreeMap<String, ImageFacts>,
+    served: BTreeMap<String, ServedImage>,
 }
 
 impl Images {
     fn load(layout: &Layout, inv: &Inventory) -> Result<Images> {
         let mut records = BTreeMap::new();
-        let mut facts = BTreeMap::new();
+        let mut served = BTreeMap::new();
         for h in &inv.hosts {
             let Some(img) = &h.image else { continue };
             if h.boot == BootMode::Image {
@@ -148,11 +150,11 @@ impl Images {
             if !records.contains_key(img) {
                 records.insert(img.clone(), Record::load(layout, img)?);
             }
-            if !facts.contains_key(img) {
-                facts.insert(img.clone(), image_facts(layout, inv, img)?);
+            if !served.contains_key(img) {
+                served.insert(img.clone(), served_image(layout, inv, img)?);
             }
         }
-        Ok(Images { records, facts })
+        Ok(Images { records, served })
     }
 
     fn record(&self, h: &Host) -> Option<&Record> {
@@ -199,7 +201,7 @@ impl SyncPlan {
         let mut seen_dirs = BTreeSet::new();
         for h in &inv.hosts {
             let Some(img) = &h.image else { continue };
-            let Some(lp) = images.facts[img].logs.as_ref() else {
+            let Some(lp) = images.served[img].logs.as_ref() else {
                 continue;
             };
             let place = Place::Confined {
@@ -377,7 +379,7 @@ fn names_owned_before(layout: &Layout, cfgd: &Path) -> Result<BTreeSet<String>> 
 /// each booting host's ssh keys, to that host's address alone.
 fn exports(layout: &Layout, inv: &Inventory, images: &Images) -> Vec<Export> {
     let mut exports: Vec<Export> = Vec::new();
-    for (img, f) in &images.facts {
+    for (img, f) in &images.served {
         if !inv
             .hosts
             .iter()
