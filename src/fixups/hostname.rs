@@ -45,7 +45,7 @@ ExecStart=/usr/lib/nfsroot/nfsroot-node ready
 WantedBy=multi-user.target
 ";
 
-fn q(s: &str) -> String {
+fn single_quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
@@ -67,7 +67,7 @@ pub fn render_conf(ctx: &Ctx<'_>) -> String {
         ("TMPFS", fstab::tmpfs_paths(ctx).join(" ")),
     ];
     for (k, v) in kv {
-        let _ = writeln!(s, "{k}={}", q(&v));
+        let _ = writeln!(s, "{k}={}", single_quoted(&v));
     }
     s
 }

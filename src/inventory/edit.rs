@@ -9,17 +9,14 @@
 //! atomically, so no sequence of commands can leave an inventory that
 //! `sync` would refuse. Edits hold the inventory lock, as `sync` does.
 //!
-//! `hosts import` reads CSV (`name,mac,ip[,image,group,kernel,cmdline,
-//! boot]`, with or without that header) or `/etc/ethers`-style lines
-//! (`MAC IP NAME`, in any order after the MAC); every bad line is reported
-//! as `file:line: field: why`, and nothing is written unless all are good.
+//! `hosts import` reads its file in [`super::import`] and adds the hosts
+//! here, as one edit.
 
 use super::{BootMode, Host, Inventory, canonical_mac, check_host_name};
 use crate::fsutil;
 use crate::image::Layout;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -167,53 +164,13 @@ pub fn run_hosts(layout: &Layout, inv_path: &Path, cmd: HostsCmd) -> Result<Host
     }
     fsutil::mkdir_p(&layout.base_dir)?;
     let _lock = super::sync::inventory_lock(layout, "hosts", false)?;
-    let text = read_inventory(inv_path)?;
+    let text = super::parse::read_text(inv_path)?;
     let inv = super::parse(&text, inv_path);
     let mut doc: DocumentMut = text
         .parse()
         .with_context(|| format!("parsing {}", inv_path.display()))?;
-    match cmd {
-        HostsCmd::List => unreachable!("handled above"),
-        HostsCmd::Add(a) => {
-            out.action = "add".into();
-            let inv = inv?;
-            let a = check_add(&inv, a, None)
-                .map_err(|(field, msg)| anyhow::anyhow!("hosts add {field}: {msg}"))?;
-            insert_host(&mut doc, &a);
-            out.changed.push(a.name.clone());
-        }
-        HostsCmd::Remove { name } => {
-            out.action = "remove".into();
-            // Works on an invalid inventory too: removing the bad host may
-            // be the fix.
-            let removed = doc
-                .get_mut("hosts")
-                .and_then(Item::as_table_like_mut)
-                .and_then(|t| t.remove(&name));
-            if removed.is_none() {
-                bail!("no host {name} in {}", inv_path.display());
-            }
-            out.changed.push(name);
-        }
-        HostsCmd::Set(s) => {
-            out.action = "set".into();
-            let inv = inv?;
-            if set_host(&inv, &mut doc, &s)? {
-                out.changed.push(s.name.clone());
-            }
-        }
-        HostsCmd::Import { file, replace } => {
-            out.action = "import".into();
-            let inv = inv?;
-            let data = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let rows = parse_import(&data, &file, &inv, replace)?;
-            for a in &rows {
-                insert_host(&mut doc, a);
-                out.changed.push(a.name.clone());
-            }
-        }
-    }
+    out.action = cmd.action().into();
+    out.changed = edit_doc(&mut doc, inv, inv_path, cmd)?;
     let new_text = doc.to_string();
     let new_inv = super::parse(&new_text, inv_path)
         .context("the edited inventory would be invalid; nothing was written")?;
@@ -230,34 +187,86 @@ pub fn run_hosts(layout: &Layout, inv_path: &Path, cmd: HostsCmd) -> Result<Host
         .iter()
         .filter_map(|n| new_inv.host(n).cloned())
         .collect();
-    for h in &out.hosts {
+    out.warnings = image_warnings(layout, &out.hosts)?;
+    Ok(out)
+}
+
+impl HostsCmd {
+    /// The subcommand's name, as [`HostsOutcome::action`].
+    fn action(&self) -> &'static str {
+        match self {
+            HostsCmd::Add(_) => "add",
+            HostsCmd::Remove { .. } => "remove",
+            HostsCmd::List => "list",
+            HostsCmd::Set(_) => "set",
+            HostsCmd::Import { .. } => "import",
+        }
+    }
+}
+
+/// Apply an edit to the document; returns the names of the hosts it
+/// touches. `inv` is the file before the edit, validated (remove works on
+/// an invalid file too: removing the bad host may be the fix).
+fn edit_doc(
+    doc: &mut DocumentMut,
+    inv: Result<Inventory>,
+    inv_path: &Path,
+    cmd: HostsCmd,
+) -> Result<Vec<String>> {
+    match cmd {
+        HostsCmd::List => unreachable!("list edits nothing"),
+        HostsCmd::Add(a) => {
+            let a = check_add(&inv?, a, None)
+                .map_err(|(field, msg)| anyhow::anyhow!("hosts add {field}: {msg}"))?;
+            insert_host(doc, &a);
+            Ok(vec![a.name])
+        }
+        HostsCmd::Remove { name } => {
+            let removed = doc
+                .get_mut("hosts")
+                .and_then(Item::as_table_like_mut)
+                .and_then(|t| t.remove(&name));
+            if removed.is_none() {
+                bail!("no host {name} in {}", inv_path.display());
+            }
+            Ok(vec![name])
+        }
+        HostsCmd::Set(s) => {
+            let changed = set_host(&inv?, doc, &s)?;
+            Ok(if changed { vec![s.name] } else { vec![] })
+        }
+        HostsCmd::Import { file, replace } => {
+            let inv = inv?;
+            let data = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let rows = super::import::parse_import(&data, &file, &inv, replace)?;
+            for a in &rows {
+                insert_host(doc, a);
+            }
+            Ok(rows.into_iter().map(|a| a.name).collect())
+        }
+    }
+}
+
+/// Hosts that boot an image that is not built or not published yet.
+fn image_warnings(layout: &Layout, hosts: &[Host]) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for h in hosts {
         if let (Some(img), BootMode::Image) = (&h.image, h.boot) {
             if !layout.image_dir(img).join("etc").is_dir() {
-                out.warnings.push(format!(
+                warnings.push(format!(
                     "host {}: image {img} does not exist yet; build it before nfsroot sync",
                     h.name
                 ));
             } else if crate::publish::Record::load(layout, img)?.is_none() {
-                out.warnings.push(format!(
+                warnings.push(format!(
                     "host {}: image {img} is not published; run nfsroot publish {img}",
                     h.name
                 ));
             }
         }
     }
-    Ok(out)
-}
-
-fn read_inventory(p: &Path) -> Result<String> {
-    match std::fs::read_to_string(p) {
-        Ok(t) => Ok(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no inventory at {}; create it (or pass --inventory FILE), e.g.:\n{}",
-            p.display(),
-            super::EXAMPLE
-        ),
-        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
-    }
+    Ok(warnings)
 }
 
 /// Where a host is defined, for messages.
@@ -265,14 +274,18 @@ fn at(inv: &Inventory, h: &Host) -> String {
     format!("{}:{}", inv.path.display(), h.line)
 }
 
+/// A failed check of a new host: the field (as `hosts add` names it)
+/// and why.
+type Refusal = (&'static str, String);
+
 /// Check a new host against the inventory; returns it with canonical
 /// MACs, or (field, message). `replacing` names a host being replaced,
 /// whose own MACs and address do not collide.
-fn check_add(
+pub(super) fn check_add(
     inv: &Inventory,
     mut a: AddHost,
     replacing: Option<&str>,
-) -> Result<AddHost, (&'static str, String)> {
+) -> Result<AddHost, Refusal> {
     check_host_name(&a.name).map_err(|m| ("name", m))?;
     if replacing.is_none()
         && let Some(h) = inv.host(&a.name)
@@ -286,46 +299,8 @@ fn check_add(
             ),
         ));
     }
-    let others = |h: &&Host| Some(h.name.as_str()) != replacing;
-    if a.macs.is_empty() {
-        return Err(("--mac", "at least one MAC address is needed".into()));
-    }
-    let mut macs: Vec<String> = Vec::new();
-    for m in &a.macs {
-        let c = canonical_mac(m).map_err(|e| ("--mac", e))?;
-        if let Some(h) = inv
-            .hosts
-            .iter()
-            .filter(others)
-            .find(|h| h.macs.contains(&c))
-        {
-            return Err((
-                "--mac",
-                format!("{c} is already the MAC of host {} ({})", h.name, at(inv, h)),
-            ));
-        }
-        if macs.contains(&c) {
-            return Err(("--mac", format!("{c} is given twice")));
-        }
-        macs.push(c);
-    }
-    a.macs = macs;
-    let ip: Ipv4Addr =
-        a.ip.trim()
-            .parse()
-            .map_err(|_| ("--ip", format!("{:?} is not an IPv4 address", a.ip)))?;
-    inv.cluster.check_ip(ip).map_err(|m| ("--ip", m))?;
-    if let Some(h) = inv.hosts.iter().filter(others).find(|h| h.ip == ip) {
-        return Err((
-            "--ip",
-            format!(
-                "{ip} is already the address of host {} ({})",
-                h.name,
-                at(inv, h)
-            ),
-        ));
-    }
-    a.ip = ip.to_string();
+    a.macs = new_macs(inv, &a.macs, replacing)?;
+    a.ip = new_ip(inv, &a.ip, replacing)?.to_string();
     if let Some(i) = &a.image {
         crate::image::check_name(i).map_err(|e| ("--image", format!("{e:#}")))?;
     }
@@ -348,6 +323,92 @@ fn check_add(
         ));
     }
     Ok(a)
+}
+
+/// A new host's MACs, canonical: at least one, none twice, none another
+/// host's (but `replacing`'s).
+fn new_macs(
+    inv: &Inventory,
+    given: &[String],
+    replacing: Option<&str>,
+) -> Result<Vec<String>, Refusal> {
+    if given.is_empty() {
+        return Err(("--mac", "at least one MAC address is needed".into()));
+    }
+    let mut macs: Vec<String> = Vec::new();
+    for m in given {
+        let c = canonical_mac(m).map_err(|e| ("--mac", e))?;
+        if let Some(h) = inv
+            .hosts
+            .iter()
+            .filter(|h| Some(h.name.as_str()) != replacing)
+            .find(|h| h.macs.contains(&c))
+        {
+            return Err((
+                "--mac",
+                format!("{c} is already the MAC of host {} ({})", h.name, at(inv, h)),
+            ));
+        }
+        if macs.contains(&c) {
+            return Err(("--mac", format!("{c} is given twice")));
+        }
+        macs.push(c);
+    }
+    Ok(macs)
+}
+
+/// A new host's address: one a host may have, not another host's (but
+/// `replacing`'s).
+fn new_ip(inv: &Inventory, given: &str, replacing: Option<&str>) -> Result<Ipv4Addr, Refusal> {
+    let ip: Ipv4Addr = given
+        .trim()
+        .parse()
+        .map_err(|_| ("--ip", format!("{given:?} is not an IPv4 address")))?;
+    inv.cluster.check_ip(ip).map_err(|m| ("--ip", m))?;
+    if let Some(h) = inv
+        .hosts
+        .iter()
+        .filter(|h| Some(h.name.as_str()) != replacing)
+        .find(|h| h.ip == ip)
+    {
+        return Err((
+            "--ip",
+            format!(
+                "{ip} is already the address of host {} ({})",
+                h.name,
+                at(inv, h)
+            ),
+        ));
+    }
+    Ok(ip)
+}
+
+/// The flags of `hosts set` make sense together and their values are
+/// valid.
+fn check_set(s: &SetHost) -> Result<()> {
+    let modes = [s.image.is_some(), s.localboot, s.disable, s.enable]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if modes > 1 {
+        bail!("hosts set: give only one of --image, --localboot, --disable, --enable");
+    }
+    if modes == 0 && s.kernel.is_none() && s.cmdline.is_none() {
+        bail!(
+            "hosts set {}: nothing to change; give --image I, --localboot, --disable or --enable",
+            s.name
+        );
+    }
+    if let Some(i) = &s.image {
+        crate::image::check_name(i).with_context(|| "hosts set --image".to_string())?;
+    }
+    if let Some(k) = &s.kernel {
+        super::check_kernel(k).map_err(|m| anyhow::anyhow!("hosts set --kernel: {m}"))?;
+    }
+    if let Some(c) = &s.cmdline {
+        super::check_cmdline(c).map_err(|m| anyhow::anyhow!("hosts set --cmdline: {m}"))?;
+    }
+    Ok(())
 }
 
 /// The inline table of a host, fields in a fixed order.
@@ -391,32 +452,13 @@ fn insert_host(doc: &mut DocumentMut, a: &AddHost) {
     hosts.insert(&a.name, Item::Value(Value::InlineTable(host_value(a))));
 }
 
+/// Change a host in place: the boot mode (a host whose group gives that
+/// mode loses its own `boot` key), kernel and cmdline (empty removes).
 fn set_host(inv: &Inventory, doc: &mut DocumentMut, s: &SetHost) -> Result<bool> {
     let h = inv
         .host(&s.name)
         .with_context(|| format!("no host {} in {}", s.name, inv.path.display()))?;
-    let modes = [s.image.is_some(), s.localboot, s.disable, s.enable]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if modes > 1 {
-        bail!("hosts set: give only one of --image, --localboot, --disable, --enable");
-    }
-    if modes == 0 && s.kernel.is_none() && s.cmdline.is_none() {
-        bail!(
-            "hosts set {}: nothing to change; give --image I, --localboot, --disable or --enable",
-            s.name
-        );
-    }
-    if let Some(i) = &s.image {
-        crate::image::check_name(i).with_context(|| "hosts set --image".to_string())?;
-    }
-    if let Some(k) = &s.kernel {
-        super::check_kernel(k).map_err(|m| anyhow::anyhow!("hosts set --kernel: {m}"))?;
-    }
-    if let Some(c) = &s.cmdline {
-        super::check_cmdline(c).map_err(|m| anyhow::anyhow!("hosts set --cmdline: {m}"))?;
-    }
+    check_set(s)?;
     // What the host gets without its own `boot` key.
     let inherited = h
         .group
@@ -462,251 +504,6 @@ fn set_host(inv: &Inventory, doc: &mut DocumentMut, s: &SetHost) -> Result<bool>
     Ok(true)
 }
 
-/// The columns of an import CSV, in positional order.
-pub const CSV_COLUMNS: &[&str] = &[
-    "name", "mac", "ip", "image", "group", "kernel", "cmdline", "boot",
-];
-
-/// Parse an import file (CSV or ethers lines) into hosts, checked against
-/// `inv` and each other. Errors list every bad line as
-/// `file:line: field: why`.
-pub fn parse_import(
-    text: &str,
-    origin: &Path,
-    inv: &Inventory,
-    replace: bool,
-) -> Result<Vec<AddHost>> {
-    let is_csv = origin
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-        || text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-            .is_some_and(|l| l.contains(','));
-    let mut errs: Vec<String> = Vec::new();
-    let mut rows: Vec<(usize, AddHost)> = Vec::new();
-    let mut err = |line: usize, field: &str, msg: String| {
-        errs.push(format!("{}:{line}: {field}: {msg}", origin.display()));
-    };
-    if is_csv {
-        let mut columns: Vec<String> = CSV_COLUMNS.iter().map(|s| s.to_string()).collect();
-        let mut first = true;
-        for (i, raw) in text.lines().enumerate() {
-            let n = i + 1;
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let fields = match split_csv(line) {
-                Ok(f) => f,
-                Err(m) => {
-                    err(n, "line", m);
-                    continue;
-                }
-            };
-            if first {
-                first = false;
-                if fields[0].eq_ignore_ascii_case("name") {
-                    columns = fields.iter().map(|f| f.to_ascii_lowercase()).collect();
-                    for c in &columns {
-                        if !CSV_COLUMNS.contains(&c.as_str()) {
-                            err(
-                                n,
-                                c,
-                                format!("unknown column; columns are {}", CSV_COLUMNS.join(",")),
-                            );
-                        }
-                    }
-                    for need in ["name", "mac", "ip"] {
-                        if !columns.iter().any(|c| c == need) {
-                            err(n, need, "required column missing from the header".into());
-                        }
-                    }
-                    continue;
-                }
-            }
-            if fields.len() > columns.len() {
-                err(
-                    n,
-                    "line",
-                    format!(
-                        "{} fields, but there are {} columns ({})",
-                        fields.len(),
-                        columns.len(),
-                        columns.join(",")
-                    ),
-                );
-                continue;
-            }
-            let get = |c: &str| {
-                columns
-                    .iter()
-                    .position(|x| x == c)
-                    .and_then(|i| fields.get(i))
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-            };
-            let mut a = AddHost {
-                name: get("name").unwrap_or_default(),
-                macs: get("mac")
-                    .unwrap_or_default()
-                    .split([';', ' ', '|'])
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect(),
-                ip: get("ip").unwrap_or_default(),
-                image: get("image"),
-                group: get("group"),
-                kernel: get("kernel"),
-                cmdline: get("cmdline"),
-                boot: None,
-            };
-            if let Some(b) = get("boot") {
-                match b.as_str() {
-                    "image" => a.boot = Some(BootMode::Image),
-                    "localboot" => a.boot = Some(BootMode::Localboot),
-                    "disabled" => a.boot = Some(BootMode::Disabled),
-                    _ => {
-                        err(
-                            n,
-                            "boot",
-                            format!("{b:?} is not one of image, localboot, disabled"),
-                        );
-                        continue;
-                    }
-                }
-            }
-            rows.push((n, a));
-        }
-    } else {
-        for (i, raw) in text.lines().enumerate() {
-            let n = i + 1;
-            let line = raw.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let toks: Vec<&str> = line.split_whitespace().collect();
-            let mut a = AddHost {
-                macs: vec![toks[0].to_string()],
-                ..AddHost::default()
-            };
-            for t in &toks[1..] {
-                if t.parse::<Ipv4Addr>().is_ok() && a.ip.is_empty() {
-                    a.ip = t.to_string();
-                } else if a.name.is_empty() {
-                    let d = format!(".{}", inv.cluster.domain);
-                    a.name = t.strip_suffix(d.as_str()).unwrap_or(t).to_string();
-                } else {
-                    err(
-                        n,
-                        "line",
-                        format!("unexpected {t:?}; ethers-style lines are MAC IP NAME"),
-                    );
-                }
-            }
-            if a.ip.is_empty() {
-                err(
-                    n,
-                    "ip",
-                    "no IPv4 address on the line; write MAC IP NAME".into(),
-                );
-                continue;
-            }
-            if a.name.is_empty() {
-                err(
-                    n,
-                    "name",
-                    "no host name on the line; write MAC IP NAME".into(),
-                );
-                continue;
-            }
-            rows.push((n, a));
-        }
-    }
-    // Each row alone, then against the earlier rows.
-    let mut out = Vec::new();
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut macs: HashMap<String, usize> = HashMap::new();
-    let mut ips: HashMap<String, usize> = HashMap::new();
-    for (n, a) in rows {
-        let replacing = (replace && inv.host(&a.name).is_some()).then(|| a.name.clone());
-        let a = match check_add(inv, a, replacing.as_deref()) {
-            Ok(a) => a,
-            Err((field, msg)) => {
-                let msg = if field == "name" && msg.contains("already exists") {
-                    format!("{msg}, or pass --replace")
-                } else {
-                    msg
-                };
-                err(n, field.trim_start_matches("--"), msg);
-                continue;
-            }
-        };
-        let mut dup = false;
-        if let Some(l) = names.insert(a.name.clone(), n) {
-            err(n, "name", format!("{} is also on line {l}", a.name));
-            dup = true;
-        }
-        for m in &a.macs {
-            if let Some(l) = macs.insert(m.clone(), n) {
-                err(n, "mac", format!("{m} is also on line {l}"));
-                dup = true;
-            }
-        }
-        if let Some(l) = ips.insert(a.ip.clone(), n) {
-            err(n, "ip", format!("{} is also on line {l}", a.ip));
-            dup = true;
-        }
-        if !dup {
-            out.push(a);
-        }
-    }
-    if !errs.is_empty() {
-        let total = errs.len();
-        let mut shown: Vec<String> = errs.into_iter().take(20).collect();
-        if total > 20 {
-            shown.push(format!("... and {} more errors", total - 20));
-        }
-        bail!("{}", shown.join("\n"));
-    }
-    if out.is_empty() {
-        bail!("{}: no hosts in the file", origin.display());
-    }
-    Ok(out)
-}
-
-/// Split one CSV line: commas, with double-quoted fields (`""` is a quote).
-fn split_csv(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', false) if cur.trim().is_empty() => {
-                cur.clear();
-                quoted = true;
-            }
-            ('"', true) => {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    cur.push('"');
-                } else {
-                    quoted = false;
-                }
-            }
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    if quoted {
-        return Err("unterminated quoted field".into());
-    }
-    out.push(cur);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,15 +528,5 @@ mod tests {
             "# cluster\n[cluster] # here\nsubnet = \"10.0.0.0/24\"\n\n[hosts]\n\
              a = { mac = [\"52:54:00:00:00:01\", \"52:54:00:00:00:02\"], ip = \"10.0.0.2\", boot = \"disabled\" }\n"
         );
-    }
-
-    #[test]
-    fn csv_split() {
-        assert_eq!(split_csv("a,b,,c").unwrap(), ["a", "b", "", "c"]);
-        assert_eq!(
-            split_csv("n1,m,\"console=ttyS0,115200 \"\"x\"\"\"").unwrap(),
-            ["n1", "m", "console=ttyS0,115200 \"x\""]
-        );
-        assert!(split_csv("a,\"b").is_err());
     }
 }
