@@ -500,6 +500,11 @@ fn set_host(inv: &Inventory, doc: &mut DocumentMut, s: &SetHost) -> Result<bool>
             None => {}
         }
     }
+    // A key appended after the old last one would keep that one's padding
+    // (`ip = "..." , image = ...`): lay a one-line host out afresh.
+    if let Some(t) = doc["hosts"][&s.name].as_inline_table_mut() {
+        t.fmt();
+    }
     // Whether anything changed is decided by comparing the texts.
     Ok(true)
 }
@@ -527,6 +532,41 @@ mod tests {
             doc.to_string(),
             "# cluster\n[cluster] # here\nsubnet = \"10.0.0.0/24\"\n\n[hosts]\n\
              a = { mac = [\"52:54:00:00:00:01\", \"52:54:00:00:00:02\"], ip = \"10.0.0.2\", boot = \"disabled\" }\n"
+        );
+    }
+
+    /// Keys `hosts set` appends to a one-line host sit like the others:
+    /// `ip = "..", image = ".."`, never `ip = ".." , image = ".."`.
+    #[test]
+    fn set_keeps_inline_tables_tidy() {
+        let text = "[cluster]\nsubnet = \"10.0.0.0/24\"\nnfs_server = \"10.0.0.1\"\nimage = \"minimal\"\n\n[hosts]\n\
+                    a = { mac = \"52:54:00:00:00:01\", ip = \"10.0.0.2\" }\n";
+        let inv = super::super::parse::parse(text, Path::new("i.toml")).unwrap();
+        let mut doc: DocumentMut = text.parse().unwrap();
+        let set = |doc: &mut DocumentMut, s: SetHost| set_host(&inv, doc, &s).unwrap();
+        let image = Some("minimal".to_string());
+        set(
+            &mut doc,
+            SetHost {
+                name: "a".into(),
+                image,
+                ..SetHost::default()
+            },
+        );
+        set(
+            &mut doc,
+            SetHost {
+                name: "a".into(),
+                localboot: true,
+                ..SetHost::default()
+            },
+        );
+        assert!(
+            doc.to_string().ends_with(
+                "a = { mac = \"52:54:00:00:00:01\", ip = \"10.0.0.2\", \
+                 image = \"minimal\", boot = \"localboot\" }\n"
+            ),
+            "{doc}"
         );
     }
 }
