@@ -16,7 +16,9 @@ pub struct Cli {
     pub cmd: Command,
 }
 
+/// Options every subcommand takes, shown under their own heading.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Where images live (an image is DIR/NAME)
     #[arg(
@@ -234,7 +236,8 @@ pub struct BootTestArgs {
     /// Keep console, NFS server and QEMU logs even when the test passes
     #[arg(long)]
     pub keep_logs: bool,
-    /// QEMU accelerator (kvm hangs Debian kernels under nested virt here)
+    /// QEMU accelerator: tcg works everywhere; kvm is faster, but some
+    /// nested-virtualization hosts hang Debian kernels under it
     #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
     pub accel: String,
     /// Guest memory in MiB

@@ -195,8 +195,12 @@ fn cmd_initramfs(cx: &Ctx, a: InitramfsBuildArgs) -> Result<i32> {
 fn cmd_snapshot(cx: &Ctx, a: SnapshotArgs) -> Result<i32> {
     match a.cmd {
         Some(SnapshotCmd::List { image }) => {
-            let v = snap::run_list(&cx.layout, &snap::ListOpts { image })?;
-            let text: String = v.iter().map(|s| s.line()).collect();
+            let image = cx.layout.resolve_image(image.as_deref())?;
+            let opts = snap::ListOpts {
+                image: Some(image.clone()),
+            };
+            let v = snap::run_list(&cx.layout, &opts)?;
+            let text = snap::list_text(&cx.layout, &image, &v);
             cx.emit("snapshot list", &v, &text, false)?;
         }
         Some(SnapshotCmd::Verify { file }) => {

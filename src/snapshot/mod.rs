@@ -150,6 +150,16 @@ impl SnapshotInfo {
     }
 }
 
+/// The text of `nfsroot snapshot list`: a line per snapshot, or a sentence
+/// saying there are none.
+pub fn list_text(layout: &Layout, image: &str, v: &[SnapshotInfo]) -> String {
+    if v.is_empty() {
+        let dir = layout.snapshots_dir(image);
+        return format!("no snapshots of {image} (in {})\n", dir.display());
+    }
+    v.iter().map(SnapshotInfo::line).collect()
+}
+
 impl VerifyResult {
     pub fn text(&self) -> String {
         format!(
