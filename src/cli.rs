@@ -104,6 +104,16 @@ pub enum Command {
     Hosts(HostsArgs),
     /// Write boot files, DHCP, exports and /etc/hosts from the inventory
     Sync(SyncArgs),
+    /// Write the man pages (nfsroot.1, nfsroot-build.1, ...) into DIR
+    Man {
+        /// Directory for the pages (e.g. /usr/local/share/man/man1)
+        dir: PathBuf,
+    },
+    /// Print a completion script for SHELL on stdout
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
     /// (internal) the half of boot-test that runs in private namespaces
     #[command(hide = true)]
     BootTestInner {

@@ -74,6 +74,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff(a) => cmd_diff(&cx, a),
         Command::Hosts(a) => cmd_hosts(&cx, a),
         Command::Sync(a) => cmd_sync(&cx, a),
+        Command::Man { dir } => crate::docs::write_man_pages(&dir).map(|_| 0),
+        Command::Completions { shell } => crate::docs::print_completions(shell).map(|()| 0),
         Command::BootTestInner { plan } => crate::boottest::run_inner(&plan).map(|()| 0),
         Command::BootTest(a) => cmd_boot_test(&cx, a),
     }
