@@ -1,20 +1,41 @@
 //! Finding, reading and parsing a profile. A bare name is a shipped
-//! profile (`<etc-dir>/nfsroot/profiles/`, then the built-in ones, never
-//! the current directory); anything else is a file. Serde errors and
+//! profile (`<etc-dir>/nfsroot/profiles/`, then the package's
+//! `/usr/share/nfsroot/profiles/`, never the current directory); anything
+//! else is a file. Serde errors and
 //! validation errors both leave here as `FILE:LINE:COL: KEY: MESSAGE`:
 //! serde gives a byte span, a validation error a key path, and both are
 //! mapped back onto the text with `toml_edit`.
-
+//!
+//! Where the shipped files are is fixed when the binary is built: the
+//! package build (`scripts/package`) sets `NFSROOT_SHARE_DIR` to
+//! `/usr/share/nfsroot`, so no build path reaches the binary; any other
+//! build (`cargo build` in a checkout) uses its checkout's `profiles/`
+//! while that directory exists, and `/usr/share/nfsroot` otherwise.
 use super::Profile;
 use super::validate::{Invalid, control_chars, validate};
 use anyhow::{Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 
-/// Profiles shipped in the binary, by name.
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("minimal", include_str!("../../profiles/minimal.toml")),
-    ("cluster", include_str!("../../profiles/cluster.toml")),
-];
+/// Where the Debian package puts shipped profiles (`profiles/`) and the
+/// hooks and examples that go with them.
+pub const SHARE_DIR: &str = "/usr/share/nfsroot";
+
+/// The directory of shipped files for this binary (see the module doc).
+pub fn share_dir() -> PathBuf {
+    match option_env!("NFSROOT_SHARE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => checkout_or_installed(Path::new(env!("CARGO_MANIFEST_DIR"))),
+    }
+}
+
+/// A source checkout's own files while it exists, else the installed ones.
+fn checkout_or_installed(checkout: &Path) -> PathBuf {
+    if checkout.join("profiles").is_dir() {
+        checkout.to_path_buf()
+    } else {
+        PathBuf::from(SHARE_DIR)
+    }
+}
 
 /// A profile together with where it came from.
 #[derive(Debug, Clone)]
@@ -51,10 +72,15 @@ pub const ETC_PROFILES: &str = "nfsroot/profiles";
 
 /// Load a profile. An argument with a `/` or ending in `.toml` is a file;
 /// a bare name is a shipped profile: `<etc_dir>/nfsroot/profiles/NAME.toml`,
-/// then the ones built into the binary. The current directory is never
-/// searched: a `profiles/NAME.toml` wherever the admin stands (with hooks
-/// that run as root) must not shadow the shipped one.
+/// then `<share>/profiles/NAME.toml` ([`share_dir`]). The current directory
+/// is never searched: a `profiles/NAME.toml` wherever the admin stands
+/// (with hooks that run as root) must not shadow the shipped one.
 pub fn load(name_or_path: &str, etc_dir: &Path) -> Result<Loaded> {
+    load_from(name_or_path, etc_dir, &share_dir())
+}
+
+/// [`load`] with the shipped directory given.
+fn load_from(name_or_path: &str, etc_dir: &Path, share: &Path) -> Result<Loaded> {
     if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
         return load_file(Path::new(name_or_path));
     }
@@ -63,24 +89,35 @@ pub fn load(name_or_path: &str, etc_dir: &Path) -> Result<Loaded> {
             "{name_or_path:?} is not a profile name (letters, digits, . _ -);              to read a file, give a path with a / or ending in .toml"
         );
     }
-    let dir = etc_dir.join(ETC_PROFILES);
-    let f = dir.join(format!("{name_or_path}.toml"));
-    if f.exists() {
-        return load_file(&f);
+    let dirs = [etc_dir.join(ETC_PROFILES), share.join("profiles")];
+    for dir in &dirs {
+        let f = dir.join(format!("{name_or_path}.toml"));
+        if f.exists() {
+            return load_file(&f);
+        }
     }
-    if let Some((n, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-        let origin = PathBuf::from(format!("<builtin>/{n}.toml"));
-        // Built-in profiles name no hooks (a test checks); should one ever
-        // do, it resolves next to the shipped profiles, never in the cwd.
-        return parse(text, &origin, &dir);
-    }
-    let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
     bail!(
-        "no profile named {name_or_path:?}: not in {} and not built in (built-in: {}); \
+        "no profile named {name_or_path:?} in {} or {} (shipped: {}); \
          to read a file, give a path with a / or ending in .toml, e.g. ./{name_or_path}.toml",
-        dir.display(),
-        names.join(", ")
+        dirs[0].display(),
+        dirs[1].display(),
+        shipped_names(&dirs[1]).join(", ")
     )
+}
+
+/// The profile names in a directory of `NAME.toml` files, sorted.
+fn shipped_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            n.strip_suffix(".toml").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// A bare profile name: what may follow `<etc>/nfsroot/profiles/`.
@@ -289,29 +326,54 @@ mod tests {
         parse(text, Path::new("t.toml"), Path::new("."))
     }
 
+    /// The shipped profiles parse; hooks they name would resolve next to
+    /// them, never in the current directory. In a checkout, the checkout's
+    /// own profiles are the shipped ones.
     #[test]
-    fn builtins_parse() {
+    fn shipped_profiles_parse() {
         let etc = tempfile::tempdir().unwrap();
-        for (n, _) in BUILTIN {
+        let share = share_dir();
+        assert_eq!(share, Path::new(env!("CARGO_MANIFEST_DIR")));
+        for n in ["minimal", "cluster"] {
             let l = load(n, etc.path()).unwrap();
-            assert_eq!(l.origin, PathBuf::from(format!("<builtin>/{n}.toml")));
-            // No hooks: a built-in profile has no directory of its own.
+            assert_eq!(l.origin, share.join(format!("profiles/{n}.toml")));
+            assert_eq!(l.dir, share.join("profiles"));
             assert_eq!(l.profile.hooks, Hooks::default(), "{n}");
         }
     }
 
+    /// A checkout that is gone (the binary was copied elsewhere) falls
+    /// back to the installed files.
     #[test]
-    fn etc_profiles_come_before_builtins() {
+    fn gone_checkout_means_installed_files() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(checkout_or_installed(d.path()), Path::new(SHARE_DIR));
+        std::fs::create_dir(d.path().join("profiles")).unwrap();
+        assert_eq!(checkout_or_installed(d.path()), d.path());
+    }
+
+    #[test]
+    fn etc_profiles_come_before_shipped_ones() {
         let etc = tempfile::tempdir().unwrap();
+        let share = tempfile::tempdir().unwrap();
+        let shipped = share.path().join("profiles");
+        std::fs::create_dir_all(&shipped).unwrap();
+        std::fs::write(shipped.join("minimal.toml"), "name = \"shipped\"\n").unwrap();
+        std::fs::write(shipped.join("other.toml"), "name = \"other\"\n").unwrap();
+        let l = load_from("minimal", etc.path(), share.path()).unwrap();
+        assert_eq!(l.profile.name, "shipped");
         let dir = etc.path().join(ETC_PROFILES);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("minimal.toml"), "name = \"site\"\n").unwrap();
-        let l = load("minimal", etc.path()).unwrap();
+        let l = load_from("minimal", etc.path(), share.path()).unwrap();
         assert_eq!(l.profile.name, "site");
         assert_eq!(l.origin, dir.join("minimal.toml"));
-        let e = load("nosuch", etc.path()).unwrap_err().to_string();
+        let e = load_from("nosuch", etc.path(), share.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("./nosuch.toml"), "{e}");
-        assert!(load("../x", etc.path()).is_err());
+        assert!(e.contains("(shipped: minimal, other)"), "{e}");
+        assert!(load_from("../x", etc.path(), share.path()).is_err());
     }
 
     #[test]

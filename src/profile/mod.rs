@@ -12,7 +12,8 @@
 //!
 //! A profile argument with a `/` or ending in `.toml` is a file; a bare name
 //! is a shipped profile, looked up in `<etc-dir>/nfsroot/profiles/` and then
-//! among the profiles built into the binary, never in the current directory.
+//! in `/usr/share/nfsroot/profiles/` (a source checkout's own `profiles/`
+//! for a development build), never in the current directory.
 //!
 //! The module is split by stage: `model` holds the serde structs and
 //! their defaults, `load` finds, reads and parses a profile and maps
@@ -24,7 +25,7 @@ mod model;
 mod pattern;
 mod validate;
 
-pub use load::{BUILTIN, ETC_PROFILES, Loaded, load, parse};
+pub use load::{ETC_PROFILES, Loaded, SHARE_DIR, load, parse, share_dir};
 pub(crate) use load::{key_at, line_col, locate_in};
 pub(crate) use model::choice;
 pub use model::*;

@@ -82,7 +82,7 @@ fn usage_errors_exit_2() {
 
 /// A bare name is a shipped profile: a `profiles/minimal.toml` in the
 /// directory the admin stands in (it could carry root-run hooks) does not
-/// shadow the built-in one; an argument ending in `.toml` reads that file.
+/// shadow the shipped one; an argument ending in `.toml` reads that file.
 #[test]
 fn cwd_profiles_do_not_shadow_shipped_ones() {
     let l = TestLayout::temp();
@@ -105,7 +105,7 @@ fn cwd_profiles_do_not_shadow_shipped_ones() {
         .current_dir(cwd.path());
     let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
     assert_eq!(v["result"]["name"], "evil");
-    // <etc>/nfsroot/profiles comes before the built-in profile.
+    // <etc>/nfsroot/profiles comes before the shipped profile.
     let shipped = l.etc().join("nfsroot/profiles");
     std::fs::create_dir_all(&shipped).unwrap();
     std::fs::write(shipped.join("minimal.toml"), "name = \"site\"\n").unwrap();
