@@ -42,16 +42,6 @@ pub use validate::{canonical_mac, check_cmdline, check_host_name, check_kernel};
 /// Where the inventory lives unless `--inventory` / `NFSROOT_INVENTORY`.
 pub const DEFAULT_PATH: &str = "/etc/nfsroot/inventory.toml";
 
-/// A minimal inventory, shown when the file does not exist yet.
-pub const EXAMPLE: &str = "\
-[cluster]
-subnet = \"10.18.1.0/24\"
-gateway = \"10.18.1.1\"
-dns = [\"10.18.1.1\"]
-domain = \"cluster.example\"
-nfs_server = \"10.18.1.1\"
-image = \"minimal\"
-
-[hosts]
-n001 = { mac = \"52:54:00:00:01:01\", ip = \"10.18.1.2\" }
-";
+/// A minimal inventory, shown when the file does not exist yet (and
+/// shipped as the package's example).
+pub const EXAMPLE: &str = include_str!("example.toml");
