@@ -10,6 +10,7 @@ mod common;
 mod hostile;
 mod initramfs;
 mod inventory_boot;
+mod package;
 mod profile;
 mod snapshot_cli;
 mod upgrade;

@@ -1,0 +1,157 @@
+//! The Debian package (issue 15): `scripts/package` builds a .deb that
+//! installs into a fresh bookworm chroot (mmdebstrap from the host's own
+//! mirror, .debs from the fixture's cache), works there the way an admin
+//! meets it (`--version`, a shipped profile, a man page, bash completion),
+//! and purges without leaving anything outside /etc/nfsroot and
+//! /var/lib/nfsroot; and two package builds give the same bytes.
+
+use crate::common::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Build the package into `out` with scripts/package; returns the .deb.
+fn build_package(out: &Path) -> PathBuf {
+    let mut c = Command::new(repo().join("scripts/package"));
+    c.arg(out).env("CARGO_BUILD_JOBS", "1");
+    let deb = PathBuf::from(String::from_utf8(run(c, true).stdout).unwrap().trim());
+    assert!(deb.starts_with(out), "{}", deb.display());
+    assert!(
+        deb.to_string_lossy().ends_with("_amd64.deb"),
+        "{}",
+        deb.display()
+    );
+    deb
+}
+
+/// The first package build of this run, shared by both tests.
+fn package() -> &'static PathBuf {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| build_package(&work_dir().join("package-1")))
+}
+
+#[test]
+fn package_builds_reproducibly() {
+    let first = std::fs::read(package()).unwrap();
+    let second = build_package(&work_dir().join("package-2"));
+    assert!(
+        first == std::fs::read(&second).unwrap(),
+        "two builds differ"
+    );
+    // No build path in the binary (it would differ between checkouts).
+    let x = tempfile::tempdir_in(work_dir()).unwrap();
+    let mut c = Command::new("dpkg-deb");
+    c.arg("-x").arg(&second).arg(x.path());
+    run(c, true);
+    let bin = std::fs::read(x.path().join("usr/bin/nfsroot")).unwrap();
+    let checkout = repo().to_string_lossy().into_owned();
+    assert!(
+        !bin.windows(checkout.len())
+            .any(|w| w == checkout.as_bytes()),
+        "the binary names the checkout {checkout}"
+    );
+}
+
+/// Run `sh -c script` in the chroot; returns stdout, panics on failure.
+fn in_chroot(root: &Path, script: &str) -> String {
+    let mut c = Command::new("chroot");
+    c.arg(root)
+        .args(["/bin/sh", "-c", script])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/root")
+        .env("LC_ALL", "C.UTF-8")
+        .current_dir("/");
+    String::from_utf8(run(c, true).stdout).unwrap()
+}
+
+/// A bookworm chroot with what the package needs installed first (so
+/// dpkg -i needs no network) plus man-db and bash-completion.
+fn bootstrap_chroot(root: &Path) {
+    let mirror = nfsroot::bootstrap::detect_mirror(Path::new("/etc/apt")).unwrap();
+    let cache = deb_cache();
+    std::fs::create_dir_all(&cache).unwrap();
+    let c = cache.display();
+    let mut m = Command::new("mmdebstrap");
+    m.args([
+        "--variant=apt",
+        "--include=man-db,bash-completion,debootstrap,pxelinux,syslinux-common,busybox-static",
+        // The fixture's .deb cache, in before download and back out after.
+        "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
+    ])
+    .arg(format!(
+        "--setup-hook=cp -al '{c}'/. \"$1\"/var/cache/apt/archives/ 2>/dev/null || \
+         cp -a '{c}'/. \"$1\"/var/cache/apt/archives/"
+    ))
+    .arg(format!(
+        "--customize-hook=for f in \"$1\"/var/cache/apt/archives/*.deb; do \
+         [ -e '{c}'/\"${{f##*/}}\" ] || ln \"$f\" '{c}'/ 2>/dev/null || cp \"$f\" '{c}'/; done; \
+         rm -f \"$1\"/var/cache/apt/archives/*.deb"
+    ))
+    .arg("bookworm")
+    .arg(root)
+    .arg(mirror);
+    run(m, true);
+}
+
+/// Every path in the chroot but the API file systems and /tmp.
+fn tree(root: &Path) -> BTreeSet<PathBuf> {
+    let skip = ["proc", "sys", "dev", "run", "tmp"].map(|d| root.join(d));
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_entry(|e| !skip.iter().any(|s| e.path() == s))
+        .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_path_buf())
+        .collect()
+}
+
+#[test]
+fn package_installs_works_and_purges() {
+    let deb = package();
+    let tmp = tempfile::Builder::new()
+        .prefix("nfsroot-package-")
+        .tempdir_in(work_dir())
+        .unwrap();
+    let root = tmp.path().join("chroot");
+    bootstrap_chroot(&root);
+    std::fs::copy(deb, root.join("tmp/nfsroot.deb")).unwrap();
+    let before = tree(&root);
+
+    in_chroot(&root, "dpkg -i /tmp/nfsroot.deb");
+    let version = in_chroot(&root, "nfsroot --version");
+    assert_eq!(version, format!("nfsroot {}\n", env!("CARGO_PKG_VERSION")));
+    let show = in_chroot(&root, "cd /tmp && nfsroot profile show minimal");
+    assert!(show.contains("name = \"minimal\""), "{show}");
+    let check = in_chroot(&root, "nfsroot profile check minimal");
+    assert!(
+        check.starts_with("/usr/share/nfsroot/profiles/minimal.toml: ok"),
+        "{check}"
+    );
+    let page = in_chroot(&root, "man -w nfsroot-build");
+    assert_eq!(page, "/usr/share/man/man1/nfsroot-build.1.gz\n");
+    let words = in_chroot(
+        &root,
+        r#"exec bash -c '
+            . /usr/share/bash-completion/bash_completion
+            _completion_loader nfsroot
+            f=$(complete -p nfsroot | sed -n "s/.* -F \([^ ]*\) .*/\1/p")
+            COMP_WORDS=(nfsroot up); COMP_CWORD=1
+            COMP_LINE="nfsroot up"; COMP_POINT=${#COMP_LINE}
+            "$f" nfsroot up nfsroot
+            printf "%s\n" "${COMPREPLY[@]}"'"#,
+    );
+    assert_eq!(words, "upgrade-kernel\n");
+
+    in_chroot(&root, "dpkg --purge nfsroot");
+    // dpkg's log and man-db's cache tags are theirs, not the package's.
+    let bookkeeping = ["var/log", "var/cache/man"];
+    let left: Vec<_> = tree(&root)
+        .difference(&before)
+        .filter(|p| !p.starts_with("etc/nfsroot") && !p.starts_with("var/lib/nfsroot"))
+        .filter(|p| {
+            p.to_string_lossy().contains("nfsroot") || !bookkeeping.iter().any(|b| p.starts_with(b))
+        })
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "left after purge: {left:?}");
+}
