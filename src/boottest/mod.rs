@@ -33,7 +33,6 @@ pub use console::{parse_node_line, strip_ansi};
 pub use report::{BootReport, Timings};
 pub use runner::run_inner;
 
-use crate::cli::{BootMethod, BootTestArgs};
 use crate::exec::{self, Tool};
 use crate::fsutil;
 use crate::image::Layout;
@@ -66,6 +65,44 @@ pub const IP: Tool = Tool {
 };
 const VFS_FSAL: &str = "/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so";
 const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
+
+/// How the VM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMethod {
+    /// QEMU loads the published kernel and initramfs itself.
+    Direct,
+    /// iPXE, pxelinux.0, pxelinux.cfg, then kernel and initramfs over TFTP.
+    Pxe,
+}
+
+/// What `nfsroot boot-test` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Image name; `None` for the only image.
+    pub image: Option<String>,
+    pub method: BootMethod,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    /// In PXE mode, boot through a per-host config (01-<mac>).
+    pub per_host: bool,
+    /// Seconds before the test gives up.
+    pub timeout: u64,
+    /// Keep the logs even when the test passes.
+    pub keep_logs: bool,
+    /// QEMU accelerator: `tcg` or `kvm`.
+    pub accel: String,
+    /// Guest memory in MiB.
+    pub memory: u32,
+    /// Boot this kernel and initramfs instead of the published default.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    /// Replace the kernel command line.
+    pub append: Option<String>,
+    /// Expect this host name instead of the image rule's.
+    pub expect_hostname: Option<String>,
+    /// Pass when the node does not come up.
+    pub expect_no_boot: bool,
+}
 
 /// What the inner process is told to do (written as JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,7 +168,7 @@ pub fn predict_hostname(root: &Path, ip: Ipv4Addr, mac: &str) -> Result<String> 
 
 /// Outer entry point: plan the boot, run it in private namespaces, and
 /// judge what the node reported.
-pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
+pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     let mac = preflight(a)?;
     let image = layout.resolve_image(a.image.as_deref())?;
     let image_dir = layout.existing_image(&image)?;
@@ -152,7 +189,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
 
     let work = work_dir(layout, &image)?;
     let exports = exports(layout, &image_dir, log_path.as_deref(), &expect)?;
-    let tftp = if a.mode == BootMethod::Pxe {
+    let tftp = if a.method == BootMethod::Pxe {
         tftp::tftp_view(layout, &work, &mac, a.per_host, profile_rw)?
     } else {
         layout.tftp_root.clone()
@@ -162,7 +199,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
         image,
         image_dir,
         work,
-        mode: method_name(a.mode).into(),
+        mode: method_name(a.method).into(),
         mac,
         ip: a.ip,
         exports,
@@ -190,7 +227,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
 
 /// Root, tools, firmware files and the VM's addresses, before anything runs;
 /// the MAC address in lower case.
-fn preflight(a: &BootTestArgs) -> Result<String> {
+fn preflight(a: &Options) -> Result<String> {
     exec::require_root("nfsroot boot-test")?;
     for t in [QEMU, GANESHA, RPCBIND, IP, exec::UNSHARE] {
         exec::require(t)?;
@@ -198,7 +235,7 @@ fn preflight(a: &BootTestArgs) -> Result<String> {
     if !Path::new(VFS_FSAL).exists() {
         bail!("{VFS_FSAL} not found; install it with: apt-get install nfs-ganesha-vfs");
     }
-    if a.mode == BootMethod::Pxe && !Path::new(IPXE_ROM).exists() {
+    if a.method == BootMethod::Pxe && !Path::new(IPXE_ROM).exists() {
         bail!("{IPXE_ROM} not found; install it with: apt-get install ipxe-qemu");
     }
     let mac = a.mac.to_ascii_lowercase();
@@ -286,7 +323,7 @@ fn log_export_dir(
 /// logs the file this boot must reach.
 fn expectation(
     layout: &Layout,
-    a: &BootTestArgs,
+    a: &Options,
     mac: &str,
     image_dir: &Path,
     conf: &BTreeMap<String, String>,
@@ -327,7 +364,7 @@ fn work_dir(layout: &Layout, image: &str) -> Result<PathBuf> {
 
 /// The kernel and initrd QEMU loads in direct mode: `--kernel` and
 /// `--initrd` when both are given, else the published entry's.
-fn boot_files(layout: &Layout, a: &BootTestArgs, entry: &pxelinux::Entry) -> (PathBuf, PathBuf) {
+fn boot_files(layout: &Layout, a: &Options, entry: &pxelinux::Entry) -> (PathBuf, PathBuf) {
     match (&a.kernel, &a.initrd) {
         (Some(k), Some(i)) => (k.clone(), i.clone()),
         _ => (

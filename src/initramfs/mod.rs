@@ -147,7 +147,7 @@ pub struct Summary {
 
 /// What a build produced.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
+pub struct Stats {
     /// Kernel modules shipped.
     pub modules: usize,
     /// Archive entries (files, directories, links, device nodes).
@@ -367,7 +367,7 @@ pub fn assemble(
 }
 
 /// Build the initramfs for kernel `kver` of the image at `root` into `out`.
-pub fn build(img: &ImageRoot, kver: &str, spec: &Spec, out: &mut dyn Write) -> Result<Report> {
+pub fn build(img: &ImageRoot, kver: &str, spec: &Spec, out: &mut dyn Write) -> Result<Stats> {
     let (archive, nmods) = assemble(img, kver, &spec.modules)?;
     let mut raw = Vec::new();
     let uncompressed = archive.write(&mut raw, archive_mtime())?;
@@ -396,7 +396,7 @@ pub fn build(img: &ImageRoot, kver: &str, spec: &Spec, out: &mut dyn Write) -> R
     }
     hw.flush().context("writing initramfs")?;
     let compressed = hw.count();
-    Ok(Report {
+    Ok(Stats {
         modules: nmods,
         files: archive.len(),
         uncompressed,

@@ -151,8 +151,8 @@ pub fn publish(
     publish_with(layout, &loaded.profile, root, false, on_line)
 }
 
-/// The plan for a publish: what would be written.
-struct Plan {
+/// What a publish writes: the newest kernel and its initramfs, in memory.
+struct Artifacts {
     /// The kernel's bytes, read once through the confined view: what is
     /// hashed is what is written.
     kernel_data: Vec<u8>,
@@ -164,7 +164,7 @@ struct Plan {
     entry_image: String,
 }
 
-fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Result<Plan> {
+fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Result<Artifacts> {
     let k = kernel::newest(img)?;
     let initrd = build_initramfs(img, &k, p)?;
     let initrd_sha = fsutil::sha256_bytes(&initrd);
@@ -180,7 +180,7 @@ fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Resul
         append: cmdline(p, image_dir),
         published_at: crate::clock::rfc3339(crate::clock::now_secs()),
     };
-    Ok(Plan {
+    Ok(Artifacts {
         kernel_data,
         initrd,
         initrd_sha,
@@ -200,7 +200,7 @@ struct NextRecord {
 
 /// This version replaced or added, kept in dpkg order, default switched,
 /// trimmed to `keep_kernels` (the default always kept).
-fn next_record(old: &Record, p: &Profile, plan: &Plan) -> NextRecord {
+fn next_record(old: &Record, p: &Profile, plan: &Artifacts) -> NextRecord {
     let mut rec = old.clone();
     rec.serial = (!p.boot.serial.is_empty()).then(|| p.boot.serial.clone());
     rec.timeout_s = p.boot.prompt_timeout;
@@ -335,7 +335,7 @@ pub fn publish_with(
 /// (as lines), and the files retention would remove.
 fn describe(
     layout: &Layout,
-    plan: &Plan,
+    plan: &Artifacts,
     next: &NextRecord,
     configs: &[PathBuf],
     config_text: &str,
@@ -369,7 +369,7 @@ fn describe(
 /// only when the file there differs, and verified after the rename.
 fn write_boot_files(
     layout: &Layout,
-    plan: &Plan,
+    plan: &Artifacts,
     out: &mut Outcome,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<()> {
@@ -409,7 +409,7 @@ fn write_boot_files(
 /// configs last, then retention of files no config names any more.
 fn switch(
     layout: &Layout,
-    plan: &Plan,
+    plan: &Artifacts,
     mut next: NextRecord,
     configs: &[PathBuf],
     config_text: &str,

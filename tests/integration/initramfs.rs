@@ -23,7 +23,7 @@ fn image_root() -> PathBuf {
     common::fixture().image("minimal")
 }
 
-fn build_bytes(root: &Path, spec: &Spec) -> (Vec<u8>, initramfs::Report) {
+fn build_bytes(root: &Path, spec: &Spec) -> (Vec<u8>, initramfs::Stats) {
     let k = kernel::newest(&ImageRoot::open(root).unwrap()).unwrap();
     let mut out = Vec::new();
     let r = initramfs::build(&ImageRoot::open(root).unwrap(), &k.version, spec, &mut out).unwrap();
