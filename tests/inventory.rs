@@ -1091,11 +1091,11 @@ fn parsers_survive_mutated_and_hostile_input() {
         "a".repeat(8 << 20)
     );
     let comments = format!("{}name = \"x\"\n", "# comment line\n".repeat(500_000));
-    // Linear, not quadratic: ten times the hosts may take at most 40 times
-    // as long (measured 18-22 times: allocation; quadratic would be 100
-    // times). Both sizes run under the same
-    // load, and the best of three runs counts, so a busy machine does not
-    // fail the test; the absolute cap only catches the minutes of old.
+    // Near linear, not quadratic: ten times the hosts may take at most 40
+    // times as long (measured 18-22 times on this machine; quadratic would
+    // be 100 times). Both sizes run under the same load and the best of
+    // three runs counts, so a busy machine does not fail the test; the
+    // absolute cap only catches the minutes of old.
     for subnet in ["10.18.0.0/16", "10.18.1.0/24"] {
         let best = |n: usize| {
             let text = hosts(n, subnet);
