@@ -22,6 +22,7 @@ pub mod build;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod crashpoint;
 pub mod doctor;
 pub mod exec;
 pub mod facts;

@@ -316,6 +316,7 @@ pub fn publish_with(
         return Ok(out);
     }
     write_boot_files(layout, &plan, &mut out, on_line)?;
+    crate::crash_point!("publish.boot_files");
     let (healed, lost) = heal::heal(tftp, &img, p, &mut next.rec, &plan.entry.version, on_line)?;
     out.written.extend(healed);
     if !lost.is_empty() {
@@ -424,11 +425,17 @@ fn switch(
         rec.files.insert(k.initrd.clone(), k.initrd_sha256.clone());
     }
     rec.save(layout)?;
-    for c in configs {
+    crate::crash_point!("publish.record");
+    for (i, c) in configs.iter().enumerate() {
+        if i > 0 {
+            crate::crash_point!("publish.between_configs");
+        }
         fsutil::atomic_write(c, config_text.as_bytes())?;
         out.written.push(c.clone());
     }
+    crate::crash_point!("publish.configs");
     out.removed = retire(layout, &next.dropped)?;
+    crate::crash_point!("publish.retired");
     for p in &out.removed {
         if let Ok(rel) = p.strip_prefix(&layout.tftp_root) {
             rec.files.remove(&rel.to_string_lossy().to_string());
@@ -448,7 +455,10 @@ fn retire(layout: &Layout, dropped: &[PublishedKernel]) -> Result<Vec<PathBuf>> 
             }
             let p = layout.tftp_root.join(rel);
             match std::fs::remove_file(&p) {
-                Ok(()) => removed.push(p),
+                Ok(()) => {
+                    removed.push(p);
+                    crate::crash_point!("publish.retire");
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
             }

@@ -49,6 +49,7 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
     rec.default = Some(target.clone());
     let text = pxelinux::try_render(&rec.config())?;
     rec.save(layout)?;
+    crate::crash_point!("rollback.record");
     let cfgd = cfg_dir(layout);
     let mut written = vec![];
     let image_cfg = cfgd.join(image_config_name(image));
@@ -56,6 +57,7 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
     written.push(image_cfg);
     let default_cfg = cfgd.join("default");
     if default_owner(&default_cfg).as_deref() == Some(image) {
+        crate::crash_point!("rollback.between_configs");
         fsutil::atomic_write(&default_cfg, text.as_bytes())?;
         written.push(default_cfg);
     }

@@ -59,6 +59,7 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
 
     let mut file = AtomicFile::create_mode(&out, SECRET)?;
     let written = write_archive(&root, opts, &mut file, &out)?;
+    crate::crash_point!("snapshot.archive_written");
     let file_name = out
         .file_name()
         .context("output has no file name")?
@@ -142,7 +143,9 @@ fn commit(file: AtomicFile, out: &Path, manifest: &Manifest) -> Result<(PathBuf,
     let line = format!("{}  {}\n", manifest.sha256, manifest.archive);
     let result = (|| -> Result<()> {
         fsutil::atomic_write_mode(&man_path, &json, SECRET)?;
+        crate::crash_point!("snapshot.manifest");
         fsutil::atomic_write_mode(&sums, line.as_bytes(), SECRET)?;
+        crate::crash_point!("snapshot.checksum");
         file.commit()
     })();
     if let Err(e) = result {
@@ -549,7 +552,7 @@ fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
             p.clone(),
         ] {
             match std::fs::remove_file(&q) {
-                Ok(()) => {}
+                Ok(()) => crate::crash_point!("snapshot.prune"),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).with_context(|| format!("removing {}", q.display())),
             }

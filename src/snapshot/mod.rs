@@ -587,6 +587,7 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
             });
         }
     };
+    crate::crash_point!("restore.extracted");
     let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
     let _ = std::fs::remove_dir(&staging_parent);
     Ok(RestoreResult {
