@@ -5,7 +5,10 @@
 //! hashed for the manifest on the way into the tar stream, and the stream
 //! compressed on worker threads into a temp file beside the final name. The
 //! checksum and manifest are committed first and the archive renamed last,
-//! so a failed or interrupted run leaves nothing under the archive's name.
+//! so a failed or interrupted run leaves nothing under the archive's name;
+//! pruning removes an archive before its side files. Side files a killed run
+//! left without their archive are swept, with its temp files, by the next
+//! run into the default directory.
 
 use super::compress::Compressor;
 use super::tar::{Header, Kind, TarWriter};
@@ -55,7 +58,7 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             opts.format.extension()
         )),
     };
-    prepare_output(&out, &default_dir, &root)?;
+    prepare_output(&out, &default_dir, &root, &name)?;
 
     let mut file = AtomicFile::create_mode(&out, SECRET)?;
     let written = write_archive(&root, opts, &mut file, &out)?;
@@ -106,7 +109,7 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
 /// Create the archive's directory (0700: archives hold secrets), sweep
 /// leftovers of killed runs from the default directory, and refuse an
 /// existing name or one inside the image.
-fn prepare_output(out: &Path, default_dir: &Path, root: &Path) -> Result<()> {
+fn prepare_output(out: &Path, default_dir: &Path, root: &Path, name: &str) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         private_dir(dir)?;
         if dir == default_dir {
@@ -116,6 +119,7 @@ fn prepare_output(out: &Path, default_dir: &Path, root: &Path) -> Result<()> {
                     .with_context(|| format!("setting mode of {}", d.display()))?;
             }
             fsutil::sweep_temps(dir)?;
+            sweep_orphans(dir, name)?;
         }
     }
     if out.exists() {
@@ -130,6 +134,36 @@ fn prepare_output(out: &Path, default_dir: &Path, root: &Path) -> Result<()> {
             out.display(),
             root.display()
         );
+    }
+    Ok(())
+}
+
+/// Remove the `.sha256` and `.manifest.json` files of `name`'s snapshots in
+/// `dir` whose archive is gone: a run killed before its archive's rename,
+/// or while pruning, leaves them. The image lock is held, so no live run is
+/// writing them.
+fn sweep_orphans(dir: &Path, name: &str) -> Result<()> {
+    let rd = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(archive) = n
+            .strip_suffix(".sha256")
+            .or_else(|| n.strip_suffix(".manifest.json"))
+        else {
+            continue;
+        };
+        if !super::is_archive_name(archive, name)
+            || std::fs::symlink_metadata(dir.join(archive)).is_ok()
+        {
+            continue;
+        }
+        match std::fs::remove_file(e.path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("removing {}", e.path().display()));
+            }
+        }
     }
     Ok(())
 }
@@ -540,6 +574,9 @@ impl Owners {
 }
 
 /// Keep the newest `keep` snapshots of `name` in `dir`; return what went.
+/// The archive goes before its side files: a run killed in between leaves
+/// side files (swept by the next run), never an archive that does not
+/// verify.
 fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
     let mut all = super::snapshot_files(dir, name)?;
     all.sort();
@@ -547,9 +584,9 @@ fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
     let n = all.len().saturating_sub(keep);
     for p in all.into_iter().take(n) {
         for q in [
-            super::manifest_path(&p),
-            super::checksum_path(&p),
             p.clone(),
+            super::checksum_path(&p),
+            super::manifest_path(&p),
         ] {
             match std::fs::remove_file(&q) {
                 Ok(()) => crate::crash_point!("snapshot.prune"),
