@@ -253,6 +253,20 @@ fn versions(rec: &Record) -> Vec<String> {
     rec.kernels.iter().map(|k| k.version.clone()).collect()
 }
 
+/// Remove the temp files killed runs left where publish and rollback write:
+/// the image's TFTP directory, pxelinux.cfg, the TFTP root and the records'
+/// directory. The image lock is held, and the shared directories keep the
+/// temp files of runs that are still alive.
+fn sweep_leftovers(layout: &Layout, image: &str) -> Result<()> {
+    let tftp = &layout.tftp_root;
+    let record = layout.record_path(image);
+    let records = record.parent().expect("a record has a parent");
+    for d in [&tftp.join(image), &cfg_dir(layout), tftp, records] {
+        fsutil::sweep_temps(d)?;
+    }
+    Ok(())
+}
+
 /// Publish (or with `dry_run`, describe) the newest kernel.
 pub fn publish_with(
     layout: &Layout,
@@ -284,12 +298,9 @@ pub fn publish_with(
         kept: versions(&next.rec),
     };
     // Leftovers of a run that was killed go even when there is nothing
-    // else to do; the image lock is held, and the shared directories keep
-    // the temp files of runs that are still alive.
+    // else to do.
     if !dry_run {
-        for d in [&tftp.join(image), &cfg_dir(layout), tftp] {
-            fsutil::sweep_temps(d)?;
-        }
+        sweep_leftovers(layout, image)?;
     }
     let files_ok = next.rec.kernels.iter().all(|k| verify(tftp, k).is_ok());
     let configs_ok = configs
