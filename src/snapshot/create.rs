@@ -599,3 +599,45 @@ fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
     fsutil::fsync_dir(dir)?;
     Ok(gone)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_orphans_removes_only_side_files_of_missing_archives() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let kept = "img-20000101T000000Z-x.tar.zst";
+        let gone = "img-20010101T000000Z-x.tar.zst";
+        std::fs::write(dir.join(kept), "").unwrap();
+        for f in [
+            format!("{kept}.sha256"),
+            format!("{kept}.manifest.json"),
+            format!("{gone}.sha256"),
+            format!("{gone}.manifest.json"),
+            // Not side files of this image's archives: left alone.
+            "img-notes.sha256".to_string(),
+            "other-20010101T000000Z-x.tar.zst.sha256".to_string(),
+        ] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        sweep_orphans(dir, "img").unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "img-20000101T000000Z-x.tar.zst",
+                "img-20000101T000000Z-x.tar.zst.manifest.json",
+                "img-20000101T000000Z-x.tar.zst.sha256",
+                "img-notes.sha256",
+                "other-20010101T000000Z-x.tar.zst.sha256",
+            ]
+        );
+    }
+}
