@@ -23,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod compression;
+pub mod crashpoint;
 pub mod doctor;
 pub mod exec;
 pub mod facts;

@@ -253,6 +253,20 @@ fn versions(rec: &Record) -> Vec<String> {
     rec.kernels.iter().map(|k| k.version.clone()).collect()
 }
 
+/// Remove the temp files killed runs left where publish and rollback write:
+/// the image's TFTP directory, pxelinux.cfg, the TFTP root and the records'
+/// directory. The image lock is held, and the shared directories keep the
+/// temp files of runs that are still alive.
+fn sweep_leftovers(layout: &Layout, image: &str) -> Result<()> {
+    let tftp = &layout.tftp_root;
+    let record = layout.record_path(image);
+    let records = record.parent().expect("a record has a parent");
+    for d in [&tftp.join(image), &cfg_dir(layout), tftp, records] {
+        fsutil::sweep_temps(d)?;
+    }
+    Ok(())
+}
+
 /// Publish (or with `dry_run`, describe) the newest kernel.
 pub fn publish_with(
     layout: &Layout,
@@ -284,12 +298,9 @@ pub fn publish_with(
         kept: versions(&next.rec),
     };
     // Leftovers of a run that was killed go even when there is nothing
-    // else to do; the image lock is held, and the shared directories keep
-    // the temp files of runs that are still alive.
+    // else to do.
     if !dry_run {
-        for d in [&tftp.join(image), &cfg_dir(layout), tftp] {
-            fsutil::sweep_temps(d)?;
-        }
+        sweep_leftovers(layout, image)?;
     }
     let files_ok = next.rec.kernels.iter().all(|k| verify(tftp, k).is_ok());
     let configs_ok = configs
@@ -316,6 +327,7 @@ pub fn publish_with(
         return Ok(out);
     }
     write_boot_files(layout, &plan, &mut out, on_line)?;
+    crate::crash_point!("publish.boot_files");
     let (healed, lost) = heal::heal(tftp, &img, p, &mut next.rec, &plan.entry.version, on_line)?;
     out.written.extend(healed);
     if !lost.is_empty() {
@@ -424,11 +436,17 @@ fn switch(
         rec.files.insert(k.initrd.clone(), k.initrd_sha256.clone());
     }
     rec.save(layout)?;
-    for c in configs {
+    crate::crash_point!("publish.record");
+    for (i, c) in configs.iter().enumerate() {
+        if i > 0 {
+            crate::crash_point!("publish.between_configs");
+        }
         fsutil::atomic_write(c, config_text.as_bytes())?;
         out.written.push(c.clone());
     }
+    crate::crash_point!("publish.configs");
     out.removed = retire(layout, &next.dropped)?;
+    crate::crash_point!("publish.retired");
     for p in &out.removed {
         if let Ok(rel) = p.strip_prefix(&layout.tftp_root) {
             rec.files.remove(&rel.to_string_lossy().to_string());
@@ -448,7 +466,10 @@ fn retire(layout: &Layout, dropped: &[PublishedKernel]) -> Result<Vec<PathBuf>> 
             }
             let p = layout.tftp_root.join(rel);
             match std::fs::remove_file(&p) {
-                Ok(()) => removed.push(p),
+                Ok(()) => {
+                    removed.push(p);
+                    crate::crash_point!("publish.retire");
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
             }

@@ -6,6 +6,7 @@
 mod boot;
 mod build;
 mod common;
+mod crash;
 mod hostile;
 mod initramfs;
 mod inventory_boot;
