@@ -35,7 +35,7 @@ pub const POINTS: &[&str] = &[
     "publish.retire",
     "publish.retired",
     // rollback (publish/rollback.rs)
-    "rollback.record",
+    "rollback.configs",
     "rollback.between_configs",
     // snapshot (snapshot/create.rs)
     "snapshot.archive_written",

@@ -50,8 +50,11 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
     rec.default = Some(target.clone());
     let text = pxelinux::try_render(&rec.config())?;
     super::sweep_leftovers(layout, image)?;
-    rec.save(layout)?;
-    crate::crash_point!("rollback.record");
+    // Configs first, the record last: the record's default is what the
+    // next `rollback` steps back from, so a run killed between them must
+    // leave the old default there, and running it again finishes the same
+    // switch instead of stepping back one kernel further. The record lists
+    // the same files either way: a rollback publishes none.
     let cfgd = cfg_dir(layout);
     let mut written = vec![];
     let image_cfg = cfgd.join(image_config_name(image));
@@ -63,6 +66,8 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
         fsutil::atomic_write(&default_cfg, text.as_bytes())?;
         written.push(default_cfg);
     }
+    crate::crash_point!("rollback.configs");
+    rec.save(layout)?;
     Ok(Outcome {
         image: image.to_string(),
         default: target,

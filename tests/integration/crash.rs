@@ -29,7 +29,7 @@ const PUBLISH_POINTS: &[&str] = &[
     "publish.retire",
     "publish.retired",
 ];
-const ROLLBACK_POINTS: &[&str] = &["rollback.record", "rollback.between_configs"];
+const ROLLBACK_POINTS: &[&str] = &["rollback.between_configs", "rollback.configs"];
 /// With `--keep 2` and two archives already there, each run prunes one:
 /// its three files are removed one by one.
 const SNAPSHOT_POINTS: &[&str] = &[
@@ -352,6 +352,23 @@ fn publish_upgrade_and_rollback_die_at_every_point() {
         ok(&l, &args);
         after_run();
     }
+    // Killed after its configs and run again, a rollback without --to
+    // finishes the same switch (99.0 -> old), not one kernel further back
+    // (here: "nothing older to roll back to").
+    assert_eq!(ROLLBACK_POINTS.len() % 2, 0, "99.0 is the default here");
+    die_at(&l, &["-q", "rollback", "minimal"], "rollback.configs");
+    after_crash();
+    ok(&l, &["-q", "rollback", "minimal"]);
+    after_run();
+    let mut c = nfsroot(&l);
+    c.args(["--json", "status", "minimal"]);
+    let status: serde_json::Value = serde_json::from_slice(&c.output().unwrap().stdout).unwrap();
+    assert_eq!(
+        status["result"]["default_boots"].as_str(),
+        Some(format!("minimal-{old}").as_str()),
+        "{status}"
+    );
+    ok(&l, &["-q", "rollback", "minimal", "--to", "99.0"]);
     let renames = AtomicWalk {
         l: &l,
         args: &|n| rollback(n + ROLLBACK_POINTS.len()),
