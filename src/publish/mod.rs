@@ -302,7 +302,10 @@ pub fn publish_with(
     if !dry_run {
         sweep_leftovers(layout, image)?;
     }
-    let files_ok = next.rec.kernels.iter().all(|k| verify(tftp, k).is_ok());
+    let files_ok = next.rec.kernels.iter().all(|k| verify(tftp, k).is_ok())
+        && PXELINUX_FILES.iter().all(|(src, name, _)| {
+            fsutil::sha256_file(&tftp.join(name)).ok() == fsutil::sha256_file(&host_file(src)).ok()
+        });
     let configs_ok = configs
         .iter()
         .all(|c| std::fs::read_to_string(c).ok().as_deref() == Some(config_text.as_str()));
