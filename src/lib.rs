@@ -19,6 +19,7 @@
 pub mod bootstrap;
 pub mod boottest;
 pub mod build;
+pub mod choice;
 pub mod cli;
 pub mod clock;
 pub mod commands;

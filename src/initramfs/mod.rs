@@ -56,29 +56,7 @@ pub const APPLETS: &[&str] = &[
 
 pub use crate::compression::Compression;
 
-/// Which builder makes the archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Backend {
-    /// Assembled here from the image's files ([`build`]).
-    #[default]
-    Nfsroot,
-    /// The image's own mkinitramfs, in its chroot
-    /// ([`build_with_initramfs_tools`]).
-    InitramfsTools,
-}
-
-impl std::str::FromStr for Backend {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "nfsroot" => Ok(Self::Nfsroot),
-            "initramfs-tools" => Ok(Self::InitramfsTools),
-            _ => bail!("unknown initramfs backend {s:?}: use nfsroot or initramfs-tools"),
-        }
-    }
-}
-
-crate::profile::choice!(Backend { Nfsroot => "nfsroot", InitramfsTools => "initramfs-tools" });
+pub use crate::profile::Backend;
 
 /// What to put in the initramfs, and how to make it.
 #[derive(Debug, Clone, Default)]

@@ -26,7 +26,6 @@ mod validate;
 
 pub use load::{BUILTIN, ETC_PROFILES, Loaded, load, parse};
 pub(crate) use load::{key_at, line_col, locate_in};
-pub(crate) use model::choice;
 pub use model::*;
 pub use pattern::render_pattern;
 pub use validate::{ARCHES, SUITES, VARIANTS, is_host, is_hostname, is_plain_abs_path};
