@@ -255,3 +255,15 @@ pub fn boot_test(l: &TestLayout, args: &[&str]) -> serde_json::Value {
     );
     r
 }
+
+/// QEMU's user network as a cluster: the inventory header every boot and
+/// sync test starts from (no hosts yet; `host_files = "all"` so every host
+/// gets its per-host PXELINUX file).
+pub const QEMU_CLUSTER: &str = "[cluster]\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.2\"\n\
+     nfs_server = \"10.0.2.2\"\nimage = \"minimal\"\nhost_files = \"all\"\n\n[hosts]\n";
+
+/// Write [`QEMU_CLUSTER`] to `path`, creating its directory.
+pub fn write_qemu_inventory(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, QEMU_CLUSTER).unwrap();
+}

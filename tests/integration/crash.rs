@@ -207,14 +207,7 @@ fn named_files(name: &str, text: &str) -> Vec<String> {
 
 /// Two inventory hosts and a sync: per-host links in pxelinux.cfg.
 fn add_hosts(l: &TestLayout) -> [&'static str; 4] {
-    let inv = l.etc().join("nfsroot/inventory.toml");
-    std::fs::create_dir_all(inv.parent().unwrap()).unwrap();
-    std::fs::write(
-        &inv,
-        "[cluster]\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.2\"\n\
-         nfs_server = \"10.0.2.2\"\nimage = \"minimal\"\nhost_files = \"all\"\n\n[hosts]\n",
-    )
-    .unwrap();
+    write_qemu_inventory(&l.etc().join("nfsroot/inventory.toml"));
     let add = ["hosts", "add", "alpha", "--mac", "52-54-00-AA-00-01"];
     ok(l, &[&add[..], &["--ip", "10.0.2.31"]].concat());
     ok(l, &["-q", "sync"]);
