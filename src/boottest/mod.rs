@@ -104,6 +104,17 @@ pub struct Options {
     pub expect_no_boot: bool,
 }
 
+/// One directory the test's NFS server exports, as `sync` renders it for
+/// the real server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NfsExport {
+    pub path: PathBuf,
+    pub rw: bool,
+    /// Root on the node is mapped to nobody (65534), as on the real
+    /// server's log export; image roots and host keys are not squashed.
+    pub root_squash: bool,
+}
+
 /// What the inner process is told to do (written as JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootPlan {
@@ -113,8 +124,7 @@ pub struct BootPlan {
     pub mode: String,
     pub mac: String,
     pub ip: Ipv4Addr,
-    /// (path, read-write) exports.
-    pub exports: Vec<(PathBuf, bool)>,
+    pub exports: Vec<NfsExport>,
     pub tftp: PathBuf,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
@@ -374,22 +384,36 @@ fn boot_files(layout: &Layout, a: &Options, entry: &pxelinux::Entry) -> (PathBuf
     }
 }
 
-/// What the test's NFS server exports: the image read-only, the log
-/// directory read-write, and the host's own ssh keys when it has some (as
-/// sync exports them to its address alone).
+/// What the test's NFS server exports, as deployed: the image read-only,
+/// the log directory read-write with root squashed (its per-host
+/// directory made and owned by nobody, as `sync` makes it, through a
+/// confined view since nodes write that tree), and the host's own ssh keys
+/// when it has some (as sync exports them to its address alone).
 fn exports(
     layout: &Layout,
     image_dir: &Path,
     log_path: Option<&Path>,
     expect: &Expect,
-) -> Result<Vec<(PathBuf, bool)>> {
-    let mut exports = vec![(image_dir.to_path_buf(), false)];
+) -> Result<Vec<NfsExport>> {
+    let export = |path: &Path, rw, root_squash| NfsExport {
+        path: path.to_path_buf(),
+        rw,
+        root_squash,
+    };
+    let mut exports = vec![export(image_dir, false, false)];
     if let Some(p) = log_path {
         fsutil::mkdir_p(p)?;
-        exports.push((p.to_path_buf(), true));
+        if expect.log_file_dir.is_some() {
+            let logs = ImageRoot::open(p)?;
+            let anon = crate::inventory::sync::ANON_ID;
+            logs.create_dir_all(&expect.hostname, 0o755)?;
+            logs.chown(&expect.hostname, anon, anon)?;
+        }
+        exports.push(export(p, true, true));
     }
     if expect.hostkey.is_some() {
-        exports.push((crate::hostkeys::host_dir(layout, &expect.hostname), false));
+        let keys = crate::hostkeys::host_dir(layout, &expect.hostname);
+        exports.push(export(&keys, false, false));
     }
     Ok(exports)
 }
