@@ -216,7 +216,7 @@ pub struct InitramfsBuildArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BootMethod {
+pub enum BootMethodArg {
     /// QEMU loads the published kernel and initramfs itself
     Direct,
     /// iPXE, pxelinux.0, pxelinux.cfg, then kernel and initramfs over TFTP
@@ -229,7 +229,7 @@ pub struct BootTestArgs {
     pub image: Option<String>,
     /// How the VM boots
     #[arg(long, value_enum, default_value = "direct")]
-    pub mode: BootMethod,
+    pub mode: BootMethodArg,
     /// The VM's MAC address
     #[arg(long, default_value = "52:54:00:12:34:56")]
     pub mac: String,

@@ -4,9 +4,9 @@
 //! "result": ...}` on stdout.
 
 use crate::cli::{
-    BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, Global, HostsArgs, ImageArg,
-    InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs, SnapshotArgs,
-    SnapshotCmd, SyncArgs,
+    BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, Global, HostsArgs,
+    ImageArg, InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs,
+    SnapshotArgs, SnapshotCmd, SyncArgs,
 };
 use crate::image::Layout;
 use crate::inventory::{
@@ -314,7 +314,26 @@ fn cmd_sync(cx: &Ctx, a: SyncArgs) -> Result<i32> {
 
 /// Exit code 1 when the node did not boot as expected.
 fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
-    let r = crate::boottest::run(&cx.layout, &a)?;
+    let opts = crate::boottest::Options {
+        image: a.image,
+        method: match a.mode {
+            BootMethodArg::Direct => crate::boottest::BootMethod::Direct,
+            BootMethodArg::Pxe => crate::boottest::BootMethod::Pxe,
+        },
+        mac: a.mac,
+        ip: a.ip,
+        per_host: a.per_host,
+        timeout: a.timeout,
+        keep_logs: a.keep_logs,
+        accel: a.accel,
+        memory: a.memory,
+        kernel: a.kernel,
+        initrd: a.initrd,
+        append: a.append,
+        expect_hostname: a.expect_hostname,
+        expect_no_boot: a.expect_no_boot,
+    };
+    let r = crate::boottest::run(&cx.layout, &opts)?;
     if cx.g.json {
         print_json("boot-test", &r)?;
     } else {

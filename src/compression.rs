@@ -19,7 +19,7 @@ pub enum Compression {
     Zstd,
 }
 
-crate::profile::choice!(Compression { Gzip => "gzip", Zstd => "zstd" });
+crate::choice::choice!(Compression { Gzip => "gzip", Zstd => "zstd" });
 
 impl std::str::FromStr for Compression {
     type Err = anyhow::Error;

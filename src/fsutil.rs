@@ -117,6 +117,7 @@ impl AtomicFile {
             .flush()
             .and_then(|_| self.file.sync_all())
             .with_context(|| format!("syncing {}", self.tmp.display()))?;
+        crate::crash_point!("atomic.before_rename");
         fs::rename(&self.tmp, &self.dest)
             .with_context(|| format!("renaming into place {}", self.dest.display()))?;
         self.done = true;

@@ -170,8 +170,10 @@ pub fn swap_into_place(staging: &Path, dest: &Path, force: bool) -> Result<bool>
                 dest.display()
             );
         }
+        crate::crash_point!("swap.before_exchange");
         fsutil::exchange(staging, dest)?;
         fsutil::fsync_dir(parent)?;
+        crate::crash_point!("swap.after_exchange");
         // `staging` now holds the old image.
         fsutil::remove_tree(staging)?;
         Ok(true)

@@ -19,10 +19,12 @@
 pub mod bootstrap;
 pub mod boottest;
 pub mod build;
+pub mod choice;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod compression;
+pub mod crashpoint;
 pub mod docs;
 pub mod doctor;
 pub mod exec;

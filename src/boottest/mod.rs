@@ -33,7 +33,6 @@ pub use console::{parse_node_line, strip_ansi};
 pub use report::{BootReport, Timings};
 pub use runner::run_inner;
 
-use crate::cli::{BootMethod, BootTestArgs};
 use crate::exec::{self, Tool};
 use crate::fsutil;
 use crate::image::Layout;
@@ -67,6 +66,55 @@ pub const IP: Tool = Tool {
 const VFS_FSAL: &str = "/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so";
 const IPXE_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 
+/// How the VM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMethod {
+    /// QEMU loads the published kernel and initramfs itself.
+    Direct,
+    /// iPXE, pxelinux.0, pxelinux.cfg, then kernel and initramfs over TFTP.
+    Pxe,
+}
+
+/// What `nfsroot boot-test` is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Image name; `None` for the only image.
+    pub image: Option<String>,
+    pub method: BootMethod,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    /// In PXE mode, boot through a per-host config (01-<mac>).
+    pub per_host: bool,
+    /// Seconds before the test gives up.
+    pub timeout: u64,
+    /// Keep the logs even when the test passes.
+    pub keep_logs: bool,
+    /// QEMU accelerator: `tcg` or `kvm`.
+    pub accel: String,
+    /// Guest memory in MiB.
+    pub memory: u32,
+    /// Boot this kernel and initramfs instead of the published default.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    /// Replace the kernel command line.
+    pub append: Option<String>,
+    /// Expect this host name instead of the image rule's.
+    pub expect_hostname: Option<String>,
+    /// Pass when the node does not come up.
+    pub expect_no_boot: bool,
+}
+
+/// One directory the test's NFS server exports, as `sync` renders it for
+/// the real server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NfsExport {
+    pub path: PathBuf,
+    pub rw: bool,
+    /// Root on the node is mapped to nobody (65534), as on the real
+    /// server's log export; image roots and host keys are not squashed.
+    pub root_squash: bool,
+}
+
 /// What the inner process is told to do (written as JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BootPlan {
@@ -76,8 +124,7 @@ pub struct BootPlan {
     pub mode: String,
     pub mac: String,
     pub ip: Ipv4Addr,
-    /// (path, read-write) exports.
-    pub exports: Vec<(PathBuf, bool)>,
+    pub exports: Vec<NfsExport>,
     pub tftp: PathBuf,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
@@ -131,7 +178,7 @@ pub fn predict_hostname(root: &Path, ip: Ipv4Addr, mac: &str) -> Result<String> 
 
 /// Outer entry point: plan the boot, run it in private namespaces, and
 /// judge what the node reported.
-pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
+pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     let mac = preflight(a)?;
     let image = layout.resolve_image(a.image.as_deref())?;
     let image_dir = layout.existing_image(&image)?;
@@ -152,7 +199,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
 
     let work = work_dir(layout, &image)?;
     let exports = exports(layout, &image_dir, log_path.as_deref(), &expect)?;
-    let tftp = if a.mode == BootMethod::Pxe {
+    let tftp = if a.method == BootMethod::Pxe {
         tftp::tftp_view(layout, &work, &mac, a.per_host, profile_rw)?
     } else {
         layout.tftp_root.clone()
@@ -162,7 +209,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
         image,
         image_dir,
         work,
-        mode: method_name(a.mode).into(),
+        mode: method_name(a.method).into(),
         mac,
         ip: a.ip,
         exports,
@@ -190,7 +237,7 @@ pub fn run(layout: &Layout, a: &BootTestArgs) -> Result<BootReport> {
 
 /// Root, tools, firmware files and the VM's addresses, before anything runs;
 /// the MAC address in lower case.
-fn preflight(a: &BootTestArgs) -> Result<String> {
+fn preflight(a: &Options) -> Result<String> {
     exec::require_root("nfsroot boot-test")?;
     for t in [QEMU, GANESHA, RPCBIND, IP, exec::UNSHARE] {
         exec::require(t)?;
@@ -198,7 +245,7 @@ fn preflight(a: &BootTestArgs) -> Result<String> {
     if !Path::new(VFS_FSAL).exists() {
         bail!("{VFS_FSAL} not found; install it with: apt-get install nfs-ganesha-vfs");
     }
-    if a.mode == BootMethod::Pxe && !Path::new(IPXE_ROM).exists() {
+    if a.method == BootMethod::Pxe && !Path::new(IPXE_ROM).exists() {
         bail!("{IPXE_ROM} not found; install it with: apt-get install ipxe-qemu");
     }
     let mac = a.mac.to_ascii_lowercase();
@@ -286,7 +333,7 @@ fn log_export_dir(
 /// logs the file this boot must reach.
 fn expectation(
     layout: &Layout,
-    a: &BootTestArgs,
+    a: &Options,
     mac: &str,
     image_dir: &Path,
     conf: &BTreeMap<String, String>,
@@ -327,7 +374,7 @@ fn work_dir(layout: &Layout, image: &str) -> Result<PathBuf> {
 
 /// The kernel and initrd QEMU loads in direct mode: `--kernel` and
 /// `--initrd` when both are given, else the published entry's.
-fn boot_files(layout: &Layout, a: &BootTestArgs, entry: &pxelinux::Entry) -> (PathBuf, PathBuf) {
+fn boot_files(layout: &Layout, a: &Options, entry: &pxelinux::Entry) -> (PathBuf, PathBuf) {
     match (&a.kernel, &a.initrd) {
         (Some(k), Some(i)) => (k.clone(), i.clone()),
         _ => (
@@ -337,22 +384,36 @@ fn boot_files(layout: &Layout, a: &BootTestArgs, entry: &pxelinux::Entry) -> (Pa
     }
 }
 
-/// What the test's NFS server exports: the image read-only, the log
-/// directory read-write, and the host's own ssh keys when it has some (as
-/// sync exports them to its address alone).
+/// What the test's NFS server exports, as deployed: the image read-only,
+/// the log directory read-write with root squashed (its per-host
+/// directory made and owned by nobody, as `sync` makes it, through a
+/// confined view since nodes write that tree), and the host's own ssh keys
+/// when it has some (as sync exports them to its address alone).
 fn exports(
     layout: &Layout,
     image_dir: &Path,
     log_path: Option<&Path>,
     expect: &Expect,
-) -> Result<Vec<(PathBuf, bool)>> {
-    let mut exports = vec![(image_dir.to_path_buf(), false)];
+) -> Result<Vec<NfsExport>> {
+    let export = |path: &Path, rw, root_squash| NfsExport {
+        path: path.to_path_buf(),
+        rw,
+        root_squash,
+    };
+    let mut exports = vec![export(image_dir, false, false)];
     if let Some(p) = log_path {
         fsutil::mkdir_p(p)?;
-        exports.push((p.to_path_buf(), true));
+        if expect.log_file_dir.is_some() {
+            let logs = ImageRoot::open(p)?;
+            let anon = crate::inventory::sync::ANON_ID;
+            logs.create_dir_all(&expect.hostname, 0o755)?;
+            logs.chown(&expect.hostname, anon, anon)?;
+        }
+        exports.push(export(p, true, true));
     }
     if expect.hostkey.is_some() {
-        exports.push((crate::hostkeys::host_dir(layout, &expect.hostname), false));
+        let keys = crate::hostkeys::host_dir(layout, &expect.hostname);
+        exports.push(export(&keys, false, false));
     }
     Ok(exports)
 }

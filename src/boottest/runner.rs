@@ -318,14 +318,17 @@ fn ganesha_conf(plan: &BootPlan) -> String {
          NFS_KRB5 {{\n  Active_krb5 = false;\n}}\n",
         plan.work.display()
     );
-    for (i, (path, rw)) in plan.exports.iter().enumerate() {
+    for (i, e) in plan.exports.iter().enumerate() {
         s.push_str(&format!(
             "EXPORT {{\n  Export_Id = {};\n  Path = \"{p}\";\n  Pseudo = \"{p}\";\n  Access_Type = {};\n  \
-             Squash = No_Root_Squash;\n  SecType = sys;\n  Protocols = 3, 4;\n  Transports = TCP;\n  \
+             Squash = {};\n  Anonymous_Uid = {anon};\n  Anonymous_Gid = {anon};\n  \
+             SecType = sys;\n  Protocols = 3, 4;\n  Transports = TCP;\n  \
              FSAL {{\n    Name = VFS;\n  }}\n}}\n",
             i + 1,
-            if *rw { "RW" } else { "RO" },
-            p = path.display()
+            if e.rw { "RW" } else { "RO" },
+            if e.root_squash { "Root_Squash" } else { "No_Root_Squash" },
+            p = e.path.display(),
+            anon = crate::inventory::sync::ANON_ID,
         ));
     }
     s
@@ -487,6 +490,7 @@ fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::boottest::NfsExport;
     use std::net::Ipv4Addr;
 
     #[test]
@@ -498,7 +502,18 @@ mod tests {
             mode: "direct".into(),
             mac: "52:54:00:12:34:56".into(),
             ip: Ipv4Addr::new(10, 0, 2, 15),
-            exports: vec![("/b/m".into(), false), ("/b/.logs/m".into(), true)],
+            exports: vec![
+                NfsExport {
+                    path: "/b/m".into(),
+                    rw: false,
+                    root_squash: false,
+                },
+                NfsExport {
+                    path: "/b/.logs/m".into(),
+                    rw: true,
+                    root_squash: true,
+                },
+            ],
             tftp: "/t".into(),
             kernel: "/k".into(),
             initrd: "/i".into(),
@@ -510,7 +525,8 @@ mod tests {
         };
         let c = ganesha_conf(&plan);
         assert!(c.contains("Path = \"/b/m\";\n  Pseudo = \"/b/m\";\n  Access_Type = RO;"));
-        assert!(c.contains("Access_Type = RW;"));
+        assert!(c.contains("Access_Type = RO;\n  Squash = No_Root_Squash;"));
+        assert!(c.contains("Access_Type = RW;\n  Squash = Root_Squash;\n  Anonymous_Uid = 65534;"));
         assert!(c.contains("Enable_NLM = false;"));
         assert!(c.contains("Graceless = true;"));
     }

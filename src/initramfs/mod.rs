@@ -56,29 +56,7 @@ pub const APPLETS: &[&str] = &[
 
 pub use crate::compression::Compression;
 
-/// Which builder makes the archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Backend {
-    /// Assembled here from the image's files ([`build`]).
-    #[default]
-    Nfsroot,
-    /// The image's own mkinitramfs, in its chroot
-    /// ([`build_with_initramfs_tools`]).
-    InitramfsTools,
-}
-
-impl std::str::FromStr for Backend {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "nfsroot" => Ok(Self::Nfsroot),
-            "initramfs-tools" => Ok(Self::InitramfsTools),
-            _ => bail!("unknown initramfs backend {s:?}: use nfsroot or initramfs-tools"),
-        }
-    }
-}
-
-crate::profile::choice!(Backend { Nfsroot => "nfsroot", InitramfsTools => "initramfs-tools" });
+pub use crate::profile::Backend;
 
 /// What to put in the initramfs, and how to make it.
 #[derive(Debug, Clone, Default)]
@@ -147,7 +125,7 @@ pub struct Summary {
 
 /// What a build produced.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
+pub struct Stats {
     /// Kernel modules shipped.
     pub modules: usize,
     /// Archive entries (files, directories, links, device nodes).
@@ -367,7 +345,7 @@ pub fn assemble(
 }
 
 /// Build the initramfs for kernel `kver` of the image at `root` into `out`.
-pub fn build(img: &ImageRoot, kver: &str, spec: &Spec, out: &mut dyn Write) -> Result<Report> {
+pub fn build(img: &ImageRoot, kver: &str, spec: &Spec, out: &mut dyn Write) -> Result<Stats> {
     let (archive, nmods) = assemble(img, kver, &spec.modules)?;
     let mut raw = Vec::new();
     let uncompressed = archive.write(&mut raw, archive_mtime())?;
@@ -396,7 +374,7 @@ pub fn build(img: &ImageRoot, kver: &str, spec: &Spec, out: &mut dyn Write) -> R
     }
     hw.flush().context("writing initramfs")?;
     let compressed = hw.count();
-    Ok(Report {
+    Ok(Stats {
         modules: nmods,
         files: archive.len(),
         uncompressed,

@@ -2,7 +2,9 @@
 //! its default (`deny_unknown_fields` everywhere), so a parsed profile is
 //! complete and `profile show` prints exactly what a build will use.
 
-pub use crate::initramfs::{Backend, Compression};
+pub use crate::choice::Choice;
+use crate::choice::choice;
+pub use crate::compression::Compression;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -105,84 +107,30 @@ pub enum HostnameSource {
     Pattern,
 }
 
-/// A setting with a fixed set of spellings. [`choice!`] implements it,
-/// with `as_str()`, `Display` and serde, for an enum and its TOML words:
-/// the same words are read from the profile, printed by `profile show` and
-/// written into node.conf and the kernel command line.
-pub trait Choice: Copy + 'static {
-    /// Every value, in the order the error message lists them.
-    const ALL: &'static [Self];
-    fn as_str(self) -> &'static str;
+/// Which builder makes the initramfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Assembled by nfsroot from the image's files
+    /// ([`crate::initramfs::build`]).
+    #[default]
+    Nfsroot,
+    /// The image's own mkinitramfs, in its chroot
+    /// ([`crate::initramfs::build_with_initramfs_tools`]).
+    InitramfsTools,
 }
 
-/// Deserialize a [`Choice`] from its word. A bad value gets the message it
-/// has always had: what was found (quoted, so no control character is
-/// echoed) and what is allowed; serde's derived enums say `unknown variant`
-/// instead, and for a value of the wrong type not what was found.
-pub fn deserialize_choice<'de, T: Choice, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<T, D::Error> {
-    d.deserialize_str(ChoiceVisitor(std::marker::PhantomData))
-}
-
-/// Checks the word inside the value's own deserializer, so the error has
-/// that value's span (an array element's, not the whole array's).
-struct ChoiceVisitor<T>(std::marker::PhantomData<T>);
-
-impl<T: Choice> serde::de::Visitor<'_> for ChoiceVisitor<T> {
-    type Value = T;
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
-        T::ALL
-            .iter()
-            .copied()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = T::ALL.iter().map(|c| c.as_str()).collect();
-                E::custom(super::validate::not_allowed(s, &names))
-            })
+impl std::str::FromStr for Backend {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "nfsroot" => Ok(Self::Nfsroot),
+            "initramfs-tools" => Ok(Self::InitramfsTools),
+            _ => anyhow::bail!("unknown initramfs backend {s:?}: use nfsroot or initramfs-tools"),
+        }
     }
 }
 
-/// `choice!(Enum { Variant => "word", ... })`: [`Choice`], an inherent
-/// `as_str()`, `Display`, `Serialize` and `Deserialize` by those words.
-macro_rules! choice {
-    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
-        impl $crate::profile::Choice for $t {
-            const ALL: &'static [Self] = &[$(Self::$v),*];
-            fn as_str(self) -> &'static str {
-                Self::as_str(self)
-            }
-        }
-        impl $t {
-            /// The word a profile spells this value with.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$v => $s,)*
-                }
-            }
-        }
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl serde::Serialize for $t {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
-                s.serialize_str(self.as_str())
-            }
-        }
-        impl<'de> serde::Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> ::std::result::Result<Self, D::Error> {
-                $crate::profile::deserialize_choice(d)
-            }
-        }
-    };
-}
-pub(crate) use choice;
-
+choice!(Backend { Nfsroot => "nfsroot", InitramfsTools => "initramfs-tools" });
 choice!(RootMode { Ro => "ro", Rw => "rw" });
 choice!(LogLayout { PerHost => "per-host", Local => "local" });
 choice!(HostnameSource { Hosts => "hosts", Dhcp => "dhcp", Dns => "dns", Pattern => "pattern" });

@@ -57,14 +57,7 @@ fn one_of(key: &[&str], v: &str, allowed: &[&str]) -> Result<(), Invalid> {
     }
 }
 
-/// The message for a value outside a fixed set (checked strings here,
-/// the enums' serde in `model`): what was found, quoted, and what is allowed.
-pub(super) fn not_allowed(v: &str, allowed: &[&str]) -> String {
-    format!(
-        "{v:?} is not allowed; expected one of: {}",
-        allowed.join(", ")
-    )
-}
+use crate::choice::not_allowed;
 
 /// Check a parsed profile, one section at a time; the first failure wins.
 /// (Control characters are checked before serde runs, in `load`.)

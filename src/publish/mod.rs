@@ -151,8 +151,8 @@ pub fn publish(
     publish_with(layout, &loaded.profile, root, false, on_line)
 }
 
-/// The plan for a publish: what would be written.
-struct Plan {
+/// What a publish writes: the newest kernel and its initramfs, in memory.
+struct Artifacts {
     /// The kernel's bytes, read once through the confined view: what is
     /// hashed is what is written.
     kernel_data: Vec<u8>,
@@ -164,7 +164,7 @@ struct Plan {
     entry_image: String,
 }
 
-fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Result<Plan> {
+fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Result<Artifacts> {
     let k = kernel::newest(img)?;
     let initrd = build_initramfs(img, &k, p)?;
     let initrd_sha = fsutil::sha256_bytes(&initrd);
@@ -180,7 +180,7 @@ fn plan(p: &Profile, img: &ImageRoot, image_dir: &Path, tftp_sub: &str) -> Resul
         append: cmdline(p, image_dir),
         published_at: crate::clock::rfc3339(crate::clock::now_secs()),
     };
-    Ok(Plan {
+    Ok(Artifacts {
         kernel_data,
         initrd,
         initrd_sha,
@@ -200,7 +200,7 @@ struct NextRecord {
 
 /// This version replaced or added, kept in dpkg order, default switched,
 /// trimmed to `keep_kernels` (the default always kept).
-fn next_record(old: &Record, p: &Profile, plan: &Plan) -> NextRecord {
+fn next_record(old: &Record, p: &Profile, plan: &Artifacts) -> NextRecord {
     let mut rec = old.clone();
     rec.serial = (!p.boot.serial.is_empty()).then(|| p.boot.serial.clone());
     rec.timeout_s = p.boot.prompt_timeout;
@@ -253,6 +253,20 @@ fn versions(rec: &Record) -> Vec<String> {
     rec.kernels.iter().map(|k| k.version.clone()).collect()
 }
 
+/// Remove the temp files killed runs left where publish and rollback write:
+/// the image's TFTP directory, pxelinux.cfg, the TFTP root and the records'
+/// directory. The image lock is held, and the shared directories keep the
+/// temp files of runs that are still alive.
+fn sweep_leftovers(layout: &Layout, image: &str) -> Result<()> {
+    let tftp = &layout.tftp_root;
+    let record = layout.record_path(image);
+    let records = record.parent().expect("a record has a parent");
+    for d in [&tftp.join(image), &cfg_dir(layout), tftp, records] {
+        fsutil::sweep_temps(d)?;
+    }
+    Ok(())
+}
+
 /// Publish (or with `dry_run`, describe) the newest kernel.
 pub fn publish_with(
     layout: &Layout,
@@ -284,14 +298,14 @@ pub fn publish_with(
         kept: versions(&next.rec),
     };
     // Leftovers of a run that was killed go even when there is nothing
-    // else to do; the image lock is held, and the shared directories keep
-    // the temp files of runs that are still alive.
+    // else to do.
     if !dry_run {
-        for d in [&tftp.join(image), &cfg_dir(layout), tftp] {
-            fsutil::sweep_temps(d)?;
-        }
+        sweep_leftovers(layout, image)?;
     }
-    let files_ok = next.rec.kernels.iter().all(|k| verify(tftp, k).is_ok());
+    let files_ok = next.rec.kernels.iter().all(|k| verify(tftp, k).is_ok())
+        && PXELINUX_FILES.iter().all(|(src, name, _)| {
+            fsutil::sha256_file(&tftp.join(name)).ok() == fsutil::sha256_file(&host_file(src)).ok()
+        });
     let configs_ok = configs
         .iter()
         .all(|c| std::fs::read_to_string(c).ok().as_deref() == Some(config_text.as_str()));
@@ -316,6 +330,7 @@ pub fn publish_with(
         return Ok(out);
     }
     write_boot_files(layout, &plan, &mut out, on_line)?;
+    crate::crash_point!("publish.boot_files");
     let (healed, lost) = heal::heal(tftp, &img, p, &mut next.rec, &plan.entry.version, on_line)?;
     out.written.extend(healed);
     if !lost.is_empty() {
@@ -335,7 +350,7 @@ pub fn publish_with(
 /// (as lines), and the files retention would remove.
 fn describe(
     layout: &Layout,
-    plan: &Plan,
+    plan: &Artifacts,
     next: &NextRecord,
     configs: &[PathBuf],
     config_text: &str,
@@ -369,7 +384,7 @@ fn describe(
 /// only when the file there differs, and verified after the rename.
 fn write_boot_files(
     layout: &Layout,
-    plan: &Plan,
+    plan: &Artifacts,
     out: &mut Outcome,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<()> {
@@ -409,7 +424,7 @@ fn write_boot_files(
 /// configs last, then retention of files no config names any more.
 fn switch(
     layout: &Layout,
-    plan: &Plan,
+    plan: &Artifacts,
     mut next: NextRecord,
     configs: &[PathBuf],
     config_text: &str,
@@ -424,11 +439,17 @@ fn switch(
         rec.files.insert(k.initrd.clone(), k.initrd_sha256.clone());
     }
     rec.save(layout)?;
-    for c in configs {
+    crate::crash_point!("publish.record");
+    for (i, c) in configs.iter().enumerate() {
+        if i > 0 {
+            crate::crash_point!("publish.between_configs");
+        }
         fsutil::atomic_write(c, config_text.as_bytes())?;
         out.written.push(c.clone());
     }
+    crate::crash_point!("publish.configs");
     out.removed = retire(layout, &next.dropped)?;
+    crate::crash_point!("publish.retired");
     for p in &out.removed {
         if let Ok(rel) = p.strip_prefix(&layout.tftp_root) {
             rec.files.remove(&rel.to_string_lossy().to_string());
@@ -448,7 +469,10 @@ fn retire(layout: &Layout, dropped: &[PublishedKernel]) -> Result<Vec<PathBuf>> 
             }
             let p = layout.tftp_root.join(rel);
             match std::fs::remove_file(&p) {
-                Ok(()) => removed.push(p),
+                Ok(()) => {
+                    removed.push(p);
+                    crate::crash_point!("publish.retire");
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
             }

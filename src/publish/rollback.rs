@@ -1,6 +1,7 @@
 //! `nfsroot rollback`: switch an image's default to another published
 //! kernel. Only the record and the configs change, config last; the target's
-//! files are verified against their checksums first.
+//! files are verified against their checksums first, and temp files of
+//! killed runs are swept as publish does.
 
 use super::Outcome;
 use super::record::{Record, cfg_dir, default_owner, image_config_name, verify};
@@ -48,7 +49,12 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
     verify(&layout.tftp_root, &k).with_context(|| format!("cannot roll back to {target}"))?;
     rec.default = Some(target.clone());
     let text = pxelinux::try_render(&rec.config())?;
-    rec.save(layout)?;
+    super::sweep_leftovers(layout, image)?;
+    // Configs first, the record last: the record's default is what the
+    // next `rollback` steps back from, so a run killed between them must
+    // leave the old default there, and running it again finishes the same
+    // switch instead of stepping back one kernel further. The record lists
+    // the same files either way: a rollback publishes none.
     let cfgd = cfg_dir(layout);
     let mut written = vec![];
     let image_cfg = cfgd.join(image_config_name(image));
@@ -56,9 +62,12 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
     written.push(image_cfg);
     let default_cfg = cfgd.join("default");
     if default_owner(&default_cfg).as_deref() == Some(image) {
+        crate::crash_point!("rollback.between_configs");
         fsutil::atomic_write(&default_cfg, text.as_bytes())?;
         written.push(default_cfg);
     }
+    crate::crash_point!("rollback.configs");
+    rec.save(layout)?;
     Ok(Outcome {
         image: image.to_string(),
         default: target,

@@ -5,7 +5,10 @@
 //! hashed for the manifest on the way into the tar stream, and the stream
 //! compressed on worker threads into a temp file beside the final name. The
 //! checksum and manifest are committed first and the archive renamed last,
-//! so a failed or interrupted run leaves nothing under the archive's name.
+//! so a failed or interrupted run leaves nothing under the archive's name;
+//! pruning removes an archive before its side files. Side files a killed run
+//! left without their archive are swept, with its temp files, by the next
+//! run into the default directory.
 
 use super::compress::Compressor;
 use super::tar::{Header, Kind, TarWriter};
@@ -55,10 +58,11 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
             opts.format.extension()
         )),
     };
-    prepare_output(&out, &default_dir, &root)?;
+    prepare_output(&out, &default_dir, &root, &name)?;
 
     let mut file = AtomicFile::create_mode(&out, SECRET)?;
     let written = write_archive(&root, opts, &mut file, &out)?;
+    crate::crash_point!("snapshot.archive_written");
     let file_name = out
         .file_name()
         .context("output has no file name")?
@@ -105,7 +109,7 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
 /// Create the archive's directory (0700: archives hold secrets), sweep
 /// leftovers of killed runs from the default directory, and refuse an
 /// existing name or one inside the image.
-fn prepare_output(out: &Path, default_dir: &Path, root: &Path) -> Result<()> {
+fn prepare_output(out: &Path, default_dir: &Path, root: &Path, name: &str) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         private_dir(dir)?;
         if dir == default_dir {
@@ -115,6 +119,7 @@ fn prepare_output(out: &Path, default_dir: &Path, root: &Path) -> Result<()> {
                     .with_context(|| format!("setting mode of {}", d.display()))?;
             }
             fsutil::sweep_temps(dir)?;
+            sweep_orphans(dir, name)?;
         }
     }
     if out.exists() {
@@ -133,6 +138,36 @@ fn prepare_output(out: &Path, default_dir: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Remove the `.sha256` and `.manifest.json` files of `name`'s snapshots in
+/// `dir` whose archive is gone: a run killed before its archive's rename,
+/// or while pruning, leaves them. The image lock is held, so no live run is
+/// writing them.
+fn sweep_orphans(dir: &Path, name: &str) -> Result<()> {
+    let rd = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(archive) = n
+            .strip_suffix(".sha256")
+            .or_else(|| n.strip_suffix(".manifest.json"))
+        else {
+            continue;
+        };
+        if !super::is_archive_name(archive, name)
+            || std::fs::symlink_metadata(dir.join(archive)).is_ok()
+        {
+            continue;
+        }
+        match std::fs::remove_file(e.path()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(err).with_context(|| format!("removing {}", e.path().display()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Commit the manifest and the checksum file, then the archive under its
 /// name, last; on failure the first two go again.
 fn commit(file: AtomicFile, out: &Path, manifest: &Manifest) -> Result<(PathBuf, PathBuf)> {
@@ -142,7 +177,9 @@ fn commit(file: AtomicFile, out: &Path, manifest: &Manifest) -> Result<(PathBuf,
     let line = format!("{}  {}\n", manifest.sha256, manifest.archive);
     let result = (|| -> Result<()> {
         fsutil::atomic_write_mode(&man_path, &json, SECRET)?;
+        crate::crash_point!("snapshot.manifest");
         fsutil::atomic_write_mode(&sums, line.as_bytes(), SECRET)?;
+        crate::crash_point!("snapshot.checksum");
         file.commit()
     })();
     if let Err(e) = result {
@@ -537,6 +574,9 @@ impl Owners {
 }
 
 /// Keep the newest `keep` snapshots of `name` in `dir`; return what went.
+/// The archive goes before its side files: a run killed in between leaves
+/// side files (swept by the next run), never an archive that does not
+/// verify.
 fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
     let mut all = super::snapshot_files(dir, name)?;
     all.sort();
@@ -544,12 +584,12 @@ fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
     let n = all.len().saturating_sub(keep);
     for p in all.into_iter().take(n) {
         for q in [
-            super::manifest_path(&p),
-            super::checksum_path(&p),
             p.clone(),
+            super::checksum_path(&p),
+            super::manifest_path(&p),
         ] {
             match std::fs::remove_file(&q) {
-                Ok(()) => {}
+                Ok(()) => crate::crash_point!("snapshot.prune"),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).with_context(|| format!("removing {}", q.display())),
             }
@@ -558,4 +598,46 @@ fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
     }
     fsutil::fsync_dir(dir)?;
     Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_orphans_removes_only_side_files_of_missing_archives() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let kept = "img-20000101T000000Z-x.tar.zst";
+        let gone = "img-20010101T000000Z-x.tar.zst";
+        std::fs::write(dir.join(kept), "").unwrap();
+        for f in [
+            format!("{kept}.sha256"),
+            format!("{kept}.manifest.json"),
+            format!("{gone}.sha256"),
+            format!("{gone}.manifest.json"),
+            // Not side files of this image's archives: left alone.
+            "img-notes.sha256".to_string(),
+            "other-20010101T000000Z-x.tar.zst.sha256".to_string(),
+        ] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        sweep_orphans(dir, "img").unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "img-20000101T000000Z-x.tar.zst",
+                "img-20000101T000000Z-x.tar.zst.manifest.json",
+                "img-20000101T000000Z-x.tar.zst.sha256",
+                "img-notes.sha256",
+                "other-20010101T000000Z-x.tar.zst.sha256",
+            ]
+        );
+    }
 }

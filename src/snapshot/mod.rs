@@ -276,6 +276,13 @@ pub fn manifest_path(archive: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Whether `file` is the name of an archive of image `name` (a temp file
+/// is not).
+pub(crate) fn is_archive_name(file: &str, name: &str) -> bool {
+    file.starts_with(&format!("{name}-"))
+        && (file.ends_with(".tar.gz") || file.ends_with(".tar.zst") || file.ends_with(".tar"))
+}
+
 /// Archives of `name` in `dir` (not temp files), unsorted.
 pub(crate) fn snapshot_files(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
     let rd = match std::fs::read_dir(dir) {
@@ -283,14 +290,9 @@ pub(crate) fn snapshot_files(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
-    let prefix = format!("{name}-");
     Ok(rd
         .flatten()
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with(&prefix)
-                && (n.ends_with(".tar.gz") || n.ends_with(".tar.zst") || n.ends_with(".tar"))
-        })
+        .filter(|e| is_archive_name(&e.file_name().to_string_lossy(), name))
         .map(|e| e.path())
         .collect())
 }
@@ -598,6 +600,7 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
             });
         }
     };
+    crate::crash_point!("restore.extracted");
     let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
     let _ = std::fs::remove_dir(&staging_parent);
     Ok(RestoreResult {

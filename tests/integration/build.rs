@@ -236,7 +236,9 @@ fn sigkill_during_bootstrap_then_build_then_force() {
 
 #[test]
 fn exec_runs_inside_and_unmounts() {
-    let f = fixture();
+    // A clone: exec writes policy-rc.d into the image while it runs, and
+    // other tests assert the shared fixture has none.
+    let f = &clone_fixture();
     let mut c = nfsroot(f);
     c.args(["--wait", "exec", "minimal", "--", "sh", "-c", "test -e /proc/self/mounts && test -e /dev/null && test -x /usr/sbin/policy-rc.d && cat /etc/nfsroot-release"]);
     let out = run(c, true);

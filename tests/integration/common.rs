@@ -126,23 +126,34 @@ pub fn fixture() -> &'static TestLayout {
     })
 }
 
-/// The fixture is rebuilt when what goes into an image changes: the
-/// profile, hooks/, or the build stages' sources.
+/// The fixture is rebuilt when anything that can change an image changes:
+/// every file under `src/`, `hooks/` and `profiles/`, and `Cargo.lock`
+/// (names and contents), so no image assertion passes on an image that
+/// older code built.
 fn fixture_digest() -> String {
-    let mut files = vec![repo().join("profiles/minimal.toml")];
-    for dir in ["hooks", "src/fixups", "src/profile"] {
-        if let Ok(rd) = std::fs::read_dir(repo().join(dir)) {
-            let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-            v.sort();
-            files.extend(v);
-        }
-    }
-    for f in ["src/bootstrap.rs", "src/build.rs"] {
-        files.push(repo().join(f));
+    let mut files = vec![repo().join("Cargo.lock")];
+    for dir in ["src", "hooks", "profiles"] {
+        let mut v: Vec<PathBuf> = walkdir::WalkDir::new(repo().join(dir))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect();
+        v.sort();
+        files.extend(v);
     }
     let mut h: u64 = 0xcbf29ce484222325;
     for f in files {
-        for b in std::fs::read(&f).unwrap_or_default() {
+        let name = f
+            .strip_prefix(repo())
+            .unwrap_or(&f)
+            .to_string_lossy()
+            .into_owned();
+        for b in name
+            .bytes()
+            .chain([0])
+            .chain(std::fs::read(&f).unwrap_or_default())
+        {
             h = (h ^ b as u64).wrapping_mul(0x100000001b3);
         }
     }
@@ -243,4 +254,16 @@ pub fn boot_test(l: &TestLayout, args: &[&str]) -> serde_json::Value {
         "no processes recorded"
     );
     r
+}
+
+/// QEMU's user network as a cluster: the inventory header every boot and
+/// sync test starts from (no hosts yet; `host_files = "all"` so every host
+/// gets its per-host PXELINUX file).
+pub const QEMU_CLUSTER: &str = "[cluster]\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.2\"\n\
+     nfs_server = \"10.0.2.2\"\nimage = \"minimal\"\nhost_files = \"all\"\n\n[hosts]\n";
+
+/// Write [`QEMU_CLUSTER`] to `path`, creating its directory.
+pub fn write_qemu_inventory(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, QEMU_CLUSTER).unwrap();
 }

@@ -1166,13 +1166,7 @@ fn hostile_exec() {
 fn hostile_sync() {
     let mut h = Hostile::new();
     let inv = h.l.etc().join("nfsroot/inventory.toml");
-    std::fs::create_dir_all(inv.parent().unwrap()).unwrap();
-    std::fs::write(
-        &inv,
-        "[cluster]\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.2\"\n\
-         nfs_server = \"10.0.2.2\"\nimage = \"minimal\"\nhost_files = \"all\"\n\n[hosts]\n",
-    )
-    .unwrap();
+    write_qemu_inventory(&inv);
     let mut c = nfsroot(&h.l);
     c.args(["hosts", "add", "alpha", "--mac", HOST_MAC, "--ip", HOST_IP]);
     run(c, true);

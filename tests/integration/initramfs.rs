@@ -1,7 +1,9 @@
 //! The initramfs built from a real image: read back and checked entry by
 //! entry, built twice for reproducibility, its `/init` syntax-checked and
-//! its module aliases resolved by the image's own busybox `modprobe`, and
-//! booted in QEMU up to the NFS mount when QEMU is installed.
+//! and its module aliases resolved by the image's own busybox `modprobe`.
+//! Booting it is the boot tests' part (`boot.rs`: QEMU up to the node
+//! line; `wrong_export_fails_fast` and
+//! `initramfs_without_nic_driver_fails_fast` for the failure paths).
 //!
 //! The image is the shared fixture; `NFSROOT_TEST_IMAGE_ROOT` points the
 //! tests at another image root instead (any tree with a kernel, its
@@ -23,7 +25,7 @@ fn image_root() -> PathBuf {
     common::fixture().image("minimal")
 }
 
-fn build_bytes(root: &Path, spec: &Spec) -> (Vec<u8>, initramfs::Report) {
+fn build_bytes(root: &Path, spec: &Spec) -> (Vec<u8>, initramfs::Stats) {
     let k = kernel::newest(&ImageRoot::open(root).unwrap()).unwrap();
     let mut out = Vec::new();
     let r = initramfs::build(&ImageRoot::open(root).unwrap(), &k.version, spec, &mut out).unwrap();

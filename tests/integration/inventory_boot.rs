@@ -16,11 +16,7 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
     let etc = l.base.parent().unwrap().join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     let inv = l.base.parent().unwrap().join("inventory.toml");
-    std::fs::write(
-        &inv,
-        "[cluster]\nsubnet = \"10.0.2.0/24\"\ngateway = \"10.0.2.2\"\nnfs_server = \"10.0.2.2\"\nimage = \"minimal\"\nhost_files = \"all\"\n\n[hosts]\n",
-    )
-    .unwrap();
+    write_qemu_inventory(&inv);
     let hosts = |args: &[&str]| {
         let mut c = nfsroot(&l);
         c.arg("--inventory")

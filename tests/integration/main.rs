@@ -7,6 +7,7 @@ mod boot;
 mod build;
 mod cli_text;
 mod common;
+mod crash;
 mod hostile;
 mod initramfs;
 mod inventory_boot;

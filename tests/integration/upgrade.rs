@@ -562,4 +562,19 @@ fn publish_heals_files_deleted_or_altered_by_hand() {
     let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
     assert!(!cfg.contains(&format!("LABEL minimal-{old}")), "{cfg}");
     assert!(cfg.contains("LABEL minimal-99.0"), "{cfg}");
+
+    // The bootloader's own files, deleted or altered by hand, come back
+    // even when nothing else changed.
+    std::fs::remove_file(l.tftp.join("pxelinux.0")).unwrap();
+    std::fs::write(l.tftp.join("ldlinux.c32"), b"edited by hand").unwrap();
+    let p = json(&l, &["publish", "minimal"], true);
+    assert_eq!(p["result"]["changed"], true, "{p}");
+    for f in ["pxelinux.0", "ldlinux.c32"] {
+        let host = std::fs::read(Path::new("/usr/lib").join(match f {
+            "pxelinux.0" => "PXELINUX/pxelinux.0",
+            _ => "syslinux/modules/bios/ldlinux.c32",
+        }))
+        .unwrap();
+        assert_eq!(std::fs::read(l.tftp.join(f)).unwrap(), host, "{f}");
+    }
 }

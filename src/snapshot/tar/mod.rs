@@ -1,10 +1,18 @@
 //! A small pax/ustar writer ([`write`]) and a strict streaming reader
 //! ([`read`], sparse maps in [`sparse`]).
 //!
-//! Written here rather than taken from the `tar` crate because snapshots
-//! need what it cannot write: GNU sparse 1.0 members. ACLs go in GNU tar's
-//! `SCHILY.acl.*` text form beside the raw `SCHILY.xattr.*` values, and
-//! mtimes keep their nanoseconds. The reader accepts pax (local and
+//! Written here rather than taken from the `tar` crate, for the format,
+//! not for speed. Measured (2026-11-28, the test fixture image: 17,500
+//! entries, 735 MB of tar, written to a counting sink, page cache warm,
+//! machine under load 3.9): `tar` 0.4.46's `Builder` took 0.75-1.16 times
+//! as long as [`TarWriter`] over three rounds, the same within noise. What
+//! it cannot do: it writes holes only as old GNU `S` members in GNU-format
+//! headers, where snapshots are POSIX pax throughout with pax sparse 1.0
+//! (as `tar --format=posix` writes); it writes sub-second mtimes and
+//! xattrs only through a separate pax call per member; and its reader does
+//! not read pax sparse members at all, which archives from GNU tar hold.
+//! ACLs go in GNU tar's `SCHILY.acl.*` text form beside the raw
+//! `SCHILY.xattr.*` values, and mtimes keep their nanoseconds. The reader accepts pax (local and
 //! global), GNU long names and links, GNU sparse (old `S` members and pax
 //! 0.1/1.0) and octal or base-256 numbers; it verifies every header
 //! checksum and reports a short or corrupt archive naming the member it
