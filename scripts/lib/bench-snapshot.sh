@@ -49,7 +49,7 @@ _bench_run() { # LABEL OUTFILE CMD...
 _bench_complete() {
     local label=$1 archive=$2 img=$3 want got
     want=$(cd "$img" && find . -mindepth 1 ! -type s | sed 's|^\./||' | LC_ALL=C sort)
-    got=$(tar -tf "$archive" | sed 's|^\./||; s|/$||' | grep -v '^$' | LC_ALL=C sort -u)
+    got=$(tar --quoting-style=literal -tf "$archive" | sed 's|^\./||; s|/$||' | grep -v '^$' | LC_ALL=C sort -u)
     local missing extra
     missing=$(comm -23 <(echo "$want") <(echo "$got") | wc -l)
     extra=$(comm -13 <(echo "$want") <(echo "$got") | wc -l)
