@@ -3,7 +3,9 @@
 //! with two systemd units: `nfsroot-hostname.service` names the node early
 //! in boot (before rsyslog, so per-host logs use the right name) and
 //! `nfsroot-ready.service` prints the node's one console line once it is
-//! up. Their settings are in `/etc/nfsroot/node.conf`.
+//! up (and which units went wrong: `UNITS_ENABLE` must be active,
+//! `UNITS_MASK` masked and never run). Their settings are in
+//! `/etc/nfsroot/node.conf`.
 
 use super::{Ctx, fstab, remove, symlink, write_file};
 use crate::imagefs::ImageRoot;
@@ -65,6 +67,8 @@ pub fn render_conf(ctx: &Ctx<'_>) -> String {
         ("LOG_EXPORT", ctx.logs_export.clone().unwrap_or_default()),
         ("HOSTKEYS_EXPORT", ctx.hostkeys_export.clone()),
         ("TMPFS", fstab::tmpfs_paths(ctx).join(" ")),
+        ("UNITS_ENABLE", p.units.enable.join(" ")),
+        ("UNITS_MASK", super::units::masked(p).join(" ")),
     ];
     for (k, v) in kv {
         let _ = writeln!(s, "{k}={}", single_quoted(&v));

@@ -30,7 +30,7 @@
 
 use super::{Ctx, remove, symlink};
 use crate::imagefs::ImageRoot;
-use crate::profile::RootMode;
+use crate::profile::{Profile, RootMode};
 use anyhow::{Result, bail};
 
 /// Where masks and enablement links go.
@@ -111,6 +111,18 @@ pub fn default_mask(mode: RootMode) -> impl Iterator<Item = &'static str> {
         .map(|(u, _, _)| *u)
 }
 
+/// Every unit the image's nodes should have masked: the defaults for the
+/// root mode and the profile's `mask`, less what it unmasks or enables.
+/// node.conf carries this list, so the ready hook checks it on the node.
+pub fn masked(p: &Profile) -> Vec<String> {
+    let u = &p.units;
+    let mut out: Vec<String> = default_mask(p.nfs.root_mode).map(String::from).collect();
+    out.extend(u.mask.iter().cloned());
+    out.retain(|m| !u.unmask.contains(m) && !u.enable.contains(m));
+    out.dedup();
+    out
+}
+
 pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
     let u = &ctx.profile.units;
     for (field, list) in [
@@ -125,11 +137,8 @@ pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
         }
     }
     let mut c = false;
-    let mut masks: Vec<&str> = default_mask(ctx.profile.nfs.root_mode).collect();
-    masks.extend(u.mask.iter().map(String::as_str));
-    for name in masks {
-        let kept = u.unmask.iter().chain(&u.enable).any(|k| k == name);
-        if !kept && unit_file(root, name)?.is_some() {
+    for name in masked(ctx.profile) {
+        if unit_file(root, &name)?.is_some() {
             c |= symlink(root, &format!("{ETC}/{name}"), "/dev/null")?;
         }
     }
