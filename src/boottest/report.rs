@@ -38,7 +38,8 @@ pub struct BootReport {
     /// Of those, still alive after the command (must be empty).
     pub leftover: Vec<u32>,
     /// The node's `systemd-analyze` time, blame (top 10) and
-    /// critical-chain, from its per-host log directory.
+    /// critical-chain: from the console after the node line, else from its
+    /// per-host log directory.
     #[serde(default)]
     pub analysis: Vec<String>,
 }
@@ -111,9 +112,11 @@ impl BootReport {
             let file = dir.join("syslog");
             // A missing or unreadable file is a failed check, named in it.
             let text = std::fs::read_to_string(&file).unwrap_or_default();
-            self.analysis = std::fs::read_to_string(dir.join("boot-analyze"))
-                .map(|t| t.lines().map(String::from).collect())
-                .unwrap_or_default();
+            if self.analysis.is_empty() {
+                self.analysis = std::fs::read_to_string(dir.join("boot-analyze"))
+                    .map(|t| t.lines().map(String::from).collect())
+                    .unwrap_or_default();
+            }
             let ok = !boot.is_empty() && text.contains(&format!("boot={boot}"));
             checks.push((
                 "per-host log",

@@ -478,6 +478,7 @@ fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
             r.node_line = Some(line);
             r.fields = fields;
         }
+        Event::Analysis(l) => r.analysis.push(l),
         Event::Failure(_) => {}
         Event::Finished(v) => return Some(v),
     }

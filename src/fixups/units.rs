@@ -19,7 +19,8 @@
 //!
 //! The serial console needs nothing: systemd's getty generator starts a
 //! serial getty on the kernel's `console=` (the profile's `boot.serial`).
-//! The tty1-6 gettys are dropped (`getty.target.wants/getty@tty*.service`)
+//! The tty1-6 gettys are dropped (`getty.target.wants/getty@tty*.service`,
+//! and `getty-static.service`, which starts tty2-6 when there is no D-Bus)
 //! unless the profile enables them.
 //!
 //! A unit the profile names that the image does not have is an error
@@ -75,6 +76,16 @@ pub const DEFAULT_MASK: &[(&str, bool, &str)] = &[
         "fstrim.timer",
         false,
         "trims local disks: a diskless node has none",
+    ),
+    (
+        "networking.service",
+        false,
+        "ifup -a has nothing to do (lo is systemd's, eth0 is the initramfs's and manual) but held network-online.target 16 s",
+    ),
+    (
+        "getty-static.service",
+        false,
+        "without D-Bus it starts gettys on tty2-6: virtual consoles nobody sees",
     ),
     (
         "rpc-statd-notify.service",
