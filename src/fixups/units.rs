@@ -103,6 +103,11 @@ pub const DEFAULT_MASK: &[(&str, bool, &str)] = &[
         "rotates the shared /var/log from every node; logs rotate on the master",
     ),
     (
+        "systemd-tmpfiles-clean.timer",
+        true,
+        "ages out files in shared directories (/var/cache/man, coredumps) from every node; /tmp and /var/tmp are per-node tmpfs",
+    ),
+    (
         "systemd-random-seed.service",
         true,
         "every node would save and load the same shared /var/lib/systemd/random-seed",
