@@ -38,8 +38,9 @@ pub struct BootReport {
     /// Of those, still alive after the command (must be empty).
     pub leftover: Vec<u32>,
     /// The node's `systemd-analyze` time, blame (top 10) and
-    /// critical-chain: from the console after the node line, else from its
-    /// per-host log directory.
+    /// critical-chain, from the console after the node line (its per-host
+    /// log directory keeps a copy, `boot-analyze`, but that may be an
+    /// earlier boot's).
     #[serde(default)]
     pub analysis: Vec<String>,
 }
@@ -112,11 +113,6 @@ impl BootReport {
             let file = dir.join("syslog");
             // A missing or unreadable file is a failed check, named in it.
             let text = std::fs::read_to_string(&file).unwrap_or_default();
-            if self.analysis.is_empty() {
-                self.analysis = std::fs::read_to_string(dir.join("boot-analyze"))
-                    .map(|t| t.lines().map(String::from).collect())
-                    .unwrap_or_default();
-            }
             let ok = !boot.is_empty() && text.contains(&format!("boot={boot}"));
             checks.push((
                 "per-host log",
@@ -289,19 +285,14 @@ mod tests {
     }
 
     #[test]
-    fn units_field_fails_the_boot_and_analysis_is_read() {
+    fn units_field_fails_the_boot_and_analysis_is_printed() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("syslog"), "x boot=ab12\n").unwrap();
-        std::fs::write(
-            d.path().join("boot-analyze"),
-            "== blame (top 10)\n3.2s a.service\n",
-        )
-        .unwrap();
         let mut r = up(&format!("{LINE} units=none"));
+        r.analysis = vec!["== blame (top 10)".into(), "3.2s a.service".into()];
         r.check_node(&expect(Some(d.path().into())), Ipv4Addr::new(10, 0, 2, 15));
         assert!(r.passed, "{}", r.diagnosis);
         assert!(r.checks.iter().any(|c| c.0 == "units" && c.1));
-        assert_eq!(r.analysis, ["== blame (top 10)", "3.2s a.service"]);
         assert!(r.to_string().contains("\n    3.2s a.service\n"));
         let mut r = up(&format!(
             "{LINE} units=failed:x.service,ran:apt-daily.timer,inactive:getty@tty1.service"
