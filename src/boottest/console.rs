@@ -8,6 +8,12 @@
 //! console file and the clock and feeds both in; the tests feed recorded
 //! consoles from `tests/corpus/consoles/`.
 //!
+//! A node line with `units=` (the ready hook of issue 16) does not end
+//! the watch either: the node's boot analysis follows it, as
+//! `nfsroot-analyze: ` lines up to `nfsroot-analyze: end`, read into
+//! [`Event::Analysis`] for at most [`ANALYSIS_WAIT`] seconds; the verdict
+//! and the node-up time are the node line's.
+//!
 //! A failure marker does not end the watch at once: the verdict waits
 //! [`FAILURE_GRACE`] seconds ([`Watcher::settle`]) for the lines that
 //! explain it (systemd's `FAILED` units, up to five), and a node line in
@@ -20,6 +26,11 @@ use std::collections::BTreeMap;
 
 /// Seconds a failure marker waits for explaining lines before the verdict.
 pub const FAILURE_GRACE: f64 = 2.0;
+/// Seconds after the node line to wait for its `nfsroot-analyze: ` lines
+/// (systemd-analyze on a loaded emulated node takes tens of seconds).
+pub const ANALYSIS_WAIT: f64 = 90.0;
+/// The prefix of the ready hook's analysis lines after the node line.
+const ANALYSIS: &str = "nfsroot-analyze: ";
 /// At most this many `FAILED` lines go into a failure's diagnosis.
 const MAX_FAILED_UNITS: usize = 5;
 
@@ -82,12 +93,14 @@ pub enum Event {
     },
     /// The first known failure marker: the diagnosis, before its grace.
     Failure(String),
+    /// One line of the node's boot analysis (after the node line).
+    Analysis(String),
     /// The watch is over.
     Finished(Verdict),
 }
 
 /// How the boot ended, as the report states it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verdict {
     pub passed: bool,
     pub diagnosis: String,
@@ -120,6 +133,9 @@ pub struct Watcher {
     /// The first failure's diagnosis and when it was seen.
     failure: Option<(String, f64)>,
     failed_units: Vec<String>,
+    /// The node is up and reports its boot analysis: the verdict to give
+    /// at its end (or [`ANALYSIS_WAIT`] after the node line).
+    analysing: Option<(Verdict, f64)>,
     finished: bool,
 }
 
@@ -162,22 +178,23 @@ impl Watcher {
 
     fn line(&mut self, line: String, t: f64, events: &mut Vec<Event>) {
         events.push(Event::Line(t, line.clone()));
+        if self.analysing.is_some() {
+            if let Some(rest) = line.find(ANALYSIS).map(|i| &line[i + ANALYSIS.len()..]) {
+                if rest == "end" {
+                    let (v, _) = self.analysing.take().unwrap_or_default();
+                    events.push(Event::Finished(v));
+                    self.finished = true;
+                } else {
+                    events.push(Event::Analysis(rest.to_string()));
+                }
+            }
+            return;
+        }
         self.stages(&line, t, events);
         if let Some(rest) = line.find("nfsroot: ").map(|i| &line[i..])
             && rest.contains(" image=")
         {
-            self.timings.node_up = Some(t);
-            events.push(Event::Node {
-                line: rest.to_string(),
-                fields: parse_node_line(rest),
-                t,
-            });
-            events.push(Event::Finished(if self.expect_no_boot {
-                Verdict::fail("the node came up, but it was expected not to boot")
-            } else {
-                Verdict::pass("")
-            }));
-            self.finished = true;
+            self.node(rest, t, events);
             return;
         }
         if line.contains("FAILED") && self.failed_units.len() < MAX_FAILED_UNITS {
@@ -189,6 +206,30 @@ impl Watcher {
             let why = format!("{why}: {line}");
             events.push(Event::Failure(why.clone()));
             self.failure = Some((why, t));
+        }
+    }
+
+    /// The node line: the verdict now, or after the boot analysis that a
+    /// node reporting `units=` prints next.
+    fn node(&mut self, rest: &str, t: f64, events: &mut Vec<Event>) {
+        self.timings.node_up = Some(t);
+        let fields = parse_node_line(rest);
+        let analyses = fields.contains_key("units");
+        events.push(Event::Node {
+            line: rest.to_string(),
+            fields,
+            t,
+        });
+        let v = if self.expect_no_boot {
+            Verdict::fail("the node came up, but it was expected not to boot")
+        } else {
+            Verdict::pass("")
+        };
+        if analyses && v.passed {
+            self.analysing = Some((v, t));
+        } else {
+            events.push(Event::Finished(v));
+            self.finished = true;
         }
     }
 
@@ -225,6 +266,13 @@ impl Watcher {
     /// The verdict once a failure marker's grace period has passed by
     /// `now`; `None` while there is none or it is still running.
     pub fn settle(&mut self, now: f64) -> Option<Verdict> {
+        if let Some((_, at)) = &self.analysing {
+            if now - at <= ANALYSIS_WAIT {
+                return None;
+            }
+            self.finished = true;
+            return self.analysing.take().map(|(v, _)| v);
+        }
         let (why, at) = self.failure.as_ref()?;
         if self.finished || now - at <= FAILURE_GRACE {
             return None;
@@ -243,6 +291,9 @@ impl Watcher {
     /// `stderr` is what QEMU printed.
     pub fn qemu_exited(&mut self, status: &str, stderr: &str) -> Verdict {
         self.finished = true;
+        if let Some((v, _)) = self.analysing.take() {
+            return v;
+        }
         if self.expect_no_boot {
             return Verdict::pass(format!(
                 "the VM stopped without booting, as expected ({status})"
@@ -257,6 +308,9 @@ impl Watcher {
     /// The verdict when `secs` seconds passed without a node line.
     pub fn timed_out(&mut self, secs: u64) -> Verdict {
         self.finished = true;
+        if let Some((v, _)) = self.analysing.take() {
+            return v;
+        }
         if self.expect_no_boot {
             return Verdict::pass(format!("no node line within {secs} s, as expected"));
         }
@@ -400,12 +454,48 @@ mod tests {
     #[test]
     fn node_line_fields() {
         let f = parse_node_line(
-            "nfsroot: node015 10.0.2.15 image=minimal build=x kernel=6.1 root=ro tmpfs=/tmp,/var/tmp boot=ab logs=/v",
+            "nfsroot: node015 10.0.2.15 image=minimal build=x kernel=6.1 root=ro tmpfs=/tmp,/var/tmp boot=ab units=failed:a.service,ran:fstrim.timer logs=/v",
         );
+        assert_eq!(f["units"], "failed:a.service,ran:fstrim.timer");
         assert_eq!(f["host"], "node015");
         assert_eq!(f["ip"], "10.0.2.15");
         assert_eq!(f["root"], "ro");
         assert_eq!(f["tmpfs"], "/tmp,/var/tmp");
+    }
+
+    #[test]
+    fn boot_analysis_follows_the_node_line() {
+        let mut w = Watcher::new(false);
+        let ev = w.feed(b"nfsroot: n1 10.0.2.15 image=m root=ro units=none\nnfsroot-analyze: == blame (top 10)\n", 20.0);
+        assert!(
+            !ev.iter().any(|e| matches!(e, Event::Finished(_))),
+            "{ev:?}"
+        );
+        assert!(ev.contains(&Event::Analysis("== blame (top 10)".into())));
+        assert_eq!(w.timings().node_up, Some(20.0));
+        assert_eq!(w.settle(20.0 + ANALYSIS_WAIT - 1.0), None);
+        let ev = w.feed(
+            b"[  OK  ] x\n\rnfsroot-analyze: 3.1s a.service\nnfsroot-analyze: end\n",
+            40.0,
+        );
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::Analysis(_)))
+                .count(),
+            1
+        );
+        assert_eq!(ev.last(), Some(&Event::Finished(Verdict::pass(""))));
+        assert_eq!(w.timings().node_up, Some(20.0));
+        // No end line: the node-line verdict after the wait.
+        let mut w = Watcher::new(false);
+        w.feed(
+            b"nfsroot: n1 10.0.2.15 image=m root=ro units=failed:x.service\n",
+            20.0,
+        );
+        assert_eq!(
+            w.settle(20.0 + ANALYSIS_WAIT + 1.0),
+            Some(Verdict::pass(""))
+        );
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub struct BootReport {
     pub pids: Vec<u32>,
     /// Of those, still alive after the command (must be empty).
     pub leftover: Vec<u32>,
+    /// The node's `systemd-analyze` time, blame (top 10) and
+    /// critical-chain, from the console after the node line (its per-host
+    /// log directory keeps a copy, `boot-analyze`, but that may be an
+    /// earlier boot's).
+    #[serde(default)]
+    pub analysis: Vec<String>,
 }
 
 /// What the node's line must say.
@@ -89,6 +95,11 @@ impl BootReport {
                 mounted.contains(&t.as_str()),
                 format!("{t} mounted"),
             ));
+        }
+        // The ready hook's list of failed units and masked units that ran
+        // (absent from images built before it reported them).
+        if let Some(u) = f.get("units") {
+            checks.push(("units", u == "none", unit_detail(u)));
         }
         if let Some(fp) = &e.hostkey {
             checks.push((
@@ -153,6 +164,12 @@ impl fmt::Display for BootReport {
             s(t.node_up)
         )?;
         writeln!(f, "  {}", r.root_note)?;
+        if !r.analysis.is_empty() {
+            writeln!(f, "  boot analysis (systemd-analyze on the node):")?;
+            for l in &r.analysis {
+                writeln!(f, "    {l}")?;
+            }
+        }
         if let Some(d) = &r.logs_dir {
             writeln!(
                 f,
@@ -168,6 +185,39 @@ impl fmt::Display for BootReport {
         }
         Ok(())
     }
+}
+
+/// The `units=` field in words.
+fn unit_detail(u: &str) -> String {
+    if u == "none" {
+        return "no failed unit, no masked unit ran".into();
+    }
+    const KINDS: &[(&str, &str)] = &[
+        ("failed", "failed"),
+        ("ran", "masked but ran"),
+        ("unmasked", "not masked"),
+        ("inactive", "enabled but not active"),
+    ];
+    let items: Vec<(&str, &str)> = u
+        .split(',')
+        .map(|i| i.split_once(':').unwrap_or(("failed", i)))
+        .collect();
+    let mut parts: Vec<String> = KINDS
+        .iter()
+        .filter_map(|(k, words)| {
+            let names: Vec<&str> = items.iter().filter(|i| i.0 == *k).map(|i| i.1).collect();
+            (!names.is_empty()).then(|| format!("{words}: {}", names.join(" ")))
+        })
+        .collect();
+    let other: Vec<&str> = items
+        .iter()
+        .filter(|i| !KINDS.iter().any(|k| k.0 == i.0))
+        .map(|i| i.1)
+        .collect();
+    if !other.is_empty() {
+        parts.push(format!("other: {}", other.join(" ")));
+    }
+    parts.join("; ")
 }
 
 /// How far a boot got, from the stages the console showed.
@@ -232,6 +282,27 @@ mod tests {
             ]
         );
         assert!(r.checks.iter().all(|c| c.1));
+    }
+
+    #[test]
+    fn units_field_fails_the_boot_and_analysis_is_printed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("syslog"), "x boot=ab12\n").unwrap();
+        let mut r = up(&format!("{LINE} units=none"));
+        r.analysis = vec!["== blame (top 10)".into(), "3.2s a.service".into()];
+        r.check_node(&expect(Some(d.path().into())), Ipv4Addr::new(10, 0, 2, 15));
+        assert!(r.passed, "{}", r.diagnosis);
+        assert!(r.checks.iter().any(|c| c.0 == "units" && c.1));
+        assert!(r.to_string().contains("\n    3.2s a.service\n"));
+        let mut r = up(&format!(
+            "{LINE} units=failed:x.service,ran:apt-daily.timer,inactive:getty@tty1.service"
+        ));
+        r.check_node(&expect(Some(d.path().into())), Ipv4Addr::new(10, 0, 2, 15));
+        assert!(!r.passed);
+        assert_eq!(
+            r.diagnosis,
+            "the node came up but units is wrong: failed: x.service; masked but ran: apt-daily.timer; enabled but not active: getty@tty1.service"
+        );
     }
 
     #[test]

@@ -481,6 +481,7 @@ fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
             r.node_line = Some(line);
             r.fields = fields;
         }
+        Event::Analysis(l) => r.analysis.push(l),
         Event::Failure(_) => {}
         Event::Finished(v) => return Some(v),
     }
@@ -568,5 +569,15 @@ mod tests {
         let text = std::fs::read_to_string(d.path().join("t")).unwrap();
         assert_eq!(text.lines().next(), Some("   1.50 Linux version 6"));
         assert_eq!(text.lines().count(), 3);
+        // A node that reports units= sends its boot analysis next.
+        let mut r = BootReport::default();
+        let mut w = Watcher::new(false);
+        let console = b"nfsroot: n1 10.0.2.15 image=m units=none\nnfsroot-analyze: 3.1s a.service\nnfsroot-analyze: end\n";
+        let done = w
+            .feed(console, 9.0)
+            .into_iter()
+            .fold(None, |d, ev| d.or(record(&mut r, ev, &mut timed)));
+        assert_eq!(done.map(|v| v.passed), Some(true));
+        assert_eq!(r.analysis, ["3.1s a.service"]);
     }
 }

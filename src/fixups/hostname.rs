@@ -1,9 +1,13 @@
 //! Host names from addresses. The image has no /etc/hostname (every node
 //! would boot with the same one); instead `hooks/nfsroot-node` is installed
-//! with two systemd units: `nfsroot-hostname.service` names the node early
-//! in boot (before rsyslog, so per-host logs use the right name) and
+//! with three systemd units: `nfsroot-hostname.service` names the node early
+//! in boot (before rsyslog, so per-host logs use the right name),
+//! `nfsroot-hostkeys.service` fetches its ssh host keys in parallel with
+//! the rest of the boot (before sshd), and
 //! `nfsroot-ready.service` prints the node's one console line once it is
-//! up. Their settings are in `/etc/nfsroot/node.conf`.
+//! up (and which units went wrong: `UNITS_ENABLE` must be active,
+//! `UNITS_MASK` masked and never run). Their settings are in
+//! `/etc/nfsroot/node.conf`.
 
 use super::{Ctx, fstab, remove, symlink, write_file};
 use crate::imagefs::ImageRoot;
@@ -32,10 +36,28 @@ ExecStart=/usr/lib/nfsroot/nfsroot-node hostname
 WantedBy=sysinit.target
 ";
 
+/// The host keys in parallel with the rest of the boot: only sshd and the
+/// node line need them (a refused mount took 20-70 s under TCG, and held
+/// sysinit.target while it was part of the hostname unit).
+const HOSTKEYS_UNIT: &str = "\
+[Unit]
+Description=nfsroot: fetch this node's ssh host keys from the master
+After=nfsroot-hostname.service
+Before=ssh.service nfsroot-ready.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/lib/nfsroot/nfsroot-node hostkeys
+
+[Install]
+WantedBy=multi-user.target
+";
+
 const READY_UNIT: &str = "\
 [Unit]
 Description=nfsroot: report this node on the console
-After=multi-user.target rsyslog.service remote-fs.target nfsroot-hostname.service
+After=multi-user.target rsyslog.service remote-fs.target nfsroot-hostname.service nfsroot-hostkeys.service
 
 [Service]
 Type=oneshot
@@ -65,6 +87,8 @@ pub fn render_conf(ctx: &Ctx<'_>) -> String {
         ("LOG_EXPORT", ctx.logs_export.clone().unwrap_or_default()),
         ("HOSTKEYS_EXPORT", ctx.hostkeys_export.clone()),
         ("TMPFS", fstab::tmpfs_paths(ctx).join(" ")),
+        ("UNITS_ENABLE", p.units.enable.join(" ")),
+        ("UNITS_MASK", super::units::masked(p).join(" ")),
     ];
     for (k, v) in kv {
         let _ = writeln!(s, "{k}={}", single_quoted(&v));
@@ -82,6 +106,17 @@ pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
         &format!("{units}/nfsroot-hostname.service"),
         HOSTNAME_UNIT,
         0o644,
+    )?;
+    c |= write_file(
+        root,
+        &format!("{units}/nfsroot-hostkeys.service"),
+        HOSTKEYS_UNIT,
+        0o644,
+    )?;
+    c |= symlink(
+        root,
+        "/etc/systemd/system/multi-user.target.wants/nfsroot-hostkeys.service",
+        "/usr/lib/systemd/system/nfsroot-hostkeys.service",
     )?;
     c |= write_file(
         root,
@@ -146,6 +181,71 @@ mod tests {
             d.path()
                 .join("etc/systemd/system/sysinit.target.wants/nfsroot-hostname.service")
                 .is_symlink()
+        );
+    }
+
+    /// The hook's `units=` field from what systemctl says (a stand-in
+    /// systemctl on PATH): failed units, masked units that ran or are not
+    /// masked, enabled units that are not active; `none` when all is well.
+    #[test]
+    fn hook_reports_unit_problems() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        let units = d.path().join("units");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&units).unwrap();
+        std::os::unix::fs::symlink("/dev/null", units.join("e2scrub_reap.service")).unwrap();
+        let script = d.path().join("nfsroot-node");
+        std::fs::write(&script, NODE_SCRIPT).unwrap();
+        let show = |id: &str, load: &str, active: &str, ran: u32| {
+            format!(
+                "Id={id}\nLoadState={load}\nActiveState={active}\nInactiveExitTimestampMonotonic={ran}\n"
+            )
+        };
+        let run = |failed: &str, shown: &[String]| {
+            let fake = bin.join("systemctl");
+            std::fs::write(
+                &fake,
+                format!(
+                    "#!/bin/sh\ncase \"$*\" in *--failed*) printf '{failed}' ;; show*) cat <<'E'\n{}E\n;; esac\n",
+                    shown.join("\n")
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let conf = d.path().join("node.conf");
+            std::fs::write(
+                &conf,
+                "UNITS_MASK='apt-daily.timer gone.timer'\nUNITS_ENABLE='getty@tty1.service'\n",
+            )
+            .unwrap();
+            let out = std::process::Command::new("sh")
+                .arg(&script)
+                .arg("units")
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .env("NFSROOT_NODE_CONF", &conf)
+                .env("NFSROOT_UNIT_DIR", &units)
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let good = [
+            show("e2scrub_reap.service", "masked", "inactive", 0),
+            show("apt-daily.timer", "masked", "inactive", 0),
+            show("gone.timer", "not-found", "inactive", 0),
+            show("getty@tty1.service", "loaded", "active", 5),
+        ];
+        assert_eq!(run("", &good), "none");
+        let bad = [
+            show("e2scrub_reap.service", "masked", "inactive", 7),
+            show("apt-daily.timer", "loaded", "active", 9),
+            show("gone.timer", "not-found", "inactive", 0),
+            show("getty@tty1.service", "loaded", "inactive", 0),
+        ];
+        assert_eq!(
+            run("x.service loaded failed failed X\n", &bad),
+            "failed:x.service,ran:e2scrub_reap.service,unmasked:apt-daily.timer,ran:apt-daily.timer,inactive:getty@tty1.service"
         );
     }
 

@@ -19,6 +19,7 @@ pub mod logs;
 pub mod mtab;
 pub mod network;
 pub mod release;
+pub mod units;
 
 /// What the fixups know about the build.
 #[derive(Debug, Clone)]
@@ -45,6 +46,7 @@ pub const ALL: &[Fixup] = &[
     ("hostname", hostname::apply),
     ("logs", logs::apply),
     ("identity", identity::apply),
+    ("units", units::apply),
     ("release", release::apply),
 ];
 

@@ -29,5 +29,7 @@ pub use load::{ETC_PROFILES, Loaded, SHARE_DIR, load, parse, share_dir};
 pub(crate) use load::{key_at, line_col, locate_in};
 pub use model::*;
 pub use pattern::render_pattern;
-pub use validate::{ARCHES, SUITES, VARIANTS, is_host, is_hostname, is_plain_abs_path};
+pub use validate::{
+    ARCHES, SUITES, VARIANTS, is_host, is_hostname, is_plain_abs_path, is_unit_name,
+};
 pub(crate) use validate::{Invalid, control_chars, invalid};

@@ -61,6 +61,8 @@ pub struct Profile {
     pub initramfs: Initramfs,
     #[serde(default)]
     pub hooks: Hooks,
+    #[serde(default)]
+    pub units: Units,
 }
 
 /// Which program bootstraps the image.
@@ -251,6 +253,22 @@ pub struct Hooks {
     pub post_fixups: Vec<String>,
     #[serde(default, rename = "post-build")]
     pub post_build: Vec<String>,
+}
+
+/// systemd units on top of the diskless defaults (see `fixups::units`):
+/// full unit names such as `getty@tty1.service` or `man-db.timer`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Units {
+    /// Units to enable (their `[Install]` links), e.g. a getty on tty1.
+    #[serde(default)]
+    pub enable: Vec<String>,
+    /// Units to mask on top of the defaults for the root mode.
+    #[serde(default)]
+    pub mask: Vec<String>,
+    /// Units the defaults mask that this profile keeps.
+    #[serde(default)]
+    pub unmask: Vec<String>,
 }
 
 fn d_suite() -> String {

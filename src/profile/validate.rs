@@ -77,6 +77,7 @@ pub(super) fn validate(l: &Loaded) -> Result<(), Invalid> {
         check_logs,
         check_boot,
         check_initramfs,
+        check_units,
     ];
     for check in CHECKS {
         check(&l.profile)?;
@@ -321,6 +322,63 @@ fn check_initramfs(p: &Profile) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Unit names: well formed, and no unit both enabled or unmasked and
+/// masked. Whether the image has them is checked at build, against the
+/// image's units (`fixups::units`).
+fn check_units(p: &Profile) -> Result<(), Invalid> {
+    let u = &p.units;
+    for (field, list) in [
+        ("enable", &u.enable),
+        ("mask", &u.mask),
+        ("unmask", &u.unmask),
+    ] {
+        for (i, name) in list.iter().enumerate() {
+            let key = ["units", field, &i.to_string()];
+            if !is_unit_name(name) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{name:?} is not a systemd unit name (e.g. man-db.timer, getty@tty1.service)"
+                    ),
+                ));
+            }
+            if field != "mask" && u.mask.contains(name) {
+                return Err(invalid(
+                    &key,
+                    format!("{name} is also in units.mask; a unit is either masked or not"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A unit name as systemd spells it: `name[@instance].type`, no path.
+pub fn is_unit_name(s: &str) -> bool {
+    const TYPES: &[&str] = &[
+        "service",
+        "socket",
+        "target",
+        "timer",
+        "path",
+        "mount",
+        "automount",
+        "swap",
+        "slice",
+    ];
+    let Some((stem, ty)) = s.rsplit_once('.') else {
+        return false;
+    };
+    !stem.is_empty()
+        && !stem.starts_with('@')
+        && s.len() <= 255
+        && TYPES.contains(&ty)
+        && stem.matches('@').count() <= 1
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@\\".contains(&b))
+}
+
 /// Hook scripts: each must exist (relative to the profile's directory).
 fn check_hooks(l: &Loaded) -> Result<(), Invalid> {
     let p = &l.profile;
@@ -559,6 +617,30 @@ mod tests {
     }
 
     #[test]
+    fn unit_names() {
+        for ok in [
+            "man-db.timer",
+            "getty@tty1.service",
+            "getty@.service",
+            "a\\x2d.mount",
+        ] {
+            assert!(is_unit_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "man-db",
+            "x.exe",
+            "a/b.service",
+            "@x.service",
+            ".service",
+            "a@b@c.service",
+            "a b.timer",
+        ] {
+            assert!(!is_unit_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn semantic_error_points_at_key() {
         let e = p("name = \"x\"\n\n[hostname]\npattern = \"n{ip.7}\"\n")
             .unwrap_err()
@@ -617,6 +699,14 @@ mod tests {
             (
                 "name = \"x\"\n[hooks]\npost-build = [\"no/such\"]\n",
                 "hooks.post-build.0",
+            ),
+            (
+                "name = \"x\"\n[units]\nenable = [\"../etc/passwd\"]\n",
+                "units.enable.0",
+            ),
+            (
+                "name = \"x\"\n[units]\nmask = [\"a.timer\"]\nunmask = [\"a.timer\"]\n",
+                "units.unmask.0",
             ),
         ] {
             let e = p(toml).unwrap_err().to_string();

@@ -16,6 +16,57 @@ fn assert_passed(r: &serde_json::Value) {
         "{checks:?}"
     );
     assert!(checks.iter().any(|c| c[0] == "tmpfs"));
+    // The ready hook found no failed unit and no masked unit that ran.
+    assert_eq!(r["fields"]["units"], "none", "{r:#}");
+}
+
+/// Issue 16: the image is born diskless. On the node, the ready hook finds
+/// no failed unit, every unit build masked (node.conf's UNITS_MASK: the
+/// defaults and minimal.toml's `mask`) masked and never started, and the
+/// unit minimal.toml enables (getty@tty1) active; it reports the boot's
+/// slowest units, which boot-test reads from the per-host log.
+#[test]
+fn units_as_the_profile_says() {
+    let f = fixture();
+    let img = f.image("minimal");
+    let etc = img.join("etc/systemd/system");
+    for masked in ["systemd-pstore.service", "apt-daily.timer", "fstrim.timer"] {
+        assert_eq!(
+            std::fs::read_link(etc.join(masked)).ok(),
+            Some("/dev/null".into()),
+            "{masked}"
+        );
+    }
+    assert!(
+        etc.join("getty.target.wants/getty@tty1.service")
+            .is_symlink()
+    );
+    let conf = std::fs::read_to_string(img.join("etc/nfsroot/node.conf")).unwrap();
+    assert!(
+        conf.contains("UNITS_ENABLE='getty@tty1.service'\n"),
+        "{conf}"
+    );
+    assert!(conf.contains(" systemd-pstore.service'\n"), "{conf}");
+    let r = boot_test(f, &["--mode", "direct"]);
+    assert_passed(&r);
+    let checks = r["checks"].as_array().unwrap();
+    assert!(
+        checks.iter().any(|c| c[0] == "units" && c[1] == true),
+        "{checks:?}"
+    );
+    let analysis: Vec<&str> = r["analysis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    for section in ["== blame (top 10)", "== critical-chain"] {
+        assert!(analysis.contains(&section), "{analysis:#?}");
+    }
+    assert!(
+        analysis.iter().any(|l| l.contains("multi-user.target @")),
+        "no critical chain: {analysis:#?}"
+    );
 }
 
 #[test]

@@ -1,0 +1,509 @@
+//! systemd units of a diskless node: mask what writes shared image state or
+//! serves local disks ([`DEFAULT_MASK`], by root mode), drop the virtual
+//! console gettys, and apply the profile's `[units]` (`enable`, `mask`,
+//! `unmask`).
+//!
+//! Done here on files, through the confined view, rather than by running
+//! `systemctl --root=<image>`: `systemctl` would run no binary of the image,
+//! but it resolves every path in the untrusted tree itself (as root, on the
+//! master), outside [`ImageRoot`], and the host's systemctl may be older or
+//! newer than the image's. What is needed is small and exact:
+//!
+//! - mask: `/etc/systemd/system/<unit>` -> `/dev/null` (as `systemctl mask`);
+//! - unmask: remove that link if it points to `/dev/null`;
+//! - enable: the unit's `[Install]` section, as `systemctl enable` reads it:
+//!   a link `<target>.wants/<unit>` (`.requires` for `RequiredBy=`) and
+//!   `Alias=` links in `/etc/systemd/system` to the unit file, `Also=` units
+//!   enabled too; a template instance (`getty@tty1.service`) links to the
+//!   template's file under the instance's name.
+//!
+//! The serial console needs nothing: systemd's getty generator starts a
+//! serial getty on the kernel's `console=` (the profile's `boot.serial`).
+//! The tty1-6 gettys are dropped (`getty.target.wants/getty@tty*.service`,
+//! and `getty-static.service`, which starts tty2-6 when there is no D-Bus)
+//! unless the profile enables them.
+//!
+//! A unit the profile names that the image does not have is an error
+//! naming the profile field and the unit; it is raised at build, on the
+//! staged tree, before anything is swapped into place (the profile itself
+//! is checked at load time without an image). Default masks of units the
+//! image lacks are skipped.
+
+use super::{Ctx, remove, symlink};
+use crate::imagefs::ImageRoot;
+use crate::profile::{Profile, RootMode};
+use anyhow::{Result, bail};
+
+/// Where masks and enablement links go.
+const ETC: &str = "/etc/systemd/system";
+/// Where unit files are looked up, in systemd's order.
+const SEARCH: &[&str] = &[
+    "/etc/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
+
+/// Masked by default: `(unit, on a read-write root only, why)`. A
+/// read-only root is shared too, but nothing can write it; those units are
+/// then pointless (their state would land in a per-boot tmpfs) and slow.
+pub const DEFAULT_MASK: &[(&str, bool, &str)] = &[
+    (
+        "apt-daily.timer",
+        false,
+        "downloads package lists into the shared /var/lib/apt and /var/cache/apt from every node at once",
+    ),
+    (
+        "apt-daily-upgrade.timer",
+        false,
+        "would upgrade the shared image from every node; images are upgraded on the master",
+    ),
+    (
+        "dpkg-db-backup.timer",
+        false,
+        "rewrites the shared /var/backups/dpkg.* daily from every node",
+    ),
+    (
+        "e2scrub_all.timer",
+        false,
+        "scrubs local ext4 on LVM: a diskless node has none",
+    ),
+    (
+        "e2scrub_reap.service",
+        false,
+        "removes local e2scrub snapshots: a diskless node has none",
+    ),
+    (
+        "fstrim.timer",
+        false,
+        "trims local disks: a diskless node has none",
+    ),
+    (
+        "networking.service",
+        false,
+        "ifup -a has nothing to do (lo is systemd's, eth0 is the initramfs's and manual) but held network-online.target 16 s",
+    ),
+    (
+        "getty-static.service",
+        false,
+        "without D-Bus it starts gettys on tty2-6: virtual consoles nobody sees",
+    ),
+    (
+        "rpc-statd-notify.service",
+        false,
+        "sm-notify writes /var/lib/nfs state shared by every node; nodes mount with nolock",
+    ),
+    (
+        "man-db.timer",
+        true,
+        "rebuilds the shared /var/cache/man from every node; the master's apt runs do it",
+    ),
+    (
+        "logrotate.timer",
+        true,
+        "rotates the shared /var/log from every node; logs rotate on the master",
+    ),
+    (
+        "systemd-tmpfiles-clean.timer",
+        true,
+        "ages out files in shared directories (/var/cache/man, coredumps) from every node; /tmp and /var/tmp are per-node tmpfs",
+    ),
+    (
+        "systemd-random-seed.service",
+        true,
+        "every node would save and load the same shared /var/lib/systemd/random-seed",
+    ),
+    (
+        "systemd-pstore.service",
+        true,
+        "archives crash records into the shared /var/lib/systemd/pstore",
+    ),
+];
+
+/// The units masked by default for a root mode.
+pub fn default_mask(mode: RootMode) -> impl Iterator<Item = &'static str> {
+    DEFAULT_MASK
+        .iter()
+        .filter(move |(_, rw_only, _)| !rw_only || mode == RootMode::Rw)
+        .map(|(u, _, _)| *u)
+}
+
+/// Every unit the image's nodes should have masked: the defaults for the
+/// root mode and the profile's `mask`, less what it unmasks or enables.
+/// node.conf carries this list, so the ready hook checks it on the node.
+pub fn masked(p: &Profile) -> Vec<String> {
+    let u = &p.units;
+    let mut out: Vec<String> = default_mask(p.nfs.root_mode).map(String::from).collect();
+    out.extend(u.mask.iter().cloned());
+    out.retain(|m| !u.unmask.contains(m) && !u.enable.contains(m));
+    out.dedup();
+    out
+}
+
+pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
+    let u = &ctx.profile.units;
+    for (field, list) in [
+        ("enable", &u.enable),
+        ("mask", &u.mask),
+        ("unmask", &u.unmask),
+    ] {
+        for name in list {
+            if unit_file(root, name)?.is_none() {
+                bail!("profile units.{field}: the image has no unit {name}");
+            }
+        }
+    }
+    let mut c = false;
+    for name in masked(ctx.profile) {
+        if unit_file(root, &name)?.is_some() {
+            c |= symlink(root, &format!("{ETC}/{name}"), "/dev/null")?;
+        }
+    }
+    for name in u.unmask.iter().chain(&u.enable) {
+        c |= unmask(root, name)?;
+    }
+    c |= drop_vt_gettys(root, &u.enable)?;
+    for name in &u.enable {
+        c |= enable(root, name, &mut Vec::new())?;
+    }
+    Ok(c)
+}
+
+/// The path of a unit's file in the image (a template's for an instance),
+/// not counting masks.
+pub fn unit_file(root: &ImageRoot, name: &str) -> Result<Option<String>> {
+    let file = template_of(name).unwrap_or_else(|| name.to_string());
+    for dir in SEARCH {
+        let p = format!("{dir}/{file}");
+        if root
+            .read_link(&p)?
+            .is_some_and(|t| t.as_os_str() == "/dev/null")
+        {
+            continue;
+        }
+        if root.is_file(&p) {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// `getty@tty1.service` -> `getty@.service`; None for a non-instance.
+fn template_of(name: &str) -> Option<String> {
+    let (stem, ty) = name.rsplit_once('.')?;
+    let (prefix, instance) = stem.split_once('@')?;
+    (!instance.is_empty()).then(|| format!("{prefix}@.{ty}"))
+}
+
+fn unmask(root: &ImageRoot, name: &str) -> Result<bool> {
+    let p = format!("{ETC}/{name}");
+    if root
+        .read_link(&p)?
+        .is_some_and(|t| t.as_os_str() == "/dev/null")
+    {
+        return remove(root, &p);
+    }
+    Ok(false)
+}
+
+/// Remove the virtual console gettys' links unless the profile enables them.
+fn drop_vt_gettys(root: &ImageRoot, enable: &[String]) -> Result<bool> {
+    let dir = format!("{ETC}/getty.target.wants");
+    let mut c = false;
+    for e in root.read_dir(&dir)?.unwrap_or_default() {
+        let name = e.name.to_string_lossy().to_string();
+        if name.starts_with("getty@tty") && !enable.contains(&name) {
+            c |= remove(root, &format!("{dir}/{name}"))?;
+        }
+    }
+    Ok(c)
+}
+
+/// `systemctl enable` on files: the `[Install]` links of `name`, then of
+/// its `Also=` units (`seen` stops loops).
+fn enable(root: &ImageRoot, name: &str, seen: &mut Vec<String>) -> Result<bool> {
+    if seen.iter().any(|s| s == name) {
+        return Ok(false);
+    }
+    seen.push(name.to_string());
+    let Some(file) = unit_file(root, name)? else {
+        bail!("enabling {name}: the image has no such unit");
+    };
+    let text = String::from_utf8_lossy(&root.read(&file)?).to_string();
+    let install = parse_install(&text);
+    let instance = match name.split_once('@') {
+        Some((_, i)) if !i.starts_with('.') => name.to_string(),
+        Some(_) => match &install.default_instance {
+            Some(d) => name.replacen("@.", &format!("@{d}."), 1),
+            None => {
+                bail!("enabling {name}: a template needs an instance (e.g. getty@tty1.service)")
+            }
+        },
+        None => name.to_string(),
+    };
+    let mut c = false;
+    for (targets, suffix) in [
+        (&install.wanted_by, "wants"),
+        (&install.required_by, "requires"),
+    ] {
+        for t in targets {
+            c |= symlink(root, &format!("{ETC}/{t}.{suffix}/{instance}"), &file)?;
+        }
+    }
+    for a in &install.alias {
+        c |= symlink(root, &format!("{ETC}/{a}"), &file)?;
+    }
+    for also in &install.also {
+        c |= enable(root, also, seen)?;
+    }
+    Ok(c)
+}
+
+/// The `[Install]` section of a unit file.
+#[derive(Debug, Default, PartialEq)]
+pub struct Install {
+    pub wanted_by: Vec<String>,
+    pub required_by: Vec<String>,
+    pub alias: Vec<String>,
+    pub also: Vec<String>,
+    pub default_instance: Option<String>,
+}
+
+/// Parse `[Install]` as systemd does: space-separated lists that add up
+/// over repeated keys, an empty value resets the list, `#`/`;` comments,
+/// backslash line continuations, section and key names case-sensitive.
+pub fn parse_install(text: &str) -> Install {
+    let mut out = Install::default();
+    let mut in_install = false;
+    let joined = text.replace("\\\n", " ");
+    for line in joined.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            in_install = line == "[Install]";
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=').filter(|_| in_install) else {
+            continue;
+        };
+        let list = match k.trim() {
+            "WantedBy" => &mut out.wanted_by,
+            "RequiredBy" => &mut out.required_by,
+            "Alias" => &mut out.alias,
+            "Also" => &mut out.also,
+            "DefaultInstance" => {
+                let v = v.trim();
+                out.default_instance = (!v.is_empty()).then(|| v.to_string());
+                continue;
+            }
+            _ => continue,
+        };
+        if v.trim().is_empty() {
+            list.clear();
+        }
+        list.extend(v.split_whitespace().map(String::from));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+    use std::path::Path;
+
+    const LIB: &str = "usr/lib/systemd/system";
+
+    fn unit(r: &Path, name: &str, install: &str) {
+        std::fs::create_dir_all(r.join(LIB)).unwrap();
+        std::fs::write(
+            r.join(LIB).join(name),
+            format!(
+                "[Unit]\nDescription=x\n\n[Service]\nExecStart=/bin/true\n\n[Install]\n{install}"
+            ),
+        )
+        .unwrap();
+    }
+
+    /// A root with the units a bookworm image has.
+    fn units_root() -> tempfile::TempDir {
+        let d = fake_root();
+        let r = d.path();
+        for t in [
+            "apt-daily.timer",
+            "fstrim.timer",
+            "man-db.timer",
+            "logrotate.timer",
+        ] {
+            unit(r, t, "WantedBy=timers.target\n");
+        }
+        unit(r, "e2scrub_reap.service", "WantedBy=multi-user.target\n");
+        unit(
+            r,
+            "getty@.service",
+            "WantedBy=getty.target\nDefaultInstance=tty1\n",
+        );
+        unit(
+            r,
+            "rsync.service",
+            "WantedBy=multi-user.target\nAlso=rsync.socket\n",
+        );
+        unit(r, "rsync.socket", "WantedBy=sockets.target\n");
+        let wants = r.join("etc/systemd/system/getty.target.wants");
+        std::fs::create_dir_all(&wants).unwrap();
+        std::os::unix::fs::symlink(
+            "/usr/lib/systemd/system/getty@.service",
+            wants.join("getty@tty1.service"),
+        )
+        .unwrap();
+        d
+    }
+
+    fn link(r: &Path, rel: &str) -> Option<String> {
+        std::fs::read_link(r.join(rel))
+            .ok()
+            .map(|p| p.to_string_lossy().to_string())
+    }
+
+    #[test]
+    fn ro_defaults_mask_shared_state_timers_and_drop_vt_gettys() {
+        let p = profile("");
+        let d = units_root();
+        let r = d.path();
+        idempotent(apply, r, &ctx(&p));
+        for u in ["apt-daily.timer", "fstrim.timer", "e2scrub_reap.service"] {
+            assert_eq!(
+                link(r, &format!("etc/systemd/system/{u}")).as_deref(),
+                Some("/dev/null"),
+                "{u}"
+            );
+        }
+        // Read-write only, and units the image lacks, are left alone.
+        for u in ["man-db.timer", "logrotate.timer", "dpkg-db-backup.timer"] {
+            assert_eq!(link(r, &format!("etc/systemd/system/{u}")), None, "{u}");
+        }
+        assert_eq!(
+            link(
+                r,
+                "etc/systemd/system/getty.target.wants/getty@tty1.service"
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn rw_masks_the_shared_root_writers_too() {
+        let p = profile("[nfs]\nroot_mode = \"rw\"\n");
+        let d = units_root();
+        let r = d.path();
+        idempotent(apply, r, &ctx(&p));
+        for u in ["man-db.timer", "logrotate.timer", "apt-daily.timer"] {
+            assert_eq!(
+                link(r, &format!("etc/systemd/system/{u}")).as_deref(),
+                Some("/dev/null"),
+                "{u}"
+            );
+        }
+    }
+
+    #[test]
+    fn profile_enable_mask_unmask_are_honoured() {
+        let p = profile(
+            "[units]\nenable = [\"getty@tty2.service\", \"rsync.service\"]\nmask = [\"man-db.timer\"]\nunmask = [\"fstrim.timer\"]\n",
+        );
+        let d = units_root();
+        let r = d.path();
+        // fstrim was masked by an earlier build: unmask removes that.
+        std::os::unix::fs::symlink("/dev/null", r.join("etc/systemd/system/fstrim.timer")).unwrap();
+        idempotent(apply, r, &ctx(&p));
+        let etc = "etc/systemd/system";
+        assert_eq!(
+            link(r, &format!("{etc}/man-db.timer")).as_deref(),
+            Some("/dev/null")
+        );
+        assert_eq!(link(r, &format!("{etc}/fstrim.timer")), None);
+        assert_eq!(
+            link(r, &format!("{etc}/apt-daily.timer")).as_deref(),
+            Some("/dev/null")
+        );
+        assert_eq!(
+            link(r, &format!("{etc}/getty.target.wants/getty@tty2.service")).as_deref(),
+            Some("/usr/lib/systemd/system/getty@.service")
+        );
+        // tty1 was not asked for; rsync brings its socket (Also=).
+        assert_eq!(
+            link(r, &format!("{etc}/getty.target.wants/getty@tty1.service")),
+            None
+        );
+        assert_eq!(
+            link(r, &format!("{etc}/multi-user.target.wants/rsync.service")).as_deref(),
+            Some("/usr/lib/systemd/system/rsync.service")
+        );
+        assert_eq!(
+            link(r, &format!("{etc}/sockets.target.wants/rsync.socket")).as_deref(),
+            Some("/usr/lib/systemd/system/rsync.socket")
+        );
+    }
+
+    #[test]
+    fn enabling_a_default_mask_keeps_it_unmasked() {
+        let p = profile("[units]\nenable = [\"fstrim.timer\"]\n");
+        let d = units_root();
+        let r = d.path();
+        apply(&img(r), &ctx(&p)).unwrap();
+        assert_eq!(link(r, "etc/systemd/system/fstrim.timer"), None);
+        assert!(link(r, "etc/systemd/system/timers.target.wants/fstrim.timer").is_some());
+    }
+
+    #[test]
+    fn unknown_unit_names_the_field_and_changes_nothing() {
+        for (field, name) in [
+            ("enable", "nosuch.service"),
+            ("mask", "getty@.timer"),
+            ("unmask", "x.timer"),
+        ] {
+            let p = profile(&format!("[units]\n{field} = [\"{name}\"]\n"));
+            let d = units_root();
+            let e = apply(&img(d.path()), &ctx(&p)).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("profile units.{field}: the image has no unit {name}")
+            );
+            assert_eq!(link(d.path(), "etc/systemd/system/apt-daily.timer"), None);
+        }
+    }
+
+    #[test]
+    fn masked_unit_file_in_etc_is_not_a_unit() {
+        let p = profile("[units]\nenable = [\"gone.service\"]\n");
+        let d = units_root();
+        let r = d.path();
+        std::os::unix::fs::symlink("/dev/null", r.join("etc/systemd/system/gone.service")).unwrap();
+        assert!(apply(&img(r), &ctx(&p)).is_err());
+    }
+
+    #[test]
+    fn install_section_as_systemd_reads_it() {
+        let i = parse_install(
+            "[Unit]\nWantedBy=not-here.target\n[Install]\n# c\nWantedBy=a.target \\\n  b.target\nWantedBy=c.target\nRequiredBy=x.target\nRequiredBy=\nAlias=y.service\nAlso=z.socket\n[Service]\nAlso=no.socket\n",
+        );
+        assert_eq!(
+            i,
+            Install {
+                wanted_by: vec!["a.target".into(), "b.target".into(), "c.target".into()],
+                required_by: vec![],
+                alias: vec!["y.service".into()],
+                also: vec!["z.socket".into()],
+                default_instance: None,
+            }
+        );
+    }
+
+    #[test]
+    fn every_default_mask_says_why() {
+        for (u, _, why) in DEFAULT_MASK {
+            assert!(crate::profile::is_unit_name(u), "{u}");
+            assert!(why.len() > 20, "{u}");
+        }
+    }
+}
