@@ -256,6 +256,37 @@ pub fn boot_test(l: &TestLayout, args: &[&str]) -> serde_json::Value {
     r
 }
 
+/// What every passing boot of a fixture-built image shows: the node line
+/// from node015 (boot-test's default address) with a read-only root, its
+/// per-host log written through the root-squashed export, the tmpfs
+/// mounts, and no failed or wrongly started unit.
+pub fn assert_boot_passed(r: &serde_json::Value) {
+    assert_eq!(r["passed"], true, "boot failed: {r:#}");
+    assert_eq!(r["fields"]["host"], "node015");
+    assert_eq!(r["fields"]["root"], "ro");
+    let checks = r["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c[0] == "per-host log" && c[1] == true),
+        "{checks:?}"
+    );
+    assert!(checks.iter().any(|c| c[0] == "tmpfs"));
+    // The ready hook found no failed unit and no masked unit that ran.
+    assert_eq!(r["fields"]["units"], "none", "{r:#}");
+}
+
+/// One `KEY=value` line of an image's release stamp
+/// (`/etc/nfsroot-release`, written by the build's release fixup).
+pub fn release_field(image_root: &Path, key: &str) -> String {
+    let p = image_root.join("etc/nfsroot-release");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {}:\n{text}", p.display()))
+        .to_string()
+}
+
 /// QEMU's user network as a cluster: the inventory header every boot and
 /// sync test starts from (no hosts yet; `host_files = "all"` so every host
 /// gets its per-host PXELINUX file).
