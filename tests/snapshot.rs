@@ -235,6 +235,11 @@ fn roundtrip(format: Compression) {
     assert_eq!(json["setid_files"][1], "/usr/bin/suid");
     let copy = base.join("copy");
     assert_same(&before, &scan_tree(&copy).unwrap(), "restored");
+    // Second opinions that share nothing with nfsroot's walker.
+    let oracle_opts = common::SNAPSHOT_ORACLE_OPTS;
+    common::assert_oracle_same(&src, &copy, oracle_opts, before.len(), "restored");
+    let t = common::tar_compare(&r.path, &src);
+    assert!(t.is_empty(), "tar --compare of the snapshot:\n{t}");
     let e = snapshot::run_restore(&l, &opts).unwrap_err();
     assert!(format!("{e:#}").contains("--force"), "{e:#}");
     let rr = snapshot::run_restore(
@@ -262,6 +267,7 @@ fn roundtrip(format: Compression) {
         q(&g)
     ));
     assert_same(&before, &scan_tree(&g).unwrap(), "GNU tar extraction");
+    common::assert_oracle_same(&src, &g, oracle_opts, before.len(), "GNU tar extraction");
     let gm = fs::metadata(g.join("sparse")).unwrap();
     assert!(
         gm.blocks() * 512 < 1 << 20,
@@ -752,6 +758,14 @@ fn real_image_roundtrip() {
         &scan_tree(&rr.path).unwrap(),
         "real image restored",
     );
+    let opts = common::SNAPSHOT_ORACLE_OPTS;
+    let real = base.join("real");
+    common::assert_oracle_same(&real, &rr.path, opts, before.len(), "real image restored");
+    let t = common::tar_compare(&r.path, &real);
+    assert!(
+        t.is_empty(),
+        "tar --compare of the real image's snapshot:\n{t}"
+    );
     let g = base.join("gnu");
     fs::create_dir(&g).unwrap();
     sh(&format!(
@@ -764,6 +778,121 @@ fn real_image_roundtrip() {
         &scan_tree(&g).unwrap(),
         "real image through GNU tar",
     );
+    common::assert_oracle_same(&real, &g, opts, before.len(), "real image through GNU tar");
+}
+
+/// The oracles can fail: on a copy of the corpus with one field changed,
+/// the Python comparer names the path and the field, and GNU tar's
+/// `--compare` of a snapshot of the original catches what it compares.
+#[test]
+fn oracles_catch_a_changed_field() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    let src = base.join("img");
+    let _sock = make_tree(&src);
+    // 18 copies: leave out the 1 GiB hole (the 64 MiB sparse file stays).
+    fs::remove_file(src.join("all-hole")).unwrap();
+    let r = snap(&l, "img", Compression::Zstd);
+    let opts = common::SNAPSHOT_ORACLE_OPTS;
+    // (change, path, the oracle's field, what tar --compare says or "")
+    let cases = [
+        ("chmod 600 etc/plain", "etc/plain", "mode", "Mode differs"),
+        (
+            "chmod 755 usr/bin/suid",
+            "usr/bin/suid",
+            "mode",
+            "Mode differs",
+        ),
+        (
+            "touch -d '2001-02-03 04:05:06.123456788' etc/plain",
+            "etc/plain",
+            "mtime",
+            "Mod time differs",
+        ),
+        (
+            "touch -h -d '2002-02-03 04:05:06.6' rel-link",
+            "rel-link",
+            "mtime",
+            "",
+        ),
+        ("chown -h 1235 owned", "owned", "uid", "Uid differs"),
+        ("chgrp 5679 owned", "owned", "gid", "Gid differs"),
+        (
+            "setfattr -n user.color -v red xattr-file",
+            "xattr-file",
+            "xattrs",
+            "",
+        ),
+        (
+            "setfattr -x trusted.secret xattr-file",
+            "xattr-file",
+            "xattrs",
+            "",
+        ),
+        ("setfacl -m u:1234:r-- acl-file", "acl-file", "xattrs", ""),
+        ("setcap -r usr/bin/ping", "usr/bin/ping", "xattrs", ""),
+        ("cp -p hl2 x && mv x hl2", "hl2", "links", ""),
+        (
+            "printf 'hellO\\n' > etc/plain && touch -d '2001-02-03 04:05:06.123456789' etc/plain",
+            "etc/plain",
+            "sha256",
+            "Contents differ",
+        ),
+        (
+            "t=$(stat -c %y sparse) && printf x | dd of=sparse bs=1 seek=30000000 conv=notrunc status=none && touch -d \"$t\" sparse",
+            "sparse",
+            "sha256",
+            "is not a hole",
+        ),
+        (
+            "cp -p --sparse=never sparse x && mv x sparse",
+            "sparse",
+            "holes",
+            "",
+        ),
+        (
+            "ln -sfn etc/empty-file rel-link",
+            "rel-link",
+            "target",
+            "Symlink differs",
+        ),
+        (
+            "rm etc/empty-file",
+            "etc/empty-file",
+            "only in",
+            "No such file",
+        ),
+        ("touch etc/new-file", "etc/new-file", "only in", ""),
+        (
+            "rm chr && mknod chr c 1 5",
+            "chr",
+            "rdev",
+            "Device number differs",
+        ),
+    ];
+    for (i, (change, path, field, tar_says)) in cases.into_iter().enumerate() {
+        let copy = d.path().join(format!("copy{i}"));
+        sh(&format!("cp -a {} {}", q(&src), q(&copy)));
+        if i == 0 {
+            common::assert_oracle_same(&src, &copy, opts, 40, "an unchanged copy");
+            let t = common::tar_compare(&r.path, &copy);
+            assert!(t.is_empty(), "tar --compare of an unchanged copy:\n{t}");
+        }
+        sh(&format!("cd {} && {change}", q(&copy)));
+        let (same, text) = common::tree_oracle(&src, &copy, opts);
+        assert!(!same, "{change}: the oracle saw no difference:\n{text}");
+        let want = format!("{path}: {field}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&want)),
+            "{change}: no line starting {want:?} in:\n{text}"
+        );
+        if !tar_says.is_empty() {
+            let t = common::tar_compare(&r.path, &copy);
+            assert!(t.contains(tar_says), "{change}: tar --compare said:\n{t}");
+        }
+        fs::remove_dir_all(&copy).unwrap();
+    }
 }
 
 /// Not a test: the process `interrupted_snapshot_leaves_nothing` starts

@@ -287,6 +287,89 @@ pub fn release_field(image_root: &Path, key: &str) -> String {
         .to_string()
 }
 
+/// The independent tree comparer (tests/oracle/treecmp.py: Python's
+/// lstat/listxattr/readlink, nothing shared with nfsroot's walker) on
+/// trees `a` and `b` with its `opts`: (equal, its report).
+pub fn tree_oracle(a: &Path, b: &Path, opts: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/oracle/treecmp.py"))
+        .arg(a)
+        .arg(b)
+        .args(opts)
+        .output()
+        .expect("no python3: apt-get install python3 (scripts/setup installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => (true, text),
+        Some(1) => (false, text),
+        _ => panic!("treecmp.py failed: {}\n{text}", out.status),
+    }
+}
+
+/// Options for [`tree_oracle`] matching what a snapshot leaves out by
+/// design (README, Snapshots): the contents of the mount points, sockets,
+/// and the image root's own metadata (restore sets root:root 0755).
+pub const SNAPSHOT_ORACLE_OPTS: &[&str] = &[
+    "--empty",
+    "proc",
+    "--empty",
+    "sys",
+    "--empty",
+    "dev",
+    "--empty",
+    "run",
+    "--empty",
+    "tmp",
+    "--skip-sockets",
+    "--root-meta",
+];
+
+/// Assert the oracle finds `a` and `b` equal, having compared at least
+/// `min_entries` entries (so an empty walk cannot pass).
+pub fn assert_oracle_same(a: &Path, b: &Path, opts: &[&str], min_entries: usize, what: &str) {
+    let (same, text) = tree_oracle(a, b, opts);
+    assert!(same, "{what}: the oracle finds differences:\n{text}");
+    let n: usize = text
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("compared "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no summary line in:\n{text}"));
+    assert!(n >= min_entries, "{what}: compared only {n} entries");
+}
+
+/// GNU tar's own opinion (`tar --compare`) of `archive` against `dir`:
+/// each member's type, mode, owner, size, content, link target, and a
+/// regular file's mtime (to the nanosecond from pax times), as the file
+/// system has them. GNU tar 1.34 compares neither xattrs nor the mtimes of
+/// other kinds (the Python oracle does), and ignores files the archive
+/// lacks. Empty when they agree, else tar's report.
+pub fn tar_compare(archive: &Path, dir: &Path) -> String {
+    let out = Command::new("tar")
+        .args([
+            "--compare",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+        ])
+        .arg("-f")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir)
+        .output()
+        .expect("no tar: apt-get install tar");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => String::new(),
+        Some(1) if !text.is_empty() => text,
+        _ => panic!("tar --compare failed: {}\n{text}", out.status),
+    }
+}
+
 /// QEMU's user network as a cluster: the inventory header every boot and
 /// sync test starts from (no hosts yet; `host_files = "all"` so every host
 /// gets its per-host PXELINUX file).
