@@ -1,6 +1,7 @@
 //! Snapshots through the real binary on the built image: snapshot (zst),
-//! verify, sha256sum -c, list, restore into another base dir, and diff
-//! against the restored tree. The field-by-field round trips, GNU tar
+//! verify, sha256sum -c, list, restore into another base dir, diff
+//! against the restored tree, and the independent oracles (common.rs's
+//! [`tree_oracle`], `tar --compare`) on the same trees. The field-by-field round trips, GNU tar
 //! interoperability and hostile archives are in tests/snapshot.rs.
 
 use crate::common::*;
@@ -44,6 +45,14 @@ fn snapshot_verify_restore_diff() {
     for k in ["added", "removed", "modified", "metadata"] {
         assert_eq!(d["result"][k], serde_json::json!([]), "{k}: {d:#}");
     }
+    // Second opinions that share nothing with nfsroot's walker: the
+    // Python comparer on the restored tree against the image, and GNU tar
+    // comparing the snapshot with the image.
+    let image = f.image("minimal");
+    let restored = l.image("minimal");
+    assert_oracle_same(&image, &restored, SNAPSHOT_ORACLE_OPTS, 10_000, "restored");
+    let t = tar_compare(&file, &image);
+    assert!(t.is_empty(), "tar --compare of the snapshot:\n{t}");
     // A change shows up.
     std::fs::write(l.image("minimal").join("etc/motd"), "changed\n").unwrap();
     let mut c = nfsroot(&l);
