@@ -11,11 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Run `nfsroot --json ARGS`; a success prints the README's envelope
+/// (`version` 1, `command` the subcommand, `result`).
 fn json(l: &TestLayout, args: &[&str], ok: bool) -> Value {
     let mut c = nfsroot(l);
     c.arg("--json").args(args);
     let out = run(c, ok);
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    if ok {
+        assert_eq!(v["version"], 1, "{v}");
+        assert_eq!(v["command"], args[0], "{v}");
+        assert!(v["result"].is_object(), "{v}");
+    }
+    v
 }
 
 fn kernels_in(root: &Path) -> Vec<String> {
@@ -230,39 +238,65 @@ fn publish_upgrade_rollback_retention() {
     );
     assert!(String::from_utf8_lossy(&e.stderr).contains("not published"));
 
-    // Retention: keep 1. A per-host config still naming the old kernel
-    // keeps its files; once it is gone, a later run... keeps none extra.
-    let cfgd = l.tftp.join("pxelinux.cfg");
-    let host_cfg = cfgd.join("01-52-54-00-00-00-01");
-    std::fs::write(
-        &host_cfg,
-        cfg.replace(
-            &format!("DEFAULT minimal-{new}"),
-            &format!("DEFAULT minimal-{old}"),
-        ),
-    )
-    .unwrap();
+    retention(&l, &old, &new);
+}
+
+/// Retention with `keep_kernels = 1`: the next switch deletes the files of
+/// the kernel it drops (and says so), but not those a per-host config
+/// still names. (Known gap, issue 12 report: once that config is gone, no
+/// later run deletes the files it pinned; the kernel has left the record's
+/// list, so nothing drops it again.)
+fn retention(l: &TestLayout, old: &str, new: &str) {
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let text = std::fs::read_to_string(&prof)
         .unwrap()
         .replace("keep_kernels = 3", "keep_kernels = 1");
-    std::fs::write(&prof, text).unwrap();
-    // Rebuild with an extra module so the initramfs changes and publishing runs.
-    let text = std::fs::read_to_string(&prof).unwrap();
+    // An extra module changes the initramfs, so publishing has work to do.
     std::fs::write(
         &prof,
         format!("{text}\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n"),
     )
     .unwrap();
-    let u = json(&l, &["upgrade-kernel", "minimal"], true);
-    assert_eq!(u["result"]["kept"], serde_json::json!([new.clone()]));
-    assert!(
-        l.tftp.join(format!("minimal/vmlinuz-{old}")).exists(),
-        "referenced by a per-host file"
-    );
-    std::fs::remove_file(&host_cfg).unwrap();
+    let files_of = |v: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(l.tftp.join("minimal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                n == format!("vmlinuz-{v}") || n.starts_with(&format!("initrd.img-{v}-"))
+            })
+            .collect()
+    };
+    let old_files = files_of(old);
+    assert_eq!(old_files.len(), 2, "{old_files:?}");
+    let u = json(l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["kept"], serde_json::json!([new]));
+    for f in &old_files {
+        assert!(!f.exists(), "{} survived retention", f.display());
+        assert!(
+            u["result"]["removed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == f.to_str().unwrap()),
+            "{} not reported removed: {u}",
+            f.display()
+        );
+    }
+    check_consistent(l);
+    // A per-host config naming `new` pins its files when a newer kernel
+    // takes over.
+    let cfgd = l.tftp.join("pxelinux.cfg");
+    let host_cfg = cfgd.join("01-52-54-00-00-00-01");
+    std::fs::copy(cfgd.join("default"), &host_cfg).unwrap();
+    let newest = add_fake_newer_kernel(l, old);
+    let u = json(l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["kept"], serde_json::json!([newest]));
+    assert_eq!(files_of(new).len(), 2, "referenced by a per-host file");
     let cfg = std::fs::read_to_string(cfgd.join("default")).unwrap();
-    assert!(!cfg.contains(&format!("LABEL minimal-{old}")));
+    assert!(!cfg.contains(&format!("LABEL minimal-{new}")), "{cfg}");
+    check_consistent(l);
 }
 
 /// The default config parses and names files that exist with the recorded
@@ -290,6 +324,10 @@ fn check_consistent(l: &TestLayout) {
                 let data =
                     std::fs::read(l.tftp.join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{cfg}"));
                 assert_eq!(sha256_hex(&data), want, "{f}");
+                if kw == "INITRD " {
+                    // The initramfs name carries its content hash.
+                    assert!(f.ends_with(&format!("-{}", &want[..8])), "{f}: {want}");
+                }
             }
         }
     }
