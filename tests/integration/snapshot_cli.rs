@@ -130,4 +130,32 @@ fn restore_devices_flag_and_setid_report() {
         v["result"]["setid_files"],
         serde_json::json!(["/usr/bin/su"])
     );
+    // The restored image's own snapshots: `snapshot list` shows the one
+    // `--keep 1` leaves, by name, as text and JSON.
+    let mut names = Vec::new();
+    for i in 0..2 {
+        if i > 0 {
+            // Names carry the time to the second.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let mut c = nfsroot(&l);
+        c.args(["--json", "snapshot", "img", "--keep", "1"]);
+        let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+        let path = v["result"]["path"].as_str().unwrap().to_string();
+        names.push(path.rsplit('/').next().unwrap().to_string());
+    }
+    assert_ne!(names[0], names[1], "two snapshots, two names");
+    let mut c = nfsroot(&l);
+    c.args(["snapshot", "list", "img"]);
+    let text = String::from_utf8_lossy(&run(c, true).stdout).into_owned();
+    assert!(
+        text.contains(&names[1]) && !text.contains(&names[0]),
+        "{text}"
+    );
+    let mut c = nfsroot(&l);
+    c.args(["--json", "snapshot", "list", "img"]);
+    let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    let list = v["result"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v}");
+    assert!(list[0].to_string().contains(&names[1]), "{v}");
 }
