@@ -199,13 +199,33 @@ fn roundtrip(format: Compression) {
     .unwrap();
     assert!(v.manifest_checked);
 
+    restore_checks(&l, &r.path, &src, &before);
+    other_extractors_agree(d.path(), &r.path, &src, &before);
+
+    // snapshot list sees it.
+    let list = snapshot::run_list(
+        &l,
+        &snapshot::ListOpts {
+            image: Some("img".into()),
+        },
+    )
+    .unwrap();
+    assert_eq!(list.len(), 1);
+    assert!(list[0].has_checksum && list[0].has_manifest);
+}
+
+/// Restore `archive` (a snapshot of `src`, scanned as `before`) into a new
+/// image, then over it: devices outside /dev need the flag, setid files
+/// are listed, and the tree matches by nfsroot's walker, the independent
+/// oracle and GNU tar's compare, holes included.
+fn restore_checks(l: &Layout, archive: &Path, src: &Path, before: &BTreeMap<PathBuf, EntryMeta>) {
     // Restore into a new image, then over it with --force.
     // The tree holds device nodes outside /dev (blk, chr): refused by
     // default, naming the first.
     let e = snapshot::run_restore(
-        &l,
+        l,
         &RestoreOpts {
-            file: r.path.clone(),
+            file: archive.to_path_buf(),
             image: Some("copy".into()),
             ..Default::default()
         },
@@ -216,14 +236,14 @@ fn roundtrip(format: Compression) {
         msg.contains("member blk") && msg.contains("--allow-devices"),
         "{msg}"
     );
-    assert!(!base.join("copy").exists() && !l.staging_dir("copy").exists());
+    assert!(!l.base_dir.join("copy").exists() && !l.staging_dir("copy").exists());
     let opts = RestoreOpts {
-        file: r.path.clone(),
+        file: archive.to_path_buf(),
         image: Some("copy".into()),
         allow_devices: true,
         ..Default::default()
     };
-    let rr = snapshot::run_restore(&l, &opts).unwrap();
+    let rr = snapshot::run_restore(l, &opts).unwrap();
     assert!(!rr.replaced);
     // Setuid and setgid files are kept and listed.
     assert_eq!(rr.setid_files, ["/usr/bin/sgid", "/usr/bin/suid"]);
@@ -233,17 +253,17 @@ fn roundtrip(format: Compression) {
     );
     let json = serde_json::to_value(&rr).unwrap();
     assert_eq!(json["setid_files"][1], "/usr/bin/suid");
-    let copy = base.join("copy");
-    assert_same(&before, &scan_tree(&copy).unwrap(), "restored");
+    let copy = l.base_dir.join("copy");
+    assert_same(before, &scan_tree(&copy).unwrap(), "restored");
     // Second opinions that share nothing with nfsroot's walker.
     let oracle_opts = common::SNAPSHOT_ORACLE_OPTS;
-    common::assert_oracle_same(&src, &copy, oracle_opts, before.len(), "restored");
-    let t = common::tar_compare(&r.path, &src);
+    common::assert_oracle_same(src, &copy, oracle_opts, before.len(), "restored");
+    let t = common::tar_compare(archive, src);
     assert!(t.is_empty(), "tar --compare of the snapshot:\n{t}");
-    let e = snapshot::run_restore(&l, &opts).unwrap_err();
+    let e = snapshot::run_restore(l, &opts).unwrap_err();
     assert!(format!("{e:#}").contains("--force"), "{e:#}");
     let rr = snapshot::run_restore(
-        &l,
+        l,
         &RestoreOpts {
             force: true,
             ..opts
@@ -251,23 +271,39 @@ fn roundtrip(format: Compression) {
     )
     .unwrap();
     assert!(rr.replaced);
-    assert_same(&before, &scan_tree(&copy).unwrap(), "restored over");
+    assert_same(before, &scan_tree(&copy).unwrap(), "restored over");
     // Holes stay holes.
     let m = fs::metadata(copy.join("sparse")).unwrap();
     assert!(m.blocks() * 512 < 1 << 20, "sparse file lost its holes");
     assert!(fs::metadata(copy.join("all-hole")).unwrap().blocks() < 64);
     assert!(!l.staging_dir("copy").exists(), "staging left behind");
+}
 
+/// GNU tar and bsdtar extract `archive` (a snapshot of `src`, whose
+/// nfsroot scan is `before`) into the same tree, by nfsroot's walker and
+/// by the independent oracle.
+fn other_extractors_agree(
+    dir: &Path,
+    archive: &Path,
+    src: &Path,
+    before: &BTreeMap<PathBuf, EntryMeta>,
+) {
     // GNU tar extracts the same tree.
-    let g = d.path().join("gnu");
+    let g = dir.join("gnu");
     fs::create_dir(&g).unwrap();
     sh(&format!(
         "tar --xattrs --xattrs-include='*' --acls -xpf {} -C {}",
-        q(&r.path),
+        q(archive),
         q(&g)
     ));
-    assert_same(&before, &scan_tree(&g).unwrap(), "GNU tar extraction");
-    common::assert_oracle_same(&src, &g, oracle_opts, before.len(), "GNU tar extraction");
+    assert_same(before, &scan_tree(&g).unwrap(), "GNU tar extraction");
+    common::assert_oracle_same(
+        src,
+        &g,
+        common::SNAPSHOT_ORACLE_OPTS,
+        before.len(),
+        "GNU tar extraction",
+    );
     let gm = fs::metadata(g.join("sparse")).unwrap();
     assert!(
         gm.blocks() * 512 < 1 << 20,
@@ -280,30 +316,19 @@ fn roundtrip(format: Compression) {
             nfsroot::exec::find_tool("bsdtar").is_some(),
             "no bsdtar: run scripts/setup (it installs libarchive-tools)"
         );
-        let b = d.path().join("bsd");
+        let b = dir.join("bsd");
         fs::create_dir(&b).unwrap();
         sh(&format!(
             "bsdtar --xattrs --acls --numeric-owner -xpf {} -C {}",
-            q(&r.path),
+            q(archive),
             q(&b)
         ));
         assert_same(
-            &quirks(&before),
+            &quirks(before),
             &quirks(&scan_tree(&b).unwrap()),
             "bsdtar extraction",
         );
     }
-
-    // snapshot list sees it.
-    let list = snapshot::run_list(
-        &l,
-        &snapshot::ListOpts {
-            image: Some("img".into()),
-        },
-    )
-    .unwrap();
-    assert_eq!(list.len(), 1);
-    assert!(list[0].has_checksum && list[0].has_manifest);
 }
 
 #[test]
@@ -781,6 +806,84 @@ fn real_image_roundtrip() {
     common::assert_oracle_same(&real, &g, opts, before.len(), "real image through GNU tar");
 }
 
+/// The changes `oracles_catch_a_changed_field` makes: (shell command in
+/// the copy, path, the oracle's field, what `tar --compare` says or "").
+const ORACLE_CASES: &[(&str, &str, &str, &str)] = &[
+    ("chmod 600 etc/plain", "etc/plain", "mode", "Mode differs"),
+    (
+        "chmod 755 usr/bin/suid",
+        "usr/bin/suid",
+        "mode",
+        "Mode differs",
+    ),
+    (
+        "touch -d '2001-02-03 04:05:06.123456788' etc/plain",
+        "etc/plain",
+        "mtime",
+        "Mod time differs",
+    ),
+    (
+        "touch -h -d '2002-02-03 04:05:06.6' rel-link",
+        "rel-link",
+        "mtime",
+        "",
+    ),
+    ("chown -h 1235 owned", "owned", "uid", "Uid differs"),
+    ("chgrp 5679 owned", "owned", "gid", "Gid differs"),
+    (
+        "setfattr -n user.color -v red xattr-file",
+        "xattr-file",
+        "xattrs",
+        "",
+    ),
+    (
+        "setfattr -x trusted.secret xattr-file",
+        "xattr-file",
+        "xattrs",
+        "",
+    ),
+    ("setfacl -m u:1234:r-- acl-file", "acl-file", "xattrs", ""),
+    ("setcap -r usr/bin/ping", "usr/bin/ping", "xattrs", ""),
+    ("cp -p hl2 x && mv x hl2", "hl2", "links", ""),
+    (
+        "printf 'hellO\\n' > etc/plain && touch -d '2001-02-03 04:05:06.123456789' etc/plain",
+        "etc/plain",
+        "sha256",
+        "Contents differ",
+    ),
+    (
+        "t=$(stat -c %y sparse) && printf x | dd of=sparse bs=1 seek=30000000 conv=notrunc status=none && touch -d \"$t\" sparse",
+        "sparse",
+        "sha256",
+        "is not a hole",
+    ),
+    (
+        "cp -p --sparse=never sparse x && mv x sparse",
+        "sparse",
+        "holes",
+        "",
+    ),
+    (
+        "ln -sfn etc/empty-file rel-link",
+        "rel-link",
+        "target",
+        "Symlink differs",
+    ),
+    (
+        "rm etc/empty-file",
+        "etc/empty-file",
+        "only in",
+        "No such file",
+    ),
+    ("touch etc/new-file", "etc/new-file", "only in", ""),
+    (
+        "rm chr && mknod chr c 1 5",
+        "chr",
+        "rdev",
+        "Device number differs",
+    ),
+];
+
 /// The oracles can fail: on a copy of the corpus with one field changed,
 /// the Python comparer names the path and the field, and GNU tar's
 /// `--compare` of a snapshot of the original catches what it compares.
@@ -795,83 +898,7 @@ fn oracles_catch_a_changed_field() {
     fs::remove_file(src.join("all-hole")).unwrap();
     let r = snap(&l, "img", Compression::Zstd);
     let opts = common::SNAPSHOT_ORACLE_OPTS;
-    // (change, path, the oracle's field, what tar --compare says or "")
-    let cases = [
-        ("chmod 600 etc/plain", "etc/plain", "mode", "Mode differs"),
-        (
-            "chmod 755 usr/bin/suid",
-            "usr/bin/suid",
-            "mode",
-            "Mode differs",
-        ),
-        (
-            "touch -d '2001-02-03 04:05:06.123456788' etc/plain",
-            "etc/plain",
-            "mtime",
-            "Mod time differs",
-        ),
-        (
-            "touch -h -d '2002-02-03 04:05:06.6' rel-link",
-            "rel-link",
-            "mtime",
-            "",
-        ),
-        ("chown -h 1235 owned", "owned", "uid", "Uid differs"),
-        ("chgrp 5679 owned", "owned", "gid", "Gid differs"),
-        (
-            "setfattr -n user.color -v red xattr-file",
-            "xattr-file",
-            "xattrs",
-            "",
-        ),
-        (
-            "setfattr -x trusted.secret xattr-file",
-            "xattr-file",
-            "xattrs",
-            "",
-        ),
-        ("setfacl -m u:1234:r-- acl-file", "acl-file", "xattrs", ""),
-        ("setcap -r usr/bin/ping", "usr/bin/ping", "xattrs", ""),
-        ("cp -p hl2 x && mv x hl2", "hl2", "links", ""),
-        (
-            "printf 'hellO\\n' > etc/plain && touch -d '2001-02-03 04:05:06.123456789' etc/plain",
-            "etc/plain",
-            "sha256",
-            "Contents differ",
-        ),
-        (
-            "t=$(stat -c %y sparse) && printf x | dd of=sparse bs=1 seek=30000000 conv=notrunc status=none && touch -d \"$t\" sparse",
-            "sparse",
-            "sha256",
-            "is not a hole",
-        ),
-        (
-            "cp -p --sparse=never sparse x && mv x sparse",
-            "sparse",
-            "holes",
-            "",
-        ),
-        (
-            "ln -sfn etc/empty-file rel-link",
-            "rel-link",
-            "target",
-            "Symlink differs",
-        ),
-        (
-            "rm etc/empty-file",
-            "etc/empty-file",
-            "only in",
-            "No such file",
-        ),
-        ("touch etc/new-file", "etc/new-file", "only in", ""),
-        (
-            "rm chr && mknod chr c 1 5",
-            "chr",
-            "rdev",
-            "Device number differs",
-        ),
-    ];
-    for (i, (change, path, field, tar_says)) in cases.into_iter().enumerate() {
+    for (i, &(change, path, field, tar_says)) in ORACLE_CASES.iter().enumerate() {
         let copy = d.path().join(format!("copy{i}"));
         sh(&format!("cp -a {} {}", q(&src), q(&copy)));
         if i == 0 {
