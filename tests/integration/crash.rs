@@ -165,8 +165,8 @@ fn recorded_files(l: &TestLayout) -> BTreeMap<String, String> {
 /// (a per-host link read through) parses, its DEFAULT is one of its labels,
 /// and every KERNEL and INITRD it names exists with the checksum a record
 /// lists. `configs` must all be there.
-/// Returns what each config's default boots (kernel path), by name (GRUB
-/// ones as `grub/<name>`).
+/// Returns what each config's default boots (kernel and initramfs paths),
+/// by name (GRUB ones as `grub/<name>`).
 fn check_published(l: &TestLayout, configs: &[&str]) -> BTreeMap<String, String> {
     let files = recorded_files(l);
     let mut hashed: HashMap<String, String> = HashMap::new();
@@ -215,22 +215,24 @@ fn check_published(l: &TestLayout, configs: &[&str]) -> BTreeMap<String, String>
     boots
 }
 
+/// The PXELINUX and GRUB configs of the image, and the default ones.
+const PAIRS: [(&str, &str); 2] = [
+    ("nfsroot-minimal", "grub/nfsroot-minimal.cfg"),
+    ("default", "grub/grub.cfg"),
+];
+
 /// The PXELINUX/GRUB pairs of one boot config (per-host names link to the
 /// image's pair, so they are not counted apart) that boot different
 /// kernels.
 fn split_pairs(boots: &BTreeMap<String, String>) -> Vec<(&'static str, &'static str)> {
-    let pairs = [
-        ("nfsroot-minimal", "grub/nfsroot-minimal.cfg"),
-        ("default", "grub/grub.cfg"),
-    ];
-    pairs
+    PAIRS
         .into_iter()
         .filter(|(p, g)| boots.get(*p) != boots.get(*g))
         .collect()
 }
 
-/// The files a config names and the kernel its DEFAULT boots; checks that
-/// its DEFAULT is one of its labels.
+/// The files a config names and the kernel and initramfs its DEFAULT
+/// boots; checks that its DEFAULT is one of its labels.
 fn named_files(name: &str, text: &str) -> (Vec<String>, String) {
     let mut labels = Vec::new();
     let mut files = Vec::new();
@@ -243,9 +245,7 @@ fn named_files(name: &str, text: &str) -> (Vec<String>, String) {
                 let Some(last) = labels.last_mut() else {
                     panic!("{name}: {kw}outside a label:\n{text}");
                 };
-                if kw == "KERNEL " {
-                    last.1 = f.to_string();
-                }
+                last.1 = format!("{} {f}", last.1).trim().to_string();
                 files.push(f.to_string());
             }
         }
@@ -274,9 +274,7 @@ fn grub_named_files(name: &str, text: &str) -> (Vec<String>, String) {
                 let Some(last) = entries.last_mut() else {
                     panic!("{name}: {kw} outside a menuentry:\n{text}");
                 };
-                if kw == "linux /" {
-                    last.1 = f.clone();
-                }
+                last.1 = format!("{} {f}", last.1).trim().to_string();
                 files.push(f);
             }
         }
@@ -413,6 +411,16 @@ fn publish_upgrade_and_rollback_die_at_every_point() {
         variant(i);
         die_at(&l, &upgrade, p);
         after_crash();
+        // Killed between the two renames of a pair, exactly that pair is
+        // split (each run switches the initramfs at least).
+        let split = split_pairs(&check_published(&l, &configs));
+        match *p {
+            "publish.between_configs" | "publish.grub_config@1" => {
+                assert_eq!(split, [PAIRS[0]], "{p}")
+            }
+            "publish.grub_config@2" => assert_eq!(split, [PAIRS[1]], "{p}"),
+            _ => assert_eq!(split, [], "{p}"),
+        }
         ok(&l, &upgrade);
         after_run();
     }
