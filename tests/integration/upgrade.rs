@@ -220,14 +220,47 @@ fn publish_upgrade_rollback_retention() {
         false
     );
 
-    // rollback and forward again.
+    both_loaders_boot(&l, &new);
+
+    // rollback and forward again: BIOS and UEFI configs switch together.
     json(&l, &["rollback", "minimal"], true);
     assert_eq!(default_version(&l), old);
+    both_loaders_boot(&l, &old);
     // Also the fixture's PXE boot through the published default config
     // (boot.rs has no boot of its own for that).
     boot_and_check(&l, &["--mode", "pxe"], &old);
     json(&l, &["rollback", "minimal", "--to", &new], true);
     assert_eq!(default_version(&l), new);
+    both_loaders_boot(&l, &new);
+
+    // A GRUB config that boots another kernel than its PXELINUX pair is
+    // drift; publish puts it right.
+    let grub_cfg = l.tftp.join("grub/nfsroot-minimal.cfg");
+    let good = std::fs::read_to_string(&grub_cfg).unwrap();
+    let bad = good.replace(
+        &format!("set default=minimal-{new}"),
+        &format!("set default=minimal-{old}"),
+    );
+    assert_ne!(bad, good);
+    std::fs::write(&grub_cfg, bad).unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["status", "minimal"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("boots minimal/vmlinuz-{new} but"))
+            && text.contains(&format!(
+                "{} boots minimal/vmlinuz-{old}",
+                grub_cfg.display()
+            )),
+        "{text}"
+    );
+    assert_eq!(
+        json(&l, &["publish", "minimal"], true)["result"]["changed"],
+        true
+    );
+    assert_eq!(std::fs::read_to_string(&grub_cfg).unwrap(), good);
     let e = run(
         {
             let mut c = nfsroot(&l);
@@ -297,6 +330,47 @@ fn retention(l: &TestLayout, old: &str, new: &str) {
     let cfg = std::fs::read_to_string(cfgd.join("default")).unwrap();
     assert!(!cfg.contains(&format!("LABEL minimal-{new}")), "{cfg}");
     check_consistent(l);
+}
+
+/// Every boot config of the image, BIOS (PXELINUX) and UEFI (GRUB), the
+/// image's own and the default ones, boots kernel `ver` by default with
+/// the same initramfs and command line.
+fn both_loaders_boot(l: &TestLayout, ver: &str) {
+    use nfsroot::{grub, pxelinux};
+    let read = |p: &str| std::fs::read_to_string(l.tftp.join(p)).unwrap();
+    let parsed = [
+        (
+            "pxelinux.cfg/default",
+            pxelinux::parse(&read("pxelinux.cfg/default")),
+        ),
+        (
+            "pxelinux.cfg/nfsroot-minimal",
+            pxelinux::parse(&read("pxelinux.cfg/nfsroot-minimal")),
+        ),
+        ("grub/grub.cfg", grub::parse(&read("grub/grub.cfg"))),
+        (
+            "grub/nfsroot-minimal.cfg",
+            grub::parse(&read("grub/nfsroot-minimal.cfg")),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (name, p) in parsed {
+        let p = p.unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let d = p
+            .default_entry()
+            .unwrap_or_else(|| panic!("{name}: no default"))
+            .clone();
+        assert_eq!(d.kernel, format!("minimal/vmlinuz-{ver}"), "{name}");
+        seen.push((name, d, p.entries));
+    }
+    for (name, d, entries) in &seen[1..] {
+        assert_eq!(d, &seen[0].1, "{name} and {} boot differently", seen[0].0);
+        assert_eq!(
+            entries, &seen[0].2,
+            "{name} and {} list different entries",
+            seen[0].0
+        );
+    }
 }
 
 /// The default config parses and names files that exist with the recorded
@@ -645,14 +719,21 @@ fn publish_heals_files_deleted_or_altered_by_hand() {
     // even when nothing else changed.
     std::fs::remove_file(l.tftp.join("pxelinux.0")).unwrap();
     std::fs::write(l.tftp.join("ldlinux.c32"), b"edited by hand").unwrap();
+    std::fs::remove_file(l.tftp.join("shimx64.efi")).unwrap();
+    std::fs::write(l.tftp.join("grubx64.efi"), b"edited by hand").unwrap();
     let p = json(&l, &["publish", "minimal"], true);
     assert_eq!(p["result"]["changed"], true, "{p}");
-    for f in ["pxelinux.0", "ldlinux.c32"] {
-        let host = std::fs::read(Path::new("/usr/lib").join(match f {
-            "pxelinux.0" => "PXELINUX/pxelinux.0",
-            _ => "syslinux/modules/bios/ldlinux.c32",
-        }))
-        .unwrap();
+    for (f, src) in [
+        ("pxelinux.0", "PXELINUX/pxelinux.0"),
+        ("ldlinux.c32", "syslinux/modules/bios/ldlinux.c32"),
+        ("shimx64.efi", "shim/shimx64.efi.signed"),
+        ("mmx64.efi", "shim/mmx64.efi.signed"),
+        (
+            "grubx64.efi",
+            "grub/x86_64-efi-signed/grubnetx64.efi.signed",
+        ),
+    ] {
+        let host = std::fs::read(Path::new("/usr/lib").join(src)).unwrap();
         assert_eq!(std::fs::read(l.tftp.join(f)).unwrap(), host, "{f}");
     }
 }
