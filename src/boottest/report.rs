@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Stage times, seconds from QEMU's start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -129,24 +129,7 @@ impl BootReport {
             ));
         }
         if let Some((tree, dir)) = &e.log_dir {
-            let boot = get("boot");
-            let file = format!("{dir}/syslog");
-            // A missing or unreadable file (or a link leaving the tree the
-            // node writes) is a failed check, named in it.
-            let text = crate::imagefs::ImageRoot::open(tree)
-                .and_then(|r| r.read_to_string_opt(&file))
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let ok = !boot.is_empty() && text.contains(&format!("boot={boot}"));
-            checks.push((
-                "per-host log",
-                ok,
-                format!(
-                    "{} holds this boot's line (boot={boot})",
-                    tree.join(&file).display()
-                ),
-            ));
+            checks.push(log_check(tree, dir, &get("boot")));
         }
         for (name, ok, detail) in checks {
             if !ok && self.passed {
@@ -219,6 +202,27 @@ impl fmt::Display for BootReport {
         }
         Ok(())
     }
+}
+
+/// The per-host log check: `<tree>/<dir>/syslog` holds this boot's line.
+/// A missing or unreadable file (or a link leaving the tree the node
+/// writes) is a failed check, named in it.
+fn log_check(tree: &Path, dir: &str, boot: &str) -> (&'static str, bool, String) {
+    let file = format!("{dir}/syslog");
+    let text = crate::imagefs::ImageRoot::open(tree)
+        .and_then(|r| r.read_to_string_opt(&file))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let ok = !boot.is_empty() && text.contains(&format!("boot={boot}"));
+    (
+        "per-host log",
+        ok,
+        format!(
+            "{} holds this boot's line (boot={boot})",
+            tree.join(&file).display()
+        ),
+    )
 }
 
 /// The `units=` field in words.
