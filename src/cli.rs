@@ -233,9 +233,10 @@ pub struct BootTestArgs {
     /// The VM's MAC address
     #[arg(long, default_value = "52:54:00:12:34:56")]
     pub mac: String,
-    /// The VM's IPv4 address (QEMU's DHCP hands it out)
-    #[arg(long, default_value = "10.0.2.15")]
-    pub ip: std::net::Ipv4Addr,
+    /// The VM's IPv4 address (QEMU's DHCP hands it out; default: .15 of
+    /// the profile's NFS server's /24, 10.0.2.15 for QEMU's default)
+    #[arg(long)]
+    pub ip: Option<std::net::Ipv4Addr>,
     /// In PXE mode, boot through a per-host config (01-<mac>) instead of
     /// `default`
     #[arg(long)]
@@ -270,6 +271,14 @@ pub struct BootTestArgs {
     /// does not within the timeout
     #[arg(long)]
     pub expect_no_boot: bool,
+    /// Boot a read-write profile's root read-write, as deployed: the node
+    /// may change the image (for a copy made to test)
+    #[arg(long)]
+    pub write_root: bool,
+    /// After the node line, let the VM run until it powers off (a unit in
+    /// the image does), within --timeout
+    #[arg(long)]
+    pub until_poweroff: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -332,6 +332,8 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
         append: a.append,
         expect_hostname: a.expect_hostname,
         expect_no_boot: a.expect_no_boot,
+        write_root: a.write_root,
+        until_poweroff: a.until_poweroff,
     };
     let r = crate::boottest::run(&cx.layout, &opts)?;
     if cx.g.json {

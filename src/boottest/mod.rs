@@ -13,8 +13,15 @@
 //! at a known failure. Every process is stopped by PID (TERM, then KILL
 //! after a timeout) on every exit path, Ctrl-C included.
 //!
-//! The image is always exported read-only, so a test never changes it; a
-//! profile with a read-write root is booted read-only and the report says so.
+//! The image is exported read-only, so a test never changes it; a profile
+//! with a read-write root is booted read-only and the report says so, unless
+//! `--write-root` asks to boot it as deployed (for a copy made to test).
+//! The profile boots as written: QEMU's user network takes the /24 of its
+//! `nfs.server` with the host (this namespace's loopback) at that address,
+//! and each `[[mounts]]` source is served from the work directory (a fresh
+//! directory holding [`MOUNT_MARKER`], ro or rw as the mount says), which the
+//! node's `nfs=` field must list. `--until-poweroff` lets a node that runs
+//! something after its report (a test unit) finish and power off.
 //!
 //! Layout: this file is the plan ([`run`]: what to boot, what the node must
 //! report, written to `plan.json` as a [`BootPlan`]) and the final verdict;
@@ -82,7 +89,8 @@ pub struct Options {
     pub image: Option<String>,
     pub method: BootMethod,
     pub mac: String,
-    pub ip: Ipv4Addr,
+    /// The VM's address; `None` for the user network's `.15`.
+    pub ip: Option<Ipv4Addr>,
     /// In PXE mode, boot through a per-host config (01-<mac>).
     pub per_host: bool,
     /// Seconds before the test gives up.
@@ -102,6 +110,12 @@ pub struct Options {
     pub expect_hostname: Option<String>,
     /// Pass when the node does not come up.
     pub expect_no_boot: bool,
+    /// Boot a read-write profile's root read-write, as deployed (the node
+    /// may change the image: for test copies).
+    pub write_root: bool,
+    /// After the node line, let the VM run until it powers off (a unit in
+    /// the image does), within the timeout.
+    pub until_poweroff: bool,
 }
 
 /// One directory the test's NFS server exports, as `sync` renders it for
@@ -109,6 +123,10 @@ pub struct Options {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NfsExport {
     pub path: PathBuf,
+    /// The path nodes mount (NFSv3 and v4 alike) when it is not `path`:
+    /// a profile's `[[mounts]]` source served from the work directory.
+    #[serde(default)]
+    pub pseudo: Option<PathBuf>,
     pub rw: bool,
     /// Root on the node is mapped to nobody (65534), as on the real
     /// server's log export; image roots and host keys are not squashed.
@@ -124,6 +142,11 @@ pub struct BootPlan {
     pub mode: String,
     pub mac: String,
     pub ip: Ipv4Addr,
+    /// QEMU's user network: its /24 and the host's address in it (where
+    /// the node finds the NFS server and TFTP), from the profile's
+    /// `nfs.server`.
+    pub net: Ipv4Addr,
+    pub host: Ipv4Addr,
     pub exports: Vec<NfsExport>,
     pub tftp: PathBuf,
     pub kernel: PathBuf,
@@ -133,6 +156,8 @@ pub struct BootPlan {
     pub accel: String,
     pub memory: u32,
     pub expect_no_boot: bool,
+    #[serde(default)]
+    pub until_poweroff: bool,
 }
 
 /// The image's node.conf, for the verdict only (what the node will
@@ -186,19 +211,32 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     // What the server exports comes from the saved profile, never the tree.
     let prof = crate::state::image_profile(layout, &image)?;
     let entry = published_entry(layout, &image)?;
+    let (net, host) = user_net(&prof.nfs.server)?;
+    let ip = node_ip(a.ip, net)?;
 
-    // Boot read-only whatever the profile says: the test must not write the
+    // Boot read-only unless asked to write: the test must not write the
     // shared tree.
     let profile_rw = prof.nfs.root_mode == crate::profile::RootMode::Rw;
+    let write = profile_rw && a.write_root;
     let (append, root_note) = read_only_append(
         a.append.clone().unwrap_or_else(|| entry.append.clone()),
         profile_rw,
+        a.write_root,
     );
     let log_path = log_export_dir(layout, &prof, &image)?;
-    let expect = expectation(layout, a, &mac, &image_dir, &conf, &prof, &log_path)?;
+    let expect = expectation(
+        layout,
+        a,
+        (&mac, ip),
+        (&image_dir, write),
+        &conf,
+        &prof,
+        &log_path,
+    )?;
 
     let work = work_dir(layout, &image)?;
-    let exports = exports(layout, &image_dir, log_path.as_deref(), &expect)?;
+    let mut exports = exports(layout, &image_dir, write, log_path.as_deref(), &expect)?;
+    exports.extend(mount_exports(&work, &prof)?);
     let tftp = if a.method == BootMethod::Pxe {
         tftp::tftp_view(layout, &work, &mac, a.per_host, profile_rw)?
     } else {
@@ -211,7 +249,9 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
         work,
         mode: method_name(a.method).into(),
         mac,
-        ip: a.ip,
+        ip,
+        net,
+        host,
         exports,
         tftp,
         kernel,
@@ -221,6 +261,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
         accel: a.accel.clone(),
         memory: a.memory,
         expect_no_boot: a.expect_no_boot,
+        until_poweroff: a.until_poweroff,
     };
     let plan_path = plan.work.join("plan.json");
     std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)
@@ -235,8 +276,8 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     Ok(report)
 }
 
-/// Root, tools, firmware files and the VM's addresses, before anything runs;
-/// the MAC address in lower case.
+/// Root, tools, firmware files and the VM's MAC address, before anything
+/// runs; the MAC address in lower case.
 fn preflight(a: &Options) -> Result<String> {
     exec::require_root("nfsroot boot-test")?;
     for t in [QEMU, GANESHA, RPCBIND, IP, exec::UNSHARE] {
@@ -255,13 +296,36 @@ fn preflight(a: &Options) -> Result<String> {
             a.mac
         );
     }
-    if a.ip.octets()[..3] != [10, 0, 2] || a.ip.octets()[3] < 15 {
+    Ok(mac)
+}
+
+/// QEMU's user network for a profile's `nfs.server`: the server's /24 and
+/// the server as the host's address in it, so the profile boots as
+/// written; a server given by name gets QEMU's default (10.0.2.0/24, the
+/// host at 10.0.2.2).
+fn user_net(server: &str) -> Result<(Ipv4Addr, Ipv4Addr)> {
+    let Ok(host) = server.parse::<Ipv4Addr>() else {
+        return Ok((Ipv4Addr::new(10, 0, 2, 0), Ipv4Addr::new(10, 0, 2, 2)));
+    };
+    let [a, b, c, d] = host.octets();
+    // .3 is QEMU's DNS, .15 and up its DHCP range.
+    if !(1..=14).contains(&d) || d == 3 {
         bail!(
-            "--ip {}: QEMU's user network hands out 10.0.2.15 to 10.0.2.254",
-            a.ip
+            "nfs.server {server}: QEMU's user network puts the host at .1, .2 or .4 to .14 of its /24 \
+             (.3 is its DNS, .15 and up its DHCP range)"
         );
     }
-    Ok(mac)
+    Ok((Ipv4Addr::new(a, b, c, 0), host))
+}
+
+/// The node's address in the user network `net` (a /24): `ip`, or `.15`.
+fn node_ip(ip: Option<Ipv4Addr>, net: Ipv4Addr) -> Result<Ipv4Addr> {
+    let [a, b, c, _] = net.octets();
+    let ip = ip.unwrap_or(Ipv4Addr::new(a, b, c, 15));
+    if ip.octets()[..3] != [a, b, c] || ip.octets()[3] < 15 || ip.octets()[3] == 255 {
+        bail!("--ip {ip}: QEMU's user network hands out {a}.{b}.{c}.15 to {a}.{b}.{c}.254");
+    }
+    Ok(ip)
 }
 
 fn is_mac(m: &str) -> bool {
@@ -290,11 +354,18 @@ fn published_entry(layout: &Layout, image: &str) -> Result<pxelinux::Entry> {
         .clone())
 }
 
-/// The command line with a read-write root (`rw`) booted read-only, and
-/// the note saying which it was.
-fn read_only_append(append: String, rw: bool) -> (String, String) {
+/// The command line with a read-write root (`rw`) booted read-only
+/// unless `write` (`--write-root`), and the note saying which it was.
+fn read_only_append(append: String, rw: bool, write: bool) -> (String, String) {
     if !rw {
         return (append, "booted read-only, as the profile says".to_string());
+    }
+    if write {
+        return (
+            append,
+            "booted read-write, as the profile says (--write-root: the node may change the image)"
+                .to_string(),
+        );
     }
     let append = append
         .split_whitespace()
@@ -328,35 +399,42 @@ fn log_export_dir(
 }
 
 /// What the node's line must say: the host name the image gives this
-/// address (or `--expect-hostname`), a read-only root, the image's tmpfs
-/// mounts, the host's ssh key when the master keeps one, and with per-host
-/// logs the file this boot must reach.
+/// address (or `--expect-hostname`), the root mode it is booted with, the
+/// image's tmpfs mounts, the profile's extra NFS mounts, the host's ssh key
+/// when the master keeps one, and with per-host logs the directory this
+/// boot must reach (on the log export, or in the image when a read-write
+/// root keeps its logs and is booted writable).
 fn expectation(
     layout: &Layout,
     a: &Options,
-    mac: &str,
-    image_dir: &Path,
+    (mac, ip): (&str, Ipv4Addr),
+    (image_dir, write): (&Path, bool),
     conf: &BTreeMap<String, String>,
     prof: &crate::profile::Profile,
     log_path: &Option<PathBuf>,
 ) -> Result<Expect> {
     let hostname = match &a.expect_hostname {
         Some(h) => h.clone(),
-        None => predict_hostname(image_dir, a.ip, mac)?,
+        None => predict_hostname(image_dir, ip, mac)?,
+    };
+    let log_dir = match (prof.logs.layout, log_path) {
+        (crate::profile::LogLayout::PerHost, Some(p)) => Some((p.clone(), hostname.clone())),
+        (crate::profile::LogLayout::PerHost, None) if write => Some((
+            image_dir.to_path_buf(),
+            format!("{}/{hostname}", prof.logs.dir.trim_matches('/')),
+        )),
+        _ => None,
     };
     Ok(Expect {
         hostname: hostname.clone(),
-        root: "ro".into(),
+        root: if write { "rw" } else { "ro" }.into(),
         tmpfs: conf
             .get("TMPFS")
             .map(|t| t.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
+        nfs: prof.mounts.iter().map(|m| m.target.clone()).collect(),
         hostkey: crate::hostkeys::host_fingerprint(layout, &hostname)?,
-        log_file_dir: if prof.logs.layout == crate::profile::LogLayout::PerHost {
-            log_path.as_ref().map(|p| p.join(&hostname))
-        } else {
-            None
-        },
+        log_dir,
     })
 }
 
@@ -384,26 +462,29 @@ fn boot_files(layout: &Layout, a: &Options, entry: &pxelinux::Entry) -> (PathBuf
     }
 }
 
-/// What the test's NFS server exports, as deployed: the image read-only,
-/// the log directory read-write with root squashed (its per-host
-/// directory made and owned by nobody, as `sync` makes it, through a
-/// confined view since nodes write that tree), and the host's own ssh keys
-/// when it has some (as sync exports them to its address alone).
+/// What the test's NFS server exports, as deployed: the image (read-only,
+/// or read-write without root squash when `write`), the log directory
+/// read-write with root squashed (its per-host directory made and owned by
+/// nobody, as `sync` makes it, through a confined view since nodes write
+/// that tree), and the host's own ssh keys when it has some (as sync
+/// exports them to its address alone).
 fn exports(
     layout: &Layout,
     image_dir: &Path,
+    write: bool,
     log_path: Option<&Path>,
     expect: &Expect,
 ) -> Result<Vec<NfsExport>> {
     let export = |path: &Path, rw, root_squash| NfsExport {
         path: path.to_path_buf(),
+        pseudo: None,
         rw,
         root_squash,
     };
-    let mut exports = vec![export(image_dir, false, false)];
+    let mut exports = vec![export(image_dir, write, false)];
     if let Some(p) = log_path {
         fsutil::mkdir_p(p)?;
-        if expect.log_file_dir.is_some() {
+        if expect.log_dir.is_some() {
             let logs = ImageRoot::open(p)?;
             let anon = crate::inventory::sync::ANON_ID;
             logs.create_dir_all(&expect.hostname, 0o755)?;
@@ -416,6 +497,42 @@ fn exports(
         exports.push(export(&keys, false, false));
     }
     Ok(exports)
+}
+
+/// The file boot-test puts in each directory it serves for a profile's
+/// `[[mounts]]`, holding the mount's source: on the node, reading it shows
+/// the right export is mounted at the right place.
+pub const MOUNT_MARKER: &str = "nfsroot-boot-test-export";
+
+/// The profile's extra NFS mounts, served from the work directory: one
+/// fresh directory per mount, exported at the source's path with the
+/// mount's `ro`/`rw` and root squashed, holding [`MOUNT_MARKER`]. A mount
+/// from another server than `nfs.server` cannot be served here: an error.
+fn mount_exports(work: &Path, prof: &crate::profile::Profile) -> Result<Vec<NfsExport>> {
+    let mut out = Vec::new();
+    for (i, m) in prof.mounts.iter().enumerate() {
+        let path = match m.source.split_once(':') {
+            Some((server, path)) if server == prof.nfs.server => path,
+            _ => bail!(
+                "mount {} from {}: boot-test serves only mounts from the profile's nfs.server ({})",
+                m.target,
+                m.source,
+                prof.nfs.server
+            ),
+        };
+        let dir = work.join("mounts").join(i.to_string());
+        fsutil::mkdir_p(&dir)?;
+        let marker = dir.join(MOUNT_MARKER);
+        std::fs::write(&marker, format!("{}\n", m.source))
+            .with_context(|| format!("writing {}", marker.display()))?;
+        out.push(NfsExport {
+            path: dir,
+            pseudo: Some(PathBuf::from(path)),
+            rw: !m.options.split(',').any(|o| o == "ro"),
+            root_squash: true,
+        });
+    }
+    Ok(out)
 }
 
 /// The CLI's name for a boot method, as the report states it.
@@ -504,12 +621,77 @@ mod tests {
 
     #[test]
     fn rw_root_boots_read_only() {
-        let (a, note) = read_only_append("root=/dev/nfs rw quiet".into(), true);
+        let (a, note) = read_only_append("root=/dev/nfs rw quiet".into(), true, false);
         assert_eq!(a, "root=/dev/nfs ro quiet");
         assert!(note.starts_with("the profile's root is rw"), "{note}");
-        let (a, note) = read_only_append("root=/dev/nfs  rw".into(), false);
+        let (a, note) = read_only_append("root=/dev/nfs rw quiet".into(), true, true);
+        assert_eq!(a, "root=/dev/nfs rw quiet");
+        assert!(note.starts_with("booted read-write"), "{note}");
+        let (a, note) = read_only_append("root=/dev/nfs  rw".into(), false, true);
         assert_eq!(a, "root=/dev/nfs  rw", "left as published");
         assert_eq!(note, "booted read-only, as the profile says");
+    }
+
+    #[test]
+    fn user_network_follows_the_nfs_server() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            user_net("10.0.2.2").unwrap(),
+            (ip("10.0.2.0"), ip("10.0.2.2"))
+        );
+        assert_eq!(
+            user_net("master.cluster").unwrap(),
+            (ip("10.0.2.0"), ip("10.0.2.2"))
+        );
+        let (net, host) = user_net("192.168.0.1").unwrap();
+        assert_eq!((net, host), (ip("192.168.0.0"), ip("192.168.0.1")));
+        for bad in ["192.168.0.3", "192.168.0.15", "192.168.0.0"] {
+            let e = user_net(bad).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("nfs.server {bad}: ")), "{e}");
+        }
+        assert_eq!(node_ip(None, net).unwrap(), ip("192.168.0.15"));
+        assert_eq!(
+            node_ip(Some(ip("192.168.0.40")), net).unwrap(),
+            ip("192.168.0.40")
+        );
+        let e = node_ip(Some(ip("10.0.2.15")), net).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--ip 10.0.2.15: QEMU's user network hands out 192.168.0.15 to 192.168.0.254"
+        );
+    }
+
+    #[test]
+    fn profile_mounts_are_served_with_their_mode_and_a_marker() {
+        let d = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/cluster.toml"),
+        )
+        .unwrap();
+        let prof = crate::profile::parse(&text, Path::new("cluster.toml"), Path::new("."))
+            .unwrap()
+            .profile;
+        let e = mount_exports(d.path(), &prof).unwrap();
+        let got: Vec<(Option<&Path>, bool, bool)> = e
+            .iter()
+            .map(|x| (x.pseudo.as_deref(), x.rw, x.root_squash))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some(Path::new("/home")), true, true),
+                (Some(Path::new("/cluster_bin")), false, true)
+            ]
+        );
+        let marker = std::fs::read_to_string(e[1].path.join(MOUNT_MARKER)).unwrap();
+        assert_eq!(marker, "192.168.0.1:/cluster_bin\n");
+        let mut other = prof.clone();
+        other.mounts[0].source = "10.9.9.9:/home".into();
+        let err = mount_exports(d.path(), &other).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "mount /home from 10.9.9.9:/home: boot-test serves only mounts from the profile's nfs.server (192.168.0.1)"
+        );
     }
 
     #[test]

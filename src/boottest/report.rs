@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Stage times, seconds from QEMU's start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,10 @@ pub struct BootReport {
     /// earlier boot's).
     #[serde(default)]
     pub analysis: Vec<String>,
+    /// With `--until-poweroff`: the console lines after the node's report,
+    /// up to its poweroff.
+    #[serde(default)]
+    pub after: Vec<String>,
 }
 
 /// What the node's line must say.
@@ -51,7 +55,12 @@ pub struct Expect {
     pub hostname: String,
     pub root: String,
     pub tmpfs: Vec<String>,
-    pub log_file_dir: Option<PathBuf>,
+    /// The profile's extra NFS mount points (`nfs=` on the node line).
+    pub nfs: Vec<String>,
+    /// The per-host log directory this boot must write: a tree the node
+    /// writes (the log export, or the image) and the directory in it,
+    /// read through a confined view.
+    pub log_dir: Option<(PathBuf, String)>,
     /// The fingerprint of the host's ssh key kept on the master, when it
     /// has keys (an inventory host after sync).
     pub hostkey: Option<String>,
@@ -96,6 +105,17 @@ impl BootReport {
                 format!("{t} mounted"),
             ));
         }
+        let nfs: Vec<&str> = f
+            .get("nfs")
+            .map(|t| t.split(',').collect())
+            .unwrap_or_default();
+        for t in &e.nfs {
+            checks.push((
+                "nfs mount",
+                nfs.contains(&t.as_str()),
+                format!("{t} mounted over NFS (nfs={})", get("nfs")),
+            ));
+        }
         // The ready hook's list of failed units and masked units that ran
         // (absent from images built before it reported them).
         if let Some(u) = f.get("units") {
@@ -108,17 +128,8 @@ impl BootReport {
                 format!("{} (the master keeps {fp})", get("hostkey")),
             ));
         }
-        if let Some(dir) = &e.log_file_dir {
-            let boot = get("boot");
-            let file = dir.join("syslog");
-            // A missing or unreadable file is a failed check, named in it.
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let ok = !boot.is_empty() && text.contains(&format!("boot={boot}"));
-            checks.push((
-                "per-host log",
-                ok,
-                format!("{} holds this boot's line (boot={boot})", file.display()),
-            ));
+        if let Some((tree, dir)) = &e.log_dir {
+            checks.push(log_check(tree, dir, &get("boot")));
         }
         for (name, ok, detail) in checks {
             if !ok && self.passed {
@@ -170,6 +181,12 @@ impl fmt::Display for BootReport {
                 writeln!(f, "    {l}")?;
             }
         }
+        if !r.after.is_empty() {
+            writeln!(f, "  after the node's report, until it powered off:")?;
+            for l in &r.after {
+                writeln!(f, "    {l}")?;
+            }
+        }
         if let Some(d) = &r.logs_dir {
             writeln!(
                 f,
@@ -185,6 +202,27 @@ impl fmt::Display for BootReport {
         }
         Ok(())
     }
+}
+
+/// The per-host log check: `<tree>/<dir>/syslog` holds this boot's line.
+/// A missing or unreadable file (or a link leaving the tree the node
+/// writes) is a failed check, named in it.
+fn log_check(tree: &Path, dir: &str, boot: &str) -> (&'static str, bool, String) {
+    let file = format!("{dir}/syslog");
+    let text = crate::imagefs::ImageRoot::open(tree)
+        .and_then(|r| r.read_to_string_opt(&file))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let ok = !boot.is_empty() && text.contains(&format!("boot={boot}"));
+    (
+        "per-host log",
+        ok,
+        format!(
+            "{} holds this boot's line (boot={boot})",
+            tree.join(&file).display()
+        ),
+    )
 }
 
 /// The `units=` field in words.
@@ -248,12 +286,13 @@ mod tests {
         }
     }
 
-    fn expect(log_file_dir: Option<PathBuf>) -> Expect {
+    fn expect(log_tree: Option<PathBuf>) -> Expect {
         Expect {
             hostname: "node015".into(),
             root: "ro".into(),
             tmpfs: vec!["/tmp".into(), "/var/log".into()],
-            log_file_dir,
+            nfs: vec![],
+            log_dir: log_tree.map(|t| (t, "node015".into())),
             hostkey: None,
         }
     }
@@ -264,7 +303,8 @@ mod tests {
     #[test]
     fn node_checks_pass_and_read_the_per_host_log() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("syslog"), "x nfsroot: up boot=ab12\n").unwrap();
+        std::fs::create_dir(d.path().join("node015")).unwrap();
+        std::fs::write(d.path().join("node015/syslog"), "x nfsroot: up boot=ab12\n").unwrap();
         let mut r = up(LINE);
         r.check_node(&expect(Some(d.path().into())), Ipv4Addr::new(10, 0, 2, 15));
         assert!(r.passed, "{}", r.diagnosis);
@@ -287,7 +327,8 @@ mod tests {
     #[test]
     fn units_field_fails_the_boot_and_analysis_is_printed() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("syslog"), "x boot=ab12\n").unwrap();
+        std::fs::create_dir(d.path().join("node015")).unwrap();
+        std::fs::write(d.path().join("node015/syslog"), "x boot=ab12\n").unwrap();
         let mut r = up(&format!("{LINE} units=none"));
         r.analysis = vec!["== blame (top 10)".into(), "3.2s a.service".into()];
         r.check_node(&expect(Some(d.path().into())), Ipv4Addr::new(10, 0, 2, 15));
@@ -302,6 +343,23 @@ mod tests {
         assert_eq!(
             r.diagnosis,
             "the node came up but units is wrong: failed: x.service; masked but ran: apt-daily.timer; enabled but not active: getty@tty1.service"
+        );
+    }
+
+    #[test]
+    fn profile_nfs_mounts_are_checked() {
+        let mut e = expect(None);
+        e.nfs = vec!["/home".into(), "/cluster_bin".into()];
+        let ip = Ipv4Addr::new(10, 0, 2, 15);
+        let mut r = up(&format!("{LINE} nfs=/home,/cluster_bin"));
+        r.check_node(&e, ip);
+        assert!(r.passed, "{}", r.diagnosis);
+        assert_eq!(r.checks.iter().filter(|c| c.0 == "nfs mount").count(), 2);
+        let mut r = up(&format!("{LINE} nfs=/home"));
+        r.check_node(&e, ip);
+        assert_eq!(
+            r.diagnosis,
+            "the node came up but nfs mount is wrong: /cluster_bin mounted over NFS (nfs=/home)"
         );
     }
 

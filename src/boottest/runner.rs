@@ -223,7 +223,13 @@ fn inner(plan: &BootPlan, report: &mut BootReport) -> Result<()> {
     let mut q = qemu_command(plan, &console)?;
     let start = Instant::now();
     let mut qemu = Proc::start("qemu", &mut q)?;
-    let watched = watch(plan, &console, start, &mut qemu, &mut ganesha, report);
+    let mut watched = watch(plan, &console, start, &mut qemu, &mut ganesha, report);
+    if plan.until_poweroff
+        && let Ok(v) = &watched
+        && v.passed
+    {
+        watched = until_poweroff(plan, &console, start, &mut qemu, report);
+    }
     qemu.stop();
     ganesha.stop();
     rpcbind.stop();
@@ -313,21 +319,23 @@ fn wait_port(port: u16, secs: u64, proc_: &mut Proc, log: &Path) -> Result<()> {
 fn ganesha_conf(plan: &BootPlan) -> String {
     let mut s = format!(
         "NFS_CORE_PARAM {{\n  Protocols = 3, 4;\n  NFS_Port = {NFS_PORT};\n  MNT_Port = {MNT_PORT};\n  \
-         Enable_NLM = false;\n  Enable_RQUOTA = false;\n  Enable_UDP = false;\n}}\n\
+         Enable_NLM = false;\n  Enable_RQUOTA = false;\n  Enable_UDP = false;\n  \
+         Mount_Path_Pseudo = true;\n}}\n\
          NFSV4 {{\n  Graceless = true;\n  RecoveryBackend = fs;\n  RecoveryRoot = {}/ganesha-recovery;\n}}\n\
          NFS_KRB5 {{\n  Active_krb5 = false;\n}}\n",
         plan.work.display()
     );
     for (i, e) in plan.exports.iter().enumerate() {
         s.push_str(&format!(
-            "EXPORT {{\n  Export_Id = {};\n  Path = \"{p}\";\n  Pseudo = \"{p}\";\n  Access_Type = {};\n  \
+            "EXPORT {{\n  Export_Id = {};\n  Path = \"{}\";\n  Pseudo = \"{}\";\n  Access_Type = {};\n  \
              Squash = {};\n  Anonymous_Uid = {anon};\n  Anonymous_Gid = {anon};\n  \
              SecType = sys;\n  Protocols = 3, 4;\n  Transports = TCP;\n  \
              FSAL {{\n    Name = VFS;\n  }}\n}}\n",
             i + 1,
+            e.path.display(),
+            e.pseudo.as_ref().unwrap_or(&e.path).display(),
             if e.rw { "RW" } else { "RO" },
             if e.root_squash { "Root_Squash" } else { "No_Root_Squash" },
-            p = e.path.display(),
             anon = crate::inventory::sync::ANON_ID,
         ));
     }
@@ -357,14 +365,7 @@ fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
     ])
     .arg("-serial")
     .arg(format!("file:{}", console.display()));
-    let mut netdev = format!("user,id=n0,net=10.0.2.0/24,dhcpstart={}", plan.ip);
-    if plan.mode == "pxe" {
-        netdev.push_str(&format!(
-            ",tftp={},bootfile=pxelinux.0",
-            plan.tftp.display()
-        ));
-    }
-    q.arg("-netdev").arg(netdev);
+    q.arg("-netdev").arg(netdev(plan));
     q.arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={}", plan.mac));
     if plan.mode == "pxe" {
@@ -391,6 +392,23 @@ fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
     q.stdout(create(&work.join("qemu.log"))?)
         .stderr(create(&work.join("qemu.err"))?);
     Ok(q)
+}
+
+/// QEMU's user network for the plan: the profile server's /24 with the
+/// host (the namespace's loopback: NFS, TFTP) at the server's address, and
+/// the node's address first in the DHCP range.
+fn netdev(plan: &BootPlan) -> String {
+    let mut netdev = format!(
+        "user,id=n0,net={}/24,host={},dhcpstart={}",
+        plan.net, plan.host, plan.ip
+    );
+    if plan.mode == "pxe" {
+        netdev.push_str(&format!(
+            ",tftp={},bootfile=pxelinux.0",
+            plan.tftp.display()
+        ));
+    }
+    netdev
 }
 
 /// Save a command line as a shell could run it, for the logs.
@@ -452,6 +470,63 @@ fn watch(
     }
 }
 
+/// After a passed watch (`--until-poweroff`): let the node run until
+/// the VM powers off, then keep the console lines after the node's
+/// report in [`BootReport::after`]. Not powering off by the deadline
+/// fails the boot.
+fn until_poweroff(
+    plan: &BootPlan,
+    console: &Path,
+    start: Instant,
+    qemu: &mut Proc,
+    r: &mut BootReport,
+) -> Result<Verdict> {
+    let deadline = start + Duration::from_secs(plan.timeout);
+    let off = loop {
+        if STOP.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        if qemu.exited().is_some() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(console).unwrap_or_default()).into_owned();
+    r.after = lines_after_report(&text);
+    Ok(Verdict {
+        passed: off,
+        diagnosis: if off {
+            String::new()
+        } else {
+            format!(
+                "the node came up but did not power off within {} s",
+                plan.timeout
+            )
+        },
+    })
+}
+
+/// The console's lines after the node's report: after its analysis's end
+/// marker, else after its node line.
+fn lines_after_report(console: &str) -> Vec<String> {
+    let lines: Vec<String> = console
+        .lines()
+        .map(|l| strip_ansi(&l.replace('\r', "")))
+        .collect();
+    let end = lines
+        .iter()
+        .rposition(|l| l.contains("nfsroot-analyze: end"))
+        .or_else(|| {
+            lines
+                .iter()
+                .rposition(|l| l.contains("nfsroot: ") && l.contains(" image="))
+        });
+    end.map_or_else(Vec::new, |i| lines[i + 1..].to_vec())
+}
+
 /// What the console file gained since `pos` (nothing while QEMU has not
 /// created it yet).
 fn read_new(console: &Path, pos: &mut u64) -> Result<Vec<u8>> {
@@ -502,16 +577,26 @@ mod tests {
             work: "/w".into(),
             mode: "direct".into(),
             mac: "52:54:00:12:34:56".into(),
-            ip: Ipv4Addr::new(10, 0, 2, 15),
+            ip: Ipv4Addr::new(192, 168, 0, 15),
+            net: Ipv4Addr::new(192, 168, 0, 0),
+            host: Ipv4Addr::new(192, 168, 0, 1),
             exports: vec![
                 NfsExport {
                     path: "/b/m".into(),
+                    pseudo: None,
                     rw: false,
                     root_squash: false,
                 },
                 NfsExport {
                     path: "/b/.logs/m".into(),
+                    pseudo: None,
                     rw: true,
+                    root_squash: true,
+                },
+                NfsExport {
+                    path: "/w/mounts/0".into(),
+                    pseudo: Some("/home".into()),
+                    rw: false,
                     root_squash: true,
                 },
             ],
@@ -523,13 +608,31 @@ mod tests {
             accel: "tcg".into(),
             memory: 256,
             expect_no_boot: false,
+            until_poweroff: false,
         };
         let c = ganesha_conf(&plan);
+        // NFSv3 mounts name the pseudo path: a profile's `host:/home`.
+        assert!(c.contains("Mount_Path_Pseudo = true;"));
+        assert!(c.contains("Path = \"/w/mounts/0\";\n  Pseudo = \"/home\";\n  Access_Type = RO;"));
+        assert_eq!(
+            netdev(&plan),
+            "user,id=n0,net=192.168.0.0/24,host=192.168.0.1,dhcpstart=192.168.0.15"
+        );
         assert!(c.contains("Path = \"/b/m\";\n  Pseudo = \"/b/m\";\n  Access_Type = RO;"));
         assert!(c.contains("Access_Type = RO;\n  Squash = No_Root_Squash;"));
         assert!(c.contains("Access_Type = RW;\n  Squash = Root_Squash;\n  Anonymous_Uid = 65534;"));
         assert!(c.contains("Enable_NLM = false;"));
         assert!(c.contains("Graceless = true;"));
+    }
+
+    #[test]
+    fn lines_after_the_report() {
+        let c = "x\r\nnfsroot: n 1.2.3.4 image=c units=none\nnfsroot-analyze: a\n\
+                 nfsroot-analyze: end\nhour: done\r\n\x1b[0mreboot: Power down\n";
+        assert_eq!(lines_after_report(c), ["hour: done", "reboot: Power down"]);
+        let c = "nfsroot: n 1.2.3.4 image=c\nafter\n";
+        assert_eq!(lines_after_report(c), ["after"]);
+        assert!(lines_after_report("no report\n").is_empty());
     }
 
     #[test]

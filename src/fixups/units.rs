@@ -113,6 +113,16 @@ pub const DEFAULT_MASK: &[(&str, bool, &str)] = &[
         "every node would save and load the same shared /var/lib/systemd/random-seed",
     ),
     (
+        "systemd-update-utmp.service",
+        true,
+        "appends every node's boot and shutdown records to the shared /var/log/wtmp",
+    ),
+    (
+        "systemd-update-utmp-runlevel.service",
+        true,
+        "appends every node's runlevel changes to the shared /var/log/wtmp",
+    ),
+    (
         "systemd-pstore.service",
         true,
         "archives crash records into the shared /var/lib/systemd/pstore",

@@ -96,42 +96,47 @@ impl TestLayout {
 /// Built once per checkout (guarded by a file lock across test processes).
 pub fn fixture() -> &'static TestLayout {
     static F: OnceLock<TestLayout> = OnceLock::new();
-    F.get_or_init(|| {
-        let root = work_dir().join("fixture");
-        let layout = TestLayout {
-            base: root.join("base"),
-            tftp: root.join("tftp"),
-            _tmp: None,
-        };
-        std::fs::create_dir_all(&layout.base).unwrap();
-        std::fs::create_dir_all(&layout.tftp).unwrap();
-        let lock = std::fs::File::create(root.join("lock")).unwrap();
-        flock(&lock);
-        let stamp = root.join("built");
-        let digest = fixture_digest();
-        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(digest.as_str()) {
-            // Boots of the previous build left per-host logs, written under
-            // that code's export rules (a root-owned syslog from before the
-            // log export was root-squashed fails every later boot's
-            // per-host log check): the new build starts without them.
-            let logs = layout.base.join(".logs");
-            if logs.exists() {
-                std::fs::remove_dir_all(&logs).unwrap();
-            }
-            let mut c = nfsroot(&layout);
-            c.arg("build")
-                .arg(repo().join("profiles/minimal.toml"))
-                .arg("--force");
-            run(c, true);
-            std::fs::write(&stamp, &digest).unwrap();
+    F.get_or_init(|| built_once("fixture", "minimal"))
+}
+
+/// `profiles/<name>.toml` built into `work_dir()/<dir>` when the
+/// checkout's inputs changed since ([`fixture_digest`]), then published
+/// with the current code. Tests must not change it: copy it first.
+pub fn built_once(dir: &str, name: &str) -> TestLayout {
+    let root = work_dir().join(dir);
+    let layout = TestLayout {
+        base: root.join("base"),
+        tftp: root.join("tftp"),
+        _tmp: None,
+    };
+    std::fs::create_dir_all(&layout.base).unwrap();
+    std::fs::create_dir_all(&layout.tftp).unwrap();
+    let lock = std::fs::File::create(root.join("lock")).unwrap();
+    flock(&lock);
+    let stamp = root.join("built");
+    let digest = fixture_digest();
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(digest.as_str()) {
+        // Boots of the previous build left per-host logs, written under
+        // that code's export rules (a root-owned syslog from before the
+        // log export was root-squashed fails every later boot's per-host
+        // log check): the new build starts without them.
+        let logs = layout.base.join(".logs");
+        if logs.exists() {
+            std::fs::remove_dir_all(&logs).unwrap();
         }
-        // Publish with the current code (idempotent, seconds): boot
-        // artifacts always match this checkout's initramfs builder.
         let mut c = nfsroot(&layout);
-        c.args(["--wait", "publish", "minimal"]);
+        c.arg("build")
+            .arg(repo().join(format!("profiles/{name}.toml")))
+            .arg("--force");
         run(c, true);
-        layout
-    })
+        std::fs::write(&stamp, &digest).unwrap();
+    }
+    // Publish with the current code (idempotent, seconds): boot
+    // artifacts always match this checkout's initramfs builder.
+    let mut c = nfsroot(&layout);
+    c.args(["--wait", "publish", name]);
+    run(c, true);
+    layout
 }
 
 /// The fixture is rebuilt when anything that can change an image changes:
@@ -205,15 +210,19 @@ pub fn qemu_lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// A new layout holding a copy of the fixture image (and the profile it
 /// was built from), for tests that change an image or what is published.
-/// The build wrote the server's paths of its layout into the image (the
-/// log export in fstab and node.conf, the ssh key export in node.conf):
-/// the copy gets this layout's, as if it had been built here.
 pub fn clone_fixture() -> TestLayout {
-    let f = fixture();
+    clone_image(fixture(), "minimal")
+}
+
+/// A new layout holding a copy of image `name` of `f` and its saved
+/// profile. The build wrote the server's paths of its layout into the
+/// image (the log export in fstab and node.conf, the ssh key export in
+/// node.conf): the copy gets this layout's, as if it had been built here.
+pub fn clone_image(f: &TestLayout, name: &str) -> TestLayout {
     let l = TestLayout::temp();
-    copy_image(&f.image("minimal"), &l.image("minimal"));
+    copy_image(&f.image(name), &l.image(name));
     for rel in ["etc/fstab", "etc/nfsroot/node.conf"] {
-        let p = l.image("minimal").join(rel);
+        let p = l.image(name).join(rel);
         let text = std::fs::read_to_string(&p).unwrap();
         let moved = text.replace(
             &format!("{}/", f.base.display()),
@@ -223,19 +232,25 @@ pub fn clone_fixture() -> TestLayout {
     }
     let prof = l.base.join(".nfsroot/profiles");
     std::fs::create_dir_all(&prof).unwrap();
+    let file = format!("{name}.toml");
     std::fs::copy(
-        f.base.join(".nfsroot/profiles/minimal.toml"),
-        prof.join("minimal.toml"),
+        f.base.join(".nfsroot/profiles").join(&file),
+        prof.join(&file),
     )
     .unwrap();
     l
 }
 
-/// Run boot-test with `args`; return the parsed JSON report.
+/// Run boot-test with `args` on the fixture's image; the JSON report.
 pub fn boot_test(l: &TestLayout, args: &[&str]) -> serde_json::Value {
+    boot_test_image(l, "minimal", args)
+}
+
+/// Run boot-test of `image` with `args`; return the parsed JSON report.
+pub fn boot_test_image(l: &TestLayout, image: &str, args: &[&str]) -> serde_json::Value {
     let _g = qemu_lock();
     let mut c = nfsroot(l);
-    c.args(["--json", "boot-test", "minimal"]).args(args);
+    c.args(["--json", "boot-test", image]).args(args);
     let out = c.output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

@@ -6,6 +6,7 @@
 mod boot;
 mod build;
 mod cli_text;
+mod cluster;
 mod common;
 mod crash;
 mod hostile;

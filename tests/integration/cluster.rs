@@ -1,0 +1,240 @@
+//! The cluster profile end to end (issues 12 and 16): `profiles/cluster.toml`
+//! built unmodified (once per checkout, like the fixture), then a copy
+//! booted as deployed: read-write root from 192.168.0.1 (QEMU's user
+//! network moved to 192.168.0.0/24), `/home` and `/cluster_bin` served by
+//! boot-test, the host name from the address, logs under /var/log/<host>
+//! in the shared tree. In the same boot, an hour of timers is simulated: a
+//! test-only unit waits for the node's report, proves each extra mount is
+//! the right export, starts the service of every timer still loaded,
+//! prints what it ran and powers off; the shared tree, compared on the
+//! host before and after, may differ only in this node's log directory.
+
+use crate::common::*;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// The node's address and the name cluster.toml's pattern gives it.
+const IP: &str = "192.168.0.15";
+const HOST: &str = "node15";
+/// Console prefix of the test unit's lines.
+const HOUR: &str = "cluster-hour: ";
+
+/// The test-only unit: after the node's report (line and analysis), show
+/// each extra mount's marker, start every loaded timer's service (as the
+/// timer would within an hour), then power off, so the node's writes
+/// reach the server before the tree is compared.
+const HOUR_SCRIPT: &str = r#"#!/bin/sh
+exec >/dev/console 2>&1
+while [ ! -e /run/nfsroot/ready ]; do sleep 1; done
+sleep 1
+while systemctl -q is-active nfsroot-report.scope; do sleep 1; done
+for m in /home /cluster_bin; do
+    echo "cluster-hour: mount $m $(cat "$m/nfsroot-boot-test-export" 2>&1)"
+done
+touch /cluster_bin/x 2>/dev/null && echo "cluster-hour: /cluster_bin is writable"
+for t in $(systemctl list-units --type=timer --all --plain --no-legend | awk '$2 == "loaded" { print $1 }'); do
+    s=$(systemctl show -p Unit --value "$t")
+    systemctl start "$s"
+    echo "cluster-hour: timer $t $s $(systemctl show -p Result --value "$s")"
+done
+masked=
+for l in /etc/systemd/system/*.timer; do
+    [ "$(readlink "$l")" = /dev/null ] && masked="$masked ${l##*/}"
+done
+echo "cluster-hour: masked$masked"
+sync
+echo "cluster-hour: done"
+systemctl poweroff
+"#;
+
+/// Not ordered after nfsroot-ready.service: multi-user.target is ordered
+/// after what it wants, and the ready service after multi-user.target (a
+/// cycle systemd breaks by dropping this unit). The script waits instead.
+const HOUR_UNIT: &str = "[Unit]\nDescription=test only: an hour of timers, then power off\n\
+     \n[Service]\nType=simple\n\
+     ExecStart=/usr/local/sbin/cluster-hour\n\n[Install]\nWantedBy=multi-user.target\n";
+
+/// Writers of the shared tree this boot is known to still have (issue 16,
+/// open), each with why; the test fails on any other path, and on one of
+/// these no longer written (then take it off this list).
+const KNOWN_WRITERS: &[(&str, &str)] = &[
+    (
+        "etc/machine-id",
+        "PID1 writes its random ID into the empty, writable file, so every node after \
+         the first reads that one (a symlink to /run makes it a first boot: preset-all \
+         writes /etc/systemd/system); needs a read-only bind from the initramfs and \
+         systemd-machine-id-commit masked",
+    ),
+    (
+        "var/log/wtmp",
+        "PID1 (UtmpIdentifier=) and agetty append the gettys' records; the utmp \
+         services' boot and runlevel records are masked",
+    ),
+];
+
+/// A file's identity for the comparison: kind, owner, mode; and for files
+/// size, mtime and content hash; for links the target. Directories leave
+/// out their times (a new entry shows as its own path).
+fn snapshot(root: &Path, skip: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let walk = walkdir::WalkDir::new(root).into_iter();
+    for e in walk.filter_entry(|e| e.path() != skip) {
+        let e = e.unwrap();
+        let md = e.path().symlink_metadata().unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+        let who = format!("{}:{} {:o}", md.uid(), md.gid(), md.mode());
+        let what = if md.is_file() {
+            let hash = hex::encode(Sha256::digest(std::fs::read(e.path()).unwrap()));
+            format!(
+                "file {who} {} {}.{} {hash}",
+                md.len(),
+                md.mtime(),
+                md.mtime_nsec()
+            )
+        } else if md.is_symlink() {
+            format!("link {:?}", std::fs::read_link(e.path()).unwrap())
+        } else if md.is_dir() {
+            format!("dir {who}")
+        } else {
+            format!("other {who} {}", md.rdev())
+        };
+        out.insert(rel, what);
+    }
+    out
+}
+
+/// Paths added, removed or changed between two snapshots.
+fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| match (a.get(k), b.get(k)) {
+            (None, _) => format!("+ {k}"),
+            (_, None) => format!("- {k}"),
+            (Some(x), Some(y)) => format!("~ {k} ({x} -> {y})"),
+        })
+        .collect()
+}
+
+/// A copy of the cluster image with the test unit installed, published.
+fn cluster_copy() -> TestLayout {
+    let built = built_once("cluster", "cluster");
+    let l = clone_image(&built, "cluster");
+    let img = l.image("cluster");
+    let script = img.join("usr/local/sbin/cluster-hour");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(&script, HOUR_SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let units = img.join("etc/systemd/system");
+    std::fs::create_dir_all(units.join("multi-user.target.wants")).unwrap();
+    std::fs::write(units.join("cluster-hour.service"), HOUR_UNIT).unwrap();
+    std::os::unix::fs::symlink(
+        "../cluster-hour.service",
+        units.join("multi-user.target.wants/cluster-hour.service"),
+    )
+    .unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["publish", "cluster"]);
+    run(c, true);
+    l
+}
+
+#[test]
+fn cluster_profile_boots_and_an_hour_writes_only_its_logs() {
+    let l = cluster_copy();
+    let img = l.image("cluster");
+    // The profile as written: the node reaches its server at 192.168.0.1.
+    let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/nfsroot-cluster")).unwrap();
+    assert!(
+        cfg.contains(&format!("192.168.0.1:{}", img.display())),
+        "{cfg}"
+    );
+    let own_logs = img.join("var/log").join(HOST);
+    let before = snapshot(&img, &own_logs);
+    let r = boot_test_image(
+        &l,
+        "cluster",
+        &[
+            "--ip",
+            IP,
+            "--write-root",
+            "--until-poweroff",
+            "--timeout",
+            "480",
+        ],
+    );
+    assert_eq!(r["passed"], true, "boot failed: {r:#}");
+    let f = &r["fields"];
+    assert_eq!(f["host"], HOST, "{r:#}");
+    assert_eq!(f["ip"], IP);
+    assert_eq!(f["root"], "rw");
+    // In mount order, which is not the profile's.
+    let mut nfs: Vec<&str> = f["nfs"].as_str().unwrap().split(',').collect();
+    nfs.sort();
+    assert_eq!(nfs, ["/cluster_bin", "/home"], "{r:#}");
+    assert_eq!(f["units"], "none", "{r:#}");
+    let checks = r["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c[1] == true), "{checks:#?}");
+    for name in ["nfs mount", "per-host log", "tmpfs", "hostname", "root"] {
+        assert!(checks.iter().any(|c| c[0] == name), "{name}: {checks:#?}");
+    }
+
+    // What the test unit printed after the node's report.
+    let after: Vec<String> = r["after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| Some(l.as_str()?.split_once(HOUR)?.1.to_string()))
+        .collect();
+    eprintln!("the simulated hour on {HOST}:\n  {}", after.join("\n  "));
+    assert!(after.iter().any(|l| l == "done"), "{after:#?}");
+    for (m, src) in [("/home", "/home"), ("/cluster_bin", "/cluster_bin")] {
+        let want = format!("mount {m} 192.168.0.1:{src}");
+        assert!(after.contains(&want), "{want}: {after:#?}");
+    }
+    assert!(!after.iter().any(|l| l.contains("writable")), "{after:#?}");
+    let timers: Vec<&String> = after.iter().filter(|l| l.starts_with("timer ")).collect();
+    eprintln!("timers triggered: {timers:?}");
+    let masked = after.iter().find(|l| l.starts_with("masked")).unwrap();
+    // (man-db and logrotate are not in cluster.toml's packages.)
+    for t in [
+        "apt-daily.timer",
+        "dpkg-db-backup.timer",
+        "systemd-tmpfiles-clean.timer",
+    ] {
+        assert!(masked.contains(t), "{t} not masked: {masked}");
+    }
+    for t in &timers {
+        assert!(t.ends_with(" success"), "{t}");
+    }
+
+    // The node wrote its own log directory in the shared tree...
+    let syslog = std::fs::read_to_string(own_logs.join("syslog")).unwrap();
+    assert!(syslog.contains(&format!("boot={}", f["boot"].as_str().unwrap())));
+    // ...and nothing else there.
+    let after_tree = snapshot(&img, &own_logs);
+    let diff = changed(&before, &after_tree);
+    let known = |d: &String| {
+        KNOWN_WRITERS
+            .iter()
+            .any(|(p, _)| d.starts_with(&format!("~ {p} ")))
+    };
+    let unknown: Vec<&String> = diff.iter().filter(|d| !known(d)).collect();
+    assert!(
+        unknown.is_empty(),
+        "the node wrote the shared tree outside {}:\n{}",
+        own_logs.display(),
+        diff.join("\n")
+    );
+    for (p, why) in KNOWN_WRITERS {
+        assert!(
+            diff.iter().any(|d| d.starts_with(&format!("~ {p} "))),
+            "{p} is no longer written ({why}): take it off KNOWN_WRITERS"
+        );
+        eprintln!("known writer of the shared tree: {p}: {why}");
+    }
+}
