@@ -21,7 +21,32 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The host tools the scripts here run, and the Debian package of each.
+const TOOLS: &[(&str, &str)] = &[
+    ("setfacl", "acl"),
+    ("setfattr", "attr"),
+    ("setcap", "libcap2-bin"),
+    ("tar", "tar"),
+    ("bsdtar", "libarchive-tools"),
+    ("sha256sum", "coreutils"),
+    ("mknod", "coreutils"),
+    ("mkfifo", "coreutils"),
+    ("truncate", "coreutils"),
+    ("dd", "coreutils"),
+];
+
+/// Run `script` with `sh -e`, first failing by name and package on a tool
+/// of [`TOOLS`] it uses that the host lacks (not a shell's "not found").
 fn sh(script: &str) {
+    let words: Vec<&str> = script
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .collect();
+    for (tool, package) in TOOLS {
+        assert!(
+            !words.contains(tool) || nfsroot::exec::find_tool(tool).is_some(),
+            "{tool} is missing: apt-get install {package} (scripts/setup installs it)"
+        );
+    }
     let out = Command::new("sh")
         .arg("-ec")
         .arg(script)
@@ -1012,8 +1037,11 @@ fn interrupted_snapshot_leaves_nothing() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .expect("interrupting the child snapshot");
     let st = child.wait().unwrap();
     assert!(!st.success(), "interrupted snapshot exited 0");
     let names: Vec<String> = fs::read_dir(&dir)
