@@ -244,8 +244,14 @@ pub fn command(req: &Request<'_>) -> Result<(Tool, Cmd)> {
 pub fn run(req: &Request<'_>, progress: &mut dyn FnMut(&str)) -> Result<()> {
     crate::fsutil::mkdir_p(req.cache_dir)?;
     let (tool, cmd) = command(req)?;
-    cmd.run_lines(progress)
-        .with_context(|| format!("bootstrapping {} with {}", req.target.display(), tool.name))?;
+    cmd.run_lines(progress).with_context(|| {
+        format!(
+            "bootstrapping {} from {} with {}",
+            req.target.display(),
+            req.mirror,
+            tool.name
+        )
+    })?;
     if tool.name == "debootstrap" && !req.profile.extra_sources.is_empty() {
         let list = req.target.join("etc/apt/sources.list.d/nfsroot-extra.list");
         let mut text = String::from("# extra sources from the nfsroot profile\n");

@@ -5,8 +5,8 @@
 //! fixups, post-fixups hooks, swap the tree into `<base-dir>/<name>` (an
 //! atomic exchange when replacing with --force), post-build hooks, then
 //! publish the boot artifacts. Until the swap nothing is visible at the
-//! image path; a failed or killed build leaves only a staging tree, which
-//! the next build removes.
+//! image path; a failed bootstrap leaves nothing, a killed build or a
+//! later failure only a staging tree, which the next build removes.
 
 use crate::bootstrap;
 use crate::exec::{self, POLICY_RC_D};
@@ -193,7 +193,13 @@ impl Build<'_> {
             target: &self.staging,
             cache_dir: &self.layout.cache_dir,
         };
-        bootstrap::run(&req, &mut |l| self.prog.line(l))?;
+        if let Err(e) = bootstrap::run(&req, &mut |l| self.prog.line(l)) {
+            // A half-bootstrapped tree helps no retry (the next build starts
+            // from scratch) and can be large: a failed bootstrap leaves
+            // nothing behind.
+            let _ = fsutil::remove_tree(&self.staging);
+            return Err(e);
+        }
         let staged = crate::imagefs::ImageRoot::open(&self.staging)?;
         staged.write("usr/sbin/policy-rc.d", POLICY_RC_D.as_bytes(), 0o755)?;
         Ok(staged)

@@ -12,7 +12,6 @@ use nfsroot::{grub, pxelinux};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 /// A temp server: base dir, TFTP root, etc dir, inventory path.
 struct Server {
@@ -956,8 +955,10 @@ fn generated_dhcp_configs_pass_their_daemons_checks() {
     );
 }
 
+/// A 1000-host inventory renders and syncs completely (the time it takes
+/// is `scripts/bench inventory`'s, never asserted on a shared machine).
 #[test]
-fn thousand_hosts_render_in_under_a_second() {
+fn thousand_hosts_render_and_sync() {
     let s = Server::new();
     s.image("minimal", None, true);
     let mut text = String::from(
@@ -980,8 +981,8 @@ fn thousand_hosts_render_in_under_a_second() {
         ));
     }
     s.write_inv(&text);
-    let t0 = Instant::now();
     let inv = inventory::parse(&text, &s.inv).unwrap();
+    assert_eq!(inv.hosts.len(), 1000);
     let rec = Record::load(&s.layout, "minimal").unwrap().unwrap();
     let mut total = 0;
     for h in &inv.hosts {
@@ -990,22 +991,24 @@ fn thousand_hosts_render_in_under_a_second() {
     total += inventory::render::dnsmasq(&inv, &s.layout.tftp_root).len();
     total += inventory::render::dhcpd_hosts(&inv).len();
     total += inventory::render::hosts_block(&inv).len();
-    let render = t0.elapsed();
     assert!(total > 100_000);
-    assert!(
-        render.as_secs_f64() < 1.0,
-        "parse and render of 1000 hosts took {render:?}"
-    );
 
-    let t1 = Instant::now();
     let r = s.sync(false);
-    let full = t1.elapsed();
     assert_eq!(r.host_files.len(), 334);
-    eprintln!("1000 hosts: parse+render {render:?}, full sync (writes, fsyncs) {full:?}");
-    let t2 = Instant::now();
+    let cfgd = s.layout.tftp_root.join("pxelinux.cfg");
+    let per_host = std::fs::read_dir(&cfgd)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("01-"))
+        .count();
+    assert_eq!(per_host, 334);
+    let hosts = std::fs::read_to_string(s.layout.image_dir("minimal").join("etc/hosts")).unwrap();
+    assert!(
+        hosts.contains("10.20.1.2\tn0000") && hosts.contains("10.20.4.233\tn0999"),
+        "{hosts}"
+    );
     let r = s.sync(false);
-    eprintln!("1000 hosts: sync with nothing to do {:?}", t2.elapsed());
-    assert!(r.changes.is_empty());
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
     check_tool(
         "/usr/sbin/dnsmasq",
         "dnsmasq-base",

@@ -21,7 +21,32 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The host tools the scripts here run, and the Debian package of each.
+const TOOLS: &[(&str, &str)] = &[
+    ("setfacl", "acl"),
+    ("setfattr", "attr"),
+    ("setcap", "libcap2-bin"),
+    ("tar", "tar"),
+    ("bsdtar", "libarchive-tools"),
+    ("sha256sum", "coreutils"),
+    ("mknod", "coreutils"),
+    ("mkfifo", "coreutils"),
+    ("truncate", "coreutils"),
+    ("dd", "coreutils"),
+];
+
+/// Run `script` with `sh -e`, first failing by name and package on a tool
+/// of [`TOOLS`] it uses that the host lacks (not a shell's "not found").
 fn sh(script: &str) {
+    let words: Vec<&str> = script
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .collect();
+    for (tool, package) in TOOLS {
+        assert!(
+            !words.contains(tool) || nfsroot::exec::find_tool(tool).is_some(),
+            "{tool} is missing: apt-get install {package} (scripts/setup installs it)"
+        );
+    }
     let out = Command::new("sh")
         .arg("-ec")
         .arg(script)
@@ -707,6 +732,46 @@ fn keep_prunes_old_snapshots() {
     );
 }
 
+/// A snapshot in a second that already has one gets the next name
+/// (`<time>.2`), leaving the first alone. The clock cannot be set, so the
+/// first snapshot of every second of the next two minutes is planted.
+#[test]
+fn same_second_snapshot_gets_its_own_name() {
+    let d = tempfile::tempdir().unwrap();
+    let base = d.path().join("base");
+    let l = layout(&base);
+    fs::create_dir_all(base.join("img/etc")).unwrap();
+    fs::write(base.join("img/etc/f"), "x\n").unwrap();
+    let dir = l.snapshots_dir("img");
+    fs::create_dir_all(&dir).unwrap();
+    let now = nfsroot::clock::now_secs();
+    let stamps: Vec<String> = (now - 1..now + 120).map(nfsroot::clock::compact).collect();
+    for t in &stamps {
+        fs::write(dir.join(format!("img-{t}-nokernel.tar.gz")), t).unwrap();
+    }
+    let r = snap(&l, "img", Compression::Gzip);
+    let file = r.path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        stamps
+            .iter()
+            .any(|t| file == format!("img-{t}.2-nokernel.tar.gz")),
+        "{file}"
+    );
+    for t in &stamps {
+        let planted = dir.join(format!("img-{t}-nokernel.tar.gz"));
+        assert_eq!(fs::read_to_string(planted).unwrap(), *t, "replaced");
+    }
+    snapshot::run_verify(&VerifyOpts {
+        file: r.path.clone(),
+    })
+    .unwrap();
+    // The list shows it after the planted one of its second.
+    let list = snapshot::run_list(&l, &Default::default()).unwrap();
+    let i = list.iter().position(|s| s.path == r.path).unwrap();
+    let first = list[i - 1].path.file_name().unwrap().to_string_lossy();
+    assert_eq!(first.replace("-nokernel", ".2-nokernel"), file);
+}
+
 #[test]
 fn full_disk_leaves_no_archive() {
     let d = tempfile::tempdir().unwrap();
@@ -972,8 +1037,11 @@ fn interrupted_snapshot_leaves_nothing() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .expect("interrupting the child snapshot");
     let st = child.wait().unwrap();
     assert!(!st.success(), "interrupted snapshot exited 0");
     let names: Vec<String> = fs::read_dir(&dir)

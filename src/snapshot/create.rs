@@ -51,12 +51,15 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
     let default_dir = layout.snapshots_dir(&name);
     let out = match &opts.output {
         Some(p) => p.clone(),
-        None => default_dir.join(format!(
-            "{name}-{}-{}.{}",
-            clock::compact(now),
-            kernel.as_deref().unwrap_or("nokernel"),
-            opts.format.extension()
-        )),
+        None => free_name(&default_dir, |n| {
+            super::archive_name(
+                &name,
+                &clock::compact(now),
+                n,
+                kernel.as_deref().unwrap_or("nokernel"),
+                opts.format.extension(),
+            )
+        })?,
     };
     prepare_output(&out, &default_dir, &root, &name)?;
 
@@ -104,6 +107,30 @@ pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResu
         pruned,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The first of `name(1)`, `name(2)`, ... in `dir` that neither an
+/// archive nor its side files use (the image lock keeps other snapshots
+/// of the image from taking it meanwhile).
+fn free_name(dir: &Path, name: impl Fn(u32) -> String) -> Result<PathBuf> {
+    for n in 1..=1000 {
+        let p = dir.join(name(n));
+        let taken = [
+            p.clone(),
+            super::checksum_path(&p),
+            super::manifest_path(&p),
+        ]
+        .iter()
+        .any(|q| std::fs::symlink_metadata(q).is_ok());
+        if !taken {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "no free snapshot name like {} in {}",
+        name(1),
+        dir.display()
+    )
 }
 
 /// Create the archive's directory (0700: archives hold secrets), sweep
@@ -578,8 +605,7 @@ impl Owners {
 /// side files (swept by the next run), never an archive that does not
 /// verify.
 fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
-    let mut all = super::snapshot_files(dir, name)?;
-    all.sort();
+    let all = super::snapshot_files(dir, name)?;
     let mut gone = Vec::new();
     let n = all.len().saturating_sub(keep);
     for p in all.into_iter().take(n) {
@@ -603,6 +629,41 @@ fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_second_snapshots_get_numbered_names_that_sort_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let name =
+            |n| super::super::archive_name("img", "20260101T000000Z", n, "6.1.0-9-amd64", "tar.gz");
+        assert_eq!(name(1), "img-20260101T000000Z-6.1.0-9-amd64.tar.gz");
+        assert_eq!(free_name(dir, name).unwrap(), dir.join(name(1)));
+        // Taken by an archive, or by a side file alone: the next number.
+        std::fs::write(dir.join(name(1)), "").unwrap();
+        std::fs::write(dir.join(format!("{}.sha256", name(2))), "").unwrap();
+        assert_eq!(
+            free_name(dir, name).unwrap(),
+            dir.join("img-20260101T000000Z.3-6.1.0-9-amd64.tar.gz")
+        );
+        for n in [2, 3, 9, 10, 11] {
+            std::fs::write(dir.join(name(n)), "").unwrap();
+        }
+        std::fs::write(dir.join("img-20251231T235959Z.4-x.tar.gz"), "").unwrap();
+        std::fs::write(dir.join("img-20260101T000001Z-6.1.0-9-amd64.tar.gz"), "").unwrap();
+        let order: Vec<String> = super::super::snapshot_files(dir, "img")
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let mut want = vec!["img-20251231T235959Z.4-x.tar.gz".to_string()];
+        want.extend([1, 2, 3, 9, 10, 11].map(name));
+        want.push("img-20260101T000001Z-6.1.0-9-amd64.tar.gz".into());
+        assert_eq!(order, want);
+        // --keep 2 keeps the two newest by that order.
+        let gone = prune(dir, "img", 2).unwrap();
+        assert_eq!(gone.len(), 6);
+        assert!(dir.join(name(11)).exists() && !dir.join(name(10)).exists());
+    }
 
     #[test]
     fn sweep_orphans_removes_only_side_files_of_missing_archives() {

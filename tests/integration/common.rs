@@ -174,10 +174,7 @@ fn fixture_digest() -> String {
 }
 
 fn flock(f: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid fd owned by f.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0);
+    rustix::fs::flock(f, rustix::fs::FlockOperation::LockExclusive).expect("locking the fixture");
 }
 
 /// Copy an image tree (for tests that change it), preserving everything.

@@ -5,6 +5,7 @@
 
 mod boot;
 mod build;
+mod cli_flags;
 mod cli_text;
 mod cluster;
 mod common;
