@@ -271,7 +271,7 @@ fn unpack(data: &[u8], dir: &Path) {
 
 fn is_root() -> bool {
     // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// In the unpacked initramfs, the image's busybox parses /init and
