@@ -270,7 +270,6 @@ fn unpack(data: &[u8], dir: &Path) {
 }
 
 fn is_root() -> bool {
-    // SAFETY: no preconditions.
     rustix::process::geteuid().is_root()
 }
 
