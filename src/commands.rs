@@ -4,7 +4,7 @@
 //! "result": ...}` on stdout.
 
 use crate::cli::{
-    BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, Global, HostsArgs,
+    BootMethodArg, BootTestArgs, BuildArgs, FirmwareArg, Cli, Command, DiffArgs, ExecArgs, Global, HostsArgs,
     ImageArg, InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs,
     SnapshotArgs, SnapshotCmd, SyncArgs,
 };
@@ -323,6 +323,13 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
         mac: a.mac,
         ip: a.ip,
         per_host: a.per_host,
+        machine: crate::boottest::Machine {
+            firmware: match a.firmware {
+                FirmwareArg::Bios => crate::boottest::Firmware::Bios,
+                FirmwareArg::Uefi => crate::boottest::Firmware::Uefi,
+            },
+            secure_boot: a.secure_boot,
+        },
         timeout: a.timeout,
         keep_logs: a.keep_logs,
         accel: a.accel,

@@ -14,6 +14,17 @@
 //! [`Event::Analysis`] for at most [`ANALYSIS_WAIT`] seconds; the verdict
 //! and the node-up time are the node line's.
 //!
+//! UEFI boots add firmware markers: OVMF's `BdsDxe: failed to load` (the
+//! boot file missing, or refused by Secure Boot: `Access Denied`), its
+//! fall-through to PXE over IPv6, HTTP boot or the EFI shell, shim's and
+//! GRUB's Secure Boot refusals, and GRUB's prompt when it found no config.
+//! Some of those never end their line (shim's `Verification failed` box
+//! waits for a key, GRUB's prompt for a command, the firmware's `>>Start
+//! PXE over IPv6.` for an offer): the [`PROMPTS`] are also looked for in
+//! the unfinished line, so such a boot fails in seconds, not at the
+//! deadline. The kernel's `secureboot: Secure boot enabled|disabled` line
+//! is reported as [`Event::SecureBoot`].
+//!
 //! A failure marker does not end the watch at once: the verdict waits
 //! [`FAILURE_GRACE`] seconds ([`Watcher::settle`]) for the lines that
 //! explain it (systemd's `FAILED` units, up to five), and a node line in
@@ -65,11 +76,59 @@ const FAILURES: &[(&str, &str)] = &[
         "boot-test: fell through to default",
         "PXELINUX did not find the per-host config",
     ),
+    (
+        "bad shim signature",
+        "GRUB refused the kernel under Secure Boot (is it Debian's signed kernel?)",
+    ),
+    (
+        "error: file `",
+        "GRUB could not read a file over TFTP",
+    ),
+    ("UEFI Interactive Shell", "the firmware fell through to the EFI shell"),
+    (
+        "BdsDxe: No bootable option",
+        "the firmware found nothing to boot",
+    ),
+    ("Access Denied", "Secure Boot refused a boot file"),
 ];
+
+/// Failure markers that may sit on a line that never ends (a prompt, a
+/// box waiting for a key, dots while the firmware waits): looked for in
+/// the unfinished line too.
+const PROMPTS: &[(&str, &str)] = &[
+    (
+        "Verification failed",
+        "shim refused grubx64.efi: its Secure Boot check failed \
+         (is it Debian's signed GRUB, grubnetx64.efi.signed?)",
+    ),
+    (
+        ">>Start PXE over IPv6",
+        "the firmware's PXE boot over IPv4 failed and it fell through to PXE over IPv6",
+    ),
+    (
+        ">>Start HTTP Boot",
+        "the firmware's PXE boot failed and it fell through to HTTP boot",
+    ),
+    ("Shell>", "the firmware fell through to the EFI shell"),
+    (
+        "grub>",
+        "GRUB found no config and stopped at its prompt \
+         (is grub/grub.cfg in the TFTP root?)",
+    ),
+];
+
+/// OVMF's line when a boot option failed: `BdsDxe: failed to load Boot0001
+/// "UEFI PXEv4 (MAC:...)" from ...: <status>`.
+const BDS_FAILED: &str = "BdsDxe: failed to load ";
 
 /// The boot stages timed from the console, in boot order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The firmware's first console output.
+    Firmware,
+    /// The firmware started the network loader: PXELINUX's banner, or
+    /// OVMF starting shim (`BdsDxe: starting`).
+    Loader,
     /// The kernel's `Linux version` banner.
     Kernel,
     /// The first line of either initramfs backend.
@@ -93,6 +152,8 @@ pub enum Event {
     },
     /// The first known failure marker: the diagnosis, before its grace.
     Failure(String),
+    /// The kernel said whether Secure Boot is on.
+    SecureBoot(bool),
     /// One line of the node's boot analysis (after the node line).
     Analysis(String),
     /// The watch is over.
@@ -155,6 +216,10 @@ impl Watcher {
         if self.finished {
             return events;
         }
+        if !bytes.is_empty() && self.timings.firmware.is_none() {
+            self.timings.firmware = Some(now);
+            events.push(Event::Stage(Stage::Firmware, now));
+        }
         self.pending.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(n) = self.pending[start..].iter().position(|&b| b == b'\n') {
@@ -173,7 +238,23 @@ impl Watcher {
             }
         }
         self.pending.drain(..start);
+        if !self.finished {
+            self.prompt(now, &mut events);
+        }
         events
+    }
+
+    /// Look for a [`PROMPTS`] marker in the unfinished line.
+    fn prompt(&mut self, now: f64, events: &mut Vec<Event>) {
+        if self.failure.is_some() || self.pending.is_empty() {
+            return;
+        }
+        let line = strip_ansi(&String::from_utf8_lossy(&self.pending));
+        if let Some((m, why)) = PROMPTS.iter().find(|(m, _)| line.contains(m)) {
+            let why = format!("{why}: {}", snippet(&line, m));
+            events.push(Event::Failure(why.clone()));
+            self.failure = Some((why, now));
+        }
     }
 
     fn line(&mut self, line: String, t: f64, events: &mut Vec<Event>) {
@@ -200,10 +281,12 @@ impl Watcher {
         if line.contains("FAILED") && self.failed_units.len() < MAX_FAILED_UNITS {
             self.failed_units.push(line.clone());
         }
+        if let Some(on) = secure_boot(&line) {
+            events.push(Event::SecureBoot(on));
+        }
         if self.failure.is_none()
-            && let Some((_, why)) = FAILURES.iter().find(|(m, _)| line.contains(m))
+            && let Some(why) = failure(&line)
         {
-            let why = format!("{why}: {line}");
             events.push(Event::Failure(why.clone()));
             self.failure = Some((why, t));
         }
@@ -237,6 +320,11 @@ impl Watcher {
     fn stages(&mut self, line: &str, t: f64, events: &mut Vec<Event>) {
         let tm = &mut self.timings;
         let seen = [
+            (
+                Stage::Loader,
+                &mut tm.loader,
+                line.starts_with("PXELINUX ") || line.starts_with("BdsDxe: starting "),
+            ),
             (
                 Stage::Kernel,
                 &mut tm.kernel_start,
@@ -324,6 +412,49 @@ impl Watcher {
     pub fn timings(&self) -> &Timings {
         &self.timings
     }
+}
+
+/// The diagnosis for a console line with a failure marker.
+fn failure(line: &str) -> Option<String> {
+    if let Some(i) = line.find(BDS_FAILED) {
+        let status = line.rsplit(": ").next().unwrap_or_default();
+        let why = match status {
+            "Access Denied" => {
+                "Secure Boot refused the boot file (shimx64.efi): the firmware \
+                 does not trust its signature"
+            }
+            "Not Found" => "the firmware found no boot file over TFTP (is shimx64.efi in the TFTP root?)",
+            _ => "the firmware could not load its boot file",
+        };
+        return Some(format!("{why}: {}", &line[i..]));
+    }
+    if let Some((_, why)) = FAILURES.iter().find(|(m, _)| line.contains(m)) {
+        return Some(format!("{why}: {line}"));
+    }
+    let (m, why) = PROMPTS.iter().find(|(m, _)| line.contains(m))?;
+    Some(format!("{why}: {}", snippet(line, m)))
+}
+
+/// What the kernel's `secureboot:` line says, if this is it.
+fn secure_boot(line: &str) -> Option<bool> {
+    let rest = &line[line.find("secureboot: Secure boot ")? + 24..];
+    match rest {
+        "enabled" => Some(true),
+        "disabled" => Some(false),
+        _ => None,
+    }
+}
+
+/// The words of a screen-drawn line around `marker`: whitespace runs
+/// collapsed, box drawing (bytes that are not UTF-8) dropped, at most
+/// 160 characters from the marker on.
+fn snippet(line: &str, marker: &str) -> String {
+    let from = line.find(marker).unwrap_or(0);
+    let words: Vec<&str> = line[from..]
+        .split(|c: char| c.is_whitespace() || c == char::REPLACEMENT_CHARACTER)
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.join(" ").chars().take(160).collect()
 }
 
 /// Remove terminal colour sequences and backspaced characters from a

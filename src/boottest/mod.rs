@@ -25,11 +25,13 @@
 //! test; `report.rs` the [`BootReport`], its checks and its printing.
 
 pub mod console;
+mod firmware;
 mod report;
 mod runner;
 mod tftp;
 
 pub use console::{parse_node_line, strip_ansi};
+pub use firmware::{Firmware, Machine};
 pub use report::{BootReport, Timings};
 pub use runner::run_inner;
 
@@ -85,6 +87,8 @@ pub struct Options {
     pub ip: Ipv4Addr,
     /// In PXE mode, boot through a per-host config (01-<mac>).
     pub per_host: bool,
+    /// The firmware (BIOS, or UEFI with or without Secure Boot).
+    pub machine: Machine,
     /// Seconds before the test gives up.
     pub timeout: u64,
     /// Keep the logs even when the test passes.
@@ -122,6 +126,7 @@ pub struct BootPlan {
     pub image_dir: PathBuf,
     pub work: PathBuf,
     pub mode: String,
+    pub machine: Machine,
     pub mac: String,
     pub ip: Ipv4Addr,
     pub exports: Vec<NfsExport>,
@@ -210,6 +215,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
         image_dir,
         work,
         mode: method_name(a.method).into(),
+        machine: a.machine,
         mac,
         ip: a.ip,
         exports,
@@ -238,6 +244,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
 /// Root, tools, firmware files and the VM's addresses, before anything runs;
 /// the MAC address in lower case.
 fn preflight(a: &Options) -> Result<String> {
+    a.machine.check(a.method == BootMethod::Pxe)?;
     exec::require_root("nfsroot boot-test")?;
     for t in [QEMU, GANESHA, RPCBIND, IP, exec::UNSHARE] {
         exec::require(t)?;
@@ -245,7 +252,9 @@ fn preflight(a: &Options) -> Result<String> {
     if !Path::new(VFS_FSAL).exists() {
         bail!("{VFS_FSAL} not found; install it with: apt-get install nfs-ganesha-vfs");
     }
-    if a.method == BootMethod::Pxe && !Path::new(IPXE_ROM).exists() {
+    a.machine.preflight()?;
+    let bios_pxe = a.method == BootMethod::Pxe && a.machine.firmware == Firmware::Bios;
+    if bios_pxe && !Path::new(IPXE_ROM).exists() {
         bail!("{IPXE_ROM} not found; install it with: apt-get install ipxe-qemu");
     }
     let mac = a.mac.to_ascii_lowercase();
@@ -329,8 +338,9 @@ fn log_export_dir(
 
 /// What the node's line must say: the host name the image gives this
 /// address (or `--expect-hostname`), a read-only root, the image's tmpfs
-/// mounts, the host's ssh key when the master keeps one, and with per-host
-/// logs the file this boot must reach.
+/// mounts, the host's ssh key when the master keeps one, with per-host
+/// logs the file this boot must reach, and under UEFI whether the kernel
+/// saw Secure Boot on.
 fn expectation(
     layout: &Layout,
     a: &Options,
@@ -352,6 +362,8 @@ fn expectation(
             .map(|t| t.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
         hostkey: crate::hostkeys::host_fingerprint(layout, &hostname)?,
+        // A UEFI kernel says whether Secure Boot was on; BIOS ones do not.
+        secure_boot: (a.machine.firmware == Firmware::Uefi).then_some(a.machine.secure_boot),
         log_file_dir: if prof.logs.layout == crate::profile::LogLayout::PerHost {
             log_path.as_ref().map(|p| p.join(&hostname))
         } else {
@@ -435,6 +447,7 @@ fn inner_report(plan: &BootPlan, status: ExitStatus) -> Result<BootReport> {
         Err(_) => BootReport {
             image: plan.image.clone(),
             mode: plan.mode.clone(),
+            firmware: plan.machine.describe().into(),
             diagnosis: format!(
                 "the boot-test namespace ended ({status}) without a report; see {}",
                 plan.work.display()

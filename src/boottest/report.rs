@@ -13,6 +13,13 @@ use std::path::PathBuf;
 /// Stage times, seconds from QEMU's start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
+    /// The firmware's first console output.
+    #[serde(default)]
+    pub firmware: Option<f64>,
+    /// The firmware started the network loader (PXELINUX, or shim then
+    /// GRUB).
+    #[serde(default)]
+    pub loader: Option<f64>,
     pub kernel_start: Option<f64>,
     pub initramfs: Option<f64>,
     pub switch_root: Option<f64>,
@@ -25,6 +32,13 @@ pub struct BootReport {
     pub passed: bool,
     pub image: String,
     pub mode: String,
+    /// `bios`, `uefi` or `uefi, secure boot` (see `firmware.rs`).
+    #[serde(default)]
+    pub firmware: String,
+    /// What the kernel said of Secure Boot (`secureboot: Secure boot
+    /// enabled|disabled`); `None` when it said nothing (BIOS).
+    #[serde(default)]
+    pub secure_boot: Option<bool>,
     pub diagnosis: String,
     pub node_line: Option<String>,
     pub fields: BTreeMap<String, String>,
@@ -55,6 +69,9 @@ pub struct Expect {
     /// The fingerprint of the host's ssh key kept on the master, when it
     /// has keys (an inventory host after sync).
     pub hostkey: Option<String>,
+    /// Whether the kernel must report Secure Boot on (UEFI boots) or say
+    /// nothing of it (`None`: BIOS).
+    pub secure_boot: Option<bool>,
 }
 
 impl BootReport {
@@ -108,6 +125,22 @@ impl BootReport {
                 format!("{} (the master keeps {fp})", get("hostkey")),
             ));
         }
+        if let Some(want) = e.secure_boot {
+            let said = |b: Option<bool>| match b {
+                Some(true) => "enabled",
+                Some(false) => "disabled",
+                None => "not reported",
+            };
+            checks.push((
+                "secure boot",
+                self.secure_boot == Some(want),
+                format!(
+                    "{} by the kernel (expected {})",
+                    said(self.secure_boot),
+                    said(Some(want))
+                ),
+            ));
+        }
         if let Some(dir) = &e.log_file_dir {
             let boot = get("boot");
             let file = dir.join("syslog");
@@ -133,9 +166,13 @@ impl BootReport {
 impl fmt::Display for BootReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self;
+        let firmware = match r.firmware.as_str() {
+            "" | "bios" => String::new(),
+            fw => format!(", {fw}"),
+        };
         writeln!(
             f,
-            "boot-test {} ({} mode): {}",
+            "boot-test {} ({} mode{firmware}): {}",
             r.image,
             r.mode,
             if r.passed { "PASS" } else { "FAIL" }
@@ -157,7 +194,9 @@ impl fmt::Display for BootReport {
         let s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}s"));
         writeln!(
             f,
-            "  timings: kernel {} initramfs {} switch-root {} node-up {}",
+            "  timings: firmware {} loader {} kernel {} initramfs {} switch-root {} node-up {}",
+            s(t.firmware),
+            s(t.loader),
             s(t.kernel_start),
             s(t.initramfs),
             s(t.switch_root),
@@ -228,8 +267,12 @@ pub fn last_stage(t: &Timings) -> &'static str {
         "the initramfs ran but never switched to the real root"
     } else if t.kernel_start.is_some() {
         "the kernel started but the initramfs printed nothing"
+    } else if t.loader.is_some() {
+        "the network loader started but no kernel did"
+    } else if t.firmware.is_some() {
+        "the firmware ran but started no network loader"
     } else {
-        "nothing on the console (firmware or PXE stage)"
+        "nothing on the console"
     }
 }
 
@@ -255,6 +298,7 @@ mod tests {
             tmpfs: vec!["/tmp".into(), "/var/log".into()],
             log_file_dir,
             hostkey: None,
+            secure_boot: None,
         }
     }
 
@@ -336,7 +380,7 @@ mod tests {
             text,
             format!(
                 "boot-test minimal (direct mode): PASS\n  node: {LINE}\n  \
-                 timings: kernel 1.3s initramfs - switch-root - node-up -\n  \
+                 timings: firmware - loader - kernel 1.3s initramfs - switch-root - node-up -\n  \
                  booted read-only, as the profile says\n"
             )
         );
@@ -354,6 +398,10 @@ mod tests {
     fn last_stage_names_the_furthest() {
         let mut t = Timings::default();
         assert!(last_stage(&t).starts_with("nothing on the console"));
+        t.firmware = Some(0.5);
+        assert!(last_stage(&t).starts_with("the firmware ran"));
+        t.loader = Some(0.7);
+        assert!(last_stage(&t).starts_with("the network loader started"));
         t.kernel_start = Some(1.0);
         assert!(last_stage(&t).starts_with("the kernel started"));
         t.initramfs = Some(2.0);

@@ -11,7 +11,7 @@
 
 use super::console::{Event, Verdict, Watcher, strip_ansi};
 use super::report::BootReport;
-use super::{BootPlan, GANESHA, QEMU, RPCBIND};
+use super::{BootPlan, Firmware, GANESHA, QEMU, RPCBIND};
 use crate::exec;
 use crate::fsutil;
 use anyhow::{Context, Result, bail};
@@ -200,6 +200,7 @@ pub fn run_inner(plan_path: &Path) -> Result<()> {
     let mut report = BootReport {
         image: plan.image.clone(),
         mode: plan.mode.clone(),
+        firmware: plan.machine.describe().into(),
         ..BootReport::default()
     };
     if let Err(e) = inner(&plan, &mut report) {
@@ -360,14 +361,15 @@ fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
     let mut netdev = format!("user,id=n0,net=10.0.2.0/24,dhcpstart={}", plan.ip);
     if plan.mode == "pxe" {
         netdev.push_str(&format!(
-            ",tftp={},bootfile=pxelinux.0",
-            plan.tftp.display()
+            ",tftp={},bootfile={}",
+            plan.tftp.display(),
+            plan.machine.bootfile()
         ));
     }
+    q.args(plan.machine.machine_args(work)?);
     q.arg("-netdev").arg(netdev);
-    q.arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,mac={}", plan.mac));
-    if plan.mode == "pxe" {
+    q.arg("-device").arg(plan.machine.nic(&plan.mac));
+    if plan.mode == "pxe" && plan.machine.firmware == Firmware::Bios {
         q.args(["-boot", "n"]);
         // BIOS console redirection, as on real nodes: SeaBIOS mirrors
         // screen output to COM1 (I/O port 0x3f8, read as a little-endian
@@ -473,6 +475,8 @@ fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
         Event::Line(t, line) => {
             let _ = writeln!(timed, "{t:7.2} {line}");
         }
+        Event::Stage(Stage::Firmware, t) => r.timings.firmware = Some(t),
+        Event::Stage(Stage::Loader, t) => r.timings.loader = Some(t),
         Event::Stage(Stage::Kernel, t) => r.timings.kernel_start = Some(t),
         Event::Stage(Stage::Initramfs, t) => r.timings.initramfs = Some(t),
         Event::Stage(Stage::SwitchRoot, t) => r.timings.switch_root = Some(t),
@@ -482,6 +486,7 @@ fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
             r.fields = fields;
         }
         Event::Analysis(l) => r.analysis.push(l),
+        Event::SecureBoot(on) => r.secure_boot = Some(on),
         Event::Failure(_) => {}
         Event::Finished(v) => return Some(v),
     }
@@ -501,6 +506,7 @@ mod tests {
             image_dir: "/b/m".into(),
             work: "/w".into(),
             mode: "direct".into(),
+            machine: Default::default(),
             mac: "52:54:00:12:34:56".into(),
             ip: Ipv4Addr::new(10, 0, 2, 15),
             exports: vec![
