@@ -31,12 +31,14 @@ pub const POINTS: &[&str] = &[
     "publish.boot_files",
     "publish.record",
     "publish.between_configs",
+    "publish.grub_config",
     "publish.configs",
     "publish.retire",
     "publish.retired",
     // rollback (publish/rollback.rs)
     "rollback.configs",
     "rollback.between_configs",
+    "rollback.grub_config",
     // snapshot (snapshot/create.rs)
     "snapshot.archive_written",
     "snapshot.manifest",

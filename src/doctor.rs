@@ -29,12 +29,6 @@ pub const PREREQS: &[(&str, &str, &str)] = &[
         "openssh-client",
         "sync (per-host ssh host keys)",
     ),
-    ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux", "publish"),
-    (
-        "/usr/lib/syslinux/modules/bios/ldlinux.c32",
-        "syslinux-common",
-        "publish",
-    ),
     ("qemu-system-x86_64", "qemu-system-x86", "boot-test"),
     (
         "/usr/lib/ipxe/qemu/efi-virtio.rom",
@@ -49,11 +43,21 @@ pub const PREREQS: &[(&str, &str, &str)] = &[
     ),
     ("rpcbind", "rpcbind", "boot-test"),
     ("ip", "iproute2", "boot-test"),
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        "ovmf",
+        "boot-test --firmware uefi",
+    ),
 ];
 
+/// The prerequisites: the loaders publish copies (one list, in
+/// [`crate::publish::BOOT_FILES`]), then [`PREREQS`].
 pub fn run() -> Vec<Check> {
-    PREREQS
+    let loaders = crate::publish::BOOT_FILES
         .iter()
+        .map(|(src, _, pkg)| (*src, *pkg, "publish"));
+    loaders
+        .chain(PREREQS.iter().copied())
         .map(|(what, pkg, why)| {
             let found = if what.starts_with('/') {
                 Path::new(what).exists().then(|| what.to_string())

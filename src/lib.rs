@@ -16,6 +16,7 @@
 //! an admin relies on is written through [`fsutil::AtomicFile`]; every
 //! external program runs through [`exec::Cmd`].
 
+pub mod bootcfg;
 pub mod bootstrap;
 pub mod boottest;
 pub mod build;
@@ -31,6 +32,7 @@ pub mod exec;
 pub mod facts;
 pub mod fixups;
 pub mod fsutil;
+pub mod grub;
 pub mod hooks;
 pub mod hostkeys;
 pub mod image;

@@ -14,60 +14,16 @@
 //! boots nothing and says why (never echoing the bad value), so a caller that
 //! has not checked its data still cannot write an injected line.
 
+pub use crate::bootcfg::check;
+pub use crate::bootcfg::{Boot, Config, Entry, Parsed, is_name, one_line};
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-/// One bootable label.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub label: String,
-    /// Kernel path relative to the TFTP root.
-    pub kernel: String,
-    /// Initramfs path relative to the TFTP root.
-    pub initrd: String,
-    /// Kernel command line.
-    pub append: String,
-}
-
-/// What a config boots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Boot {
-    /// Boot `entries[0]` by default; the rest are selectable fallbacks.
-    Entries(Vec<Entry>),
-    /// Boot from the local disk.
-    Local,
-    /// Boot nothing: print why and stop at the prompt.
-    Disabled(String),
-}
-
-/// A whole config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// A comment naming who generated it.
-    pub header: String,
-    /// `SERIAL <port> <baud>` when a serial console is configured.
-    pub serial: Option<(u8, u32)>,
-    /// Seconds the `boot:` prompt waits before booting the default.
-    pub timeout_s: u32,
-    pub boot: Boot,
-}
-
 /// Render a config, or a config that boots nothing and says why when the
 /// data cannot be written safely (see [`try_render`]). Pure.
 pub fn render(c: &Config) -> String {
-    try_render(c).unwrap_or_else(|_| {
-        render_unchecked(&Config {
-            header: c.header.clone(),
-            serial: c.serial,
-            timeout_s: 0,
-            boot: Boot::Disabled(
-                "refused to write this config: a label, kernel or initrd name \
-                 outside [A-Za-z0-9.+~_-] or a multi-line command line (see nfsroot publish/sync)"
-                    .into(),
-            ),
-        })
-    })
+    try_render(c).unwrap_or_else(|_| render_unchecked(&crate::bootcfg::refused(c)))
 }
 
 /// Render a config after checking every label, file name and command line
@@ -75,56 +31,6 @@ pub fn render(c: &Config) -> String {
 pub fn try_render(c: &Config) -> Result<String> {
     check(c)?;
     Ok(render_unchecked(c))
-}
-
-/// Whether every value of `c` can be written without starting a line or
-/// directive of its own.
-pub fn check(c: &Config) -> Result<()> {
-    let Boot::Entries(entries) = &c.boot else {
-        return Ok(());
-    };
-    for e in entries {
-        if !is_name(&e.label) {
-            bail!(
-                "refusing to render PXELINUX label {:?}: expected [A-Za-z0-9.+~_-]+ \
-                 (image name and kernel version)",
-                e.label
-            );
-        }
-        for (what, p) in [("kernel", &e.kernel), ("initrd", &e.initrd)] {
-            if !p.split('/').all(|c| is_name(c) && c != "." && c != "..") {
-                bail!(
-                    "refusing to render {what} path {p:?} of label {}: expected names of \
-                     [A-Za-z0-9.+~_-] joined by /, relative to the TFTP root",
-                    e.label
-                );
-            }
-        }
-        if e.append.chars().any(char::is_control) {
-            bail!(
-                "refusing to render the command line of label {}: it holds a newline or \
-                 another control character",
-                e.label
-            );
-        }
-    }
-    Ok(())
-}
-
-/// A kernel version, label or file name PXELINUX may be given:
-/// `[A-Za-z0-9.+~_-]+`.
-pub fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".+~_-".contains(&b))
-}
-
-/// Text with every control character replaced by `?`: safe after `# ` or
-/// `SAY ` without starting a new line.
-pub fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 fn render_unchecked(c: &Config) -> String {
@@ -169,21 +75,6 @@ fn render_unchecked(c: &Config) -> String {
         }
     }
     s
-}
-
-/// What a parsed config names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Parsed {
-    pub default: Option<String>,
-    pub entries: Vec<Entry>,
-}
-
-impl Parsed {
-    /// The entry `DEFAULT` names.
-    pub fn default_entry(&self) -> Option<&Entry> {
-        let d = self.default.as_deref()?;
-        self.entries.iter().find(|e| e.label == d)
-    }
 }
 
 /// Parse the subset of PXELINUX syntax that [`render`] writes (and that

@@ -3,19 +3,25 @@
 //! Layout: `<tftp-root>/<image>/vmlinuz-<ver>` and
 //! `<tftp-root>/<image>/initrd.img-<ver>-<hash8>` (the initramfs name carries
 //! a content hash, so a rebuild never overwrites a file a live config names),
-//! the image's own config `<tftp-root>/pxelinux.cfg/nfsroot-<image>`, and
-//! `pxelinux.cfg/default` when this image is the default one.
+//! the loaders at the root ([`BOOT_FILES`]: PXELINUX for BIOS nodes,
+//! Debian's signed shim, GRUB and MOK manager for UEFI nodes), and the
+//! image's boot config, PXELINUX and GRUB rendered from one record
+//! ([`record::config_files`]): `pxelinux.cfg/nfsroot-<image>` and
+//! `grub/nfsroot-<image>.cfg`, plus `pxelinux.cfg/default` and
+//! `grub/grub.cfg` when this image is the default one.
 //!
 //! Order of writes: files first (temp, fsync, rename, verify sha256), then
-//! the record (outside the exported tree), then the config, last. Retention
-//! deletes files only after the switch, and never one a config names.
+//! the record (outside the exported tree), then the configs, last, each by
+//! atomic rename, the PXELINUX and GRUB file of a pair one right after the
+//! other: the two loaders name different kernels only between two renames.
+//! Retention deletes files only after the switch, and never one any config
+//! (PXELINUX or GRUB) names.
 
 use crate::fsutil::{self, AtomicFile};
 use crate::image::Layout;
 use crate::imagefs::ImageRoot;
 use crate::kernel::{self, Kernel};
 use crate::profile::{Loaded, Profile};
-use crate::pxelinux;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
@@ -24,22 +30,42 @@ mod record;
 mod rollback;
 mod status;
 
-pub use record::{PublishedKernel, Record, cfg_dir, image_config_name, referenced, verify};
+pub use record::{
+    ConfigFile, Loader, PublishedKernel, Record, cfg_dir, config_files, grub_dir,
+    image_config_name, referenced, verify,
+};
 pub use rollback::rollback;
 pub use status::{Status, status};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Host files PXELINUX needs, and the Debian packages that ship them.
-pub const PXELINUX_FILES: &[(&str, &str, &str)] = &[
+/// The loaders published at the TFTP root: (host file, name at the TFTP
+/// root, Debian package). PXELINUX for BIOS nodes; for UEFI nodes Debian's
+/// signed chain, which stock Secure Boot firmware trusts: shim (signed by
+/// Microsoft) loads `grubx64.efi` from its own directory (Debian's signed
+/// network GRUB, see [`crate::grub`] for where it reads its config), and
+/// `mmx64.efi` is shim's MOK manager, without which a failed Secure Boot
+/// check cannot be recovered at the console.
+pub const BOOT_FILES: &[(&str, &str, &str)] = &[
     ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux.0", "pxelinux"),
     (
         "/usr/lib/syslinux/modules/bios/ldlinux.c32",
         "ldlinux.c32",
         "syslinux-common",
     ),
+    (
+        "/usr/lib/shim/shimx64.efi.signed",
+        "shimx64.efi",
+        "shim-signed",
+    ),
+    ("/usr/lib/shim/mmx64.efi.signed", "mmx64.efi", "shim-signed"),
+    (
+        "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
+        "grubx64.efi",
+        "grub-efi-amd64-signed",
+    ),
 ];
-/// Where host PXELINUX files are looked up: `/`, or NFSROOT_SYSLINUX_ROOT
+/// Where host loader files are looked up: `/`, or NFSROOT_SYSLINUX_ROOT
 /// (for tests of a host without the packages).
 fn host_file(path: &str) -> PathBuf {
     let root = std::env::var_os("NFSROOT_SYSLINUX_ROOT").unwrap_or_else(|| "/".into());
@@ -48,7 +74,7 @@ fn host_file(path: &str) -> PathBuf {
 
 /// Check, before anything changes, that publishing can work.
 pub fn preflight(layout: &Layout) -> Result<()> {
-    for (src, _, pkg) in PXELINUX_FILES {
+    for (src, _, pkg) in BOOT_FILES {
         let f = host_file(src);
         if !f.is_file() {
             bail!(
@@ -237,16 +263,12 @@ fn next_record(old: &Record, p: &Profile, plan: &Artifacts) -> NextRecord {
     NextRecord { rec, dropped, same }
 }
 
-/// The configs a publish writes: the image's own, and `default` when the
-/// profile asks for it and no other image owns it.
-fn config_paths(layout: &Layout, p: &Profile) -> Vec<PathBuf> {
-    let cfgd = cfg_dir(layout);
-    let default_cfg = cfgd.join("default");
-    let mut configs = vec![cfgd.join(image_config_name(&p.name))];
-    if p.boot.default && record::default_owner(&default_cfg).is_none_or(|o| o == p.name) {
-        configs.push(default_cfg);
-    }
-    configs
+/// Whether a publish writes the default configs: the profile asks for it
+/// and no other image owns `pxelinux.cfg/default` (which also decides
+/// `grub/grub.cfg`: one owner for both).
+fn owns_default(layout: &Layout, p: &Profile) -> bool {
+    p.boot.default
+        && record::default_owner(&cfg_dir(layout).join("default")).is_none_or(|o| o == p.name)
 }
 
 fn versions(rec: &Record) -> Vec<String> {
@@ -261,7 +283,13 @@ fn sweep_leftovers(layout: &Layout, image: &str) -> Result<()> {
     let tftp = &layout.tftp_root;
     let record = layout.record_path(image);
     let records = record.parent().expect("a record has a parent");
-    for d in [&tftp.join(image), &cfg_dir(layout), tftp, records] {
+    for d in [
+        &tftp.join(image),
+        &cfg_dir(layout),
+        &grub_dir(layout),
+        tftp,
+        records,
+    ] {
         fsutil::sweep_temps(d)?;
     }
     Ok(())
@@ -287,8 +315,8 @@ pub fn publish_with(
         ..Record::default()
     });
     let mut next = next_record(&old, p, &plan);
-    let configs = config_paths(layout, p);
-    let mut config_text = pxelinux::try_render(&next.rec.config())?;
+    let with_default = owns_default(layout, p);
+    let mut configs = config_files(layout, &next.rec, with_default)?;
     let mut out = Outcome {
         image: image.clone(),
         default: plan.entry.version.clone(),
@@ -303,12 +331,12 @@ pub fn publish_with(
         sweep_leftovers(layout, image)?;
     }
     let files_ok = next.rec.kernels.iter().all(|k| verify(tftp, k).is_ok())
-        && PXELINUX_FILES.iter().all(|(src, name, _)| {
+        && BOOT_FILES.iter().all(|(src, name, _)| {
             fsutil::sha256_file(&tftp.join(name)).ok() == fsutil::sha256_file(&host_file(src)).ok()
         });
     let configs_ok = configs
         .iter()
-        .all(|c| std::fs::read_to_string(c).ok().as_deref() == Some(config_text.as_str()));
+        .all(|c| std::fs::read_to_string(&c.path).ok().as_deref() == Some(c.text.as_str()));
     if next.same && files_ok && configs_ok && next.dropped.is_empty() && next.rec == old {
         on_line(&format!(
             "{image}: {} is already published and booted by default; nothing to do",
@@ -318,15 +346,7 @@ pub fn publish_with(
     }
     out.changed = true;
     if dry_run {
-        describe(
-            layout,
-            &plan,
-            &next,
-            &configs,
-            &config_text,
-            &mut out,
-            on_line,
-        );
+        describe(layout, &plan, &next, &configs, &mut out, on_line);
         return Ok(out);
     }
     write_boot_files(layout, &plan, &mut out, on_line)?;
@@ -334,7 +354,7 @@ pub fn publish_with(
     let (healed, lost) = heal::heal(tftp, &img, p, &mut next.rec, &plan.entry.version, on_line)?;
     out.written.extend(healed);
     if !lost.is_empty() {
-        config_text = pxelinux::try_render(&next.rec.config())?;
+        configs = config_files(layout, &next.rec, with_default)?;
         out.kept = versions(&next.rec);
         for k in &lost {
             next.rec.files.remove(&k.kernel);
@@ -342,7 +362,7 @@ pub fn publish_with(
         }
         next.dropped.extend(lost);
     }
-    switch(layout, &plan, next, &configs, &config_text, &mut out)?;
+    switch(layout, &plan, next, &configs, &mut out)?;
     Ok(out)
 }
 
@@ -352,8 +372,7 @@ fn describe(
     layout: &Layout,
     plan: &Artifacts,
     next: &NextRecord,
-    configs: &[PathBuf],
-    config_text: &str,
+    configs: &[ConfigFile],
     out: &mut Outcome,
     on_line: &mut dyn FnMut(&str),
 ) {
@@ -363,14 +382,14 @@ fn describe(
         tftp.join(&plan.entry.initrd),
         layout.record_path(&plan.entry_image),
     ];
-    out.written.extend(configs.iter().cloned());
+    out.written.extend(configs.iter().map(|c| c.path.clone()));
     for c in configs {
-        let cur = std::fs::read_to_string(c).unwrap_or_default();
+        let cur = std::fs::read_to_string(&c.path).unwrap_or_default();
         on_line(&format!(
             "--- {}\n+++ {} (new)\n{}",
-            c.display(),
-            c.display(),
-            crate::textdiff::line_diff(&cur, config_text)
+            c.path.display(),
+            c.path.display(),
+            crate::textdiff::line_diff(&cur, &c.text)
         ));
     }
     out.removed = next
@@ -380,7 +399,7 @@ fn describe(
         .collect();
 }
 
-/// Step 1: the PXELINUX files, the kernel and the initramfs, each written
+/// Step 1: the loaders, the kernel and the initramfs, each written
 /// only when the file there differs, and verified after the rename.
 fn write_boot_files(
     layout: &Layout,
@@ -391,7 +410,8 @@ fn write_boot_files(
     let tftp = &layout.tftp_root;
     fsutil::mkdir_p(&tftp.join(&plan.entry_image))?;
     fsutil::mkdir_p(&cfg_dir(layout))?;
-    for (src, name, _) in PXELINUX_FILES {
+    fsutil::mkdir_p(&grub_dir(layout))?;
+    for (src, name, _) in BOOT_FILES {
         let dst = tftp.join(name);
         let src = host_file(src);
         if fsutil::sha256_file(&dst).ok() != Some(fsutil::sha256_file(&src)?) {
@@ -426,8 +446,7 @@ fn switch(
     layout: &Layout,
     plan: &Artifacts,
     mut next: NextRecord,
-    configs: &[PathBuf],
-    config_text: &str,
+    configs: &[ConfigFile],
     out: &mut Outcome,
 ) -> Result<()> {
     let rec = &mut next.rec;
@@ -444,8 +463,11 @@ fn switch(
         if i > 0 {
             crate::crash_point!("publish.between_configs");
         }
-        fsutil::atomic_write(c, config_text.as_bytes())?;
-        out.written.push(c.clone());
+        if c.loader == Loader::Grub {
+            crate::crash_point!("publish.grub_config");
+        }
+        fsutil::atomic_write(&c.path, c.text.as_bytes())?;
+        out.written.push(c.path.clone());
     }
     crate::crash_point!("publish.configs");
     out.removed = retire(layout, &next.dropped)?;

@@ -1,13 +1,13 @@
 //! `nfsroot rollback`: switch an image's default to another published
-//! kernel. Only the record and the configs change, config last; the target's
-//! files are verified against their checksums first, and temp files of
-//! killed runs are swept as publish does.
+//! kernel. Only the record and the configs (PXELINUX and GRUB, one pair
+//! after the other, see [`super::record::config_files`]) change; the
+//! target's files are verified against their checksums first, and temp
+//! files of killed runs are swept as publish does.
 
 use super::Outcome;
-use super::record::{Record, cfg_dir, default_owner, image_config_name, verify};
+use super::record::{Loader, Record, cfg_dir, config_files, default_owner, verify};
 use crate::fsutil;
 use crate::image::Layout;
-use crate::pxelinux;
 use anyhow::{Context, Result, bail};
 
 /// Switch the default to another published version (atomic: config last).
@@ -48,23 +48,25 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
     let k = rec.find(&target).expect("found above").clone();
     verify(&layout.tftp_root, &k).with_context(|| format!("cannot roll back to {target}"))?;
     rec.default = Some(target.clone());
-    let text = pxelinux::try_render(&rec.config())?;
+    let owns_default = default_owner(&cfg_dir(layout).join("default")).as_deref() == Some(image);
+    let configs = config_files(layout, &rec, owns_default)?;
     super::sweep_leftovers(layout, image)?;
+    fsutil::mkdir_p(&super::grub_dir(layout))?;
     // Configs first, the record last: the record's default is what the
     // next `rollback` steps back from, so a run killed between them must
     // leave the old default there, and running it again finishes the same
     // switch instead of stepping back one kernel further. The record lists
     // the same files either way: a rollback publishes none.
-    let cfgd = cfg_dir(layout);
     let mut written = vec![];
-    let image_cfg = cfgd.join(image_config_name(image));
-    fsutil::atomic_write(&image_cfg, text.as_bytes())?;
-    written.push(image_cfg);
-    let default_cfg = cfgd.join("default");
-    if default_owner(&default_cfg).as_deref() == Some(image) {
-        crate::crash_point!("rollback.between_configs");
-        fsutil::atomic_write(&default_cfg, text.as_bytes())?;
-        written.push(default_cfg);
+    for (i, c) in configs.iter().enumerate() {
+        if i > 0 {
+            crate::crash_point!("rollback.between_configs");
+        }
+        if c.loader == Loader::Grub {
+            crate::crash_point!("rollback.grub_config");
+        }
+        fsutil::atomic_write(&c.path, c.text.as_bytes())?;
+        written.push(c.path.clone());
     }
     crate::crash_point!("rollback.configs");
     rec.save(layout)?;

@@ -1,12 +1,15 @@
 //! `nfsroot status`: what an image holds, what is published for it, what
 //! its configs boot, and every drift between them (a file that no longer
 //! matches its checksum, a config naming a missing file, a kernel in the
-//! image that is not published).
+//! image that is not published, a PXELINUX and a GRUB config of one pair
+//! booting different kernels).
 
-use super::record::{PublishedKernel, Record, cfg_dir, image_config_name, verify};
+use super::record::{
+    self, Loader, PublishedKernel, Record, cfg_dir, grub_dir, image_config_name, verify,
+};
 use crate::image::Layout;
 use crate::imagefs::ImageRoot;
-use crate::{kernel, pxelinux};
+use crate::{grub, kernel};
 use anyhow::Result;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -51,6 +54,80 @@ impl Status {
     }
 }
 
+/// Drift in the image's configs and the default pair (PXELINUX and GRUB):
+/// a missing or unreadable config, a named file that does not exist, the
+/// two loaders booting different kernels. Returns what the image's
+/// PXELINUX config boots.
+fn config_drift(
+    layout: &Layout,
+    image: &str,
+    published: bool,
+    drift: &mut Vec<String>,
+) -> Option<String> {
+    let cfgd = cfg_dir(layout);
+    let grubd = grub_dir(layout);
+    let pairs = [
+        (
+            cfgd.join(image_config_name(image)),
+            grubd.join(grub::image_config_name(image)),
+        ),
+        (cfgd.join("default"), grubd.join(grub::TOP)),
+    ];
+    let mut default_boots = None;
+    for (i, (pxe, grub_cfg)) in pairs.into_iter().enumerate() {
+        let own = i == 0;
+        if !own && record::default_owner(&pxe).as_deref() != Some(image) {
+            continue;
+        }
+        let mut boots = Vec::new();
+        for (c, loader) in [(pxe, Loader::Pxelinux), (grub_cfg, Loader::Grub)] {
+            let Ok(text) = std::fs::read_to_string(&c) else {
+                if published {
+                    drift.push(format!("{} is missing", c.display()));
+                }
+                continue;
+            };
+            match loader.parse(&text) {
+                Ok(parsed) => {
+                    for e in &parsed.entries {
+                        for f in [&e.kernel, &e.initrd] {
+                            if !layout.tftp_root.join(f).is_file() {
+                                drift.push(format!(
+                                    "{} names {f}, which does not exist",
+                                    c.display()
+                                ));
+                            }
+                        }
+                    }
+                    let d = parsed.default_entry().cloned();
+                    if own && loader == Loader::Pxelinux {
+                        default_boots = d.as_ref().map(|e| e.label.clone());
+                    }
+                    boots.push((c, d));
+                }
+                Err(e) => drift.push(format!("{}: {e:#}", c.display())),
+            }
+        }
+        if let [(a, da), (b, db)] = &boots[..]
+            && da.as_ref().map(|e| (&e.kernel, &e.initrd))
+                != db.as_ref().map(|e| (&e.kernel, &e.initrd))
+        {
+            let name = |d: &Option<crate::bootcfg::Entry>| {
+                d.as_ref()
+                    .map_or("nothing".to_string(), |e| e.kernel.clone())
+            };
+            drift.push(format!(
+                "{} boots {} but {} boots {} (run nfsroot publish {image})",
+                a.display(),
+                name(da),
+                b.display(),
+                name(db)
+            ));
+        }
+    }
+    default_boots
+}
+
 pub fn status(layout: &Layout, image: &str) -> Result<Status> {
     let path = layout.existing_image(image)?;
     let img = ImageRoot::open(&path)?;
@@ -74,32 +151,7 @@ pub fn status(layout: &Layout, image: &str) -> Result<Status> {
             ));
         }
     }
-    let cfgd = cfg_dir(layout);
-    let mut default_boots = None;
-    for name in [image_config_name(image), "default".to_string()] {
-        let c = cfgd.join(&name);
-        let Ok(text) = std::fs::read_to_string(&c) else {
-            if name != "default" && !rec.kernels.is_empty() {
-                drift.push(format!("{} is missing", c.display()));
-            }
-            continue;
-        };
-        match pxelinux::parse(&text) {
-            Ok(parsed) => {
-                for e in &parsed.entries {
-                    for f in [&e.kernel, &e.initrd] {
-                        if !layout.tftp_root.join(f).is_file() {
-                            drift.push(format!("{} names {f}, which does not exist", c.display()));
-                        }
-                    }
-                }
-                if name != "default" {
-                    default_boots = parsed.default_entry().map(|e| e.label.clone());
-                }
-            }
-            Err(e) => drift.push(format!("{}: {e:#}", c.display())),
-        }
-    }
+    let default_boots = config_drift(layout, image, !rec.kernels.is_empty(), &mut drift);
     Ok(Status {
         image: image.to_string(),
         path,
