@@ -4,8 +4,8 @@
 //! "result": ...}` on stdout.
 
 use crate::cli::{
-    BootMethodArg, BootTestArgs, BuildArgs, FirmwareArg, Cli, Command, DiffArgs, ExecArgs, Global, HostsArgs,
-    ImageArg, InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs,
+    BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, FirmwareArg, Global,
+    HostsArgs, ImageArg, InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs,
     SnapshotArgs, SnapshotCmd, SyncArgs,
 };
 use crate::image::Layout;

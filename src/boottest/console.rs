@@ -74,17 +74,17 @@ const FAILURES: &[(&str, &str)] = &[
     ),
     (
         "boot-test: fell through to default",
-        "PXELINUX did not find the per-host config",
+        "the loader (PXELINUX or GRUB) did not find the per-host config",
     ),
     (
         "bad shim signature",
         "GRUB refused the kernel under Secure Boot (is it Debian's signed kernel?)",
     ),
+    ("error: file `", "GRUB could not read a file over TFTP"),
     (
-        "error: file `",
-        "GRUB could not read a file over TFTP",
+        "UEFI Interactive Shell",
+        "the firmware fell through to the EFI shell",
     ),
-    ("UEFI Interactive Shell", "the firmware fell through to the EFI shell"),
     (
         "BdsDxe: No bootable option",
         "the firmware found nothing to boot",
@@ -323,7 +323,9 @@ impl Watcher {
             (
                 Stage::Loader,
                 &mut tm.loader,
-                line.starts_with("PXELINUX ") || line.starts_with("BdsDxe: starting "),
+                line.starts_with("PXELINUX ")
+                    || (line.starts_with("BdsDxe: starting ")
+                        && (line.contains("PXEv") || line.contains("HTTPv"))),
             ),
             (
                 Stage::Kernel,
@@ -340,7 +342,8 @@ impl Watcher {
             (
                 Stage::SwitchRoot,
                 &mut tm.switch_root,
-                line.contains("nfsroot-init: switching") || line.contains("Welcome to"),
+                line.contains("nfsroot-init: switching")
+                    || (line.contains("Welcome to") && !line.contains("Welcome to GRUB")),
             ),
         ];
         for (stage, at, hit) in seen {
@@ -423,10 +426,14 @@ fn failure(line: &str) -> Option<String> {
                 "Secure Boot refused the boot file (shimx64.efi): the firmware \
                  does not trust its signature"
             }
-            "Not Found" => "the firmware found no boot file over TFTP (is shimx64.efi in the TFTP root?)",
+            "Not Found" => {
+                "the firmware found no boot file over TFTP (is shimx64.efi in the TFTP root?)"
+            }
             _ => "the firmware could not load its boot file",
         };
-        return Some(format!("{why}: {}", &line[i..]));
+        // The boot option's name and the status, without its device path.
+        let option = line[i..].split(" from ").next().unwrap_or_default();
+        return Some(format!("{why}: {option}: {status}"));
     }
     if let Some((_, why)) = FAILURES.iter().find(|(m, _)| line.contains(m)) {
         return Some(format!("{why}: {line}"));
@@ -446,12 +453,12 @@ fn secure_boot(line: &str) -> Option<bool> {
 }
 
 /// The words of a screen-drawn line around `marker`: whitespace runs
-/// collapsed, box drawing (bytes that are not UTF-8) dropped, at most
+/// collapsed, box drawing (anything not ASCII) dropped, at most
 /// 160 characters from the marker on.
 fn snippet(line: &str, marker: &str) -> String {
     let from = line.find(marker).unwrap_or(0);
     let words: Vec<&str> = line[from..]
-        .split(|c: char| c.is_whitespace() || c == char::REPLACEMENT_CHARACTER)
+        .split(|c: char| c.is_whitespace() || !c.is_ascii())
         .filter(|w| !w.is_empty())
         .collect();
     words.join(" ").chars().take(160).collect()
@@ -634,7 +641,12 @@ mod tests {
         let (w, ev) = watch("good-direct.log", false, 7.0);
         assert_eq!(
             stages(&ev),
-            [Stage::Kernel, Stage::Initramfs, Stage::SwitchRoot]
+            [
+                Stage::Firmware,
+                Stage::Kernel,
+                Stage::Initramfs,
+                Stage::SwitchRoot
+            ]
         );
         assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
         let Some(Event::Node { line, fields, t }) =
@@ -675,7 +687,13 @@ mod tests {
         );
         assert_eq!(
             stages(&ev),
-            [Stage::Kernel, Stage::Initramfs, Stage::SwitchRoot]
+            [
+                Stage::Firmware,
+                Stage::Loader,
+                Stage::Kernel,
+                Stage::Initramfs,
+                Stage::SwitchRoot
+            ]
         );
         assert!(lines(&ev).iter().all(|l| !l.contains('\x1b')));
         assert_eq!(finished(&ev), Some(&Verdict::pass("")));
@@ -820,7 +838,10 @@ mod tests {
                 .starts_with("nfsroot-init: loaded 18 modules")
         );
         assert!(!ls.iter().any(|l| l.contains("nfsroot-init: eth0")));
-        assert_eq!(stages(&ev), [Stage::Kernel, Stage::Initramfs]);
+        assert_eq!(
+            stages(&ev),
+            [Stage::Firmware, Stage::Kernel, Stage::Initramfs]
+        );
         assert_eq!(
             w.timed_out(60).diagnosis,
             "no node line within 60 s (last stage reached: \
@@ -855,6 +876,128 @@ mod tests {
         assert_eq!(
             w.qemu_exited("exit status: 0", ""),
             Verdict::pass("the VM stopped without booting, as expected (exit status: 0)")
+        );
+    }
+
+    /// A UEFI console that stops at a failure marker: the diagnosis once
+    /// the grace period passed, and the stages it reached.
+    fn uefi_failure(name: &str) -> (String, Vec<Stage>) {
+        let (mut w, ev) = watch(name, false, 9.0);
+        assert_eq!(failures(&ev).len(), 1, "{name}: {:?}", failures(&ev));
+        let v = w.settle(9.0 + FAILURE_GRACE + 0.1).expect("a verdict");
+        assert!(!v.passed, "{name}");
+        assert_eq!(w.timings().kernel_start, None, "{name}");
+        (v.diagnosis, stages(&ev))
+    }
+
+    #[test]
+    fn uefi_shim_refused_by_the_firmware() {
+        // An unsigned shimx64.efi under Secure Boot: OVMF refuses to load
+        // it, then tries PXE over IPv6 (the line that never ends).
+        let (d, st) = uefi_failure("uefi-shim-unsigned.log");
+        assert_eq!(
+            d,
+            "Secure Boot refused the boot file (shimx64.efi): the firmware does not trust its \
+             signature: BdsDxe: failed to load Boot0001 \"UEFI PXEv4 (MAC:525400123456)\": Access Denied"
+        );
+        assert_eq!(st, [Stage::Firmware], "shim never started");
+    }
+
+    #[test]
+    fn uefi_grub_refused_by_shim_on_an_unfinished_line() {
+        // An unsigned grubx64.efi: shim draws a box with no newline and
+        // waits for a key; the watcher reads the unfinished line.
+        let bytes = corpus("uefi-grub-unsigned.log");
+        assert!(!bytes.ends_with(b"\n"));
+        let (d, st) = uefi_failure("uefi-grub-unsigned.log");
+        assert_eq!(
+            d,
+            "shim refused grubx64.efi: its Secure Boot check failed (is it Debian's signed GRUB, \
+             grubnetx64.efi.signed?): Verification failed: (0x1A) Security Violation OK"
+        );
+        assert_eq!(st, [Stage::Firmware, Stage::Loader]);
+    }
+
+    #[test]
+    fn uefi_grub_without_config_stops_at_its_prompt() {
+        let (d, st) = uefi_failure("uefi-grub-no-config.log");
+        assert!(
+            d.starts_with("GRUB found no config and stopped at its prompt"),
+            "{d}"
+        );
+        assert_eq!(st, [Stage::Firmware, Stage::Loader]);
+    }
+
+    #[test]
+    fn uefi_without_a_boot_file_falls_through() {
+        // No shimx64.efi over TFTP: the firmware tries IPv6, HTTP boot and
+        // its shell; the first failure is the diagnosis, and the shell's
+        // `BdsDxe: starting` is not a network loader.
+        let (d, st) = uefi_failure("uefi-no-boot-file.log");
+        assert_eq!(
+            d,
+            "the firmware found no boot file over TFTP (is shimx64.efi in the TFTP root?): \
+             BdsDxe: failed to load Boot0001 \"UEFI PXEv4 (MAC:525400123456)\": Not Found"
+        );
+        assert_eq!(st, [Stage::Firmware]);
+        // Cut before that line, the fall-through to IPv6 is still seen.
+        let bytes = corpus("uefi-no-boot-file.log");
+        let at = bytes.windows(7).position(|w| w == b"BdsDxe:").unwrap();
+        let six = bytes
+            .windows(20)
+            .position(|w| w == b">>Start PXE over IPv")
+            .unwrap();
+        let mut w = Watcher::new(false);
+        let mut cut = bytes[..at].to_vec();
+        cut.extend_from_slice(
+            &bytes[bytes[six + 4..].iter().position(|&b| b == b'>').unwrap() + six + 4..],
+        );
+        let ev = w.feed(&cut, 1.0);
+        assert!(
+            failures(&ev)[0].starts_with(
+                "the firmware's PXE boot over IPv4 failed and it fell through to PXE over IPv6"
+            ),
+            "{:?}",
+            failures(&ev)
+        );
+    }
+
+    #[test]
+    fn prompts_are_seen_once_complete_across_batches() {
+        let mut w = Watcher::new(false);
+        assert!(failures(&w.feed(b"\r\x1b[0mgru", 1.0)).is_empty());
+        let ev = w.feed(b"b> ", 2.0);
+        assert_eq!(failures(&ev).len(), 1);
+        assert!(failures(&w.feed(b"\n", 2.5)).is_empty(), "reported once");
+        assert!(
+            w.settle(4.1)
+                .unwrap()
+                .diagnosis
+                .ends_with("prompt (is grub/grub.cfg in the TFTP root?): grub>")
+        );
+        // A node line's partial text is no failure.
+        let mut w = Watcher::new(false);
+        assert!(failures(&w.feed(b"nfsroot-init: FAT", 1.0)).is_empty());
+    }
+
+    #[test]
+    fn secure_boot_fact() {
+        let mut w = Watcher::new(false);
+        let ev = w.feed(
+            b"[    0.000000] secureboot: Secure boot enabled\r\n[    0.1] secureboot: Secure boot disabled\n",
+            1.0,
+        );
+        let sb: Vec<bool> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::SecureBoot(b) => Some(*b),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sb, [true, false]);
+        assert_eq!(
+            secure_boot("secureboot: Secure boot could not be determined"),
+            None
         );
     }
 }

@@ -108,9 +108,8 @@ impl Machine {
             return Ok(vec![]);
         };
         let vars = work.join("ovmf-vars.fd");
-        std::fs::copy(&template, &vars).with_context(|| {
-            format!("copying {} to {}", template.display(), vars.display())
-        })?;
+        std::fs::copy(&template, &vars)
+            .with_context(|| format!("copying {} to {}", template.display(), vars.display()))?;
         Ok(self.uefi_args(&code, &vars))
     }
 
@@ -205,7 +204,8 @@ mod tests {
             firmware: Firmware::Uefi,
             secure_boot: false,
         };
-        m.preflight().expect("the ovmf package (scripts/setup installs it)");
+        m.preflight()
+            .expect("the ovmf package (scripts/setup installs it)");
         let a = m.machine_args(d.path()).unwrap();
         assert_eq!(a[..2], ["-machine", "q35"]);
         let vars = d.path().join("ovmf-vars.fd");

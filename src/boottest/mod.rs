@@ -205,7 +205,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     let work = work_dir(layout, &image)?;
     let exports = exports(layout, &image_dir, log_path.as_deref(), &expect)?;
     let tftp = if a.method == BootMethod::Pxe {
-        tftp::tftp_view(layout, &work, &mac, a.per_host, profile_rw)?
+        tftp::tftp_view(layout, &work, &image, &mac, a.per_host, profile_rw)?
     } else {
         layout.tftp_root.clone()
     };

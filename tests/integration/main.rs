@@ -14,4 +14,5 @@ mod inventory_boot;
 mod package;
 mod profile;
 mod snapshot_cli;
+mod uefi;
 mod upgrade;
