@@ -134,6 +134,30 @@ impl Machine {
         a
     }
 
+    /// QEMU's arguments for a PXE boot: for BIOS, boot from the network
+    /// (`-boot n`) with SeaBIOS's console redirection on, as on real
+    /// nodes: it mirrors screen output to COM1 (I/O port 0x3f8, in
+    /// `work/sercon-port` as a little-endian integer); without it, iPXE's
+    /// messages and PXELINUX's SAY lines never reach the serial console
+    /// (PXELINUX's modules snapshot the serial port before the config's
+    /// SERIAL line is read). OVMF needs nothing: the NIC's `bootindex`
+    /// makes it the boot device, and OVMF writes its console to the serial
+    /// port itself.
+    pub fn pxe_args(&self, work: &Path) -> Result<Vec<String>> {
+        if self.firmware == Firmware::Uefi {
+            return Ok(vec![]);
+        }
+        let port = work.join("sercon-port");
+        std::fs::write(&port, 0x3f8u16.to_le_bytes())
+            .with_context(|| format!("writing {}", port.display()))?;
+        Ok(vec![
+            "-boot".into(),
+            "n".into(),
+            "-fw_cfg".into(),
+            format!("name=etc/sercon-port,file={}", port.display()),
+        ])
+    }
+
     /// The NIC's `-device` argument: for UEFI, no option ROM and first in
     /// the boot order.
     pub fn nic(&self, mac: &str) -> String {

@@ -7,8 +7,9 @@
 //! pid namespace whose init is the inner process, so nothing outlives the
 //! command. Inside: rpcbind, nfs-ganesha exporting the image read-only (and
 //! the per-host log export read-write), then QEMU booting either the
-//! published kernel directly or through iPXE, pxelinux.0 and pxelinux.cfg
-//! over QEMU's built-in TFTP. A watcher reads the serial console, times the
+//! published kernel directly or over QEMU's built-in TFTP: SeaBIOS, iPXE,
+//! pxelinux.0 and pxelinux.cfg, or (`--firmware uefi`) OVMF, shimx64.efi,
+//! grubx64.efi and grub/, with Secure Boot on if asked. A watcher reads the serial console, times the
 //! boot stages, and stops at the node's `nfsroot: <host> <ip> ...` line or
 //! at a known failure. Every process is stopped by PID (TERM, then KILL
 //! after a timeout) on every exit path, Ctrl-C included.
@@ -21,8 +22,9 @@
 //! `runner.rs` the namespace runner (unshare, rpcbind, ganesha, QEMU, PIDs);
 //! `console.rs` the pure console watcher (console bytes and times in,
 //! stages, node line, failures and the verdict out; tested on the recorded
-//! consoles in `tests/corpus/consoles/`); `tftp.rs` the TFTP view of a PXE
-//! test; `report.rs` the [`BootReport`], its checks and its printing.
+//! consoles in `tests/corpus/consoles/`); `firmware.rs` the VM's firmware
+//! and machine (BIOS, or OVMF with or without Secure Boot); `tftp.rs` the
+//! TFTP view of a PXE test; `report.rs` the [`BootReport`], its checks and its printing.
 
 pub mod console;
 mod firmware;
@@ -85,7 +87,8 @@ pub struct Options {
     pub method: BootMethod,
     pub mac: String,
     pub ip: Ipv4Addr,
-    /// In PXE mode, boot through a per-host config (01-<mac>).
+    /// In PXE mode, boot through a per-host config (01-<mac>, or GRUB's
+    /// grub.cfg-01-<mac>).
     pub per_host: bool,
     /// The firmware (BIOS, or UEFI with or without Secure Boot).
     pub machine: Machine,

@@ -350,6 +350,39 @@ mod tests {
     }
 
     #[test]
+    fn secure_boot_is_checked_under_uefi() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("syslog"), "boot=ab12\n").unwrap();
+        let mut e = expect(Some(d.path().into()));
+        e.secure_boot = Some(true);
+        let ip = Ipv4Addr::new(10, 0, 2, 15);
+        let mut r = up(LINE);
+        r.secure_boot = Some(true);
+        r.check_node(&e, ip);
+        assert!(r.passed, "{}", r.diagnosis);
+        let c = r.checks.iter().find(|c| c.0 == "secure boot").unwrap();
+        assert_eq!(c.2, "enabled by the kernel (expected enabled)");
+        // Not said at all (a kernel that never saw UEFI) fails.
+        let mut r = up(LINE);
+        r.check_node(&e, ip);
+        assert!(!r.passed);
+        assert_eq!(
+            r.diagnosis,
+            "the node came up but secure boot is wrong: not reported by the kernel (expected enabled)"
+        );
+        // BIOS boots expect nothing.
+        let mut r = up(LINE);
+        r.check_node(&expect(Some(d.path().into())), ip);
+        assert!(r.checks.iter().all(|c| c.0 != "secure boot"));
+        r.firmware = "uefi, secure boot".into();
+        r.mode = "pxe".into();
+        assert!(
+            r.to_string()
+                .starts_with("boot-test minimal (pxe mode, uefi, secure boot): PASS\n")
+        );
+    }
+
+    #[test]
     fn first_wrong_field_is_the_diagnosis() {
         let d = tempfile::tempdir().unwrap();
         let mut r = up(&LINE.replace("root=ro", "root=rw"));

@@ -11,7 +11,7 @@
 
 use super::console::{Event, Verdict, Watcher, strip_ansi};
 use super::report::BootReport;
-use super::{BootPlan, Firmware, GANESHA, QEMU, RPCBIND};
+use super::{BootPlan, GANESHA, QEMU, RPCBIND};
 use crate::exec;
 use crate::fsutil;
 use anyhow::{Context, Result, bail};
@@ -369,18 +369,8 @@ fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
     q.args(plan.machine.machine_args(work)?);
     q.arg("-netdev").arg(netdev);
     q.arg("-device").arg(plan.machine.nic(&plan.mac));
-    if plan.mode == "pxe" && plan.machine.firmware == Firmware::Bios {
-        q.args(["-boot", "n"]);
-        // BIOS console redirection, as on real nodes: SeaBIOS mirrors
-        // screen output to COM1 (I/O port 0x3f8, read as a little-endian
-        // integer). Without it, iPXE's messages and PXELINUX's SAY lines
-        // never reach the serial console: PXELINUX's modules snapshot the
-        // serial port before the config's SERIAL line is read.
-        let port = work.join("sercon-port");
-        std::fs::write(&port, 0x3f8u16.to_le_bytes())
-            .with_context(|| format!("writing {}", port.display()))?;
-        q.arg("-fw_cfg")
-            .arg(format!("name=etc/sercon-port,file={}", port.display()));
+    if plan.mode == "pxe" {
+        q.args(plan.machine.pxe_args(work)?);
     } else {
         q.arg("-kernel")
             .arg(&plan.kernel)
@@ -499,9 +489,8 @@ mod tests {
     use crate::boottest::NfsExport;
     use std::net::Ipv4Addr;
 
-    #[test]
-    fn ganesha_config_exports() {
-        let plan = BootPlan {
+    fn test_plan() -> BootPlan {
+        BootPlan {
             image: "m".into(),
             image_dir: "/b/m".into(),
             work: "/w".into(),
@@ -529,13 +518,60 @@ mod tests {
             accel: "tcg".into(),
             memory: 256,
             expect_no_boot: false,
-        };
+        }
+    }
+
+    #[test]
+    fn ganesha_config_exports() {
+        let plan = test_plan();
         let c = ganesha_conf(&plan);
         assert!(c.contains("Path = \"/b/m\";\n  Pseudo = \"/b/m\";\n  Access_Type = RO;"));
         assert!(c.contains("Access_Type = RO;\n  Squash = No_Root_Squash;"));
         assert!(c.contains("Access_Type = RW;\n  Squash = Root_Squash;\n  Anonymous_Uid = 65534;"));
         assert!(c.contains("Enable_NLM = false;"));
         assert!(c.contains("Graceless = true;"));
+    }
+
+    #[test]
+    fn qemu_boots_pxe_through_the_firmware() {
+        let d = tempfile::tempdir().unwrap();
+        let mut plan = test_plan();
+        plan.work = d.path().into();
+        plan.mode = "pxe".into();
+        let args = |plan: &BootPlan| -> String {
+            let q = qemu_command(plan, &d.path().join("console.log")).unwrap();
+            q.get_args()
+                .map(|a| a.to_string_lossy().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let bios = args(&plan);
+        assert!(
+            bios.contains(" -boot n -fw_cfg name=etc/sercon-port"),
+            "{bios}"
+        );
+        assert!(bios.contains(",tftp=/t,bootfile=pxelinux.0 "), "{bios}");
+        assert!(!bios.contains("-kernel"), "{bios}");
+        plan.machine = crate::boottest::Machine {
+            firmware: crate::boottest::Firmware::Uefi,
+            secure_boot: true,
+        };
+        let uefi = args(&plan);
+        assert!(uefi.contains(",tftp=/t,bootfile=shimx64.efi "), "{uefi}");
+        assert!(uefi.contains("-machine q35,smm=on "), "{uefi}");
+        assert!(uefi.contains(",romfile=,bootindex=1"), "{uefi}");
+        assert!(
+            !uefi.contains("-kernel") && !uefi.contains("-boot"),
+            "{uefi}"
+        );
+        assert!(d.path().join("ovmf-vars.fd").is_file());
+        plan.mode = "direct".into();
+        plan.machine = Default::default();
+        let direct = args(&plan);
+        assert!(
+            direct.ends_with("-kernel /k -initrd /i -append "),
+            "{direct}"
+        );
     }
 
     #[test]
