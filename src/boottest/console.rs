@@ -891,6 +891,48 @@ mod tests {
     }
 
     #[test]
+    fn good_uefi_secure_boot() {
+        // OVMF, shim, GRUB's menu (drawn with cursor moves, its echo of
+        // `nfsroot: booting ...`, "Welcome to GRUB!" which is not the real
+        // root's "Welcome to"), then the kernel with Secure Boot on.
+        let (mut w, ev) = watch("good-uefi-sb.log", false, 60.0);
+        assert_eq!(
+            stages(&ev),
+            [
+                Stage::Firmware,
+                Stage::Loader,
+                Stage::Kernel,
+                Stage::Initramfs,
+                Stage::SwitchRoot
+            ]
+        );
+        assert!(ev.contains(&Event::SecureBoot(true)), "no secure boot fact");
+        assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
+        let Some(Event::Node { fields, .. }) = ev.iter().find(|e| matches!(e, Event::Node { .. }))
+        else {
+            panic!("no node line");
+        };
+        assert_eq!(fields["host"], "node015");
+        assert_eq!(fields["units"], "none");
+        assert_eq!(
+            finished(&ev),
+            Some(&Verdict::pass("")),
+            "after the analysis"
+        );
+        assert_eq!(w.settle(200.0), None);
+        // Byte by byte, the same: no prompt marker in GRUB's unfinished
+        // menu lines.
+        let mut w = Watcher::new(false);
+        let bytes = corpus("good-uefi-sb.log");
+        let mut ev = Vec::new();
+        for c in bytes.chunks(1) {
+            ev.extend(w.feed(c, 1.0));
+        }
+        assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
+        assert_eq!(finished(&ev), Some(&Verdict::pass("")));
+    }
+
+    #[test]
     fn uefi_shim_refused_by_the_firmware() {
         // An unsigned shimx64.efi under Secure Boot: OVMF refuses to load
         // it, then tries PXE over IPv6 (the line that never ends).

@@ -80,6 +80,24 @@ impl BootReport {
         print!("{self}");
     }
 
+    /// Whether the kernel reported Secure Boot as `want`.
+    fn secure_boot_check(&self, want: bool) -> (&'static str, bool, String) {
+        let said = |b: Option<bool>| match b {
+            Some(true) => "enabled",
+            Some(false) => "disabled",
+            None => "not reported",
+        };
+        (
+            "secure boot",
+            self.secure_boot == Some(want),
+            format!(
+                "{} by the kernel (expected {})",
+                said(self.secure_boot),
+                said(Some(want))
+            ),
+        )
+    }
+
     /// Check the node line's fields against what the image should give.
     pub fn check_node(&mut self, e: &Expect, ip: Ipv4Addr) {
         let f = self.fields.clone();
@@ -126,20 +144,7 @@ impl BootReport {
             ));
         }
         if let Some(want) = e.secure_boot {
-            let said = |b: Option<bool>| match b {
-                Some(true) => "enabled",
-                Some(false) => "disabled",
-                None => "not reported",
-            };
-            checks.push((
-                "secure boot",
-                self.secure_boot == Some(want),
-                format!(
-                    "{} by the kernel (expected {})",
-                    said(self.secure_boot),
-                    said(Some(want))
-                ),
-            ));
+            checks.push(self.secure_boot_check(want));
         }
         if let Some(dir) = &e.log_file_dir {
             let boot = get("boot");
