@@ -8,7 +8,7 @@ use nfsroot::image::Layout;
 use nfsroot::inventory::edit::{AddHost, SetHost};
 use nfsroot::inventory::{self, BootMode, HostsCmd};
 use nfsroot::publish::{PublishedKernel, Record};
-use nfsroot::pxelinux;
+use nfsroot::{grub, pxelinux};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -82,12 +82,10 @@ impl Server {
             files: Default::default(),
         };
         rec.save(&self.layout).unwrap();
-        let cfgd = self.layout.tftp_root.join("pxelinux.cfg");
-        std::fs::create_dir_all(&cfgd).unwrap();
-        let text = pxelinux::render(&rec.config());
-        std::fs::write(cfgd.join(format!("nfsroot-{name}")), &text).unwrap();
-        if default {
-            std::fs::write(cfgd.join("default"), &text).unwrap();
+        // PXELINUX and GRUB configs, as publish writes them.
+        for c in nfsroot::publish::config_files(&self.layout, &rec, default).unwrap() {
+            std::fs::create_dir_all(c.path.parent().unwrap()).unwrap();
+            std::fs::write(&c.path, &c.text).unwrap();
         }
     }
 
@@ -196,6 +194,33 @@ LABEL minimal-6.1.0-10-amd64
     let g = pxelinux::parse(&s.read(s.cfg("0A120112"))).unwrap();
     assert_eq!(g.default.as_deref(), Some("cuda-6.1.0-10-amd64"));
 
+    // The same hosts' GRUB names (UEFI nodes), from the same model: n001
+    // follows grub/grub.cfg, n002 has its own file naming what its
+    // PXELINUX file names, g001's names link to cuda's GRUB config.
+    let gcfg = |n: &str| s.layout.tftp_root.join("grub").join(n);
+    let glink = |n: &str| {
+        std::fs::read_link(gcfg(n))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert!(!gcfg("grub.cfg-01-52-54-00-00-01-01").exists());
+    assert!(!gcfg("grub.cfg-10.18.1.2").exists());
+    let n002_grub = grub::parse(&s.read(gcfg("grub.cfg-01-52-54-00-00-01-02"))).unwrap();
+    let n002_pxe = pxelinux::parse(&s.read(s.cfg("01-52-54-00-00-01-02"))).unwrap();
+    assert_eq!(n002_grub, n002_pxe);
+    assert_eq!(n002_grub.default.as_deref(), Some("minimal-6.1.0-9-amd64"));
+    assert_eq!(glink("grub.cfg-10.18.1.3"), "grub.cfg-01-52-54-00-00-01-02");
+    for n in [
+        "grub.cfg-01-52-54-00-00-02-01",
+        "grub.cfg-01-52-54-00-00-02-02",
+        "grub.cfg-10.18.1.18",
+    ] {
+        assert_eq!(glink(n), "nfsroot-cuda.cfg", "{n}");
+    }
+    let g = grub::parse(&s.read(gcfg("grub.cfg-10.18.1.18"))).unwrap();
+    assert_eq!(g.default.as_deref(), Some("cuda-6.1.0-10-amd64"));
+
     assert_eq!(
         s.read(s.etc.join("dnsmasq.d/nfsroot.conf")),
         "\
@@ -205,7 +230,14 @@ dhcp-range=set:nfsroot,10.18.1.0,static,255.255.255.0,infinite
 dhcp-option=tag:nfsroot,option:router,10.18.1.1
 dhcp-option=tag:nfsroot,option:dns-server,10.18.1.1
 dhcp-option=tag:nfsroot,option:domain-name,cluster.example
-dhcp-boot=tag:nfsroot,pxelinux.0,,10.18.1.1
+# loader by client architecture (option 93): pxelinux.0 for BIOS (0), shimx64.efi for x86-64 UEFI (7, 9); arm64 UEFI (11) gets none: no arm64 loader is published yet
+dhcp-match=set:nfsroot-efi64,option:client-arch,7
+dhcp-match=set:nfsroot-efi64,option:client-arch,9
+dhcp-match=set:nfsroot-arm64,option:client-arch,11
+dhcp-boot=tag:nfsroot,tag:nfsroot-bios,pxelinux.0,,10.18.1.1
+dhcp-boot=tag:nfsroot,tag:nfsroot-uefi,shimx64.efi,,10.18.1.1
+dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:nfsroot-efi64,shimx64.efi,,10.18.1.1
+dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:!nfsroot-efi64,tag:!nfsroot-arm64,pxelinux.0,,10.18.1.1
 enable-tftp
 tftp-root=/T/tftp
 dhcp-host=52:54:00:00:01:01,10.18.1.2,n001
@@ -233,28 +265,52 @@ host n001 {
   fixed-address 10.18.1.2;
   option host-name \"n001\";
   next-server 10.18.1.1;
-  filename \"pxelinux.0\";
+  if option pxe-system-type = 00:07 or option pxe-system-type = 00:09 {
+    filename \"shimx64.efi\";
+  } elsif option pxe-system-type = 00:0b {
+    # arm64 UEFI: no loader published yet
+  } else {
+    filename \"pxelinux.0\";
+  }
 }
 host n002 {
   hardware ethernet 52:54:00:00:01:02;
   fixed-address 10.18.1.3;
   option host-name \"n002\";
   next-server 10.18.1.1;
-  filename \"pxelinux.0\";
+  if option pxe-system-type = 00:07 or option pxe-system-type = 00:09 {
+    filename \"shimx64.efi\";
+  } elsif option pxe-system-type = 00:0b {
+    # arm64 UEFI: no loader published yet
+  } else {
+    filename \"pxelinux.0\";
+  }
 }
 host g001 {
   hardware ethernet 52:54:00:00:02:01;
   fixed-address 10.18.1.18;
   option host-name \"g001\";
   next-server 10.18.1.1;
-  filename \"pxelinux.0\";
+  if option pxe-system-type = 00:07 or option pxe-system-type = 00:09 {
+    filename \"shimx64.efi\";
+  } elsif option pxe-system-type = 00:0b {
+    # arm64 UEFI: no loader published yet
+  } else {
+    filename \"pxelinux.0\";
+  }
 }
 host g001.nic2 {
   hardware ethernet 52:54:00:00:02:02;
   fixed-address 10.18.1.18;
   option host-name \"g001\";
   next-server 10.18.1.1;
-  filename \"pxelinux.0\";
+  if option pxe-system-type = 00:07 or option pxe-system-type = 00:09 {
+    filename \"shimx64.efi\";
+  } elsif option pxe-system-type = 00:0b {
+    # arm64 UEFI: no loader published yet
+  } else {
+    filename \"pxelinux.0\";
+  }
 }
 # END nfsroot inventory
 "
@@ -663,6 +719,171 @@ fn import_csv_and_ethers() {
         })
         .unwrap();
     assert!(o.changed.is_empty(), "same values: nothing changed");
+}
+
+const FIRMWARE: &str = "\
+[cluster]
+subnet = \"10.18.1.0/24\"
+nfs_server = \"10.18.1.1\"
+image = \"minimal\"
+
+[hosts]
+any = { mac = \"52:54:00:00:03:01\", ip = \"10.18.1.31\" }
+bios = { mac = \"52:54:00:00:03:02\", ip = \"10.18.1.32\", firmware = \"bios\" }
+uefi = { mac = \"52:54:00:00:03:03\", ip = \"10.18.1.33\", firmware = \"uefi\" }
+local = { mac = \"52:54:00:00:03:04\", ip = \"10.18.1.34\", boot = \"localboot\" }
+off = { mac = \"52:54:00:00:03:05\", ip = \"10.18.1.35\", boot = \"disabled\" }
+";
+
+/// The loader dnsmasq gives a host announcing `arch`: its `dhcp-host`
+/// line's tags plus the `dhcp-match` tags for `arch`, evaluated against
+/// every `dhcp-boot` line as dnsmasq does (all of a line's tags must hold;
+/// `tag:!x` must not). Fails if two lines match.
+fn dnsmasq_loader(conf: &str, mac: &str, arch: u16) -> Option<String> {
+    let mut tags = vec!["nfsroot".to_string()];
+    for l in conf.lines() {
+        if let Some(m) = l.strip_prefix("dhcp-match=set:") {
+            let (tag, rest) = m.split_once(',').unwrap();
+            if rest == format!("option:client-arch,{arch}") {
+                tags.push(tag.into());
+            }
+        }
+        if let Some(h) = l.strip_prefix("dhcp-host=")
+            && h.split(',').any(|f| f == mac)
+        {
+            tags.extend(
+                h.split(',')
+                    .filter_map(|f| f.strip_prefix("set:"))
+                    .map(String::from),
+            );
+        }
+    }
+    let mut found = None;
+    for l in conf.lines() {
+        let Some(b) = l.strip_prefix("dhcp-boot=") else {
+            continue;
+        };
+        let fields: Vec<&str> = b.split(',').collect();
+        let holds = fields
+            .iter()
+            .filter_map(|f| f.strip_prefix("tag:"))
+            .all(|t| match t.strip_prefix('!') {
+                Some(neg) => !tags.iter().any(|x| x == neg),
+                None => tags.iter().any(|x| x == t),
+            });
+        if holds {
+            let file = fields.iter().find(|f| !f.starts_with("tag:")).unwrap();
+            assert!(
+                found.is_none(),
+                "two dhcp-boot lines match {mac} arch {arch}:\n{conf}"
+            );
+            found = Some(file.to_string());
+        }
+    }
+    found
+}
+
+/// The loader dhcpd gives a host announcing `arch`: its host block's
+/// `filename`, through the `if`/`elsif`/`else` on pxe-system-type.
+fn dhcpd_loader(conf: &str, host: &str, arch: u16) -> Option<String> {
+    let block = conf.split(&format!("host {host} {{\n")).nth(1).unwrap();
+    let code = format!("{:02x}:{:02x}", arch >> 8, arch & 0xff);
+    let mut taking = true;
+    let mut taken = false;
+    for l in block.lines().map(str::trim) {
+        if l == "}" && !taken && taking {
+            break;
+        }
+        if let Some(cond) = l.strip_prefix("if ").or(l.strip_prefix("} elsif ")) {
+            taking = !taken && cond.contains(&format!("pxe-system-type = {code}"));
+            taken |= taking;
+        } else if l == "} else {" {
+            taking = !taken;
+            taken = true;
+        } else if l == "}" {
+            if taken {
+                taking = true;
+                taken = false;
+                continue;
+            }
+            break;
+        } else if let Some(f) = l.strip_prefix("filename \"")
+            && taking
+        {
+            return Some(f.trim_end_matches("\";").to_string());
+        }
+    }
+    None
+}
+
+/// Which loader each client architecture is given, by dnsmasq and by
+/// dhcpd, pinned or not; both daemons accept the configs; localboot and
+/// disabled hosts get GRUB configs that exit to the firmware / halt.
+#[test]
+fn loader_by_client_architecture() {
+    let s = Server::new();
+    s.image("minimal", None, true);
+    s.write_inv(FIRMWARE);
+    s.sync(false);
+    let dns = s.read(s.etc.join("dnsmasq.d/nfsroot.conf"));
+    let dhcpd = s.read(s.etc.join("dhcp/dhcpd.conf"));
+    let (bios, uefi) = (
+        Some("pxelinux.0".to_string()),
+        Some("shimx64.efi".to_string()),
+    );
+    // (host, mac, arch, expected loader)
+    let cases = [
+        ("any", "52:54:00:00:03:01", 0, &bios),
+        ("any", "52:54:00:00:03:01", 7, &uefi),
+        ("any", "52:54:00:00:03:01", 9, &uefi),
+        ("any", "52:54:00:00:03:01", 11, &None),
+        ("bios", "52:54:00:00:03:02", 0, &bios),
+        ("bios", "52:54:00:00:03:02", 7, &bios),
+        ("uefi", "52:54:00:00:03:03", 0, &uefi),
+        ("uefi", "52:54:00:00:03:03", 9, &uefi),
+        ("local", "52:54:00:00:03:04", 7, &uefi),
+    ];
+    for (host, mac, arch, want) in cases {
+        assert_eq!(
+            &dnsmasq_loader(&dns, mac, arch),
+            want,
+            "dnsmasq: {host} arch {arch}\n{dns}"
+        );
+        assert_eq!(
+            &dhcpd_loader(&dhcpd, host, arch),
+            want,
+            "dhcpd: {host} arch {arch}\n{dhcpd}"
+        );
+    }
+    check_tool(
+        "/usr/sbin/dnsmasq",
+        "dnsmasq-base",
+        &["--test", "-C"],
+        &s.etc.join("dnsmasq.d/nfsroot.conf"),
+    );
+    check_tool(
+        "/usr/sbin/dhcpd",
+        "isc-dhcp-server",
+        &["-t", "-cf"],
+        &s.etc.join("dhcp/dhcpd.conf"),
+    );
+    // Localboot and disabled hosts: GRUB configs of their own.
+    let g = |n: &str| s.read(s.layout.tftp_root.join("grub").join(n));
+    let local = g("grub.cfg-01-52-54-00-00-03-04");
+    assert!(
+        local.ends_with("\nexit\n") && grub::parse(&local).unwrap().entries.is_empty(),
+        "{local}"
+    );
+    let off = g("grub.cfg-10.18.1.35");
+    assert!(
+        off.contains("echo 'nfsroot: host off is disabled by nfsroot'\n")
+            && off.ends_with("halt\n"),
+        "{off}"
+    );
+    assert!(
+        s.read(s.cfg("01-52-54-00-00-03-05"))
+            .contains("LOCALBOOT -1")
+    );
 }
 
 #[test]

@@ -87,9 +87,22 @@ pub(super) struct HostSpec {
     pub(super) cmdline: Option<String>,
     #[serde(default)]
     pub(super) boot: Option<BootMode>,
+    #[serde(default)]
+    pub(super) firmware: Option<Firmware>,
 }
 
 // ------------------------------------------------------------ resolved model
+
+/// The firmware a host boots with, when a site pins its loader: `bios`
+/// gets PXELINUX, `uefi` Debian's signed shim + GRUB, whatever client
+/// architecture (DHCP option 93) the node announces. Unpinned hosts are
+/// answered by the architecture they announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+crate::choice::choice!(Firmware { Bios => "bios", Uefi => "uefi" });
 
 /// What a host boots.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +249,8 @@ pub struct Host {
     /// Extra kernel command line: the group's, then the host's.
     pub cmdline: String,
     pub boot: BootMode,
+    /// The loader's firmware when pinned; `None`: by client architecture.
+    pub firmware: Option<Firmware>,
     /// Line of the host's key in the inventory file.
     pub line: usize,
 }

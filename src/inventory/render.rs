@@ -14,6 +14,7 @@
 //! syntax cannot express is left out with a fixed comment (the `try_`
 //! functions report it as an error), never written half-quoted.
 
+use super::model::Firmware;
 use super::{BootMode, Host, Inventory};
 use crate::publish::Record;
 use crate::pxelinux::{Boot, Config, one_line};
@@ -188,11 +189,7 @@ pub fn dnsmasq(inv: &Inventory, tftp_root: &Path) -> String {
     if !c.domain.is_empty() {
         let _ = writeln!(s, "dhcp-option=tag:nfsroot,option:domain-name,{}", c.domain);
     }
-    let _ = writeln!(
-        s,
-        "dhcp-boot=tag:nfsroot,{},,{}",
-        c.boot_file, c.tftp_server
-    );
+    dnsmasq_boot(&mut s, inv);
     if c.dnsmasq_tftp {
         match check_tftp_root(tftp_root) {
             Ok(()) => {
@@ -209,9 +206,59 @@ pub fn dnsmasq(inv: &Inventory, tftp_root: &Path) -> String {
         }
     }
     for h in &inv.hosts {
-        let _ = writeln!(s, "dhcp-host={},{},{}", h.macs.join(","), h.ip, h.name);
+        let pin = h
+            .firmware
+            .map_or(String::new(), |f| format!("set:nfsroot-{f},"));
+        let _ = writeln!(s, "dhcp-host={},{pin}{},{}", h.macs.join(","), h.ip, h.name);
     }
     s
+}
+
+/// The client architectures (DHCP option 93) answered with the UEFI
+/// loader: 7 and 9 are x86-64 UEFI (9 is what some firmware sends for
+/// EFI BC). 0 is BIOS; 11 (arm64 UEFI) gets no boot file: nfsroot
+/// publishes no arm64 loader yet.
+pub const UEFI_ARCHES: &[u16] = &[7, 9];
+/// arm64 UEFI: recognised, not served yet.
+pub const ARM64_ARCH: u16 = 11;
+
+/// dnsmasq's loader lines: by client architecture, unless the host pins
+/// its firmware (`set:nfsroot-bios` / `set:nfsroot-uefi` on its
+/// `dhcp-host`). Each `dhcp-boot` has tags no other one matches, so the
+/// order of the lines does not matter.
+fn dnsmasq_boot(s: &mut String, inv: &Inventory) {
+    let c = &inv.cluster;
+    let (bios, uefi) = (&c.boot_file, crate::publish::UEFI_LOADER);
+    let _ = writeln!(
+        s,
+        "# loader by client architecture (option 93): {bios} for BIOS (0), {uefi} \
+         for x86-64 UEFI ({}); arm64 UEFI ({ARM64_ARCH}) gets none: no arm64 loader is \
+         published yet",
+        UEFI_ARCHES
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for a in UEFI_ARCHES {
+        let _ = writeln!(s, "dhcp-match=set:nfsroot-efi64,option:client-arch,{a}");
+    }
+    let _ = writeln!(
+        s,
+        "dhcp-match=set:nfsroot-arm64,option:client-arch,{ARM64_ARCH}"
+    );
+    let unpinned = "tag:!nfsroot-bios,tag:!nfsroot-uefi";
+    for (tags, file) in [
+        ("tag:nfsroot-bios".to_string(), bios.as_str()),
+        ("tag:nfsroot-uefi".to_string(), uefi),
+        (format!("{unpinned},tag:nfsroot-efi64"), uefi),
+        (
+            format!("{unpinned},tag:!nfsroot-efi64,tag:!nfsroot-arm64"),
+            bios.as_str(),
+        ),
+    ] {
+        let _ = writeln!(s, "dhcp-boot=tag:nfsroot,{tags},{file},,{}", c.tftp_server);
+    }
 }
 
 /// The prologue of a new dhcpd.conf: the subnet with PXE options. Written
@@ -269,11 +316,41 @@ pub fn dhcpd_hosts(inv: &Inventory) -> String {
             let _ = writeln!(s, "  fixed-address {};", h.ip);
             let _ = writeln!(s, "  option host-name \"{}\";", h.name);
             let _ = writeln!(s, "  next-server {};", c.tftp_server);
-            let _ = writeln!(s, "  filename \"{}\";", c.boot_file);
+            dhcpd_filename(&mut s, h.firmware, &c.boot_file);
             let _ = writeln!(s, "}}");
         }
     }
     s
+}
+
+/// A dhcpd host's loader: the pinned one, else by the client architecture
+/// it announces (`pxe-system-type`, dhcpd's name for option 93; see
+/// [`UEFI_ARCHES`]).
+fn dhcpd_filename(s: &mut String, pin: Option<Firmware>, bios: &str) {
+    let uefi = crate::publish::UEFI_LOADER;
+    match pin {
+        Some(Firmware::Bios) => {
+            let _ = writeln!(s, "  filename \"{bios}\";");
+        }
+        Some(Firmware::Uefi) => {
+            let _ = writeln!(s, "  filename \"{uefi}\";");
+        }
+        None => {
+            let cond: Vec<String> = UEFI_ARCHES
+                .iter()
+                .map(|a| format!("option pxe-system-type = {:02x}:{:02x}", a >> 8, a & 0xff))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  if {} {{\n    filename \"{uefi}\";\n  }} elsif option pxe-system-type = \
+                 {:02x}:{:02x} {{\n    # arm64 UEFI: no loader published yet\n  }} else {{\n    \
+                 filename \"{bios}\";\n  }}",
+                cond.join(" or "),
+                ARM64_ARCH >> 8,
+                ARM64_ARCH & 0xff
+            );
+        }
+    }
 }
 
 /// One exported directory.

@@ -177,6 +177,7 @@ impl HostCheck<'_> {
             kernel: h.kernel.clone().or(g.kernel).filter(|k| !k.is_empty()),
             cmdline: join_cmdline(g.cmdline.as_deref(), h.cmdline.as_deref()),
             boot,
+            firmware: h.firmware,
             line,
         }
     }

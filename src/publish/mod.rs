@@ -46,6 +46,8 @@ use std::path::{Path, PathBuf};
 /// network GRUB, see [`crate::grub`] for where it reads its config), and
 /// `mmx64.efi` is shim's MOK manager, without which a failed Secure Boot
 /// check cannot be recovered at the console.
+/// The loader DHCP hands UEFI x86-64 clients (one of [`BOOT_FILES`]).
+pub const UEFI_LOADER: &str = "shimx64.efi";
 pub const BOOT_FILES: &[(&str, &str, &str)] = &[
     ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux.0", "pxelinux"),
     (

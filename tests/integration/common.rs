@@ -110,6 +110,14 @@ pub fn fixture() -> &'static TestLayout {
         let stamp = root.join("built");
         let digest = fixture_digest();
         if std::fs::read_to_string(&stamp).ok().as_deref() != Some(digest.as_str()) {
+            // Boots of the previous build left per-host logs, written under
+            // that code's export rules (a root-owned syslog from before the
+            // log export was root-squashed fails every later boot's
+            // per-host log check): the new build starts without them.
+            let logs = layout.base.join(".logs");
+            if logs.exists() {
+                std::fs::remove_dir_all(&logs).unwrap();
+            }
             let mut c = nfsroot(&layout);
             c.arg("build")
                 .arg(repo().join("profiles/minimal.toml"))
@@ -254,6 +262,120 @@ pub fn boot_test(l: &TestLayout, args: &[&str]) -> serde_json::Value {
         "no processes recorded"
     );
     r
+}
+
+/// What every passing boot of a fixture-built image shows: the node line
+/// from node015 (boot-test's default address) with a read-only root, its
+/// per-host log written through the root-squashed export, the tmpfs
+/// mounts, and no failed or wrongly started unit.
+pub fn assert_boot_passed(r: &serde_json::Value) {
+    assert_eq!(r["passed"], true, "boot failed: {r:#}");
+    assert_eq!(r["fields"]["host"], "node015");
+    assert_eq!(r["fields"]["root"], "ro");
+    let checks = r["checks"].as_array().unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c[0] == "per-host log" && c[1] == true),
+        "{checks:?}"
+    );
+    assert!(checks.iter().any(|c| c[0] == "tmpfs"));
+    // The ready hook found no failed unit and no masked unit that ran.
+    assert_eq!(r["fields"]["units"], "none", "{r:#}");
+}
+
+/// One `KEY=value` line of an image's release stamp
+/// (`/etc/nfsroot-release`, written by the build's release fixup).
+pub fn release_field(image_root: &Path, key: &str) -> String {
+    let p = image_root.join("etc/nfsroot-release");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {}:\n{text}", p.display()))
+        .to_string()
+}
+
+/// The independent tree comparer (tests/oracle/treecmp.py: Python's
+/// lstat/listxattr/readlink, nothing shared with nfsroot's walker) on
+/// trees `a` and `b` with its `opts`: (equal, its report).
+pub fn tree_oracle(a: &Path, b: &Path, opts: &[&str]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/oracle/treecmp.py"))
+        .arg(a)
+        .arg(b)
+        .args(opts)
+        .output()
+        .expect("no python3: apt-get install python3 (scripts/setup installs it)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => (true, text),
+        Some(1) => (false, text),
+        _ => panic!("treecmp.py failed: {}\n{text}", out.status),
+    }
+}
+
+/// Options for [`tree_oracle`] matching what a snapshot leaves out by
+/// design (README, Snapshots): the contents of the mount points, sockets,
+/// and the image root's own metadata (restore sets root:root 0755).
+pub const SNAPSHOT_ORACLE_OPTS: &[&str] = &[
+    "--empty",
+    "proc",
+    "--empty",
+    "sys",
+    "--empty",
+    "dev",
+    "--empty",
+    "run",
+    "--empty",
+    "tmp",
+    "--skip-sockets",
+    "--root-meta",
+];
+
+/// Assert the oracle finds `a` and `b` equal, having compared at least
+/// `min_entries` entries (so an empty walk cannot pass).
+pub fn assert_oracle_same(a: &Path, b: &Path, opts: &[&str], min_entries: usize, what: &str) {
+    let (same, text) = tree_oracle(a, b, opts);
+    assert!(same, "{what}: the oracle finds differences:\n{text}");
+    let n: usize = text
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("compared "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: no summary line in:\n{text}"));
+    assert!(n >= min_entries, "{what}: compared only {n} entries");
+}
+
+/// GNU tar's own opinion (`tar --compare`) of `archive` against `dir`:
+/// each member's type, mode, owner, size, content, link target, and a
+/// regular file's mtime (to the nanosecond from pax times), as the file
+/// system has them. GNU tar 1.34 compares neither xattrs nor the mtimes of
+/// other kinds (the Python oracle does), and ignores files the archive
+/// lacks. Empty when they agree, else tar's report.
+pub fn tar_compare(archive: &Path, dir: &Path) -> String {
+    let out = Command::new("tar")
+        .args([
+            "--compare",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+        ])
+        .arg("-f")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir)
+        .output()
+        .expect("no tar: apt-get install tar");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(0) => String::new(),
+        Some(1) if !text.is_empty() => text,
+        _ => panic!("tar --compare failed: {}\n{text}", out.status),
+    }
 }
 
 /// QEMU's user network as a cluster: the inventory header every boot and

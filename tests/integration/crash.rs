@@ -2,8 +2,11 @@
 //! `NFSROOT_CRASH_AT` naming one point of `src/crashpoint.rs` in turn, must
 //! die there (SIGKILL, with the binary's `nfsroot: crash point NAME` line on
 //! stderr), and leave a state the full invariant holds for: every config
-//! under pxelinux.cfg (`default`, `nfsroot-<image>`, per-host links) names
-//! only files present with the recorded checksums; no archive name without
+//! under pxelinux.cfg (`default`, `nfsroot-<image>`, per-host links) and
+//! under grub/ (`grub.cfg`, `nfsroot-<image>.cfg`, per-host links) names
+//! only files present with the recorded checksums, and at most one
+//! PXELINUX/GRUB pair (image's, default's) boots different kernels after a
+//! crash, none after a clean run; no archive name without
 //! a complete, verifying archive; an image tree that is the old one or the
 //! new one. The next run without the crash succeeds and leaves no temp
 //! file. `atomic.before_rename` is walked as `@1`, `@2`, ... until a run
@@ -25,11 +28,20 @@ const PUBLISH_POINTS: &[&str] = &[
     "publish.boot_files",
     "publish.record",
     "publish.between_configs",
+    // Before the image's GRUB config (its PXELINUX one is switched), then
+    // before grub/grub.cfg (pxelinux.cfg/default is switched).
+    "publish.grub_config@1",
+    "publish.grub_config@2",
     "publish.configs",
     "publish.retire",
     "publish.retired",
 ];
-const ROLLBACK_POINTS: &[&str] = &["rollback.between_configs", "rollback.configs"];
+const ROLLBACK_POINTS: &[&str] = &[
+    "rollback.between_configs",
+    "rollback.grub_config@1",
+    "rollback.grub_config@2",
+    "rollback.configs",
+];
 /// With `--keep 2` and two archives already there, each run prunes one:
 /// its three files are removed one by one.
 const SNAPSHOT_POINTS: &[&str] = &[
@@ -153,19 +165,37 @@ fn recorded_files(l: &TestLayout) -> BTreeMap<String, String> {
 /// (a per-host link read through) parses, its DEFAULT is one of its labels,
 /// and every KERNEL and INITRD it names exists with the checksum a record
 /// lists. `configs` must all be there.
-fn check_published(l: &TestLayout, configs: &[&str]) {
+/// Returns what each config's default boots (kernel and initramfs paths),
+/// by name (GRUB ones as `grub/<name>`).
+fn check_published(l: &TestLayout, configs: &[&str]) -> BTreeMap<String, String> {
     let files = recorded_files(l);
     let mut hashed: HashMap<String, String> = HashMap::new();
-    let cfgd = l.tftp.join("pxelinux.cfg");
     let mut seen = Vec::new();
-    for e in std::fs::read_dir(&cfgd).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(TEMP_PREFIX) {
+    let mut boots = BTreeMap::new();
+    let dirs = [
+        (
+            l.tftp.join("pxelinux.cfg"),
+            "",
+            named_files as fn(&str, &str) -> (Vec<String>, String),
+        ),
+        (l.tftp.join("grub"), "grub/", grub_named_files),
+    ];
+    let entries = dirs.iter().flat_map(|(dir, prefix, parse)| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(move |e| (e, *prefix, parse))
+    });
+    for (e, prefix, parse) in entries {
+        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+        if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             continue;
         }
         let text = std::fs::read_to_string(e.path())
             .unwrap_or_else(|err| panic!("reading config {name} (a link to nothing?): {err}"));
-        for f in named_files(&name, &text) {
+        let (named, default_kernel) = parse(&name, &text);
+        boots.insert(name.clone(), default_kernel);
+        for f in named {
             let want = files
                 .get(&f)
                 .unwrap_or_else(|| panic!("{name} names {f}, which no record lists:\n{text}"));
@@ -182,31 +212,83 @@ fn check_published(l: &TestLayout, configs: &[&str]) {
     for c in configs {
         assert!(seen.iter().any(|s| s == c), "no config {c}: {seen:?}");
     }
+    boots
 }
 
-/// The files a config names; checks that its DEFAULT is one of its labels.
-fn named_files(name: &str, text: &str) -> Vec<String> {
+/// The PXELINUX and GRUB configs of the image, and the default ones.
+const PAIRS: [(&str, &str); 2] = [
+    ("nfsroot-minimal", "grub/nfsroot-minimal.cfg"),
+    ("default", "grub/grub.cfg"),
+];
+
+/// The PXELINUX/GRUB pairs of one boot config (per-host names link to the
+/// image's pair, so they are not counted apart) that boot different
+/// kernels.
+fn split_pairs(boots: &BTreeMap<String, String>) -> Vec<(&'static str, &'static str)> {
+    PAIRS
+        .into_iter()
+        .filter(|(p, g)| boots.get(*p) != boots.get(*g))
+        .collect()
+}
+
+/// The files a config names and the kernel and initramfs its DEFAULT
+/// boots; checks that its DEFAULT is one of its labels.
+fn named_files(name: &str, text: &str) -> (Vec<String>, String) {
     let mut labels = Vec::new();
     let mut files = Vec::new();
     for line in text.lines().map(str::trim) {
         if let Some(lbl) = line.strip_prefix("LABEL ") {
-            labels.push(lbl.to_string());
+            labels.push((lbl.to_string(), String::new()));
         }
         for kw in ["KERNEL ", "INITRD "] {
             if let Some(f) = line.strip_prefix(kw) {
-                assert!(!labels.is_empty(), "{name}: {kw}outside a label:\n{text}");
+                let Some(last) = labels.last_mut() else {
+                    panic!("{name}: {kw}outside a label:\n{text}");
+                };
+                last.1 = format!("{} {f}", last.1).trim().to_string();
                 files.push(f.to_string());
             }
         }
     }
     let default = text.lines().find_map(|l| l.strip_prefix("DEFAULT "));
     let default = default.unwrap_or_else(|| panic!("{name} has no DEFAULT:\n{text}"));
-    assert!(labels.iter().any(|l| l == default), "{name}:\n{text}");
-    files
+    let k = labels.iter().find(|l| l.0 == default);
+    let k = k.unwrap_or_else(|| panic!("{name}:\n{text}"));
+    (files, k.1.clone())
 }
 
-/// Two inventory hosts and a sync: per-host links in pxelinux.cfg.
-fn add_hosts(l: &TestLayout) -> [&'static str; 4] {
+/// The same for a GRUB config, read on its own terms (not with the
+/// library's parser): `menuentry 'T' {`, `linux /K ...`, `initrd /I`, and
+/// `set default=T` naming one of the titles.
+fn grub_named_files(name: &str, text: &str) -> (Vec<String>, String) {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut files = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(t) = line.strip_prefix("menuentry ") {
+            let t = t.trim_end_matches('{').trim().trim_matches('\'');
+            entries.push((t.to_string(), String::new()));
+        }
+        for kw in ["linux /", "initrd /"] {
+            if let Some(rest) = line.strip_prefix(kw) {
+                let f = rest.split_whitespace().next().unwrap().to_string();
+                let Some(last) = entries.last_mut() else {
+                    panic!("{name}: {kw} outside a menuentry:\n{text}");
+                };
+                last.1 = format!("{} {f}", last.1).trim().to_string();
+                files.push(f);
+            }
+        }
+    }
+    let default = text.lines().find_map(|l| l.strip_prefix("set default="));
+    let default = default.unwrap_or_else(|| panic!("{name} has no default:\n{text}"));
+    let k = entries.iter().find(|e| e.0 == default.trim_matches('\''));
+    let k = k.unwrap_or_else(|| panic!("{name}: default names no entry:\n{text}"));
+    (files, k.1.clone())
+}
+
+/// Two inventory hosts and a sync: per-host links in pxelinux.cfg and
+/// grub/.
+fn add_hosts(l: &TestLayout) -> [&'static str; 8] {
     write_qemu_inventory(&l.etc().join("nfsroot/inventory.toml"));
     let add = ["hosts", "add", "alpha", "--mac", "52-54-00-AA-00-01"];
     ok(l, &[&add[..], &["--ip", "10.0.2.31"]].concat());
@@ -216,6 +298,10 @@ fn add_hosts(l: &TestLayout) -> [&'static str; 4] {
         "nfsroot-minimal",
         "01-52-54-00-aa-00-01",
         "0A00021F",
+        "grub/grub.cfg",
+        "grub/nfsroot-minimal.cfg",
+        "grub/grub.cfg-01-52-54-00-aa-00-01",
+        "grub/grub.cfg-10.0.2.31",
     ]
 }
 
@@ -298,9 +384,22 @@ fn publish_upgrade_and_rollback_die_at_every_point() {
     let l = clone_fixture();
     ok(&l, &["-q", "publish", "minimal"]);
     let configs = add_hosts(&l);
-    let after_crash = || check_published(&l, &configs);
+    let after_crash = || {
+        let boots = check_published(&l, &configs);
+        let split = split_pairs(&boots);
+        assert!(
+            split.len() <= 1,
+            "more than one pair mid-switch: {split:?} {boots:?}"
+        );
+    };
     let after_run = || {
-        check_published(&l, &configs);
+        let boots = check_published(&l, &configs);
+        assert_eq!(split_pairs(&boots), [], "{boots:?}");
+        // Per-host names (links) boot what the image's configs boot.
+        assert_eq!(
+            boots["01-52-54-00-aa-00-01"],
+            boots["grub/grub.cfg-10.0.2.31"]
+        );
         assert_no_temps(&[&l.tftp, &l.base.join(".nfsroot")]);
     };
     after_run();
@@ -312,6 +411,16 @@ fn publish_upgrade_and_rollback_die_at_every_point() {
         variant(i);
         die_at(&l, &upgrade, p);
         after_crash();
+        // Killed between the two renames of a pair, exactly that pair is
+        // split (each run switches the initramfs at least).
+        let split = split_pairs(&check_published(&l, &configs));
+        match *p {
+            "publish.between_configs" | "publish.grub_config@1" => {
+                assert_eq!(split, [PAIRS[0]], "{p}")
+            }
+            "publish.grub_config@2" => assert_eq!(split, [PAIRS[1]], "{p}"),
+            _ => assert_eq!(split, [], "{p}"),
+        }
         ok(&l, &upgrade);
         after_run();
     }
@@ -321,7 +430,13 @@ fn publish_upgrade_and_rollback_die_at_every_point() {
         args: &|_| argv(&upgrade),
         prepare: &|n| {
             variant(PUBLISH_POINTS.len() + n - 1);
-            for f in ["pxelinux.0", "ldlinux.c32"] {
+            for f in [
+                "pxelinux.0",
+                "ldlinux.c32",
+                "shimx64.efi",
+                "grubx64.efi",
+                "mmx64.efi",
+            ] {
                 std::fs::remove_file(l.tftp.join(f)).unwrap();
             }
         },

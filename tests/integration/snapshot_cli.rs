@@ -1,6 +1,7 @@
 //! Snapshots through the real binary on the built image: snapshot (zst),
-//! verify, sha256sum -c, list, restore into another base dir, and diff
-//! against the restored tree. The field-by-field round trips, GNU tar
+//! verify, sha256sum -c, list, restore into another base dir, diff
+//! against the restored tree, and the independent oracles (common.rs's
+//! [`tree_oracle`], `tar --compare`) on the same trees. The field-by-field round trips, GNU tar
 //! interoperability and hostile archives are in tests/snapshot.rs.
 
 use crate::common::*;
@@ -44,6 +45,14 @@ fn snapshot_verify_restore_diff() {
     for k in ["added", "removed", "modified", "metadata"] {
         assert_eq!(d["result"][k], serde_json::json!([]), "{k}: {d:#}");
     }
+    // Second opinions that share nothing with nfsroot's walker: the
+    // Python comparer on the restored tree against the image, and GNU tar
+    // comparing the snapshot with the image.
+    let image = f.image("minimal");
+    let restored = l.image("minimal");
+    assert_oracle_same(&image, &restored, SNAPSHOT_ORACLE_OPTS, 10_000, "restored");
+    let t = tar_compare(&file, &image);
+    assert!(t.is_empty(), "tar --compare of the snapshot:\n{t}");
     // A change shows up.
     std::fs::write(l.image("minimal").join("etc/motd"), "changed\n").unwrap();
     let mut c = nfsroot(&l);
@@ -121,4 +130,32 @@ fn restore_devices_flag_and_setid_report() {
         v["result"]["setid_files"],
         serde_json::json!(["/usr/bin/su"])
     );
+    // The restored image's own snapshots: `snapshot list` shows the one
+    // `--keep 1` leaves, by name, as text and JSON.
+    let mut names = Vec::new();
+    for i in 0..2 {
+        if i > 0 {
+            // Names carry the time to the second.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let mut c = nfsroot(&l);
+        c.args(["--json", "snapshot", "img", "--keep", "1"]);
+        let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+        let path = v["result"]["path"].as_str().unwrap().to_string();
+        names.push(path.rsplit('/').next().unwrap().to_string());
+    }
+    assert_ne!(names[0], names[1], "two snapshots, two names");
+    let mut c = nfsroot(&l);
+    c.args(["snapshot", "list", "img"]);
+    let text = String::from_utf8_lossy(&run(c, true).stdout).into_owned();
+    assert!(
+        text.contains(&names[1]) && !text.contains(&names[0]),
+        "{text}"
+    );
+    let mut c = nfsroot(&l);
+    c.args(["--json", "snapshot", "list", "img"]);
+    let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    let list = v["result"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v}");
+    assert!(list[0].to_string().contains(&names[1]), "{v}");
 }

@@ -1,7 +1,9 @@
 //! Boot artifacts over an image's life: publish, a second real kernel
-//! (a newer linux-image .deb from the host's mirror, unpacked into a copy
-//! of the image), upgrade-kernel, rollback, retention, status drift, bad
-//! input, two runs at once, and SIGKILLs at 50 points of an upgrade.
+//! (the cloud flavour of the image's own kernel ABI, unpacked into a copy
+//! of the image: see [`second_kernel_deb`]), upgrade-kernel and rollback
+//! each followed by a PXE boot that checks which kernel and build came up,
+//! retention, status drift, bad input, two runs at once, and SIGKILLs at
+//! 50 points of an upgrade.
 
 use crate::common::*;
 use serde_json::Value;
@@ -9,11 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Run `nfsroot --json ARGS`; a success prints the README's envelope
+/// (`version` 1, `command` the subcommand, `result`).
 fn json(l: &TestLayout, args: &[&str], ok: bool) -> Value {
     let mut c = nfsroot(l);
     c.arg("--json").args(args);
     let out = run(c, ok);
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    if ok {
+        assert_eq!(v["version"], 1, "{v}");
+        assert_eq!(v["command"], args[0], "{v}");
+        assert!(v["result"].is_object(), "{v}");
+    }
+    v
 }
 
 fn kernels_in(root: &Path) -> Vec<String> {
@@ -31,44 +41,63 @@ fn kernels_in(root: &Path) -> Vec<String> {
     v
 }
 
-/// A real linux-image .deb newer than the image's kernel: the version the
-/// host's apt resolves `linux-image-amd64` to (downloaded once, cached).
-fn newer_kernel_deb() -> PathBuf {
-    let out = Command::new("apt-cache")
-        .args(["depends", "linux-image-amd64"])
+/// The second kernel: the `cloud-amd64` flavour of the image's own kernel
+/// ABI, at the image's kernel package version (`linux-image-6.1.0-50-amd64`
+/// 6.1.176-1 in the image -> `linux-image-6.1.0-50-cloud-amd64` 6.1.176-1).
+/// Built from the same source upload, it sits next to the image's kernel in
+/// the same mirror for as long as that kernel does, so the test never
+/// depends on a point release's timing. It is a real, different kernel:
+/// `uname -r` changes (`kernel=` on the node line proves which one booted),
+/// it has virtio-net, virtio-pci and the NFS client as modules (our QEMU
+/// setup), and dpkg's order puts `6.1.0-50-cloud-amd64` after
+/// `6.1.0-50-amd64` (a longer upstream part wins), so `upgrade-kernel`
+/// moves to it and `rollback` back to the image's own. A repack of the
+/// image's kernel under a bumped version would keep the binary, hence
+/// `uname -r`, and prove nothing. Downloaded once by exact name and
+/// version into `work_dir()/kernel-debs`.
+fn second_kernel_deb(root: &Path) -> PathBuf {
+    let kernels = kernels_in(root);
+    let [abi] = kernels.as_slice() else {
+        panic!("the fixture image should have one kernel, has {kernels:?}")
+    };
+    let image_pkg = format!("linux-image-{abi}");
+    let out = Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f", "${Version}", &image_pkg])
         .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let pkg = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Depends: "))
-        .expect("apt-cache knows linux-image-amd64 (run apt-get update)")
-        .to_string();
+        .expect("running dpkg-query");
+    assert!(
+        out.status.success(),
+        "{image_pkg} is not installed in the image"
+    );
+    let version = String::from_utf8(out.stdout).unwrap();
+    let flavour = abi.strip_suffix("-amd64").expect("an amd64 kernel");
+    let pkg = format!("linux-image-{flavour}-cloud-amd64");
     let dir = work_dir().join("kernel-debs");
     std::fs::create_dir_all(&dir).unwrap();
-    let find = || {
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with(&format!("{pkg}_"))
-            })
-    };
-    if let Some(p) = find() {
-        return p;
+    let deb = dir.join(format!("{pkg}_{}_amd64.deb", version.replace(':', "%3a")));
+    if deb.is_file() {
+        return deb;
     }
-    let st = Command::new("apt-get")
-        .arg("download")
-        .arg(&pkg)
+    let spec = format!("{pkg}={version}");
+    let out = Command::new("apt-get")
+        .args(["download", &spec])
         .current_dir(&dir)
-        .status()
-        .unwrap();
-    assert!(st.success(), "apt-get download {pkg}");
-    find().unwrap()
+        .output()
+        .expect("running apt-get");
+    assert!(
+        out.status.success() && deb.is_file(),
+        "cannot download the second kernel {spec} (the cloud flavour of the image's \
+         kernel) into {}: run `apt-get update` so the host's apt knows the image's \
+         mirror and version, then `cd {} && apt-get download {spec}`\n{}",
+        dir.display(),
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    deb
 }
 
 /// Unpack a real kernel package into the image (kernel + modules tree) and
@@ -76,7 +105,7 @@ fn newer_kernel_deb() -> PathBuf {
 fn add_kernel(l: &TestLayout) -> String {
     let root = &l.image("minimal");
     let before = kernels_in(root);
-    let deb = newer_kernel_deb();
+    let deb = second_kernel_deb(root);
     // As dpkg unpacks: keep the image's /lib -> usr/lib symlink (plain
     // `dpkg-deb -x` would replace it with a directory).
     let st = Command::new("sh")
@@ -107,6 +136,21 @@ fn add_kernel(l: &TestLayout) -> String {
     c.args(["--wait", "exec", "minimal", "--", "depmod", &new[0]]);
     run(c, true);
     new[0].clone()
+}
+
+/// Boot what is published (boot-test `args`, e.g. PXE through the default
+/// config) and check the node came up as every fixture boot must, running
+/// `kernel` (`uname -r` on the node line) and the image's build (`build=`
+/// against BUILD_ID of the image's release stamp, `image=` against NAME).
+fn boot_and_check(l: &TestLayout, args: &[&str], kernel: &str) -> Value {
+    let r = boot_test(l, args);
+    assert_boot_passed(&r);
+    let root = l.image("minimal");
+    let fields = &r["fields"];
+    assert_eq!(fields["kernel"], kernel, "booted the wrong kernel: {r:#}");
+    assert_eq!(fields["build"], release_field(&root, "BUILD_ID").as_str());
+    assert_eq!(fields["image"], release_field(&root, "NAME").as_str());
+    r
 }
 
 fn default_version(l: &TestLayout) -> String {
@@ -162,6 +206,7 @@ fn publish_upgrade_rollback_retention() {
     let u = json(&l, &["upgrade-kernel", "minimal"], true);
     assert_eq!(u["result"]["default"], new.as_str());
     assert_eq!(default_version(&l), new);
+    boot_and_check(&l, &["--mode", "pxe"], &new);
     let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/default")).unwrap();
     assert!(
         cfg.contains(&format!("LABEL minimal-{old}")),
@@ -175,11 +220,47 @@ fn publish_upgrade_rollback_retention() {
         false
     );
 
-    // rollback and forward again.
+    both_loaders_boot(&l, &new);
+
+    // rollback and forward again: BIOS and UEFI configs switch together.
     json(&l, &["rollback", "minimal"], true);
     assert_eq!(default_version(&l), old);
+    both_loaders_boot(&l, &old);
+    // Also the fixture's PXE boot through the published default config
+    // (boot.rs has no boot of its own for that).
+    boot_and_check(&l, &["--mode", "pxe"], &old);
     json(&l, &["rollback", "minimal", "--to", &new], true);
     assert_eq!(default_version(&l), new);
+    both_loaders_boot(&l, &new);
+
+    // A GRUB config that boots another kernel than its PXELINUX pair is
+    // drift; publish puts it right.
+    let grub_cfg = l.tftp.join("grub/nfsroot-minimal.cfg");
+    let good = std::fs::read_to_string(&grub_cfg).unwrap();
+    let bad = good.replace(
+        &format!("set default=minimal-{new}"),
+        &format!("set default=minimal-{old}"),
+    );
+    assert_ne!(bad, good);
+    std::fs::write(&grub_cfg, bad).unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["status", "minimal"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("boots minimal/vmlinuz-{new} but"))
+            && text.contains(&format!(
+                "{} boots minimal/vmlinuz-{old}",
+                grub_cfg.display()
+            )),
+        "{text}"
+    );
+    assert_eq!(
+        json(&l, &["publish", "minimal"], true)["result"]["changed"],
+        true
+    );
+    assert_eq!(std::fs::read_to_string(&grub_cfg).unwrap(), good);
     let e = run(
         {
             let mut c = nfsroot(&l);
@@ -190,39 +271,106 @@ fn publish_upgrade_rollback_retention() {
     );
     assert!(String::from_utf8_lossy(&e.stderr).contains("not published"));
 
-    // Retention: keep 1. A per-host config still naming the old kernel
-    // keeps its files; once it is gone, a later run... keeps none extra.
-    let cfgd = l.tftp.join("pxelinux.cfg");
-    let host_cfg = cfgd.join("01-52-54-00-00-00-01");
-    std::fs::write(
-        &host_cfg,
-        cfg.replace(
-            &format!("DEFAULT minimal-{new}"),
-            &format!("DEFAULT minimal-{old}"),
-        ),
-    )
-    .unwrap();
+    retention(&l, &old, &new);
+}
+
+/// Retention with `keep_kernels = 1`: the next switch deletes the files of
+/// the kernel it drops (and says so), but not those a per-host config
+/// still names. (Known gap, issue 12 report: once that config is gone, no
+/// later run deletes the files it pinned; the kernel has left the record's
+/// list, so nothing drops it again.)
+fn retention(l: &TestLayout, old: &str, new: &str) {
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let text = std::fs::read_to_string(&prof)
         .unwrap()
         .replace("keep_kernels = 3", "keep_kernels = 1");
-    std::fs::write(&prof, text).unwrap();
-    // Rebuild with an extra module so the initramfs changes and publishing runs.
-    let text = std::fs::read_to_string(&prof).unwrap();
+    // An extra module changes the initramfs, so publishing has work to do.
     std::fs::write(
         &prof,
         format!("{text}\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n"),
     )
     .unwrap();
-    let u = json(&l, &["upgrade-kernel", "minimal"], true);
-    assert_eq!(u["result"]["kept"], serde_json::json!([new.clone()]));
-    assert!(
-        l.tftp.join(format!("minimal/vmlinuz-{old}")).exists(),
-        "referenced by a per-host file"
-    );
-    std::fs::remove_file(&host_cfg).unwrap();
+    let files_of = |v: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(l.tftp.join("minimal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                n == format!("vmlinuz-{v}") || n.starts_with(&format!("initrd.img-{v}-"))
+            })
+            .collect()
+    };
+    let old_files = files_of(old);
+    assert_eq!(old_files.len(), 2, "{old_files:?}");
+    let u = json(l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["kept"], serde_json::json!([new]));
+    for f in &old_files {
+        assert!(!f.exists(), "{} survived retention", f.display());
+        assert!(
+            u["result"]["removed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == f.to_str().unwrap()),
+            "{} not reported removed: {u}",
+            f.display()
+        );
+    }
+    check_consistent(l);
+    // A per-host config naming `new` pins its files when a newer kernel
+    // takes over.
+    let cfgd = l.tftp.join("pxelinux.cfg");
+    let host_cfg = cfgd.join("01-52-54-00-00-00-01");
+    std::fs::copy(cfgd.join("default"), &host_cfg).unwrap();
+    let newest = add_fake_newer_kernel(l, old);
+    let u = json(l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["kept"], serde_json::json!([newest]));
+    assert_eq!(files_of(new).len(), 2, "referenced by a per-host file");
     let cfg = std::fs::read_to_string(cfgd.join("default")).unwrap();
-    assert!(!cfg.contains(&format!("LABEL minimal-{old}")));
+    assert!(!cfg.contains(&format!("LABEL minimal-{new}")), "{cfg}");
+    check_consistent(l);
+}
+
+/// Every boot config of the image, BIOS (PXELINUX) and UEFI (GRUB), the
+/// image's own and the default ones, boots kernel `ver` by default with
+/// the same initramfs and command line.
+fn both_loaders_boot(l: &TestLayout, ver: &str) {
+    use nfsroot::{grub, pxelinux};
+    let read = |p: &str| std::fs::read_to_string(l.tftp.join(p)).unwrap();
+    let parsed = [
+        (
+            "pxelinux.cfg/default",
+            pxelinux::parse(&read("pxelinux.cfg/default")),
+        ),
+        (
+            "pxelinux.cfg/nfsroot-minimal",
+            pxelinux::parse(&read("pxelinux.cfg/nfsroot-minimal")),
+        ),
+        ("grub/grub.cfg", grub::parse(&read("grub/grub.cfg"))),
+        (
+            "grub/nfsroot-minimal.cfg",
+            grub::parse(&read("grub/nfsroot-minimal.cfg")),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (name, p) in parsed {
+        let p = p.unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let d = p
+            .default_entry()
+            .unwrap_or_else(|| panic!("{name}: no default"))
+            .clone();
+        assert_eq!(d.kernel, format!("minimal/vmlinuz-{ver}"), "{name}");
+        seen.push((name, d, p.entries));
+    }
+    for (name, d, entries) in &seen[1..] {
+        assert_eq!(d, &seen[0].1, "{name} and {} boot differently", seen[0].0);
+        assert_eq!(
+            entries, &seen[0].2,
+            "{name} and {} list different entries",
+            seen[0].0
+        );
+    }
 }
 
 /// The default config parses and names files that exist with the recorded
@@ -250,6 +398,10 @@ fn check_consistent(l: &TestLayout) {
                 let data =
                     std::fs::read(l.tftp.join(f)).unwrap_or_else(|e| panic!("{f}: {e}\n{cfg}"));
                 assert_eq!(sha256_hex(&data), want, "{f}");
+                if kw == "INITRD " {
+                    // The initramfs name carries its content hash.
+                    assert!(f.ends_with(&format!("-{}", &want[..8])), "{f}: {want}");
+                }
             }
         }
     }
@@ -567,14 +719,21 @@ fn publish_heals_files_deleted_or_altered_by_hand() {
     // even when nothing else changed.
     std::fs::remove_file(l.tftp.join("pxelinux.0")).unwrap();
     std::fs::write(l.tftp.join("ldlinux.c32"), b"edited by hand").unwrap();
+    std::fs::remove_file(l.tftp.join("shimx64.efi")).unwrap();
+    std::fs::write(l.tftp.join("grubx64.efi"), b"edited by hand").unwrap();
     let p = json(&l, &["publish", "minimal"], true);
     assert_eq!(p["result"]["changed"], true, "{p}");
-    for f in ["pxelinux.0", "ldlinux.c32"] {
-        let host = std::fs::read(Path::new("/usr/lib").join(match f {
-            "pxelinux.0" => "PXELINUX/pxelinux.0",
-            _ => "syslinux/modules/bios/ldlinux.c32",
-        }))
-        .unwrap();
+    for (f, src) in [
+        ("pxelinux.0", "PXELINUX/pxelinux.0"),
+        ("ldlinux.c32", "syslinux/modules/bios/ldlinux.c32"),
+        ("shimx64.efi", "shim/shimx64.efi.signed"),
+        ("mmx64.efi", "shim/mmx64.efi.signed"),
+        (
+            "grubx64.efi",
+            "grub/x86_64-efi-signed/grubnetx64.efi.signed",
+        ),
+    ] {
+        let host = std::fs::read(Path::new("/usr/lib").join(src)).unwrap();
         assert_eq!(std::fs::read(l.tftp.join(f)).unwrap(), host, "{f}");
     }
 }

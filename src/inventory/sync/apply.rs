@@ -40,8 +40,10 @@ pub(super) fn apply(
             }
             phase = Some(it.phase());
             if it.phase() == Phase::HostFiles || it.phase() == Phase::HostLinks {
-                fsutil::mkdir_p(&cfgd)?;
-                fsutil::sweep_temps(&cfgd)?;
+                for d in [&cfgd, &crate::publish::grub_dir(layout)] {
+                    fsutil::mkdir_p(d)?;
+                    fsutil::sweep_temps(d)?;
+                }
             }
         }
         apply_item(layout, roots, it, &mut dirty_dirs)?;

@@ -29,6 +29,14 @@
 //! writing), so removing a host removes exactly its names and a
 //! hand-made file is never swept ([`names`]).
 //!
+//! Per-host GRUB names (UEFI nodes) follow the same rules from the same
+//! rendered model, in `grub/`: `grub.cfg-01-<mac>` is a link to
+//! `nfsroot-<image>.cfg` or the host's own file, the further MACs' names
+//! and `grub.cfg-<ip>` link to it ([`crate::grub`] says why those names:
+//! `grub/grub.cfg` looks them up). A host has both sets or neither. The
+//! DHCP configs answer each client with its loader by the architecture it
+//! announces (option 93), or by the host's pinned `firmware`.
+//!
 //! Neither step prints: [`SyncReport::text`] is the one place a sync's
 //! result becomes text.
 

@@ -1,16 +1,16 @@
 //! Planning a sync: render every output and list it as an [`Item`], in
 //! the steps the parent module describes (log directories, ssh keys,
-//! per-host PXELINUX names, images' `/etc/hosts`, exports, DHCP). Planning
+//! per-host PXELINUX and GRUB names, images' `/etc/hosts`, exports, DHCP). Planning
 //! reads the disk (published records, saved profiles, the files sync
 //! shares with the admin) but writes nothing and prints nothing.
 
 use super::items::{Item, Phase, Place, Roots, read_opt};
-use super::names::{is_pxelinux_host_file, load_names};
+use super::names::{grub_record_name, is_pxelinux_host_file, load_names, name_path};
 use crate::image::Layout;
 use crate::inventory::render::{self, Export};
 use crate::inventory::{BootMode, Host, HostFiles, Inventory};
-use crate::publish::{Record, cfg_dir, image_config_name};
-use crate::pxelinux;
+use crate::publish::{Record, cfg_dir, grub_dir, image_config_name};
+use crate::{grub, pxelinux};
 use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -241,13 +241,19 @@ impl SyncPlan {
         Ok(())
     }
 
-    /// Step 2: per-host PXELINUX names, and the removal of names owned
-    /// before that no host has now.
+    /// Step 2: per-host PXELINUX and GRUB names (one decision for both:
+    /// a host following `pxelinux.cfg/default` also follows
+    /// `grub/grub.cfg`, which publish writes from the same record), and
+    /// the removal of names owned before that no host has now.
     fn pxelinux_names(&mut self, layout: &Layout, inv: &Inventory, images: &Images) -> Result<()> {
         let cfgd = cfg_dir(layout);
+        let grubd = grub_dir(layout);
         let default_body = read_opt(&cfgd.join("default"))?.map(|t| body(&t));
         for h in &inv.hosts {
-            let text = pxelinux::try_render(&render::boot_config(h, images.record(h))?)?;
+            let config = render::boot_config(h, images.record(h))?;
+            let text = pxelinux::try_render(&config)?;
+            let grub_text =
+                grub::try_render(&config).map_err(|e| anyhow::anyhow!("host {}: {e:#}", h.name))?;
             let differs = inv.cluster.host_files == HostFiles::All
                 || default_body.as_deref() != Some(body(&text).as_str());
             if !differs {
@@ -255,11 +261,30 @@ impl SyncPlan {
                 continue;
             }
             self.host_files.push(h.name.clone());
-            self.host_names(h, &cfgd, text);
+            let pxe_names = HostNames {
+                dir: &cfgd,
+                image_cfg: h.image.as_deref().map(image_config_name),
+                primary: pxelinux::mac_file_name(&h.macs[0]),
+                others: (h.macs[1..].iter().map(|m| pxelinux::mac_file_name(m)))
+                    .chain([pxelinux::hex_ip(h.ip)])
+                    .collect(),
+                record: |n: &str| n.to_string(),
+            };
+            self.host_names(h, pxe_names, text);
+            let grub_names = HostNames {
+                dir: &grubd,
+                image_cfg: h.image.as_deref().map(grub::image_config_name),
+                primary: grub::mac_file_name(&h.macs[0]),
+                others: (h.macs[1..].iter().map(|m| grub::mac_file_name(m)))
+                    .chain([grub::ip_file_name(h.ip)])
+                    .collect(),
+                record: grub_record_name,
+            };
+            self.host_names(h, grub_names, grub_text);
         }
-        self.names_before = names_owned_before(layout, &cfgd)?;
+        self.names_before = names_owned_before(layout, &cfgd, &grubd)?;
         for n in self.names_before.difference(&self.names_now) {
-            let path = cfgd.join(n);
+            let path = name_path(layout, n);
             if std::fs::symlink_metadata(&path).is_ok() {
                 self.items.push(Item::Remove { path });
             }
@@ -267,16 +292,11 @@ impl SyncPlan {
         Ok(())
     }
 
-    /// The items for one host's names: see the parent module's docs.
-    fn host_names(&mut self, h: &Host, cfgd: &Path, text: String) {
-        let primary = pxelinux::mac_file_name(&h.macs[0]);
-        let mut links: Vec<String> = h.macs[1..]
-            .iter()
-            .map(|m| pxelinux::mac_file_name(m))
-            .collect();
-        links.push(pxelinux::hex_ip(h.ip));
-        let image_cfg = h.image.as_deref().map(image_config_name);
-        let target = match image_cfg {
+    /// The items for one host's names of one loader: see the parent
+    /// module's docs.
+    fn host_names(&mut self, h: &Host, n: HostNames<'_, impl Fn(&str) -> String>, text: String) {
+        let (cfgd, primary, mut links) = (n.dir, n.primary, n.others);
+        let target = match n.image_cfg {
             Some(c) if render::is_plain(h) && cfgd.join(&c).is_file() => {
                 links.insert(0, primary.clone());
                 c
@@ -290,13 +310,13 @@ impl SyncPlan {
                 primary.clone()
             }
         };
-        self.names_now.insert(primary);
+        self.names_now.insert((n.record)(&primary));
         for l in links {
             self.items.push(Item::Link {
                 path: cfgd.join(&l),
                 target: target.clone(),
             });
-            self.names_now.insert(l);
+            self.names_now.insert((n.record)(&l));
         }
     }
 
@@ -357,18 +377,39 @@ impl SyncPlan {
     }
 }
 
-/// Names owned before this sync: the record, plus any file with our
-/// header.
-fn names_owned_before(layout: &Layout, cfgd: &Path) -> Result<BTreeSet<String>> {
+/// One loader's per-host names for a host.
+struct HostNames<'a, R> {
+    /// The loader's config directory.
+    dir: &'a Path,
+    /// The image's own config there, the target of a plain host's links.
+    image_cfg: Option<String>,
+    /// The primary MAC's name: the file, when the host has its own.
+    primary: String,
+    /// Further MACs' and the IP's names: always links.
+    others: Vec<String>,
+    /// A name as the owned-names record spells it.
+    record: R,
+}
+
+/// Names owned before this sync: the record, plus any per-host file with
+/// our header, PXELINUX's or GRUB's.
+fn names_owned_before(layout: &Layout, cfgd: &Path, grubd: &Path) -> Result<BTreeSet<String>> {
     let mut names = load_names(layout)?;
-    if let Ok(rd) = std::fs::read_dir(cfgd) {
+    /// A loader's directory, its per-host name rule, its record spelling.
+    type Dir<'a> = (&'a Path, fn(&str) -> bool, fn(&str) -> String);
+    let pxe: Dir = (cfgd, is_pxelinux_host_file, |n| n.to_string());
+    let grub: Dir = (grubd, grub::is_host_file, grub_record_name);
+    for (dir, is_host, record) in [pxe, grub] {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if is_pxelinux_host_file(&n)
+            if is_host(&n)
                 && e.file_type().is_ok_and(|t| t.is_file())
                 && read_opt(&e.path())?.is_some_and(|t| render::is_host_config(&t))
             {
-                names.insert(n);
+                names.insert(record(&n));
             }
         }
     }
