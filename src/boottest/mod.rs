@@ -9,9 +9,10 @@
 //! the per-host log export read-write), then QEMU booting either the
 //! published kernel directly or over QEMU's built-in TFTP: SeaBIOS, iPXE,
 //! pxelinux.0 and pxelinux.cfg, or (`--firmware uefi`) OVMF, shimx64.efi,
-//! grubx64.efi and grub/, with Secure Boot on if asked. A watcher reads the serial console, times the
-//! boot stages, and stops at the node's `nfsroot: <host> <ip> ...` line or
-//! at a known failure. Every process is stopped by PID (TERM, then KILL
+//! grubx64.efi and grub/, with Secure Boot on if asked. A watcher reads
+//! the serial console from the firmware's first output, times the boot
+//! stages, and stops at the node's `nfsroot: <host> <ip> ...` line or at a
+//! known failure. Every process is stopped by PID (TERM, then KILL
 //! after a timeout) on every exit path, Ctrl-C included.
 //!
 //! The image is always exported read-only, so a test never changes it; a
@@ -24,7 +25,8 @@
 //! stages, node line, failures and the verdict out; tested on the recorded
 //! consoles in `tests/corpus/consoles/`); `firmware.rs` the VM's firmware
 //! and machine (BIOS, or OVMF with or without Secure Boot); `tftp.rs` the
-//! TFTP view of a PXE test; `report.rs` the [`BootReport`], its checks and its printing.
+//! TFTP view of a PXE test; `report.rs` the [`BootReport`], its checks and
+//! its printing.
 
 pub mod console;
 mod firmware;
