@@ -223,6 +223,14 @@ pub enum BootMethodArg {
     Pxe,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirmwareArg {
+    /// SeaBIOS with iPXE's option ROM
+    Bios,
+    /// OVMF (Debian's ovmf package)
+    Uefi,
+}
+
 #[derive(Debug, Args)]
 pub struct BootTestArgs {
     /// Image name (default: the only image)
@@ -241,6 +249,14 @@ pub struct BootTestArgs {
     /// `default`
     #[arg(long)]
     pub per_host: bool,
+    /// The VM's firmware in PXE mode: bios (SeaBIOS and iPXE, loading
+    /// pxelinux.0) or uefi (OVMF, loading shimx64.efi, then GRUB)
+    #[arg(long, value_enum, default_value = "bios")]
+    pub firmware: FirmwareArg,
+    /// With --firmware uefi: Secure Boot on, with Microsoft's keys
+    /// enrolled as on stock machines
+    #[arg(long)]
+    pub secure_boot: bool,
     /// Seconds before the test gives up
     #[arg(long, default_value = "180")]
     pub timeout: u64,
@@ -330,6 +346,11 @@ pub enum HostsArgs {
         /// Extra kernel command line ("" to clear)
         #[arg(long)]
         cmdline: Option<String>,
+        /// Pin the loader DHCP hands the host: bios (PXELINUX), uefi
+        /// (shim + GRUB), or auto (by the client architecture it announces)
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            crate::inventory::firmware_words()))]
+        firmware: Option<String>,
     },
     /// Add hosts from a CSV file or /etc/ethers-style lines
     Import {

@@ -4,8 +4,8 @@
 //! "result": ...}` on stdout.
 
 use crate::cli::{
-    BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, Global, HostsArgs,
-    ImageArg, InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs,
+    BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, FirmwareArg, Global,
+    HostsArgs, ImageArg, InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs,
     SnapshotArgs, SnapshotCmd, SyncArgs,
 };
 use crate::image::Layout;
@@ -287,6 +287,7 @@ fn hosts_cmd(a: HostsArgs) -> HostsCmd {
             enable,
             kernel,
             cmdline,
+            firmware,
         } => HostsCmd::Set(SetHost {
             name,
             image,
@@ -295,6 +296,7 @@ fn hosts_cmd(a: HostsArgs) -> HostsCmd {
             enable,
             kernel,
             cmdline,
+            firmware,
         }),
         HostsArgs::Import { file, replace } => HostsCmd::Import { file, replace },
     }
@@ -323,6 +325,13 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
         mac: a.mac,
         ip: a.ip,
         per_host: a.per_host,
+        machine: crate::boottest::Machine {
+            firmware: match a.firmware {
+                FirmwareArg::Bios => crate::boottest::Firmware::Bios,
+                FirmwareArg::Uefi => crate::boottest::Firmware::Uefi,
+            },
+            secure_boot: a.secure_boot,
+        },
         timeout: a.timeout,
         keep_logs: a.keep_logs,
         accel: a.accel,

@@ -14,6 +14,17 @@
 //! [`Event::Analysis`] for at most [`ANALYSIS_WAIT`] seconds; the verdict
 //! and the node-up time are the node line's.
 //!
+//! UEFI boots add firmware markers: OVMF's `BdsDxe: failed to load` (the
+//! boot file missing, or refused by Secure Boot: `Access Denied`), its
+//! fall-through to PXE over IPv6, HTTP boot or the EFI shell, shim's and
+//! GRUB's Secure Boot refusals, and GRUB's prompt when it found no config.
+//! Some of those never end their line (shim's `Verification failed` box
+//! waits for a key, GRUB's prompt for a command, the firmware's `>>Start
+//! PXE over IPv6.` for an offer): the [`PROMPTS`] are also looked for in
+//! the unfinished line, so such a boot fails in seconds, not at the
+//! deadline. The kernel's `secureboot: Secure boot enabled|disabled` line
+//! is reported as [`Event::SecureBoot`].
+//!
 //! A failure marker does not end the watch at once: the verdict waits
 //! [`FAILURE_GRACE`] seconds ([`Watcher::settle`]) for the lines that
 //! explain it (systemd's `FAILED` units, up to five), and a node line in
@@ -63,13 +74,61 @@ const FAILURES: &[(&str, &str)] = &[
     ),
     (
         "boot-test: fell through to default",
-        "PXELINUX did not find the per-host config",
+        "the loader (PXELINUX or GRUB) did not find the per-host config",
+    ),
+    (
+        "bad shim signature",
+        "GRUB refused the kernel under Secure Boot (is it Debian's signed kernel?)",
+    ),
+    ("error: file `", "GRUB could not read a file over TFTP"),
+    (
+        "UEFI Interactive Shell",
+        "the firmware fell through to the EFI shell",
+    ),
+    (
+        "BdsDxe: No bootable option",
+        "the firmware found nothing to boot",
+    ),
+    ("Access Denied", "Secure Boot refused a boot file"),
+];
+
+/// Failure markers that may sit on a line that never ends (a prompt, a
+/// box waiting for a key, dots while the firmware waits): looked for in
+/// the unfinished line too.
+const PROMPTS: &[(&str, &str)] = &[
+    (
+        "Verification failed",
+        "shim refused grubx64.efi: its Secure Boot check failed \
+         (is it Debian's signed GRUB, grubnetx64.efi.signed?)",
+    ),
+    (
+        ">>Start PXE over IPv6",
+        "the firmware's PXE boot over IPv4 failed and it fell through to PXE over IPv6",
+    ),
+    (
+        ">>Start HTTP Boot",
+        "the firmware's PXE boot failed and it fell through to HTTP boot",
+    ),
+    ("Shell>", "the firmware fell through to the EFI shell"),
+    (
+        "grub>",
+        "GRUB found no config and stopped at its prompt \
+         (is grub/grub.cfg in the TFTP root?)",
     ),
 ];
+
+/// OVMF's line when a boot option failed: `BdsDxe: failed to load Boot0001
+/// "UEFI PXEv4 (MAC:...)" from ...: <status>`.
+const BDS_FAILED: &str = "BdsDxe: failed to load ";
 
 /// The boot stages timed from the console, in boot order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The firmware's first console output.
+    Firmware,
+    /// The firmware started the network loader: PXELINUX's banner, or
+    /// OVMF starting shim (`BdsDxe: starting`).
+    Loader,
     /// The kernel's `Linux version` banner.
     Kernel,
     /// The first line of either initramfs backend.
@@ -93,6 +152,8 @@ pub enum Event {
     },
     /// The first known failure marker: the diagnosis, before its grace.
     Failure(String),
+    /// The kernel said whether Secure Boot is on.
+    SecureBoot(bool),
     /// One line of the node's boot analysis (after the node line).
     Analysis(String),
     /// The watch is over.
@@ -155,6 +216,10 @@ impl Watcher {
         if self.finished {
             return events;
         }
+        if !bytes.is_empty() && self.timings.firmware.is_none() {
+            self.timings.firmware = Some(now);
+            events.push(Event::Stage(Stage::Firmware, now));
+        }
         self.pending.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(n) = self.pending[start..].iter().position(|&b| b == b'\n') {
@@ -173,7 +238,23 @@ impl Watcher {
             }
         }
         self.pending.drain(..start);
+        if !self.finished {
+            self.prompt(now, &mut events);
+        }
         events
+    }
+
+    /// Look for a [`PROMPTS`] marker in the unfinished line.
+    fn prompt(&mut self, now: f64, events: &mut Vec<Event>) {
+        if self.failure.is_some() || self.pending.is_empty() {
+            return;
+        }
+        let line = strip_ansi(&String::from_utf8_lossy(&self.pending));
+        if let Some((m, why)) = PROMPTS.iter().find(|(m, _)| line.contains(m)) {
+            let why = format!("{why}: {}", snippet(&line, m));
+            events.push(Event::Failure(why.clone()));
+            self.failure = Some((why, now));
+        }
     }
 
     fn line(&mut self, line: String, t: f64, events: &mut Vec<Event>) {
@@ -200,10 +281,12 @@ impl Watcher {
         if line.contains("FAILED") && self.failed_units.len() < MAX_FAILED_UNITS {
             self.failed_units.push(line.clone());
         }
+        if let Some(on) = secure_boot(&line) {
+            events.push(Event::SecureBoot(on));
+        }
         if self.failure.is_none()
-            && let Some((_, why)) = FAILURES.iter().find(|(m, _)| line.contains(m))
+            && let Some(why) = failure(&line)
         {
-            let why = format!("{why}: {line}");
             events.push(Event::Failure(why.clone()));
             self.failure = Some((why, t));
         }
@@ -238,6 +321,13 @@ impl Watcher {
         let tm = &mut self.timings;
         let seen = [
             (
+                Stage::Loader,
+                &mut tm.loader,
+                line.starts_with("PXELINUX ")
+                    || (line.starts_with("BdsDxe: starting ")
+                        && (line.contains("PXEv") || line.contains("HTTPv"))),
+            ),
+            (
                 Stage::Kernel,
                 &mut tm.kernel_start,
                 line.contains("Linux version"),
@@ -252,7 +342,8 @@ impl Watcher {
             (
                 Stage::SwitchRoot,
                 &mut tm.switch_root,
-                line.contains("nfsroot-init: switching") || line.contains("Welcome to"),
+                line.contains("nfsroot-init: switching")
+                    || (line.contains("Welcome to") && !line.contains("Welcome to GRUB")),
             ),
         ];
         for (stage, at, hit) in seen {
@@ -324,6 +415,53 @@ impl Watcher {
     pub fn timings(&self) -> &Timings {
         &self.timings
     }
+}
+
+/// The diagnosis for a console line with a failure marker.
+fn failure(line: &str) -> Option<String> {
+    if let Some(i) = line.find(BDS_FAILED) {
+        let status = line.rsplit(": ").next().unwrap_or_default();
+        let why = match status {
+            "Access Denied" => {
+                "Secure Boot refused the boot file (shimx64.efi): the firmware \
+                 does not trust its signature"
+            }
+            "Not Found" => {
+                "the firmware found no boot file over TFTP (is shimx64.efi in the TFTP root?)"
+            }
+            _ => "the firmware could not load its boot file",
+        };
+        // The boot option's name and the status, without its device path.
+        let option = line[i..].split(" from ").next().unwrap_or_default();
+        return Some(format!("{why}: {option}: {status}"));
+    }
+    if let Some((_, why)) = FAILURES.iter().find(|(m, _)| line.contains(m)) {
+        return Some(format!("{why}: {line}"));
+    }
+    let (m, why) = PROMPTS.iter().find(|(m, _)| line.contains(m))?;
+    Some(format!("{why}: {}", snippet(line, m)))
+}
+
+/// What the kernel's `secureboot:` line says, if this is it.
+fn secure_boot(line: &str) -> Option<bool> {
+    let rest = &line[line.find("secureboot: Secure boot ")? + 24..];
+    match rest {
+        "enabled" => Some(true),
+        "disabled" => Some(false),
+        _ => None,
+    }
+}
+
+/// The words of a screen-drawn line around `marker`: whitespace runs
+/// collapsed, box drawing (anything not ASCII) dropped, at most
+/// 160 characters from the marker on.
+fn snippet(line: &str, marker: &str) -> String {
+    let from = line.find(marker).unwrap_or(0);
+    let words: Vec<&str> = line[from..]
+        .split(|c: char| c.is_whitespace() || !c.is_ascii())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.join(" ").chars().take(160).collect()
 }
 
 /// Remove terminal colour sequences and backspaced characters from a
@@ -503,7 +641,12 @@ mod tests {
         let (w, ev) = watch("good-direct.log", false, 7.0);
         assert_eq!(
             stages(&ev),
-            [Stage::Kernel, Stage::Initramfs, Stage::SwitchRoot]
+            [
+                Stage::Firmware,
+                Stage::Kernel,
+                Stage::Initramfs,
+                Stage::SwitchRoot
+            ]
         );
         assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
         let Some(Event::Node { line, fields, t }) =
@@ -544,7 +687,13 @@ mod tests {
         );
         assert_eq!(
             stages(&ev),
-            [Stage::Kernel, Stage::Initramfs, Stage::SwitchRoot]
+            [
+                Stage::Firmware,
+                Stage::Loader,
+                Stage::Kernel,
+                Stage::Initramfs,
+                Stage::SwitchRoot
+            ]
         );
         assert!(lines(&ev).iter().all(|l| !l.contains('\x1b')));
         assert_eq!(finished(&ev), Some(&Verdict::pass("")));
@@ -689,7 +838,10 @@ mod tests {
                 .starts_with("nfsroot-init: loaded 18 modules")
         );
         assert!(!ls.iter().any(|l| l.contains("nfsroot-init: eth0")));
-        assert_eq!(stages(&ev), [Stage::Kernel, Stage::Initramfs]);
+        assert_eq!(
+            stages(&ev),
+            [Stage::Firmware, Stage::Kernel, Stage::Initramfs]
+        );
         assert_eq!(
             w.timed_out(60).diagnosis,
             "no node line within 60 s (last stage reached: \
@@ -724,6 +876,170 @@ mod tests {
         assert_eq!(
             w.qemu_exited("exit status: 0", ""),
             Verdict::pass("the VM stopped without booting, as expected (exit status: 0)")
+        );
+    }
+
+    /// A UEFI console that stops at a failure marker: the diagnosis once
+    /// the grace period passed, and the stages it reached.
+    fn uefi_failure(name: &str) -> (String, Vec<Stage>) {
+        let (mut w, ev) = watch(name, false, 9.0);
+        assert_eq!(failures(&ev).len(), 1, "{name}: {:?}", failures(&ev));
+        let v = w.settle(9.0 + FAILURE_GRACE + 0.1).expect("a verdict");
+        assert!(!v.passed, "{name}");
+        assert_eq!(w.timings().kernel_start, None, "{name}");
+        (v.diagnosis, stages(&ev))
+    }
+
+    #[test]
+    fn good_uefi_secure_boot() {
+        // OVMF, shim, GRUB's menu (drawn with cursor moves, its echo of
+        // `nfsroot: booting ...`, "Welcome to GRUB!" which is not the real
+        // root's "Welcome to"), then the kernel with Secure Boot on.
+        let (mut w, ev) = watch("good-uefi-sb.log", false, 60.0);
+        assert_eq!(
+            stages(&ev),
+            [
+                Stage::Firmware,
+                Stage::Loader,
+                Stage::Kernel,
+                Stage::Initramfs,
+                Stage::SwitchRoot
+            ]
+        );
+        assert!(ev.contains(&Event::SecureBoot(true)), "no secure boot fact");
+        assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
+        let Some(Event::Node { fields, .. }) = ev.iter().find(|e| matches!(e, Event::Node { .. }))
+        else {
+            panic!("no node line");
+        };
+        assert_eq!(fields["host"], "node015");
+        assert_eq!(fields["units"], "none");
+        assert_eq!(
+            finished(&ev),
+            Some(&Verdict::pass("")),
+            "after the analysis"
+        );
+        assert_eq!(w.settle(200.0), None);
+        // Byte by byte, the same: no prompt marker in GRUB's unfinished
+        // menu lines.
+        let mut w = Watcher::new(false);
+        let bytes = corpus("good-uefi-sb.log");
+        let mut ev = Vec::new();
+        for c in bytes.chunks(1) {
+            ev.extend(w.feed(c, 1.0));
+        }
+        assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
+        assert_eq!(finished(&ev), Some(&Verdict::pass("")));
+    }
+
+    #[test]
+    fn uefi_shim_refused_by_the_firmware() {
+        // An unsigned shimx64.efi under Secure Boot: OVMF refuses to load
+        // it, then tries PXE over IPv6 (the line that never ends).
+        let (d, st) = uefi_failure("uefi-shim-unsigned.log");
+        assert_eq!(
+            d,
+            "Secure Boot refused the boot file (shimx64.efi): the firmware does not trust its \
+             signature: BdsDxe: failed to load Boot0001 \"UEFI PXEv4 (MAC:525400123456)\": Access Denied"
+        );
+        assert_eq!(st, [Stage::Firmware], "shim never started");
+    }
+
+    #[test]
+    fn uefi_grub_refused_by_shim_on_an_unfinished_line() {
+        // An unsigned grubx64.efi: shim draws a box with no newline and
+        // waits for a key; the watcher reads the unfinished line.
+        let bytes = corpus("uefi-grub-unsigned.log");
+        assert!(!bytes.ends_with(b"\n"));
+        let (d, st) = uefi_failure("uefi-grub-unsigned.log");
+        assert_eq!(
+            d,
+            "shim refused grubx64.efi: its Secure Boot check failed (is it Debian's signed GRUB, \
+             grubnetx64.efi.signed?): Verification failed: (0x1A) Security Violation OK"
+        );
+        assert_eq!(st, [Stage::Firmware, Stage::Loader]);
+    }
+
+    #[test]
+    fn uefi_grub_without_config_stops_at_its_prompt() {
+        let (d, st) = uefi_failure("uefi-grub-no-config.log");
+        assert!(
+            d.starts_with("GRUB found no config and stopped at its prompt"),
+            "{d}"
+        );
+        assert_eq!(st, [Stage::Firmware, Stage::Loader]);
+    }
+
+    #[test]
+    fn uefi_without_a_boot_file_falls_through() {
+        // No shimx64.efi over TFTP: the firmware tries IPv6, HTTP boot and
+        // its shell; the first failure is the diagnosis, and the shell's
+        // `BdsDxe: starting` is not a network loader.
+        let (d, st) = uefi_failure("uefi-no-boot-file.log");
+        assert_eq!(
+            d,
+            "the firmware found no boot file over TFTP (is shimx64.efi in the TFTP root?): \
+             BdsDxe: failed to load Boot0001 \"UEFI PXEv4 (MAC:525400123456)\": Not Found"
+        );
+        assert_eq!(st, [Stage::Firmware]);
+        // Cut before that line, the fall-through to IPv6 is still seen.
+        let bytes = corpus("uefi-no-boot-file.log");
+        let at = bytes.windows(7).position(|w| w == b"BdsDxe:").unwrap();
+        let six = bytes
+            .windows(20)
+            .position(|w| w == b">>Start PXE over IPv")
+            .unwrap();
+        let mut w = Watcher::new(false);
+        let mut cut = bytes[..at].to_vec();
+        cut.extend_from_slice(
+            &bytes[bytes[six + 4..].iter().position(|&b| b == b'>').unwrap() + six + 4..],
+        );
+        let ev = w.feed(&cut, 1.0);
+        assert!(
+            failures(&ev)[0].starts_with(
+                "the firmware's PXE boot over IPv4 failed and it fell through to PXE over IPv6"
+            ),
+            "{:?}",
+            failures(&ev)
+        );
+    }
+
+    #[test]
+    fn prompts_are_seen_once_complete_across_batches() {
+        let mut w = Watcher::new(false);
+        assert!(failures(&w.feed(b"\r\x1b[0mgru", 1.0)).is_empty());
+        let ev = w.feed(b"b> ", 2.0);
+        assert_eq!(failures(&ev).len(), 1);
+        assert!(failures(&w.feed(b"\n", 2.5)).is_empty(), "reported once");
+        assert!(
+            w.settle(4.1)
+                .unwrap()
+                .diagnosis
+                .ends_with("prompt (is grub/grub.cfg in the TFTP root?): grub>")
+        );
+        // A node line's partial text is no failure.
+        let mut w = Watcher::new(false);
+        assert!(failures(&w.feed(b"nfsroot-init: FAT", 1.0)).is_empty());
+    }
+
+    #[test]
+    fn secure_boot_fact() {
+        let mut w = Watcher::new(false);
+        let ev = w.feed(
+            b"[    0.000000] secureboot: Secure boot enabled\r\n[    0.1] secureboot: Secure boot disabled\n",
+            1.0,
+        );
+        let sb: Vec<bool> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::SecureBoot(b) => Some(*b),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sb, [true, false]);
+        assert_eq!(
+            secure_boot("secureboot: Secure boot could not be determined"),
+            None
         );
     }
 }

@@ -7,10 +7,12 @@
 //! pid namespace whose init is the inner process, so nothing outlives the
 //! command. Inside: rpcbind, nfs-ganesha exporting the image read-only (and
 //! the per-host log export read-write), then QEMU booting either the
-//! published kernel directly or through iPXE, pxelinux.0 and pxelinux.cfg
-//! over QEMU's built-in TFTP. A watcher reads the serial console, times the
-//! boot stages, and stops at the node's `nfsroot: <host> <ip> ...` line or
-//! at a known failure. Every process is stopped by PID (TERM, then KILL
+//! published kernel directly or over QEMU's built-in TFTP: SeaBIOS, iPXE,
+//! pxelinux.0 and pxelinux.cfg, or (`--firmware uefi`) OVMF, shimx64.efi,
+//! grubx64.efi and grub/, with Secure Boot on if asked. A watcher reads
+//! the serial console from the firmware's first output, times the boot
+//! stages, and stops at the node's `nfsroot: <host> <ip> ...` line or at a
+//! known failure. Every process is stopped by PID (TERM, then KILL
 //! after a timeout) on every exit path, Ctrl-C included.
 //!
 //! The image is exported read-only, so a test never changes it; a profile
@@ -28,15 +30,19 @@
 //! `runner.rs` the namespace runner (unshare, rpcbind, ganesha, QEMU, PIDs);
 //! `console.rs` the pure console watcher (console bytes and times in,
 //! stages, node line, failures and the verdict out; tested on the recorded
-//! consoles in `tests/corpus/consoles/`); `tftp.rs` the TFTP view of a PXE
-//! test; `report.rs` the [`BootReport`], its checks and its printing.
+//! consoles in `tests/corpus/consoles/`); `firmware.rs` the VM's firmware
+//! and machine (BIOS, or OVMF with or without Secure Boot); `tftp.rs` the
+//! TFTP view of a PXE test; `report.rs` the [`BootReport`], its checks and
+//! its printing.
 
 pub mod console;
+mod firmware;
 mod report;
 mod runner;
 mod tftp;
 
 pub use console::{parse_node_line, strip_ansi};
+pub use firmware::{Firmware, Machine};
 pub use report::{BootReport, Timings};
 pub use runner::run_inner;
 
@@ -91,8 +97,11 @@ pub struct Options {
     pub mac: String,
     /// The VM's address; `None` for the user network's `.15`.
     pub ip: Option<Ipv4Addr>,
-    /// In PXE mode, boot through a per-host config (01-<mac>).
+    /// In PXE mode, boot through a per-host config (01-<mac>, or GRUB's
+    /// grub.cfg-01-<mac>).
     pub per_host: bool,
+    /// The firmware (BIOS, or UEFI with or without Secure Boot).
+    pub machine: Machine,
     /// Seconds before the test gives up.
     pub timeout: u64,
     /// Keep the logs even when the test passes.
@@ -140,6 +149,7 @@ pub struct BootPlan {
     pub image_dir: PathBuf,
     pub work: PathBuf,
     pub mode: String,
+    pub machine: Machine,
     pub mac: String,
     pub ip: Ipv4Addr,
     /// QEMU's user network: its /24 and the host's address in it (where
@@ -238,7 +248,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     let mut exports = exports(layout, &image_dir, write, log_path.as_deref(), &expect)?;
     exports.extend(mount_exports(&work, &prof)?);
     let tftp = if a.method == BootMethod::Pxe {
-        tftp::tftp_view(layout, &work, &mac, a.per_host, profile_rw)?
+        tftp::tftp_view(layout, &work, &image, &mac, a.per_host, profile_rw)?
     } else {
         layout.tftp_root.clone()
     };
@@ -248,6 +258,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
         image_dir,
         work,
         mode: method_name(a.method).into(),
+        machine: a.machine,
         mac,
         ip,
         net,
@@ -279,6 +290,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
 /// Root, tools, firmware files and the VM's MAC address, before anything
 /// runs; the MAC address in lower case.
 fn preflight(a: &Options) -> Result<String> {
+    a.machine.check(a.method == BootMethod::Pxe)?;
     exec::require_root("nfsroot boot-test")?;
     for t in [QEMU, GANESHA, RPCBIND, IP, exec::UNSHARE] {
         exec::require(t)?;
@@ -286,7 +298,9 @@ fn preflight(a: &Options) -> Result<String> {
     if !Path::new(VFS_FSAL).exists() {
         bail!("{VFS_FSAL} not found; install it with: apt-get install nfs-ganesha-vfs");
     }
-    if a.method == BootMethod::Pxe && !Path::new(IPXE_ROM).exists() {
+    a.machine.preflight()?;
+    let bios_pxe = a.method == BootMethod::Pxe && a.machine.firmware == Firmware::Bios;
+    if bios_pxe && !Path::new(IPXE_ROM).exists() {
         bail!("{IPXE_ROM} not found; install it with: apt-get install ipxe-qemu");
     }
     let mac = a.mac.to_ascii_lowercase();
@@ -403,7 +417,8 @@ fn log_export_dir(
 /// image's tmpfs mounts, the profile's extra NFS mounts, the host's ssh key
 /// when the master keeps one, and with per-host logs the directory this
 /// boot must reach (on the log export, or in the image when a read-write
-/// root keeps its logs and is booted writable).
+/// root keeps its logs and is booted writable), and under UEFI whether
+/// the kernel saw Secure Boot on.
 fn expectation(
     layout: &Layout,
     a: &Options,
@@ -435,6 +450,8 @@ fn expectation(
         nfs: prof.mounts.iter().map(|m| m.target.clone()).collect(),
         hostkey: crate::hostkeys::host_fingerprint(layout, &hostname)?,
         log_dir,
+        // A UEFI kernel says whether Secure Boot was on; BIOS ones do not.
+        secure_boot: (a.machine.firmware == Firmware::Uefi).then_some(a.machine.secure_boot),
     })
 }
 
@@ -552,6 +569,7 @@ fn inner_report(plan: &BootPlan, status: ExitStatus) -> Result<BootReport> {
         Err(_) => BootReport {
             image: plan.image.clone(),
             mode: plan.mode.clone(),
+            firmware: plan.machine.describe().into(),
             diagnosis: format!(
                 "the boot-test namespace ended ({status}) without a report; see {}",
                 plan.work.display()

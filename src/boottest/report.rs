@@ -13,6 +13,13 @@ use std::path::{Path, PathBuf};
 /// Stage times, seconds from QEMU's start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
+    /// The firmware's first console output.
+    #[serde(default)]
+    pub firmware: Option<f64>,
+    /// The firmware started the network loader (PXELINUX, or shim then
+    /// GRUB).
+    #[serde(default)]
+    pub loader: Option<f64>,
     pub kernel_start: Option<f64>,
     pub initramfs: Option<f64>,
     pub switch_root: Option<f64>,
@@ -25,6 +32,13 @@ pub struct BootReport {
     pub passed: bool,
     pub image: String,
     pub mode: String,
+    /// `bios`, `uefi` or `uefi, secure boot` (see `firmware.rs`).
+    #[serde(default)]
+    pub firmware: String,
+    /// What the kernel said of Secure Boot (`secureboot: Secure boot
+    /// enabled|disabled`); `None` when it said nothing (BIOS).
+    #[serde(default)]
+    pub secure_boot: Option<bool>,
     pub diagnosis: String,
     pub node_line: Option<String>,
     pub fields: BTreeMap<String, String>,
@@ -64,12 +78,33 @@ pub struct Expect {
     /// The fingerprint of the host's ssh key kept on the master, when it
     /// has keys (an inventory host after sync).
     pub hostkey: Option<String>,
+    /// Whether the kernel must report Secure Boot on (UEFI boots) or say
+    /// nothing of it (`None`: BIOS).
+    pub secure_boot: Option<bool>,
 }
 
 impl BootReport {
     /// Print the report for a person (`--json` prints the struct).
     pub fn print(&self) {
         print!("{self}");
+    }
+
+    /// Whether the kernel reported Secure Boot as `want`.
+    fn secure_boot_check(&self, want: bool) -> (&'static str, bool, String) {
+        let said = |b: Option<bool>| match b {
+            Some(true) => "enabled",
+            Some(false) => "disabled",
+            None => "not reported",
+        };
+        (
+            "secure boot",
+            self.secure_boot == Some(want),
+            format!(
+                "{} by the kernel (expected {})",
+                said(self.secure_boot),
+                said(Some(want))
+            ),
+        )
     }
 
     /// Check the node line's fields against what the image should give.
@@ -131,6 +166,9 @@ impl BootReport {
         if let Some((tree, dir)) = &e.log_dir {
             checks.push(log_check(tree, dir, &get("boot")));
         }
+        if let Some(want) = e.secure_boot {
+            checks.push(self.secure_boot_check(want));
+        }
         for (name, ok, detail) in checks {
             if !ok && self.passed {
                 self.passed = false;
@@ -144,9 +182,13 @@ impl BootReport {
 impl fmt::Display for BootReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = self;
+        let firmware = match r.firmware.as_str() {
+            "" | "bios" => String::new(),
+            fw => format!(", {fw}"),
+        };
         writeln!(
             f,
-            "boot-test {} ({} mode): {}",
+            "boot-test {} ({} mode{firmware}): {}",
             r.image,
             r.mode,
             if r.passed { "PASS" } else { "FAIL" }
@@ -168,7 +210,9 @@ impl fmt::Display for BootReport {
         let s = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1}s"));
         writeln!(
             f,
-            "  timings: kernel {} initramfs {} switch-root {} node-up {}",
+            "  timings: firmware {} loader {} kernel {} initramfs {} switch-root {} node-up {}",
+            s(t.firmware),
+            s(t.loader),
             s(t.kernel_start),
             s(t.initramfs),
             s(t.switch_root),
@@ -266,8 +310,12 @@ pub fn last_stage(t: &Timings) -> &'static str {
         "the initramfs ran but never switched to the real root"
     } else if t.kernel_start.is_some() {
         "the kernel started but the initramfs printed nothing"
+    } else if t.loader.is_some() {
+        "the network loader started but no kernel did"
+    } else if t.firmware.is_some() {
+        "the firmware ran but started no network loader"
     } else {
-        "nothing on the console (firmware or PXE stage)"
+        "nothing on the console"
     }
 }
 
@@ -294,6 +342,7 @@ mod tests {
             nfs: vec![],
             log_dir: log_tree.map(|t| (t, "node015".into())),
             hostkey: None,
+            secure_boot: None,
         }
     }
 
@@ -364,6 +413,40 @@ mod tests {
     }
 
     #[test]
+    fn secure_boot_is_checked_under_uefi() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("node015")).unwrap();
+        std::fs::write(d.path().join("node015/syslog"), "boot=ab12\n").unwrap();
+        let mut e = expect(Some(d.path().into()));
+        e.secure_boot = Some(true);
+        let ip = Ipv4Addr::new(10, 0, 2, 15);
+        let mut r = up(LINE);
+        r.secure_boot = Some(true);
+        r.check_node(&e, ip);
+        assert!(r.passed, "{}", r.diagnosis);
+        let c = r.checks.iter().find(|c| c.0 == "secure boot").unwrap();
+        assert_eq!(c.2, "enabled by the kernel (expected enabled)");
+        // Not said at all (a kernel that never saw UEFI) fails.
+        let mut r = up(LINE);
+        r.check_node(&e, ip);
+        assert!(!r.passed);
+        assert_eq!(
+            r.diagnosis,
+            "the node came up but secure boot is wrong: not reported by the kernel (expected enabled)"
+        );
+        // BIOS boots expect nothing.
+        let mut r = up(LINE);
+        r.check_node(&expect(Some(d.path().into())), ip);
+        assert!(r.checks.iter().all(|c| c.0 != "secure boot"));
+        r.firmware = "uefi, secure boot".into();
+        r.mode = "pxe".into();
+        assert!(
+            r.to_string()
+                .starts_with("boot-test minimal (pxe mode, uefi, secure boot): PASS\n")
+        );
+    }
+
+    #[test]
     fn first_wrong_field_is_the_diagnosis() {
         let d = tempfile::tempdir().unwrap();
         let mut r = up(&LINE.replace("root=ro", "root=rw"));
@@ -394,7 +477,7 @@ mod tests {
             text,
             format!(
                 "boot-test minimal (direct mode): PASS\n  node: {LINE}\n  \
-                 timings: kernel 1.3s initramfs - switch-root - node-up -\n  \
+                 timings: firmware - loader - kernel 1.3s initramfs - switch-root - node-up -\n  \
                  booted read-only, as the profile says\n"
             )
         );
@@ -412,6 +495,10 @@ mod tests {
     fn last_stage_names_the_furthest() {
         let mut t = Timings::default();
         assert!(last_stage(&t).starts_with("nothing on the console"));
+        t.firmware = Some(0.5);
+        assert!(last_stage(&t).starts_with("the firmware ran"));
+        t.loader = Some(0.7);
+        assert!(last_stage(&t).starts_with("the network loader started"));
         t.kernel_start = Some(1.0);
         assert!(last_stage(&t).starts_with("the kernel started"));
         t.initramfs = Some(2.0);

@@ -200,6 +200,7 @@ pub fn run_inner(plan_path: &Path) -> Result<()> {
     let mut report = BootReport {
         image: plan.image.clone(),
         mode: plan.mode.clone(),
+        firmware: plan.machine.describe().into(),
         ..BootReport::default()
     };
     if let Err(e) = inner(&plan, &mut report) {
@@ -365,21 +366,11 @@ fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
     ])
     .arg("-serial")
     .arg(format!("file:{}", console.display()));
+    q.args(plan.machine.machine_args(work)?);
     q.arg("-netdev").arg(netdev(plan));
-    q.arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,mac={}", plan.mac));
+    q.arg("-device").arg(plan.machine.nic(&plan.mac));
     if plan.mode == "pxe" {
-        q.args(["-boot", "n"]);
-        // BIOS console redirection, as on real nodes: SeaBIOS mirrors
-        // screen output to COM1 (I/O port 0x3f8, read as a little-endian
-        // integer). Without it, iPXE's messages and PXELINUX's SAY lines
-        // never reach the serial console: PXELINUX's modules snapshot the
-        // serial port before the config's SERIAL line is read.
-        let port = work.join("sercon-port");
-        std::fs::write(&port, 0x3f8u16.to_le_bytes())
-            .with_context(|| format!("writing {}", port.display()))?;
-        q.arg("-fw_cfg")
-            .arg(format!("name=etc/sercon-port,file={}", port.display()));
+        q.args(plan.machine.pxe_args(work)?);
     } else {
         q.arg("-kernel")
             .arg(&plan.kernel)
@@ -404,8 +395,9 @@ fn netdev(plan: &BootPlan) -> String {
     );
     if plan.mode == "pxe" {
         netdev.push_str(&format!(
-            ",tftp={},bootfile=pxelinux.0",
-            plan.tftp.display()
+            ",tftp={},bootfile={}",
+            plan.tftp.display(),
+            plan.machine.bootfile()
         ));
     }
     netdev
@@ -548,6 +540,8 @@ fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
         Event::Line(t, line) => {
             let _ = writeln!(timed, "{t:7.2} {line}");
         }
+        Event::Stage(Stage::Firmware, t) => r.timings.firmware = Some(t),
+        Event::Stage(Stage::Loader, t) => r.timings.loader = Some(t),
         Event::Stage(Stage::Kernel, t) => r.timings.kernel_start = Some(t),
         Event::Stage(Stage::Initramfs, t) => r.timings.initramfs = Some(t),
         Event::Stage(Stage::SwitchRoot, t) => r.timings.switch_root = Some(t),
@@ -557,6 +551,7 @@ fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
             r.fields = fields;
         }
         Event::Analysis(l) => r.analysis.push(l),
+        Event::SecureBoot(on) => r.secure_boot = Some(on),
         Event::Failure(_) => {}
         Event::Finished(v) => return Some(v),
     }
@@ -569,13 +564,13 @@ mod tests {
     use crate::boottest::NfsExport;
     use std::net::Ipv4Addr;
 
-    #[test]
-    fn ganesha_config_exports() {
-        let plan = BootPlan {
+    fn test_plan() -> BootPlan {
+        BootPlan {
             image: "m".into(),
             image_dir: "/b/m".into(),
             work: "/w".into(),
             mode: "direct".into(),
+            machine: Default::default(),
             mac: "52:54:00:12:34:56".into(),
             ip: Ipv4Addr::new(192, 168, 0, 15),
             net: Ipv4Addr::new(192, 168, 0, 0),
@@ -609,7 +604,12 @@ mod tests {
             memory: 256,
             expect_no_boot: false,
             until_poweroff: false,
-        };
+        }
+    }
+
+    #[test]
+    fn ganesha_config_exports() {
+        let plan = test_plan();
         let c = ganesha_conf(&plan);
         // NFSv3 mounts name the pseudo path: a profile's `host:/home`.
         assert!(c.contains("Mount_Path_Pseudo = true;"));
@@ -633,6 +633,48 @@ mod tests {
         let c = "nfsroot: n 1.2.3.4 image=c\nafter\n";
         assert_eq!(lines_after_report(c), ["after"]);
         assert!(lines_after_report("no report\n").is_empty());
+    }
+
+    #[test]
+    fn qemu_boots_pxe_through_the_firmware() {
+        let d = tempfile::tempdir().unwrap();
+        let mut plan = test_plan();
+        plan.work = d.path().into();
+        plan.mode = "pxe".into();
+        let args = |plan: &BootPlan| -> String {
+            let q = qemu_command(plan, &d.path().join("console.log")).unwrap();
+            q.get_args()
+                .map(|a| a.to_string_lossy().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let bios = args(&plan);
+        assert!(
+            bios.contains(" -boot n -fw_cfg name=etc/sercon-port"),
+            "{bios}"
+        );
+        assert!(bios.contains(",tftp=/t,bootfile=pxelinux.0 "), "{bios}");
+        assert!(!bios.contains("-kernel"), "{bios}");
+        plan.machine = crate::boottest::Machine {
+            firmware: crate::boottest::Firmware::Uefi,
+            secure_boot: true,
+        };
+        let uefi = args(&plan);
+        assert!(uefi.contains(",tftp=/t,bootfile=shimx64.efi "), "{uefi}");
+        assert!(uefi.contains("-machine q35,smm=on "), "{uefi}");
+        assert!(uefi.contains(",romfile=,bootindex=1"), "{uefi}");
+        assert!(
+            !uefi.contains("-kernel") && !uefi.contains("-boot"),
+            "{uefi}"
+        );
+        assert!(d.path().join("ovmf-vars.fd").is_file());
+        plan.mode = "direct".into();
+        plan.machine = Default::default();
+        let direct = args(&plan);
+        assert!(
+            direct.ends_with("-kernel /k -initrd /i -append "),
+            "{direct}"
+        );
     }
 
     #[test]

@@ -1,66 +1,96 @@
 //! The TFTP view a PXE boot test serves: a directory under the test's work
-//! directory with symlinks to everything published in the TFTP root, and a
-//! private copy of `pxelinux.cfg/` whose APPEND lines are rewritten to boot
-//! read-only when the profile's root is read-write. The published tree is
-//! never changed. With `per_host`, the view gets a `01-<mac>` file and a
-//! `default` that boots nothing, so a passing boot proves the per-host
+//! directory with symlinks to everything published in the TFTP root
+//! (kernels, initramfs images, pxelinux.0, shimx64.efi, grubx64.efi, ...),
+//! and private copies of the boot configs, `pxelinux.cfg/` for BIOS nodes
+//! and `grub/` for UEFI ones, whose kernel command lines (`APPEND`,
+//! `linux`) are rewritten to boot read-only when the profile's root is
+//! read-write. The published tree is never changed. With `per_host`, each
+//! loader's per-host config for the MAC exists (`01-<mac>` and
+//! `grub.cfg-01-<mac>`: as published, else a copy of what the loader would
+//! boot by default: PXELINUX's `default`, the image's own GRUB config) and
+//! each default boots nothing (`pxelinux.cfg/default`, and `grub/grub.cfg`
+//! after its per-host search), so a passing boot proves the per-host
 //! lookup.
 
 use crate::fsutil;
+use crate::grub;
 use crate::image::Layout;
 use crate::publish;
-use crate::pxelinux;
+use crate::pxelinux::{self, Boot, Config};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-/// Build the view under `work`; its path.
+/// What a default config says when a per-host test falls through to it.
+pub const FELL_THROUGH: &str = "boot-test: fell through to default; per-host lookup failed";
+
+/// Build the view of `image`'s boot under `work`; its path.
 pub fn tftp_view(
     layout: &Layout,
     work: &Path,
+    image: &str,
     mac: &str,
     per_host: bool,
     rw: bool,
 ) -> Result<PathBuf> {
     let view = work.join("tftp");
-    let cfg = view.join("pxelinux.cfg");
-    fsutil::mkdir_p(&cfg)?;
+    fsutil::mkdir_p(&view)?;
     for e in std::fs::read_dir(&layout.tftp_root)
         .with_context(|| format!("reading {}", layout.tftp_root.display()))?
         .flatten()
     {
-        if e.file_name() != "pxelinux.cfg" {
+        if e.file_name() != "pxelinux.cfg" && e.file_name() != grub::DIR {
             let link = view.join(e.file_name());
             std::os::unix::fs::symlink(e.path(), &link)
                 .with_context(|| format!("linking {}", link.display()))?;
         }
     }
-    let src = publish::cfg_dir(layout);
-    for e in std::fs::read_dir(&src)
-        .with_context(|| format!("reading {}", src.display()))?
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with(fsutil::TEMP_PREFIX) {
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path())
-            .with_context(|| format!("reading {}", e.path().display()))?;
-        write(&cfg.join(&name), &boot_read_only(text, rw))?;
+    let cfg = view.join("pxelinux.cfg");
+    copy_configs(&publish::cfg_dir(layout), &cfg, &["APPEND"], rw)?;
+    let grub_src = publish::grub_dir(layout);
+    let grub_view = view.join(grub::DIR);
+    let has_grub = grub_src.is_dir();
+    if has_grub {
+        copy_configs(&grub_src, &grub_view, &["linux", "linuxefi"], rw)?;
     }
     if per_host {
         per_host_only(&cfg, mac)?;
+        if has_grub {
+            grub_per_host_only(&grub_view, image, mac)?;
+        }
     }
     Ok(view)
 }
 
-/// With `rw`, every APPEND line's `rw` word becomes `ro`.
-fn boot_read_only(t: String, rw: bool) -> String {
+/// Copy every config file of `src` into `dst` (following the per-host
+/// links), with `rw` booted read-only on lines starting with a word of
+/// `kernel_lines`.
+fn copy_configs(src: &Path, dst: &Path, kernel_lines: &[&str], rw: bool) -> Result<()> {
+    fsutil::mkdir_p(dst)?;
+    for e in std::fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(fsutil::TEMP_PREFIX) || !e.path().is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path())
+            .with_context(|| format!("reading {}", e.path().display()))?;
+        write(&dst.join(&name), &boot_read_only(text, kernel_lines, rw))?;
+    }
+    Ok(())
+}
+
+/// With `rw`, the `rw` word of every line that starts with one of
+/// `kernel_lines` becomes `ro`.
+fn boot_read_only(t: String, kernel_lines: &[&str], rw: bool) -> String {
     if !rw {
         return t;
     }
     t.lines()
         .map(|l| {
-            if l.trim_start().starts_with("APPEND") {
+            let first = l.split_whitespace().next().unwrap_or_default();
+            if kernel_lines.contains(&first) {
                 l.split(' ')
                     .map(|w| if w == "rw" { "ro" } else { w })
                     .collect::<Vec<_>>()
@@ -74,8 +104,18 @@ fn boot_read_only(t: String, rw: bool) -> String {
         + "\n"
 }
 
-/// Give `mac` its own config (a copy of `default` unless published) and
-/// make `default` refuse to boot.
+/// A config that boots nothing and says the per-host lookup failed.
+fn fell_through() -> Config {
+    Config {
+        header: "boot-test: default must not be used in a per-host test".into(),
+        serial: Some((0, 115200)),
+        timeout_s: 0,
+        boot: Boot::Disabled(FELL_THROUGH.into()),
+    }
+}
+
+/// Give `mac` its own PXELINUX config (a copy of `default` unless
+/// published) and make `default` refuse to boot.
 fn per_host_only(cfg: &Path, mac: &str) -> Result<()> {
     let mac_file = cfg.join(pxelinux::mac_file_name(mac));
     let default = cfg.join("default");
@@ -84,15 +124,24 @@ fn per_host_only(cfg: &Path, mac: &str) -> Result<()> {
             .with_context(|| format!("reading {}", default.display()))?;
         write(&mac_file, &d)?;
     }
-    let off = pxelinux::render(&pxelinux::Config {
-        header: "boot-test: default must not be used in a per-host test".into(),
-        serial: Some((0, 115200)),
-        timeout_s: 0,
-        boot: pxelinux::Boot::Disabled(
-            "boot-test: fell through to default; per-host lookup failed".into(),
-        ),
-    });
-    write(&default, &off)
+    write(&default, &pxelinux::render(&fell_through()))
+}
+
+/// Give `mac` its own GRUB config (a copy of the image's unless published;
+/// not of the top config, whose search would find it again) and make the
+/// top config boot nothing after its per-host search.
+fn grub_per_host_only(dir: &Path, image: &str, mac: &str) -> Result<()> {
+    let mac_file = dir.join(grub::mac_file_name(mac));
+    if !mac_file.exists() {
+        let own = dir.join(grub::image_config_name(image));
+        let text =
+            std::fs::read_to_string(&own).with_context(|| format!("reading {}", own.display()))?;
+        write(&mac_file, &text)?;
+    }
+    write(
+        &dir.join(grub::TOP),
+        &grub::try_render_top(&fell_through())?,
+    )
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -104,6 +153,7 @@ mod tests {
     use super::*;
 
     const CFG: &str = "DEFAULT m\nLABEL m\n  KERNEL m/vmlinuz\n  APPEND root=/dev/nfs rw quiet\n";
+    const GRUB: &str = "set default=m\nmenuentry m {\n  linux /m/vmlinuz root=/dev/nfs rw quiet\n  initrd /m/initrd\n}\n";
 
     fn layout(d: &Path) -> Layout {
         let l = Layout {
@@ -115,6 +165,11 @@ mod tests {
         std::fs::create_dir_all(l.tftp_root.join("m")).unwrap();
         std::fs::write(l.tftp_root.join("pxelinux.0"), "pxe").unwrap();
         std::fs::write(l.tftp_root.join("pxelinux.cfg/default"), CFG).unwrap();
+        let grub = l.tftp_root.join("grub");
+        std::fs::create_dir_all(&grub).unwrap();
+        std::fs::write(l.tftp_root.join("shimx64.efi"), "shim").unwrap();
+        std::fs::write(grub.join("nfsroot-m.cfg"), GRUB).unwrap();
+        std::fs::write(grub.join("grub.cfg"), format!("# top\n{GRUB}")).unwrap();
         l
     }
 
@@ -123,7 +178,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let l = layout(d.path());
         let work = d.path().join("work");
-        let v = tftp_view(&l, &work, "52:54:00:12:34:56", false, true).unwrap();
+        let v = tftp_view(&l, &work, "m", "52:54:00:12:34:56", false, true).unwrap();
         assert_eq!(v, work.join("tftp"));
         assert_eq!(
             std::fs::read_link(v.join("pxelinux.0")).unwrap(),
@@ -136,13 +191,32 @@ mod tests {
         let published = std::fs::read_to_string(l.tftp_root.join("pxelinux.cfg/default"));
         assert_eq!(published.unwrap(), CFG);
         assert!(!v.join("pxelinux.cfg/01-52-54-00-12-34-56").exists());
+        // GRUB's configs the same way, its loaders linked.
+        assert_eq!(
+            std::fs::read_link(v.join("shimx64.efi")).unwrap(),
+            l.tftp_root.join("shimx64.efi")
+        );
+        assert!(!v.join("grub").is_symlink(), "a private copy");
+        let own = std::fs::read_to_string(v.join("grub/nfsroot-m.cfg")).unwrap();
+        assert_eq!(own, GRUB.replace(" rw ", " ro "));
+        let top = std::fs::read_to_string(v.join("grub/grub.cfg")).unwrap();
+        assert_eq!(top, format!("# top\n{}", GRUB.replace(" rw ", " ro ")));
+        assert!(!v.join("grub/grub.cfg-01-52-54-00-12-34-56").exists());
     }
 
     #[test]
     fn per_host_view_disables_default() {
         let d = tempfile::tempdir().unwrap();
         let l = layout(d.path());
-        let v = tftp_view(&l, &d.path().join("w"), "52:54:00:12:34:56", true, false).unwrap();
+        let v = tftp_view(
+            &l,
+            &d.path().join("w"),
+            "m",
+            "52:54:00:12:34:56",
+            true,
+            false,
+        )
+        .unwrap();
         let host = std::fs::read_to_string(v.join("pxelinux.cfg/01-52-54-00-12-34-56")).unwrap();
         assert_eq!(host, CFG, "kept as published when the root is ro");
         let default = std::fs::read_to_string(v.join("pxelinux.cfg/default")).unwrap();
@@ -151,6 +225,14 @@ mod tests {
             "{default}"
         );
         assert!(!default.contains("KERNEL"), "{default}");
+        // GRUB: the host's file is the image's own config (not the top
+        // one, which would search again), the top boots nothing.
+        let host = std::fs::read_to_string(v.join("grub/grub.cfg-01-52-54-00-12-34-56")).unwrap();
+        assert_eq!(host, GRUB);
+        let top = std::fs::read_to_string(v.join("grub/grub.cfg")).unwrap();
+        assert!(top.contains("configfile \"$prefix/grub.cfg-01-"), "{top}");
+        assert!(top.contains(FELL_THROUGH), "{top}");
+        assert!(!top.contains("linux "), "{top}");
     }
 
     #[test]
@@ -161,7 +243,7 @@ mod tests {
             tftp_root: d.path().join("no-tftp"),
             cache_dir: d.path().join("cache"),
         };
-        let e = tftp_view(&l, d.path(), "52:54:00:12:34:56", false, false).unwrap_err();
+        let e = tftp_view(&l, d.path(), "m", "52:54:00:12:34:56", false, false).unwrap_err();
         assert_eq!(format!("{e}"), format!("reading {}", l.tftp_root.display()));
     }
 }
