@@ -1,16 +1,17 @@
 //! UEFI boot tests (issue 10): the fixture image boots under OVMF with
 //! Secure Boot on, through Debian's signed shim and network GRUB and the
-//! GRUB configs publish wrote, by default and through a per-host config;
+//! GRUB configs publish wrote, through a per-host config;
 //! a loader Secure Boot refuses is diagnosed from the console in seconds;
 //! impossible flag combinations are refused before anything starts. Each
-//! good boot costs 60-120 s under TCG, so there are two.
+//! good boot costs 60-120 s under TCG, so there is one here: the default
+//! GRUB config is booted by upgrade.rs after a rollback.
 
 use crate::common::*;
 use std::path::Path;
 
 /// A good UEFI Secure Boot boot: the node line, and the kernel said
 /// Secure Boot was on; every stage was seen in order.
-fn assert_uefi_sb_up(r: &serde_json::Value, host: &str) {
+pub fn assert_uefi_sb_up(r: &serde_json::Value, host: &str) {
     assert_eq!(r["passed"], true, "boot failed: {r:#}");
     assert_eq!(r["firmware"], "uefi, secure boot");
     assert_eq!(r["fields"]["host"], host);
@@ -38,35 +39,17 @@ fn assert_uefi_sb_up(r: &serde_json::Value, host: &str) {
     assert!(times.is_sorted(), "stages out of order: {t}");
 }
 
-/// The published kernel of the fixture's default entry (as `kernel=` on
-/// the node line says it).
-fn published_kernel(f: &TestLayout) -> String {
-    let grub = std::fs::read_to_string(f.tftp.join("grub/grub.cfg")).unwrap();
-    let line = grub
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("linux /"))
-        .unwrap_or_else(|| panic!("no linux line in grub/grub.cfg:\n{grub}"));
-    let file = line.split_whitespace().next().unwrap();
-    file.rsplit("vmlinuz-").next().unwrap().to_string()
-}
-
 #[test]
-fn uefi_secure_boot_pxe_default_and_per_host() {
+fn uefi_secure_boot_pxe_per_host() {
     let f = fixture();
     for loader in ["shimx64.efi", "grubx64.efi", "mmx64.efi", "grub/grub.cfg"] {
         assert!(f.tftp.join(loader).is_file(), "publish wrote no {loader}");
     }
-    let kernel = published_kernel(f);
-    // Through grub/grub.cfg's own menu (the default image). Up in 51-92 s
-    // here, but 142 s once at a load of 12: more time than BIOS's default.
-    let sb = ["--mode", "pxe", "--firmware", "uefi", "--secure-boot"];
-    let r = boot_test(f, &[&sb[..], &["--timeout", "300"]].concat());
-    assert_uefi_sb_up(&r, "node015");
-    assert_eq!(r["fields"]["kernel"], kernel.as_str());
-    assert!(r["node_line"].as_str().unwrap().contains("image=minimal"));
     // Through the per-host file: boot-test's view makes grub.cfg boot
     // nothing after its search, so only grub.cfg-01-<mac> can bring the
-    // node up.
+    // node up. (The default GRUB config is booted by upgrade.rs after a
+    // rollback, with its kernel= checked.) Up in 51-92 s here, but 142 s
+    // once at a load of 12: more time than BIOS's default.
     let r = boot_test(
         f,
         &[

@@ -226,9 +226,21 @@ fn publish_upgrade_rollback_retention() {
     json(&l, &["rollback", "minimal"], true);
     assert_eq!(default_version(&l), old);
     both_loaders_boot(&l, &old);
-    // Also the fixture's PXE boot through the published default config
-    // (boot.rs has no boot of its own for that).
-    boot_and_check(&l, &["--mode", "pxe"], &old);
+    // The fixture's kernel again, now through UEFI with Secure Boot and
+    // GRUB's default config (the BIOS default config booted the new kernel
+    // above; uefi.rs boots a per-host GRUB config, boot.rs a per-host
+    // PXELINUX one).
+    let sb = [
+        "--mode",
+        "pxe",
+        "--firmware",
+        "uefi",
+        "--secure-boot",
+        "--timeout",
+        "300",
+    ];
+    let r = boot_and_check(&l, &sb, &old);
+    crate::uefi::assert_uefi_sb_up(&r, "node015");
     json(&l, &["rollback", "minimal", "--to", &new], true);
     assert_eq!(default_version(&l), new);
     both_loaders_boot(&l, &new);
