@@ -95,6 +95,11 @@ fn is_boot_id(v: &str) -> bool {
         })
 }
 
+/// At most 60 characters of a value, for an error message.
+fn clip(v: &str) -> String {
+    v.chars().take(60).collect()
+}
+
 /// Parse a state file's bytes; `file` names it in errors
 /// (`FILE:LINE: KEY: expected ..., got ...`). Unknown keys are ignored;
 /// every known key must appear once (`address` may be empty, `tree`
@@ -113,7 +118,7 @@ pub fn parse_state(bytes: &[u8], file: &str) -> Result<NodeState> {
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            bail!("{file}:{n}: expected key=value, got {line:.60?}");
+            bail!("{file}:{n}: expected key=value, got {:?}", clip(line));
         };
         if kv.insert(k, (n, v)).is_some() {
             bail!("{file}:{n}: {k}: given twice");
@@ -122,7 +127,9 @@ pub fn parse_state(bytes: &[u8], file: &str) -> Result<NodeState> {
     let get = |k: &str, what: &str, ok: &dyn Fn(&str) -> bool| -> Result<String> {
         match kv.get(k) {
             None => bail!("{file}: {k}: missing; expected {what}"),
-            Some((n, v)) if !ok(v) => bail!("{file}:{n}: {k}: expected {what}, got {v:.60?}"),
+            Some((n, v)) if !ok(v) => {
+                bail!("{file}:{n}: {k}: expected {what}, got {:?}", clip(v))
+            }
             Some((_, v)) => Ok(v.to_string()),
         }
     };
@@ -609,6 +616,9 @@ mod tests {
             let e = format!("{:#}", parse_state(bad.as_bytes(), "f").unwrap_err());
             assert!(e.contains(want), "{e} (wanted {want})");
         }
+        let long = good.replace("host=alpha", &format!("host={}", "x".repeat(500)));
+        let e = format!("{:#}", parse_state(long.as_bytes(), "f").unwrap_err());
+        assert!(e.ends_with(&format!("got \"{}\"", "x".repeat(60))), "{e}");
         let e = parse_state(b"host=a\n\xff\xfe", "f").unwrap_err();
         assert!(format!("{e}").contains("not text"), "{e}");
     }
@@ -779,6 +789,40 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// A read-write root keeps per-host logs in its tree
+    /// (`<logs.dir>/<host>/`, as its saved profile says): the state files
+    /// are read there, through the image's confined view, and the log
+    /// directory's other entries (apt/, a stray file) are not hosts.
+    #[test]
+    fn read_write_root_keeps_them_in_the_tree() {
+        let (_d, layout, inv) = layout_with(&[]);
+        let text = "name = \"minimal\"\n[nfs]\nroot_mode = \"rw\"\n[logs]\ndir = \"/var/log\"\n";
+        let l = crate::profile::parse(text, Path::new("t.toml"), Path::new(".")).unwrap();
+        crate::state::save_profile(&layout, &l).unwrap();
+        let logs = layout.image_dir("minimal").join("var/log");
+        for dir in ["alpha", "apt"] {
+            std::fs::create_dir_all(logs.join(dir)).unwrap();
+        }
+        std::fs::write(
+            logs.join("alpha").join(STATE_FILE),
+            state_text("alpha", "B2", NOW),
+        )
+        .unwrap();
+        std::fs::write(logs.join("syslog"), "").unwrap();
+        // The default export directory is not where this image's nodes write.
+        let export = layout.logs_dir("minimal").join("beta");
+        std::fs::create_dir_all(&export).unwrap();
+        std::fs::write(export.join(STATE_FILE), state_text("beta", "B2", NOW)).unwrap();
+        let r = list(&layout, &inv, DEFAULT_STALE_AFTER, NOW).unwrap();
+        assert_eq!(r.nodes.len(), 5, "{r:#?}");
+        assert_eq!(
+            (r.nodes[0].host.as_str(), r.nodes[0].status),
+            ("alpha", Status::Running)
+        );
+        assert_eq!(r.nodes[1].status, Status::NotSeen);
+        assert!(r.notes.is_empty(), "{:?}", r.notes);
     }
 
     /// A file in one host's directory naming another host is that row's
