@@ -104,6 +104,8 @@ pub enum Command {
     Hosts(HostsArgs),
     /// Write boot files, DHCP, exports and /etc/hosts from the inventory
     Sync(SyncArgs),
+    /// Which node runs what: each host's image, build, kernel, last seen
+    Nodes(NodesArgs),
     /// Write the man pages (nfsroot.1, nfsroot-build.1, ...) into DIR
     Man {
         /// Directory for the pages (e.g. /usr/local/share/man/man1)
@@ -368,6 +370,14 @@ pub struct SyncArgs {
     /// Show the diff of every file that would change; change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// A node that wrote no state file for this long is not running
+    /// (s, m, h or d; nodes write every 5 minutes)
+    #[arg(long, default_value = "15m", value_parser = crate::nodes::parse_duration)]
+    pub stale_after: u64,
 }
 
 #[derive(Debug, Args)]

@@ -5,8 +5,8 @@
 
 use crate::cli::{
     BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, FirmwareArg, Global,
-    HostsArgs, ImageArg, InitramfsBuildArgs, InitramfsCmd, ProfileCmd, RestoreArgs, RollbackArgs,
-    SnapshotArgs, SnapshotCmd, SyncArgs,
+    HostsArgs, ImageArg, InitramfsBuildArgs, InitramfsCmd, NodesArgs, ProfileCmd, RestoreArgs,
+    RollbackArgs, SnapshotArgs, SnapshotCmd, SyncArgs,
 };
 use crate::image::Layout;
 use crate::inventory::{
@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Diff(a) => cmd_diff(&cx, a),
         Command::Hosts(a) => cmd_hosts(&cx, a),
         Command::Sync(a) => cmd_sync(&cx, a),
+        Command::Nodes(a) => cmd_nodes(&cx, a),
         Command::Man { dir } => crate::docs::write_man_pages(&dir).map(|_| 0),
         Command::Completions { shell } => crate::docs::print_completions(shell).map(|()| 0),
         Command::BootTestInner { plan } => crate::boottest::run_inner(&plan).map(|()| 0),
@@ -311,6 +312,14 @@ fn cmd_sync(cx: &Ctx, a: SyncArgs) -> Result<i32> {
     };
     let r = inventory::run_sync_with(&cx.layout, &opts)?;
     cx.emit("sync", &r, &r.text(), true)?;
+    Ok(0)
+}
+
+fn cmd_nodes(cx: &Ctx, a: NodesArgs) -> Result<i32> {
+    let inv = inventory::load(&absolute(&cx.g.inventory)?)?;
+    let now = crate::clock::now_secs();
+    let r = crate::nodes::list(&cx.layout, &inv, a.stale_after, now)?;
+    cx.emit("nodes", &r, &r.text(), false)?;
     Ok(0)
 }
 

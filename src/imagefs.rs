@@ -100,7 +100,11 @@ impl ImageRoot {
     }
 
     fn resolve(&self, rel: &Path, follow: bool) -> Result<Option<pathrs::Handle>> {
-        let r = relative(rel);
+        // An empty path is the root itself (pathrs refuses "").
+        let r = match relative(rel) {
+            r if r.as_os_str().is_empty() => PathBuf::from("."),
+            r => r,
+        };
         let res = if follow {
             self.root.resolve(&r)
         } else {

@@ -40,6 +40,7 @@ pub mod imagefs;
 pub mod initramfs;
 pub mod inventory;
 pub mod kernel;
+pub mod nodes;
 pub mod profile;
 pub mod progress;
 pub mod publish;

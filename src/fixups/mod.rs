@@ -18,6 +18,7 @@ pub mod identity;
 pub mod logs;
 pub mod mtab;
 pub mod network;
+pub mod nodestate;
 pub mod release;
 pub mod units;
 
@@ -45,6 +46,7 @@ pub const ALL: &[Fixup] = &[
     ("mtab", mtab::apply),
     ("hostname", hostname::apply),
     ("logs", logs::apply),
+    ("nodestate", nodestate::apply),
     ("identity", identity::apply),
     ("units", units::apply),
     ("release", release::apply),

@@ -4,6 +4,8 @@
 //! `hosts set --disable` and a sync, the same VM does not boot the image.
 //! Each host's ssh host key comes from the master: the same across a
 //! host's reboots, different between hosts, and the one sync made.
+//! `nfsroot nodes` then lists both nodes from the state files their boots
+//! wrote (no boot of its own).
 
 use crate::common::*;
 
@@ -93,7 +95,8 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
         "--ip",
         "10.0.2.31",
     ];
-    let r = boot_test(&l, &alpha_again);
+    let alpha = boot_test(&l, &alpha_again);
+    let r = &alpha;
     assert_eq!(r["passed"], true, "{r:#}");
     assert_ne!(r["fields"]["boot"], boot1, "a second boot");
     assert_eq!(r["fields"]["hostkey"], fp("alpha").as_str(), "{r:#}");
@@ -112,6 +115,7 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
     assert_eq!(r["fields"]["host"], "beta");
     assert_eq!(r["fields"]["hostkey"], fp("beta").as_str(), "{r:#}");
     assert_ne!(fp("alpha"), fp("beta"));
+    nodes_after_boots(&l, &inv, &alpha, &r);
 
     hosts(&["hosts", "set", "alpha", "--disable"]);
     hosts(&["sync"]);
@@ -136,4 +140,49 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
     // host's config carries the image's SERIAL directive.
     let d = r["diagnosis"].as_str().unwrap();
     assert!(d.contains("host alpha is disabled by nfsroot"), "{r:#}");
+}
+
+/// Issue 11: the state files the boots wrote (the ready hook, through the
+/// root-squashed log export) say what each node runs: `nodes` lists
+/// alpha (its last boot) and beta as running the image's build, with
+/// the kernel and boot id of their node lines; past a threshold of 0 s
+/// neither is shown as running.
+fn nodes_after_boots(
+    l: &TestLayout,
+    inv: &std::path::Path,
+    alpha: &serde_json::Value,
+    beta: &serde_json::Value,
+) {
+    let nodes = |extra: &[&str]| {
+        let mut c = nfsroot(l);
+        c.arg("--inventory")
+            .arg(inv)
+            .args(["--json", "nodes"])
+            .args(extra);
+        let v: serde_json::Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+        v["result"]["nodes"].as_array().unwrap().clone()
+    };
+    let build = release_field(&l.image("minimal"), "BUILD_ID");
+    let rows = nodes(&[]);
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for (row, boot) in rows.iter().zip([alpha, beta]) {
+        let f = &boot["fields"];
+        assert_eq!(row["host"], f["host"], "{row:#}");
+        assert_eq!(row["status"], "running", "{row:#}");
+        let n = &row["node"];
+        assert_eq!(n["image"], "minimal", "{row:#}");
+        assert_eq!(n["build"], build.as_str(), "{row:#}");
+        assert_eq!(n["tree"], build.as_str(), "{row:#}");
+        assert_eq!(n["kernel"], f["kernel"], "{row:#}");
+        assert_eq!(n["address"], f["ip"], "{row:#}");
+        let id = n["boot_id"].as_str().unwrap();
+        assert!(
+            id.starts_with(f["boot"].as_str().unwrap()),
+            "{row:#} vs {f:#}"
+        );
+        assert!(n["uptime"].as_u64().unwrap() > 0, "{row:#}");
+    }
+    for row in nodes(&["--stale-after", "0s"]) {
+        assert_eq!(row["status"], "not_seen", "{row:#}");
+    }
 }

@@ -13,6 +13,7 @@ mod crash;
 mod hostile;
 mod initramfs;
 mod inventory_boot;
+mod nodes;
 mod package;
 mod profile;
 mod snapshot_cli;

@@ -50,7 +50,7 @@ mod names;
 mod plan;
 
 pub use items::Change;
-pub use plan::{ANON_ID, confined_export};
+pub use plan::{ANON_ID, confined_export, per_host_logs};
 
 use super::Inventory;
 use super::render;

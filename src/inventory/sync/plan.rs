@@ -103,6 +103,20 @@ fn served_image(layout: &Layout, inv: &Inventory, image: &str) -> Result<ServedI
     Ok(ServedImage { rw, logs })
 }
 
+/// Where `image`'s per-host log directories are on this server, from its
+/// saved profile: the confined root nodes write and the directory in it
+/// holding one directory per host; `None` when its nodes keep none here
+/// (`nfsroot nodes` reads their state files there).
+pub fn per_host_logs(
+    layout: &Layout,
+    inv: &Inventory,
+    image: &str,
+) -> Result<Option<(PathBuf, PathBuf)>> {
+    Ok(served_image(layout, inv, image)?
+        .logs
+        .map(|l| (l.root, l.rel)))
+}
+
 /// A log export path from a profile, checked to lie below the base dir
 /// (sync and boot-test create and export it read-write).
 pub fn confined_export(layout: &Layout, image: &str, path: &Path) -> Result<PathBuf> {
