@@ -50,14 +50,19 @@ pub const PREREQS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The prerequisites: the loaders publish copies (one list, in
-/// [`crate::publish::BOOT_FILES`]), then [`PREREQS`].
-pub fn run() -> Vec<Check> {
-    let loaders = crate::publish::BOOT_FILES
+/// Every prerequisite as (program or file, package, what needs it): the
+/// loaders publish copies (one list, in [`crate::publish::BOOT_FILES`]),
+/// then [`PREREQS`].
+pub fn prerequisites() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    crate::publish::BOOT_FILES
         .iter()
-        .map(|(src, _, pkg)| (*src, *pkg, "publish"));
-    loaders
+        .map(|(src, _, pkg)| (*src, *pkg, "publish"))
         .chain(PREREQS.iter().copied())
+}
+
+/// Check each of [`prerequisites`].
+pub fn run() -> Vec<Check> {
+    prerequisites()
         .map(|(what, pkg, why)| {
             let found = if what.starts_with('/') {
                 Path::new(what).exists().then(|| what.to_string())

@@ -58,10 +58,10 @@ fn doctor_names_every_prerequisite_and_its_package() {
     let out = run(nfsroot(&l).tap(|c| c.arg("doctor")), true);
     let t = text(&out.stdout);
     assert!(t.starts_with(&format!("mirror {mirror} (from the host's apt sources)\n")));
-    for (what, pkg, _) in nfsroot::doctor::PREREQS {
+    for (what, pkg, _) in nfsroot::doctor::prerequisites() {
         assert_eq!(
             doctor_line(&t, what),
-            ("ok", *pkg),
+            ("ok", pkg),
             "the suite needs {what}: apt-get install {pkg}\n{t}"
         );
     }
@@ -74,7 +74,7 @@ fn doctor_names_every_prerequisite_and_its_package() {
     );
     assert_eq!(v["result"]["mirror"], mirror.as_str());
     let checks = v["result"]["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), nfsroot::doctor::PREREQS.len());
+    assert_eq!(checks.len(), nfsroot::doctor::prerequisites().count());
 
     // Really missing (hidden from this process only): MISS, the package,
     // the install line; still exit 0 (missing optional tools inform).
