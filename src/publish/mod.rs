@@ -15,7 +15,10 @@
 //! atomic rename, the PXELINUX and GRUB file of a pair one right after the
 //! other: the two loaders name different kernels only between two renames.
 //! Retention deletes files only after the switch, and never one any config
-//! (PXELINUX or GRUB) names.
+//! (PXELINUX or GRUB, per-host ones included) names. A file a config still
+//! pins stays in the record's `files` (not in its kernels:
+//! [`Record::retired`]), and every later publish, upgrade-kernel, rollback
+//! and sync ([`release_pins`]) deletes it once nothing names it.
 
 use crate::fsutil::{self, AtomicFile};
 use crate::image::Layout;
@@ -339,7 +342,8 @@ pub fn publish_with(
     let configs_ok = configs
         .iter()
         .all(|c| std::fs::read_to_string(&c.path).ok().as_deref() == Some(c.text.as_str()));
-    if next.same && files_ok && configs_ok && next.dropped.is_empty() && next.rec == old {
+    let unpinned = unpinned(layout, &next.rec, &next.dropped, &configs)?;
+    if next.same && files_ok && configs_ok && unpinned.is_empty() && next.rec == old {
         on_line(&format!(
             "{image}: {} is already published and booted by default; nothing to do",
             plan.entry.version
@@ -348,7 +352,8 @@ pub fn publish_with(
     }
     out.changed = true;
     if dry_run {
-        describe(layout, &plan, &next, &configs, &mut out, on_line);
+        describe(layout, &plan, &configs, &mut out, on_line);
+        out.removed = unpinned.iter().map(|f| tftp.join(f)).collect();
         return Ok(out);
     }
     write_boot_files(layout, &plan, &mut out, on_line)?;
@@ -369,11 +374,10 @@ pub fn publish_with(
 }
 
 /// What a dry run reports: every file it would write, the config diffs
-/// (as lines), and the files retention would remove.
+/// (as lines); the caller adds the files retention would remove.
 fn describe(
     layout: &Layout,
     plan: &Artifacts,
-    next: &NextRecord,
     configs: &[ConfigFile],
     out: &mut Outcome,
     on_line: &mut dyn FnMut(&str),
@@ -394,11 +398,6 @@ fn describe(
             crate::textdiff::line_diff(&cur, &c.text)
         ));
     }
-    out.removed = next
-        .dropped
-        .iter()
-        .flat_map(|k| [tftp.join(&k.kernel), tftp.join(&k.initrd)])
-        .collect();
 }
 
 /// Step 1: the loaders, the kernel and the initramfs, each written
@@ -472,38 +471,67 @@ fn switch(
         out.written.push(c.path.clone());
     }
     crate::crash_point!("publish.configs");
-    out.removed = retire(layout, &next.dropped)?;
+    out.removed = retire(layout, rec, &next.dropped)?;
     crate::crash_point!("publish.retired");
-    for p in &out.removed {
-        if let Ok(rel) = p.strip_prefix(&layout.tftp_root) {
-            rec.files.remove(&rel.to_string_lossy().to_string());
-        }
-    }
     rec.save(layout)
 }
 
-/// Delete the files of dropped kernels that no config names.
-fn retire(layout: &Layout, dropped: &[PublishedKernel]) -> Result<Vec<PathBuf>> {
-    let refs = referenced(layout)?;
+/// The files retention may delete once `pending` configs are written:
+/// those of `dropped` kernels and the record's retired ones
+/// ([`Record::retired`]) that no config names.
+fn unpinned(
+    layout: &Layout,
+    rec: &Record,
+    dropped: &[PublishedKernel],
+    pending: &[ConfigFile],
+) -> Result<Vec<String>> {
+    let refs = referenced(layout, pending)?;
+    let kept = |f: &String| rec.kernels.iter().any(|k| &k.kernel == f || &k.initrd == f);
+    let mut v: Vec<String> = dropped
+        .iter()
+        .flat_map(|k| [k.kernel.clone(), k.initrd.clone()])
+        .chain(rec.retired())
+        .filter(|f| !refs.contains(f) && !kept(f))
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// Delete the unpinned files (see [`unpinned`]) and drop them from
+/// `rec.files` (also those a killed run deleted already); the caller saves
+/// `rec`. Returns the files deleted.
+fn retire(layout: &Layout, rec: &mut Record, dropped: &[PublishedKernel]) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for k in dropped {
-        for rel in [&k.kernel, &k.initrd] {
-            if refs.contains(rel.as_str()) {
-                continue;
+    for rel in unpinned(layout, rec, dropped, &[])? {
+        let p = layout.tftp_root.join(&rel);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {
+                removed.push(p);
+                crate::crash_point!("publish.retire");
             }
-            let p = layout.tftp_root.join(rel);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {
-                    removed.push(p);
-                    crate::crash_point!("publish.retire");
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
         }
+        rec.files.remove(&rel);
     }
     if let Some(dir) = removed.first().and_then(|p| p.parent()) {
         fsutil::fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// Delete the retired files of `image` no config names any more (a
+/// per-host config that pinned them is gone) and forget them in its
+/// record; the caller holds the image's lock. Returns the files deleted.
+pub fn release_pins(layout: &Layout, image: &str) -> Result<Vec<PathBuf>> {
+    let Some(mut rec) = Record::load(layout, image)? else {
+        return Ok(vec![]);
+    };
+    let before = rec.files.len();
+    let removed = retire(layout, &mut rec, &[])?;
+    if rec.files.len() != before {
+        rec.save(layout)?;
     }
     Ok(removed)
 }

@@ -97,6 +97,24 @@ impl Record {
         fsutil::atomic_write(&p, text.as_bytes())
     }
 
+    /// Files the record lists that no kept kernel names: retired (with a
+    /// dropped kernel, or an initramfs rebuilt) while some config still
+    /// named them, typically a per-host config pinning an older kernel.
+    /// They stay listed until a later publish, upgrade-kernel, rollback or
+    /// sync finds nothing naming them and deletes them.
+    pub fn retired(&self) -> Vec<String> {
+        let kept: std::collections::BTreeSet<&str> = self
+            .kernels
+            .iter()
+            .flat_map(|k| [k.kernel.as_str(), k.initrd.as_str()])
+            .collect();
+        self.files
+            .keys()
+            .filter(|f| !kept.contains(f.as_str()))
+            .cloned()
+            .collect()
+    }
+
     pub fn find(&self, ver: &str) -> Option<&PublishedKernel> {
         self.kernels.iter().find(|k| k.version == ver)
     }
@@ -216,9 +234,24 @@ pub fn default_owner(default_cfg: &Path) -> Option<String> {
 }
 
 /// Every TFTP-relative path named by any config under pxelinux.cfg/ or
-/// grub/.
-pub fn referenced(layout: &Layout) -> Result<std::collections::BTreeSet<String>> {
+/// grub/ (per-host ones included), as it will be once `pending` (configs
+/// about to be written) are: their new text counts, not what is on disk.
+pub fn referenced(
+    layout: &Layout,
+    pending: &[ConfigFile],
+) -> Result<std::collections::BTreeSet<String>> {
     let mut set = std::collections::BTreeSet::new();
+    let mut add = |loader: Loader, text: &str| {
+        if let Ok(parsed) = loader.parse(text) {
+            for en in parsed.entries {
+                set.insert(en.kernel);
+                set.insert(en.initrd);
+            }
+        }
+    };
+    for c in pending {
+        add(c.loader, &c.text);
+    }
     for (dir, loader) in [
         (cfg_dir(layout), Loader::Pxelinux),
         (grub_dir(layout), Loader::Grub),
@@ -228,16 +261,11 @@ pub fn referenced(layout: &Layout) -> Result<std::collections::BTreeSet<String>>
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with(fsutil::TEMP_PREFIX) {
+            if name.starts_with(fsutil::TEMP_PREFIX) || pending.iter().any(|c| c.path == e.path()) {
                 continue;
             }
-            if let Ok(text) = std::fs::read_to_string(e.path())
-                && let Ok(parsed) = loader.parse(&text)
-            {
-                for en in parsed.entries {
-                    set.insert(en.kernel);
-                    set.insert(en.initrd);
-                }
+            if let Ok(text) = std::fs::read_to_string(e.path()) {
+                add(loader, &text);
             }
         }
     }

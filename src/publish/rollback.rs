@@ -2,7 +2,8 @@
 //! kernel. Only the record and the configs (PXELINUX and GRUB, one pair
 //! after the other, see [`super::record::config_files`]) change; the
 //! target's files are verified against their checksums first, and temp
-//! files of killed runs are swept as publish does.
+//! files of killed runs are swept as publish does; retired files no config
+//! pins any more are deleted after the switch, as publish does.
 
 use super::Outcome;
 use super::record::{Loader, Record, cfg_dir, config_files, default_owner, verify};
@@ -70,12 +71,14 @@ pub fn rollback(layout: &Layout, image: &str, to: Option<&str>) -> Result<Outcom
     }
     crate::crash_point!("rollback.configs");
     rec.save(layout)?;
+    // Files a per-host config pinned past retention go once it is gone.
+    let removed = super::release_pins(layout, image)?;
     Ok(Outcome {
         image: image.to_string(),
         default: target,
-        changed: cur != k.version,
+        changed: cur != k.version || !removed.is_empty(),
         written,
-        removed: vec![],
+        removed,
         kept: rec.kernels.iter().map(|k| k.version.clone()).collect(),
     })
 }

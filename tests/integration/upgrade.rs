@@ -276,9 +276,8 @@ fn publish_upgrade_rollback_retention() {
 
 /// Retention with `keep_kernels = 1`: the next switch deletes the files of
 /// the kernel it drops (and says so), but not those a per-host config
-/// still names. (Known gap, issue 12 report: once that config is gone, no
-/// later run deletes the files it pinned; the kernel has left the record's
-/// list, so nothing drops it again.)
+/// still names (what happens once that config goes:
+/// [`retention_deletes_pinned_files_once_unpinned`]).
 fn retention(l: &TestLayout, old: &str, new: &str) {
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let text = std::fs::read_to_string(&prof)
@@ -290,17 +289,7 @@ fn retention(l: &TestLayout, old: &str, new: &str) {
         format!("{text}\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n"),
     )
     .unwrap();
-    let files_of = |v: &str| -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(l.tftp.join("minimal"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = p.file_name().unwrap().to_string_lossy().into_owned();
-                n == format!("vmlinuz-{v}") || n.starts_with(&format!("initrd.img-{v}-"))
-            })
-            .collect()
-    };
+    let files_of = |v: &str| files_of(l, v);
     let old_files = files_of(old);
     assert_eq!(old_files.len(), 2, "{old_files:?}");
     let u = json(l, &["upgrade-kernel", "minimal"], true);
@@ -330,6 +319,125 @@ fn retention(l: &TestLayout, old: &str, new: &str) {
     let cfg = std::fs::read_to_string(cfgd.join("default")).unwrap();
     assert!(!cfg.contains(&format!("LABEL minimal-{new}")), "{cfg}");
     check_consistent(l);
+}
+
+/// The files of image `minimal`'s kernel `v` under the TFTP root.
+fn files_of(l: &TestLayout, v: &str) -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(l.tftp.join("minimal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n == format!("vmlinuz-{v}") || n.starts_with(&format!("initrd.img-{v}-"))
+        })
+        .collect();
+    f.sort();
+    f
+}
+
+fn paths(v: &Value) -> Vec<PathBuf> {
+    let mut p: Vec<PathBuf> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().unwrap()))
+        .collect();
+    p.sort();
+    p
+}
+
+/// Retention leak (found after issue 10): a kernel dropped while per-host
+/// configs pinned it keeps its files only while some config, PXELINUX or
+/// GRUB, names them. Once the last pin goes the next run deletes them and
+/// says so: `publish` after a hand-made pin is removed, `sync` after the
+/// inventory's pin is. No boots.
+#[test]
+fn retention_deletes_pinned_files_once_unpinned() {
+    let l = clone_fixture();
+    let old = kernels_in(&l.image("minimal"))[0].clone();
+    let prof = l.base.join(".nfsroot/profiles/minimal.toml");
+    let text = std::fs::read_to_string(&prof).unwrap();
+    assert!(text.contains("keep_kernels = 3"), "{text}");
+    std::fs::write(&prof, text.replace("keep_kernels = 3", "keep_kernels = 1")).unwrap();
+    json(&l, &["publish", "minimal"], true);
+    let old_files = files_of(&l, &old);
+    assert_eq!(old_files.len(), 2, "{old_files:?}");
+    // Hand-made pins, one per loader: copies of the image's own configs.
+    let pxe_pin = l.tftp.join("pxelinux.cfg/01-52-54-00-00-00-01");
+    let grub_pin = l.tftp.join("grub/grub.cfg-01-52-54-00-00-00-02");
+    std::fs::copy(l.tftp.join("pxelinux.cfg/nfsroot-minimal"), &pxe_pin).unwrap();
+    std::fs::copy(l.tftp.join("grub/nfsroot-minimal.cfg"), &grub_pin).unwrap();
+    let k99 = add_fake_newer_kernel(&l, &old);
+    let u = json(&l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["kept"], serde_json::json!([k99]));
+    assert_eq!(paths(&u["result"]["removed"]), Vec::<PathBuf>::new());
+    assert_eq!(files_of(&l, &old), old_files, "pinned");
+    check_consistent(&l);
+    // The PXELINUX pin goes; the GRUB one alone still holds the files.
+    std::fs::remove_file(&pxe_pin).unwrap();
+    let p = json(&l, &["publish", "minimal"], true);
+    assert_eq!(p["result"]["changed"], false, "{p}");
+    assert_eq!(files_of(&l, &old), old_files, "pinned by GRUB alone");
+    // The last pin goes: publish deletes them, says so, forgets them.
+    std::fs::remove_file(&grub_pin).unwrap();
+    let p = json(&l, &["publish", "minimal"], true);
+    assert_eq!(p["result"]["changed"], true, "{p}");
+    assert_eq!(paths(&p["result"]["removed"]), old_files);
+    assert_eq!(files_of(&l, &old), Vec::<PathBuf>::new());
+    let rec = std::fs::read_to_string(l.base.join(".nfsroot/published/minimal.json")).unwrap();
+    assert!(!rec.contains(&format!("-{old}")), "{rec}");
+    let p = json(&l, &["publish", "minimal"], true);
+    assert_eq!(p["result"]["changed"], false, "{p}");
+
+    // The inventory's pin (`hosts set --kernel`: sync writes the host's
+    // PXELINUX and GRUB configs) holds 99.0 past an upgrade to 99.1; the
+    // sync that unpins it deletes its files.
+    write_qemu_inventory(&l.etc().join("nfsroot/inventory.toml"));
+    let mac = ["--mac", "52-54-00-AA-00-01", "--ip", "10.0.2.31"];
+    let hosts = |args: &[&str]| {
+        let mut c = nfsroot(&l);
+        c.arg("hosts").args(args);
+        run(c, true);
+    };
+    hosts(&[&["add", "alpha"][..], &mac].concat());
+    hosts(&["set", "alpha", "--kernel", &k99]);
+    json(&l, &["sync"], true);
+    let k99_files = files_of(&l, &k99);
+    let root = l.image("minimal");
+    std::fs::copy(
+        root.join("boot/vmlinuz-99.0"),
+        root.join("boot/vmlinuz-99.1"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&old, root.join("usr/lib/modules/99.1")).unwrap();
+    let u = json(&l, &["upgrade-kernel", "minimal"], true);
+    assert_eq!(u["result"]["kept"], serde_json::json!(["99.1"]));
+    assert_eq!(files_of(&l, &k99), k99_files, "pinned by alpha");
+    hosts(&["set", "alpha", "--kernel", ""]);
+    let s = json(&l, &["sync"], true);
+    let removed: Vec<PathBuf> = s["result"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "remove" && c["path"].as_str().unwrap().contains("/minimal/"))
+        .map(|c| PathBuf::from(c["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(removed, k99_files, "{s}");
+    assert_eq!(files_of(&l, &k99), Vec::<PathBuf>::new());
+    check_consistent(&l);
+    // The only drift: the older kernels keep_kernels = 1 leaves
+    // unpublished, no config naming a missing file.
+    let st = json(&l, &["status", "minimal"], false);
+    let drift = st["result"]["drift"].as_array().unwrap();
+    assert_eq!(drift.len(), 2, "{st}");
+    assert!(
+        drift.iter().all(|d| d
+            .as_str()
+            .unwrap()
+            .contains("is in the image but not published")),
+        "{st}"
+    );
 }
 
 /// Every boot config of the image, BIOS (PXELINUX) and UEFI (GRUB), the

@@ -37,6 +37,10 @@
 //! DHCP configs answer each client with its loader by the architecture it
 //! announces (option 93), or by the host's pinned `firmware`.
 //!
+//! After applying, the kernel files retention kept only because a
+//! per-host config pinned them go once no config names them
+//! ([`crate::publish::release_pins`]); a dry run does not predict that.
+//!
 //! Neither step prints: [`SyncReport::text`] is the one place a sync's
 //! result becomes text.
 
@@ -176,6 +180,11 @@ pub fn run_sync_with(layout: &Layout, o: &SyncOptions) -> Result<SyncReport> {
     if !o.dry_run && !changes.is_empty() {
         apply::apply(layout, &p, &changes, &roots)?;
     }
+    let released = if o.dry_run {
+        vec![]
+    } else {
+        release_pins(layout, &p)?
+    };
     drop(image_locks);
     Ok(SyncReport {
         dry_run: o.dry_run,
@@ -183,10 +192,33 @@ pub fn run_sync_with(layout: &Layout, o: &SyncOptions) -> Result<SyncReport> {
         hosts: inv.hosts.len(),
         host_files: p.host_files,
         following_default: p.following_default,
-        changes: changes.into_iter().map(|(_, c)| c).collect(),
+        changes: changes
+            .into_iter()
+            .map(|(_, c)| c)
+            .chain(released)
+            .collect(),
         unchanged,
         next_steps,
     })
+}
+
+/// Delete the kernel files retention left because a per-host config
+/// pinned them, now that none does (this sync may have removed or
+/// rewritten that config): see [`crate::publish::release_pins`]. Only
+/// images whose lock the sync holds.
+fn release_pins(layout: &Layout, p: &SyncPlan) -> Result<Vec<Change>> {
+    let mut v = Vec::new();
+    for img in &p.locked_images {
+        for path in crate::publish::release_pins(layout, img)? {
+            v.push(Change {
+                action: "remove".into(),
+                path,
+                detail: "(a retired kernel's file no config names any more)".into(),
+                diff: None,
+            });
+        }
+    }
+    Ok(v)
 }
 
 /// The plan, with the locks of the images it writes into held (unless
