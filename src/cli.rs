@@ -321,6 +321,11 @@ pub enum HostsArgs {
         /// Extra kernel command line ("" to clear)
         #[arg(long)]
         cmdline: Option<String>,
+        /// Pin the loader DHCP hands the host: bios (PXELINUX), uefi
+        /// (shim + GRUB), or auto (by the client architecture it announces)
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            crate::inventory::firmware_words()))]
+        firmware: Option<String>,
     },
     /// Add hosts from a CSV file or /etc/ethers-style lines
     Import {

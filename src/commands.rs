@@ -287,6 +287,7 @@ fn hosts_cmd(a: HostsArgs) -> HostsCmd {
             enable,
             kernel,
             cmdline,
+            firmware,
         } => HostsCmd::Set(SetHost {
             name,
             image,
@@ -295,6 +296,7 @@ fn hosts_cmd(a: HostsArgs) -> HostsCmd {
             enable,
             kernel,
             cmdline,
+            firmware,
         }),
         HostsArgs::Import { file, replace } => HostsCmd::Import { file, replace },
     }

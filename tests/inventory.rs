@@ -886,6 +886,78 @@ fn loader_by_client_architecture() {
     );
 }
 
+/// `hosts set --firmware` through the binary: `uefi` pins a host to shim
+/// whatever it announces, `auto` takes a pin away (the key goes, the
+/// other lines stay byte for byte), a wrong word fails naming the allowed
+/// ones and changes nothing; the next sync's DHCP configs follow.
+#[test]
+fn hosts_set_firmware_through_the_binary() {
+    let s = Server::new();
+    s.image("minimal", None, true);
+    s.write_inv(FIRMWARE);
+    let bin = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nfsroot"))
+            .env("NFSROOT_BASE_DIR", &s.layout.base_dir)
+            .env("NFSROOT_TFTP_ROOT", &s.layout.tftp_root)
+            .env("NFSROOT_INVENTORY", &s.inv)
+            .env("NFSROOT_ETC_DIR", &s.etc)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    assert_eq!(
+        bin(&["hosts", "set", "any", "--firmware", "uefi"]).0,
+        Some(0)
+    );
+    assert_eq!(
+        bin(&["hosts", "set", "bios", "--firmware", "auto"]).0,
+        Some(0)
+    );
+    let text = std::fs::read_to_string(&s.inv).unwrap();
+    let want = FIRMWARE
+        .replace(
+            "any = { mac = \"52:54:00:00:03:01\", ip = \"10.18.1.31\" }",
+            "any = { mac = \"52:54:00:00:03:01\", ip = \"10.18.1.31\", firmware = \"uefi\" }",
+        )
+        .replace(", firmware = \"bios\"", "");
+    assert_ne!(want, FIRMWARE);
+    assert_eq!(text, want);
+    let (code, err) = bin(&["hosts", "set", "uefi", "--firmware", "efi"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("efi") && err.contains("bios, uefi, auto"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&s.inv).unwrap(), want);
+    assert_eq!(bin(&["sync"]).0, Some(0));
+    let dns = s.read(s.etc.join("dnsmasq.d/nfsroot.conf"));
+    let dhcpd = s.read(s.etc.join("dhcp/dhcpd.conf"));
+    let (bios, uefi) = (
+        Some("pxelinux.0".to_string()),
+        Some("shimx64.efi".to_string()),
+    );
+    for (host, mac, arch, want) in [
+        ("any", "52:54:00:00:03:01", 0, &uefi),
+        ("any", "52:54:00:00:03:01", 7, &uefi),
+        ("bios", "52:54:00:00:03:02", 0, &bios),
+        ("bios", "52:54:00:00:03:02", 7, &uefi),
+        ("uefi", "52:54:00:00:03:03", 0, &uefi),
+    ] {
+        assert_eq!(
+            &dnsmasq_loader(&dns, mac, arch),
+            want,
+            "{host} {arch}\n{dns}"
+        );
+        assert_eq!(
+            &dhcpd_loader(&dhcpd, host, arch),
+            want,
+            "{host} {arch}\n{dhcpd}"
+        );
+    }
+}
+
 #[test]
 fn hex_names() {
     let s = Server::new();

@@ -12,6 +12,7 @@
 //! `hosts import` reads its file in [`super::import`] and adds the hosts
 //! here, as one edit.
 
+use super::model::Firmware;
 use super::{BootMode, Host, Inventory, canonical_mac, check_host_name};
 use crate::fsutil;
 use crate::image::Layout;
@@ -50,6 +51,22 @@ pub struct SetHost {
     pub kernel: Option<String>,
     /// Extra kernel command line; empty clears.
     pub cmdline: Option<String>,
+    /// Pin the loader by firmware (`bios`, `uefi`), or [`FIRMWARE_AUTO`]
+    /// to answer by the client architecture again.
+    pub firmware: Option<String>,
+}
+
+/// `hosts set --firmware auto`: no `firmware` key, the loader by the
+/// client architecture the node announces.
+pub const FIRMWARE_AUTO: &str = "auto";
+
+/// The words `hosts set --firmware` takes: the inventory's `firmware`
+/// values and [`FIRMWARE_AUTO`].
+pub fn firmware_words() -> Vec<&'static str> {
+    use crate::choice::Choice;
+    let mut v: Vec<&str> = Firmware::ALL.iter().map(|f| f.as_str()).collect();
+    v.push(FIRMWARE_AUTO);
+    v
 }
 
 /// One `nfsroot hosts` subcommand.
@@ -393,10 +410,19 @@ fn check_set(s: &SetHost) -> Result<()> {
     if modes > 1 {
         bail!("hosts set: give only one of --image, --localboot, --disable, --enable");
     }
-    if modes == 0 && s.kernel.is_none() && s.cmdline.is_none() {
+    if modes == 0 && s.kernel.is_none() && s.cmdline.is_none() && s.firmware.is_none() {
         bail!(
-            "hosts set {}: nothing to change; give --image I, --localboot, --disable or --enable",
+            "hosts set {}: nothing to change; give --image I, --localboot, --disable, \
+             --enable, --kernel, --cmdline or --firmware",
             s.name
+        );
+    }
+    if let Some(f) = &s.firmware
+        && !firmware_words().contains(&f.as_str())
+    {
+        bail!(
+            "hosts set --firmware: {}",
+            crate::choice::not_allowed(f, &firmware_words())
         );
     }
     if let Some(i) = &s.image {
@@ -453,7 +479,8 @@ fn insert_host(doc: &mut DocumentMut, a: &AddHost) {
 }
 
 /// Change a host in place: the boot mode (a host whose group gives that
-/// mode loses its own `boot` key), kernel and cmdline (empty removes).
+/// mode loses its own `boot` key), kernel and cmdline (empty removes),
+/// firmware (`auto` removes).
 fn set_host(inv: &Inventory, doc: &mut DocumentMut, s: &SetHost) -> Result<bool> {
     let h = inv
         .host(&s.name)
@@ -489,7 +516,15 @@ fn set_host(inv: &Inventory, doc: &mut DocumentMut, s: &SetHost) -> Result<bool>
     if s.enable {
         set_boot(t, BootMode::Image);
     }
-    for (k, v) in [("kernel", &s.kernel), ("cmdline", &s.cmdline)] {
+    let firmware = s
+        .firmware
+        .as_ref()
+        .map(|f| if f == FIRMWARE_AUTO { "" } else { f.as_str() }.to_string());
+    for (k, v) in [
+        ("kernel", &s.kernel),
+        ("cmdline", &s.cmdline),
+        ("firmware", &firmware),
+    ] {
         match v.as_deref() {
             Some("") => {
                 t.remove(k);

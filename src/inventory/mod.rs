@@ -31,7 +31,7 @@ pub mod render;
 pub mod sync;
 pub mod validate;
 
-pub use edit::{HostsCmd, HostsOutcome, run_hosts};
+pub use edit::{HostsCmd, HostsOutcome, firmware_words, run_hosts};
 pub use model::{BootMode, Cluster, Group, Host, HostFiles, Inventory, Subnet};
 pub use parse::{load, parse};
 pub use sync::{
