@@ -63,7 +63,11 @@ pub const BOOT_FILES: &[(&str, &str, &str)] = &[
         "shimx64.efi",
         "shim-signed",
     ),
-    ("/usr/lib/shim/mmx64.efi.signed", "mmx64.efi", "shim-signed"),
+    (
+        "/usr/lib/shim/mmx64.efi.signed",
+        "mmx64.efi",
+        "shim-helpers-amd64-signed",
+    ),
     (
         "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
         "grubx64.efi",

@@ -76,7 +76,8 @@ fn bootstrap_chroot(root: &Path) {
     let mut m = Command::new("mmdebstrap");
     m.args([
         "--variant=apt",
-        "--include=man-db,bash-completion,debootstrap,pxelinux,syslinux-common,busybox-static",
+        "--include=man-db,bash-completion,debootstrap,pxelinux,syslinux-common,busybox-static,\
+         shim-signed,grub-efi-amd64-signed",
         // The fixture's .deb cache, in before download and back out after.
         "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
     ])
@@ -118,6 +119,18 @@ fn package_installs_works_and_purges() {
     let before = tree(&root);
 
     in_chroot(&root, "dpkg -i /tmp/nfsroot.deb");
+    // Every loader publish copies comes from a package the .deb depends
+    // on (publish refuses to run without them), and is there once it is
+    // installed.
+    let mut c = Command::new("dpkg-deb");
+    c.args(["-f"]).arg(deb).arg("Depends");
+    let depends = String::from_utf8(run(c, true).stdout).unwrap();
+    let depends: Vec<&str> = depends.trim().split(", ").collect();
+    for (src, _, pkg) in nfsroot::publish::BOOT_FILES {
+        assert!(depends.contains(pkg), "{pkg} not in Depends: {depends:?}");
+        let owner = in_chroot(&root, &format!("dpkg -S {src}"));
+        assert_eq!(owner.split(':').next(), Some(*pkg), "{src}: {owner}");
+    }
     let version = in_chroot(&root, "nfsroot --version");
     assert_eq!(version, format!("nfsroot {}\n", env!("CARGO_PKG_VERSION")));
     let show = in_chroot(&root, "cd /tmp && nfsroot profile show minimal");
