@@ -122,7 +122,18 @@ fn minimal_image_has_every_fixup() {
         "{cfg}"
     );
     assert!(cfg.contains("net.ifnames=0") && cfg.contains("SERIAL 0 115200"));
-    assert!(f.tftp.join("pxelinux.0").exists() && f.tftp.join("ldlinux.c32").exists());
+    // The loaders, BIOS and UEFI (Debian's signed shim, GRUB, MOK manager),
+    // are the host packages' files byte for byte.
+    for (src, name, pkg) in nfsroot::publish::BOOT_FILES {
+        let host = std::fs::read(src).unwrap_or_else(|e| panic!("{src} ({pkg}): {e}"));
+        let published = std::fs::read(f.tftp.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(host == published, "{name} differs from {src} ({pkg})");
+    }
+    let grub = std::fs::read_to_string(f.tftp.join("grub/grub.cfg")).unwrap();
+    assert!(
+        grub.contains(&format!("nfsroot=10.0.2.2:{},vers=3,tcp", r.display())),
+        "{grub}"
+    );
 }
 
 #[test]
