@@ -37,12 +37,14 @@
 
 pub mod console;
 mod firmware;
+mod lan;
 mod report;
 mod runner;
 mod tftp;
 
 pub use console::{parse_node_line, strip_ansi};
 pub use firmware::{Firmware, Machine};
+pub use lan::{Dhcp, LanOptions};
 pub use report::{BootReport, Timings};
 pub use runner::run_inner;
 
@@ -125,6 +127,9 @@ pub struct Options {
     /// After the node line, let the VM run until it powers off (a unit in
     /// the image does), within the timeout.
     pub until_poweroff: bool,
+    /// Boot an inventory host through the real DHCP and TFTP daemons on
+    /// a private bridge, from the configs `sync` wrote (`lan.rs`).
+    pub lan: Option<LanOptions>,
 }
 
 /// One directory the test's NFS server exports, as `sync` renders it for
@@ -168,6 +173,9 @@ pub struct BootPlan {
     pub expect_no_boot: bool,
     #[serde(default)]
     pub until_poweroff: bool,
+    /// With `--host`: the bridge and daemons instead of QEMU's network.
+    #[serde(default)]
+    pub lan: Option<lan::LanPlan>,
 }
 
 /// The image's node.conf, for the verdict only (what the node will
@@ -214,6 +222,12 @@ pub fn predict_hostname(root: &Path, ip: Ipv4Addr, mac: &str) -> Result<String> 
 /// Outer entry point: plan the boot, run it in private namespaces, and
 /// judge what the node reported.
 pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
+    let pxe = a.method == BootMethod::Pxe;
+    let target = (a.lan.as_ref())
+        .map(|l| lan::Target::load(l, &layout.tftp_root, pxe))
+        .transpose()?;
+    let opts = target.as_ref().map(|t| t.options(a)).transpose()?;
+    let a = opts.as_ref().unwrap_or(a);
     let mac = preflight(a)?;
     let image = layout.resolve_image(a.image.as_deref())?;
     let image_dir = layout.existing_image(&image)?;
@@ -221,8 +235,16 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     // What the server exports comes from the saved profile, never the tree.
     let prof = crate::state::image_profile(layout, &image)?;
     let entry = published_entry(layout, &image)?;
-    let (net, host) = user_net(&prof.nfs.server)?;
-    let ip = node_ip(a.ip, net)?;
+    let (net, host, ip) = match &target {
+        Some(t) => {
+            t.check_profile(&prof, a.write_root)?;
+            (t.network(), t.plan.server, t.ip)
+        }
+        None => {
+            let (net, host) = user_net(&prof.nfs.server)?;
+            (net, host, node_ip(a.ip, net)?)
+        }
+    };
 
     // Boot read-only unless asked to write: the test must not write the
     // shared tree.
@@ -247,7 +269,10 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     let work = work_dir(layout, &image)?;
     let mut exports = exports(layout, &image_dir, write, log_path.as_deref(), &expect)?;
     exports.extend(mount_exports(&work, &prof)?);
-    let tftp = if a.method == BootMethod::Pxe {
+    let tftp = if target.is_some() {
+        // The real tree, as the daemons serve it.
+        layout.tftp_root.clone()
+    } else if pxe {
         tftp::tftp_view(layout, &work, &image, &mac, a.per_host, profile_rw)?
     } else {
         layout.tftp_root.clone()
@@ -273,6 +298,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
         memory: a.memory,
         expect_no_boot: a.expect_no_boot,
         until_poweroff: a.until_poweroff,
+        lan: target.as_ref().map(|t| t.plan.clone()),
     };
     let plan_path = plan.work.join("plan.json");
     std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)
@@ -283,6 +309,12 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     let mut report = inner_report(&plan, status)?;
     report.root_note = root_note;
     judge(&mut report, pids, &expect, &plan);
+    if let Some(t) = &target
+        && report.passed
+    {
+        let up = !plan.expect_no_boot;
+        lan::judge(&mut report, &plan.work, t, plan.machine, up);
+    }
     keep_logs(&mut report, plan.work, a.keep_logs)?;
     Ok(report)
 }
