@@ -11,7 +11,7 @@
 //! device on it for QEMU, then starts on the bridge either `dnsmasq` with
 //! that config as its only one (DHCP and TFTP from the real TFTP root, as
 //! seed 000 runs it) or ISC `dhcpd` with that config plus `in.tftpd`
-//! (tftpd-hpa) serving the real TFTP root, chrooted, as its `tftp` user.
+//! (tftpd-hpa) serving the real TFTP root, chrooted, as `nobody`.
 //! Each is a [`Proc`], stopped by PID on every exit path. tftpd-hpa logs
 //! only to syslog, so in dhcpd mode the namespace gets a private `/dev`
 //! (links to the host's nodes) whose `/dev/log` is a socket this module
