@@ -297,6 +297,24 @@ pub struct BootTestArgs {
     /// the image does), within --timeout
     #[arg(long)]
     pub until_poweroff: bool,
+    /// Boot this inventory host (its MAC, address, name and image) on a
+    /// private bridge at the inventory's server address, through the real
+    /// DHCP and TFTP daemons and the configs `sync` wrote under --etc-dir
+    /// (needs --mode pxe and --dhcp)
+    #[arg(long, requires = "dhcp", conflicts_with_all = ["mac", "ip", "per_host"])]
+    pub host: Option<String>,
+    /// With --host: dnsmasq (DHCP and TFTP) or dhcpd (ISC dhcpd, and
+    /// tftpd-hpa for TFTP)
+    #[arg(long, value_enum, requires = "host")]
+    pub dhcp: Option<DhcpArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DhcpArg {
+    /// dnsmasq serving DHCP and TFTP (dnsmasq.d/nfsroot.conf)
+    Dnsmasq,
+    /// ISC dhcpd (dhcp/dhcpd.conf) with tftpd-hpa's in.tftpd
+    Dhcpd,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,9 +4,9 @@
 //! "result": ...}` on stdout.
 
 use crate::cli::{
-    BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DiffArgs, ExecArgs, FirmwareArg, Global,
-    HostsArgs, ImageArg, InitramfsBuildArgs, InitramfsCmd, NodesArgs, ProfileCmd, RestoreArgs,
-    RollbackArgs, SnapshotArgs, SnapshotCmd, SyncArgs,
+    BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DhcpArg, DiffArgs, ExecArgs, FirmwareArg,
+    Global, HostsArgs, ImageArg, InitramfsBuildArgs, InitramfsCmd, NodesArgs, ProfileCmd,
+    RestoreArgs, RollbackArgs, SnapshotArgs, SnapshotCmd, SyncArgs,
 };
 use crate::image::Layout;
 use crate::inventory::{
@@ -352,6 +352,18 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
         expect_no_boot: a.expect_no_boot,
         write_root: a.write_root,
         until_poweroff: a.until_poweroff,
+        lan: a
+            .host
+            .zip(a.dhcp)
+            .map(|(host, d)| crate::boottest::LanOptions {
+                host,
+                dhcp: match d {
+                    DhcpArg::Dnsmasq => crate::boottest::Dhcp::Dnsmasq,
+                    DhcpArg::Dhcpd => crate::boottest::Dhcp::Dhcpd,
+                },
+                inventory: cx.g.inventory.clone(),
+                etc_dir: cx.g.etc_dir.clone(),
+            }),
     };
     let r = crate::boottest::run(&cx.layout, &opts)?;
     if cx.g.json {

@@ -28,6 +28,9 @@
 //! Layout: this file is the plan ([`run`]: what to boot, what the node must
 //! report, written to `plan.json` as a [`BootPlan`]) and the final verdict;
 //! `runner.rs` the namespace runner (unshare, rpcbind, ganesha, QEMU, PIDs);
+//! `lan.rs` the cluster in a box (`--host NAME --dhcp dnsmasq|dhcpd`: a
+//! bridge at the inventory's server address, the real DHCP and TFTP
+//! daemons on the configs `sync` wrote, and the TFTP log's checks);
 //! `console.rs` the pure console watcher (console bytes and times in,
 //! stages, node line, failures and the verdict out; tested on the recorded
 //! consoles in `tests/corpus/consoles/`); `firmware.rs` the VM's firmware
@@ -37,12 +40,14 @@
 
 pub mod console;
 mod firmware;
+mod lan;
 mod report;
 mod runner;
 mod tftp;
 
 pub use console::{parse_node_line, strip_ansi};
 pub use firmware::{Firmware, Machine};
+pub use lan::{Dhcp, LanOptions};
 pub use report::{BootReport, Timings};
 pub use runner::run_inner;
 
@@ -125,6 +130,9 @@ pub struct Options {
     /// After the node line, let the VM run until it powers off (a unit in
     /// the image does), within the timeout.
     pub until_poweroff: bool,
+    /// Boot an inventory host through the real DHCP and TFTP daemons on
+    /// a private bridge, from the configs `sync` wrote (`lan.rs`).
+    pub lan: Option<LanOptions>,
 }
 
 /// One directory the test's NFS server exports, as `sync` renders it for
@@ -168,6 +176,9 @@ pub struct BootPlan {
     pub expect_no_boot: bool,
     #[serde(default)]
     pub until_poweroff: bool,
+    /// With `--host`: the bridge and daemons instead of QEMU's network.
+    #[serde(default)]
+    pub lan: Option<lan::LanPlan>,
 }
 
 /// The image's node.conf, for the verdict only (what the node will
@@ -214,6 +225,12 @@ pub fn predict_hostname(root: &Path, ip: Ipv4Addr, mac: &str) -> Result<String> 
 /// Outer entry point: plan the boot, run it in private namespaces, and
 /// judge what the node reported.
 pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
+    let pxe = a.method == BootMethod::Pxe;
+    let target = (a.lan.as_ref())
+        .map(|l| lan::Target::load(l, &layout.tftp_root, pxe))
+        .transpose()?;
+    let opts = target.as_ref().map(|t| t.options(a)).transpose()?;
+    let a = opts.as_ref().unwrap_or(a);
     let mac = preflight(a)?;
     let image = layout.resolve_image(a.image.as_deref())?;
     let image_dir = layout.existing_image(&image)?;
@@ -221,8 +238,16 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     // What the server exports comes from the saved profile, never the tree.
     let prof = crate::state::image_profile(layout, &image)?;
     let entry = published_entry(layout, &image)?;
-    let (net, host) = user_net(&prof.nfs.server)?;
-    let ip = node_ip(a.ip, net)?;
+    let (net, host, ip) = match &target {
+        Some(t) => {
+            t.check_profile(&prof, a.write_root)?;
+            (t.network(), t.plan.server, t.ip)
+        }
+        None => {
+            let (net, host) = user_net(&prof.nfs.server)?;
+            (net, host, node_ip(a.ip, net)?)
+        }
+    };
 
     // Boot read-only unless asked to write: the test must not write the
     // shared tree.
@@ -247,7 +272,10 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     let work = work_dir(layout, &image)?;
     let mut exports = exports(layout, &image_dir, write, log_path.as_deref(), &expect)?;
     exports.extend(mount_exports(&work, &prof)?);
-    let tftp = if a.method == BootMethod::Pxe {
+    let tftp = if target.is_some() {
+        // The real tree, as the daemons serve it.
+        layout.tftp_root.clone()
+    } else if pxe {
         tftp::tftp_view(layout, &work, &image, &mac, a.per_host, profile_rw)?
     } else {
         layout.tftp_root.clone()
@@ -273,6 +301,7 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
         memory: a.memory,
         expect_no_boot: a.expect_no_boot,
         until_poweroff: a.until_poweroff,
+        lan: target.as_ref().map(|t| t.plan.clone()),
     };
     let plan_path = plan.work.join("plan.json");
     std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)
@@ -283,6 +312,12 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
     let mut report = inner_report(&plan, status)?;
     report.root_note = root_note;
     judge(&mut report, pids, &expect, &plan);
+    if let Some(t) = &target
+        && report.passed
+    {
+        let up = !plan.expect_no_boot;
+        lan::judge(&mut report, &plan.work, t, plan.machine, up);
+    }
     keep_logs(&mut report, plan.work, a.keep_logs)?;
     Ok(report)
 }

@@ -169,10 +169,20 @@ impl BootReport {
         if let Some(want) = e.secure_boot {
             checks.push(self.secure_boot_check(want));
         }
+        self.push_checks(checks);
+    }
+
+    /// Record `checks`; the first failed one fails a passed report.
+    pub fn push_checks(&mut self, checks: Vec<(&str, bool, String)>) {
         for (name, ok, detail) in checks {
             if !ok && self.passed {
                 self.passed = false;
-                self.diagnosis = format!("the node came up but {name} is wrong: {detail}");
+                let up = if self.node_line.is_some() {
+                    "the node came up but "
+                } else {
+                    ""
+                };
+                self.diagnosis = format!("{up}{name} is wrong: {detail}");
             }
             self.checks.push((name.to_string(), ok, detail));
         }

@@ -141,13 +141,13 @@ fn alive(pid: u32) -> bool {
 static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
 /// A started process, stopped by PID on drop: TERM, then KILL after 5 s.
-struct Proc {
-    name: &'static str,
+pub(super) struct Proc {
+    pub(super) name: &'static str,
     child: Child,
 }
 
 impl Proc {
-    fn start(name: &'static str, cmd: &mut Command) -> Result<Proc> {
+    pub(super) fn start(name: &'static str, cmd: &mut Command) -> Result<Proc> {
         let child = cmd
             .stdin(Stdio::null())
             .spawn()
@@ -155,7 +155,7 @@ impl Proc {
         Ok(Proc { name, child })
     }
 
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
@@ -173,7 +173,7 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(super) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 }
@@ -219,6 +219,11 @@ fn inner(plan: &BootPlan, report: &mut BootReport) -> Result<()> {
     if Path::new("/var/lib/nfs").is_dir() {
         sh("mount -t tmpfs tmpfs /var/lib/nfs")?;
     }
+    // The LAN's daemons (with --host) stop last, after QEMU.
+    let _lan = match &plan.lan {
+        Some(l) => Some(super::lan::Lan::start(&plan.work, l)?),
+        None => None,
+    };
     let (mut rpcbind, mut ganesha) = start_nfs(plan)?;
     let console = plan.work.join("console.log");
     let mut q = qemu_command(plan, &console)?;
@@ -247,12 +252,12 @@ fn inner(plan: &BootPlan, report: &mut BootReport) -> Result<()> {
     Ok(())
 }
 
-fn sh(cmd: &str) -> Result<()> {
+pub(super) fn sh(cmd: &str) -> Result<()> {
     exec::Cmd::new("/bin/sh").arg("-c").arg(cmd).run()
 }
 
 /// Create (truncate) a log file for a process's output.
-fn create(path: &Path) -> Result<File> {
+pub(super) fn create(path: &Path) -> Result<File> {
     File::create(path).with_context(|| format!("creating {}", path.display()))
 }
 
@@ -387,8 +392,12 @@ fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
 
 /// QEMU's user network for the plan: the profile server's /24 with the
 /// host (the namespace's loopback: NFS, TFTP) at the server's address, and
-/// the node's address first in the DHCP range.
+/// the node's address first in the DHCP range; with `--host`, the LAN's
+/// tap device instead.
 fn netdev(plan: &BootPlan) -> String {
+    if plan.lan.is_some() {
+        return super::lan::netdev();
+    }
     let mut netdev = format!(
         "user,id=n0,net={}/24,host={},dhcpstart={}",
         plan.net, plan.host, plan.ip
@@ -604,6 +613,7 @@ mod tests {
             memory: 256,
             expect_no_boot: false,
             until_poweroff: false,
+            lan: None,
         }
     }
 

@@ -1,7 +1,10 @@
-//! The inventory drives a real boot: a VM with an inventory host's MAC boots
-//! through its per-host PXELINUX file and takes the inventory's host name
-//! (from the /etc/hosts block sync wrote into the image); after
-//! `hosts set --disable` and a sync, the same VM does not boot the image.
+//! The inventory drives a real boot, through the configs `sync` wrote and
+//! the real daemons (issue 13): a VM with an inventory host's MAC gets
+//! its address from ISC dhcpd (or dnsmasq), loads its per-host PXELINUX
+//! file (by MAC, or by hex-IP name) from tftpd-hpa (or dnsmasq), and
+//! takes the inventory's host name (from the /etc/hosts block sync wrote
+//! into the image); after `hosts set --disable` and a sync, the same VM
+//! does not boot the image.
 //! Each host's ssh host key comes from the master: the same across a
 //! host's reboots, different between hosts, and the one sync made.
 //! `nfsroot nodes` then lists both nodes from the state files their boots
@@ -66,76 +69,60 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
         "{etc_hosts}"
     );
 
-    // --per-host makes boot-test's `default` boot nothing: only the
-    // 01-<mac> lookup can bring the node up. The pattern would say
-    // node031; the inventory says alpha.
-    let r = boot_test(
-        &l,
-        &[
-            "--mode",
-            "pxe",
-            "--per-host",
-            "--mac",
-            "52:54:00:aa:00:01",
-            "--ip",
-            "10.0.2.31",
-        ],
-    );
+    // Through the real daemons (seed 001/003): ISC dhcpd with the
+    // dhcpd.conf sync wrote and tftpd-hpa serving the TFTP root, on a
+    // bridge at the inventory's server address. The TFTP server's log
+    // shows the loader fetched alpha's 01-<mac> file; the pattern would say
+    // node031, the inventory says alpha.
+    let r = boot_host(&l, &inv, &etc, "alpha", "dhcpd", &[]);
     assert_eq!(r["passed"], true, "{r:#}");
     assert_eq!(r["fields"]["host"], "alpha");
+    assert_eq!(r["fields"]["ip"], "10.0.2.31");
+    assert_check(&r, "host config", "pxelinux.cfg/01-52-54-00-aa-00-01 sent");
+    assert_check(&r, "dhcp boot file", "pxelinux.0 first");
+    assert_check(&r, "kernel", "minimal/vmlinuz-");
     assert_eq!(r["fields"]["hostkey"], fp("alpha").as_str(), "{r:#}");
     let boot1 = r["fields"]["boot"].clone();
 
-    // A reboot of alpha: another boot, the same key. beta: its own key.
-    let alpha_again = [
-        "--mode",
-        "direct",
-        "--mac",
-        "52:54:00:aa:00:01",
-        "--ip",
-        "10.0.2.31",
-    ];
-    let alpha = boot_test(&l, &alpha_again);
+    // A reboot of alpha, through dnsmasq (DHCP and TFTP, seed 000's
+    // setup) this time: another boot, the same key.
+    let alpha = boot_host(&l, &inv, &etc, "alpha", "dnsmasq", &[]);
     let r = &alpha;
     assert_eq!(r["passed"], true, "{r:#}");
     assert_ne!(r["fields"]["boot"], boot1, "a second boot");
     assert_eq!(r["fields"]["hostkey"], fp("alpha").as_str(), "{r:#}");
-    let r = boot_test(
-        &l,
-        &[
-            "--mode",
-            "direct",
-            "--mac",
-            "52:54:00:aa:00:02",
-            "--ip",
-            "10.0.2.32",
-        ],
-    );
+    assert_check(r, "host config", "pxelinux.cfg/01-52-54-00-aa-00-01 sent");
+
+    // beta, named by its hex-IP file only (seed 003 names hosts that
+    // way): its 01-<mac> file goes, the hex-IP name keeps the config.
+    let beta_mac = cfgd.join("01-52-54-00-aa-00-02");
+    let beta_hex = cfgd.join("0A000220");
+    let text = std::fs::read(&beta_hex).unwrap();
+    std::fs::remove_file(&beta_mac).unwrap();
+    std::fs::remove_file(&beta_hex).unwrap();
+    std::fs::write(&beta_hex, text).unwrap();
+    let r = boot_host(&l, &inv, &etc, "beta", "dhcpd", &[]);
     assert_eq!(r["passed"], true, "{r:#}");
     assert_eq!(r["fields"]["host"], "beta");
+    assert_eq!(r["fields"]["ip"], "10.0.2.32");
+    assert_check(&r, "host config", "pxelinux.cfg/0A000220 sent");
     assert_eq!(r["fields"]["hostkey"], fp("beta").as_str(), "{r:#}");
     assert_ne!(fp("alpha"), fp("beta"));
     nodes_after_boots(&l, &inv, &alpha, &r);
 
     hosts(&["hosts", "set", "alpha", "--disable"]);
     hosts(&["sync"]);
-    let r = boot_test(
+    let r = boot_host(
         &l,
-        &[
-            "--mode",
-            "pxe",
-            "--per-host",
-            "--mac",
-            "52:54:00:aa:00:01",
-            "--ip",
-            "10.0.2.31",
-            "--expect-no-boot",
-            "--timeout",
-            "90",
-        ],
+        &inv,
+        &etc,
+        "alpha",
+        "dhcpd",
+        &["--expect-no-boot", "--timeout", "90"],
     );
     assert_eq!(r["passed"], true, "{r:#}");
     assert!(r["node_line"].is_null());
+    assert_check(&r, "host config", "pxelinux.cfg/01-52-54-00-aa-00-01 sent");
     // PXELINUX's SAY line reached the serial console: the disabled
     // host's config carries the image's SERIAL directive.
     let d = r["diagnosis"].as_str().unwrap();
@@ -185,4 +172,42 @@ fn nodes_after_boots(
     for row in nodes(&["--stale-after", "0s"]) {
         assert_eq!(row["status"], "not_seen", "{row:#}");
     }
+}
+
+/// boot-test of inventory host `host` through the real `dhcp` daemons
+/// and the configs sync wrote to `etc`.
+fn boot_host(
+    l: &TestLayout,
+    inv: &std::path::Path,
+    etc: &std::path::Path,
+    host: &str,
+    dhcp: &str,
+    more: &[&str],
+) -> serde_json::Value {
+    let (inv, etc) = (inv.to_str().unwrap(), etc.to_str().unwrap());
+    let mut args = vec![
+        "--mode",
+        "pxe",
+        "--host",
+        host,
+        "--dhcp",
+        dhcp,
+        "--inventory",
+        inv,
+        "--etc-dir",
+        etc,
+    ];
+    args.extend(more);
+    boot_test_image(l, "minimal", &args)
+}
+
+/// The report has check `name`, passed, its detail containing `want`.
+pub fn assert_check(r: &serde_json::Value, name: &str, want: &str) {
+    let checks = r["checks"].as_array().unwrap();
+    let c = checks
+        .iter()
+        .find(|c| c[0] == name)
+        .unwrap_or_else(|| panic!("no {name} check: {checks:?}"));
+    assert_eq!(c[1], true, "{c:?}");
+    assert!(c[2].as_str().unwrap().contains(want), "{c:?}");
 }

@@ -1,12 +1,14 @@
 //! UEFI boot tests (issue 10): the fixture image boots under OVMF with
 //! Secure Boot on, through Debian's signed shim and network GRUB and the
-//! GRUB configs publish wrote, through a per-host config;
+//! GRUB configs publish wrote, through a per-host config, with dnsmasq's
+//! DHCP and TFTP serving the configs `sync` wrote (issue 13);
 //! a loader Secure Boot refuses is diagnosed from the console in seconds;
 //! impossible flag combinations are refused before anything starts. Each
 //! good boot costs 60-120 s under TCG, so there is one here: the default
 //! GRUB config is booted by upgrade.rs after a rollback.
 
 use crate::common::*;
+use crate::inventory_boot::assert_check;
 use std::path::Path;
 
 /// A good UEFI Secure Boot boot: the node line, and the kernel said
@@ -45,13 +47,42 @@ fn uefi_secure_boot_pxe_per_host() {
     for loader in ["shimx64.efi", "grubx64.efi", "mmx64.efi", "grub/grub.cfg"] {
         assert!(f.tftp.join(loader).is_file(), "publish wrote no {loader}");
     }
-    // Through the per-host file: boot-test's view makes grub.cfg boot
-    // nothing after its search, so only grub.cfg-01-<mac> can bring the
-    // node up. (The default GRUB config is booted by upgrade.rs after a
-    // rollback, with its kernel= checked.) Up in 51-92 s here, but 142 s
-    // once at a load of 12: more time than BIOS's default.
+    // Seed 000's cluster in a box: an inventory host booted through
+    // dnsmasq (DHCP and TFTP) with the config sync wrote, on a bridge at
+    // the inventory's server address. dnsmasq's answer for client
+    // architecture 7 (OVMF) names shimx64.efi; dnsmasq's log shows GRUB
+    // fetched the host's own grub.cfg-01-<mac>. (The default GRUB config
+    // is booted by upgrade.rs after a rollback, with its kernel= checked.)
+    // Up in 51-92 s here, but 142 s once at a load of 12: more time than
+    // BIOS's default.
+    let l = clone_fixture();
+    let mut c = nfsroot(&l);
+    c.args(["publish", "minimal"]);
+    run(c, true);
+    let etc = l.base.parent().unwrap().join("etc");
+    let inv = l.base.parent().unwrap().join("inventory.toml");
+    write_qemu_inventory(&inv);
+    let nf = |args: &[&str]| {
+        let mut c = nfsroot(&l);
+        c.arg("--inventory").arg(&inv).arg("--etc-dir").arg(&etc);
+        c.args(args);
+        run(c, true);
+    };
+    nf(&[
+        "hosts",
+        "add",
+        "uefi1",
+        "--mac",
+        "52:54:00:aa:bb:dd",
+        "--ip",
+        "10.0.2.24",
+    ]);
+    nf(&["sync"]);
+    let mac_cfg = l.tftp.join("grub/grub.cfg-01-52-54-00-aa-bb-dd");
+    assert!(mac_cfg.exists(), "sync wrote no per-host GRUB config");
+    let (inv, etc) = (inv.to_str().unwrap(), etc.to_str().unwrap());
     let r = boot_test(
-        f,
+        &l,
         &[
             "--mode",
             "pxe",
@@ -60,14 +91,21 @@ fn uefi_secure_boot_pxe_per_host() {
             "--secure-boot",
             "--timeout",
             "300",
-            "--per-host",
-            "--mac",
-            "52:54:00:aa:bb:dd",
-            "--ip",
-            "10.0.2.24",
+            "--host",
+            "uefi1",
+            "--dhcp",
+            "dnsmasq",
+            "--inventory",
+            inv,
+            "--etc-dir",
+            etc,
         ],
     );
-    assert_uefi_sb_up(&r, "node024");
+    assert_uefi_sb_up(&r, "uefi1");
+    assert_eq!(r["fields"]["ip"], "10.0.2.24");
+    assert_check(&r, "dhcp boot file", "shimx64.efi first");
+    assert_check(&r, "host config", "grub/grub.cfg-01-52-54-00-aa-bb-dd sent");
+    assert_check(&r, "kernel", "minimal/vmlinuz-");
 }
 
 /// Strip the Authenticode signature from a PE32+ image: zero the
