@@ -384,6 +384,12 @@ pub fn recover(layout: &Layout, name: &str) -> Result<Option<String>> {
             "finished an interrupted switch of image {name}: the previous tree is version {id}"
         )));
     }
+    if dest == Some(j.new_ino) && staged.is_none() {
+        std::fs::remove_file(&jp).with_context(|| format!("removing {}", jp.display()))?;
+        return Ok(Some(format!(
+            "image {name}: an interrupted switch was complete; its journal is removed"
+        )));
+    }
     let mut done = format!("image {name}: an interrupted switch had not happened");
     if dest == Some(j.old_ino) && staged == Some(j.new_ino) && !j.keep_unswitched {
         fsutil::remove_tree(&j.staging)?;

@@ -16,4 +16,5 @@ mod inventory_boot;
 mod package;
 mod profile;
 mod snapshot_cli;
+mod trees;
 mod upgrade;
