@@ -279,6 +279,9 @@ fn die(l: &TestLayout, args: &[&str], point: &str) {
 fn update_and_gc_die_at_their_points() {
     let l = clone_fixture();
     let img = l.image("minimal");
+    let mut c = nfsroot(&l);
+    c.args(["-q", "publish", "minimal"]);
+    run(c, true);
     let upd = ["-q", "update", "minimal", "--", "touch", "/etc/updated"];
     let clone = l.base.join(".nfsroot/staging/minimal/update");
     let v0 = release_field(&img, "BUILD_ID");
