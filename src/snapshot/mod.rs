@@ -11,8 +11,8 @@
 //! Snapshot and restore hold the image's lock, so neither
 //! sees a half-built tree. Restore checks the checksum, extracts into a
 //! staging directory on the image's file system refusing anything that
-//! could escape it ([`extract`]), stamps it as a new tree version (its
-//! own BUILD_ID), and only then exchanges the trees atomically; the old
+//! could escape it ([`extract`]), stamps a new BUILD_ID when the image
+//! already has a version by the archive's one, and only then exchanges the trees atomically; the old
 //! tree is kept as a version for the nodes running from it ([`image`]),
 //! and the restored tree's kernel is published when the image was.
 //! `verify` re-reads an archive against its manifest and `diff` compares a
@@ -118,7 +118,8 @@ pub struct RestoreResult {
     pub path: PathBuf,
     /// Whether an existing image was replaced.
     pub replaced: bool,
-    /// The restored tree's new version id, and the id it had.
+    /// The restored tree's version id; the id it had when it needed a
+    /// new one (the image already had a version by that id).
     pub version: String,
     pub restored_from: Option<String>,
     /// The version it replaced (kept until `gc`).
@@ -585,6 +586,28 @@ pub fn publish_if_published(
     crate::publish::publish(layout, &loaded, &root, &mut |l| eprintln!("{l}")).map(Some)
 }
 
+/// The restored tree keeps its BUILD_ID (a faithful restore) unless the
+/// image already has a version by that id, or it has none: then it gets a
+/// new one, each version its own. Returns (id, the id it had if changed).
+fn version_of_restored(
+    layout: &Layout,
+    name: &str,
+    staging: &Path,
+) -> Result<(String, Option<String>)> {
+    let had = image::tree_id(staging);
+    let taken = image::versions(layout, name)?;
+    if let Some(id) = &had
+        && !taken.iter().any(|v| &v.id == id)
+    {
+        return Ok((id.clone(), None));
+    }
+    let now = crate::clock::now_secs();
+    let version = image::new_version_id(now);
+    let img = crate::imagefs::ImageRoot::open(staging)?;
+    let old = crate::fixups::release::restamp(&img, &version, &crate::clock::rfc3339(now))?;
+    Ok((version, old))
+}
+
 /// `nfsroot restore`: checksum, extract into staging, swap in atomically.
 pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult> {
     let started = Instant::now();
@@ -658,13 +681,7 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
         }
     };
     crate::crash_point!("restore.extracted");
-    let now = crate::clock::now_secs();
-    let version = image::new_version_id(now);
-    let restored_from = crate::fixups::release::restamp(
-        &crate::imagefs::ImageRoot::open(&staging)?,
-        &version,
-        &crate::clock::rfc3339(now),
-    )?;
+    let (version, restored_from) = version_of_restored(layout, &name, &staging)?;
     let previous = image::swap_into_place(layout, &name, &staging, opts.force, false)?;
     let _ = std::fs::remove_dir(&staging_parent);
     let published = publish_if_published(layout, &name)?;
