@@ -3,7 +3,8 @@
 //! A straight list of steps over one context, under the image's lock:
 //! bootstrap into a staging tree beside the image, post-bootstrap hooks,
 //! fixups, post-fixups hooks, swap the tree into `<base-dir>/<name>` (an
-//! atomic exchange when replacing with --force), post-build hooks, then
+//! atomic exchange when replacing with --force, the old tree kept as a
+//! version for the nodes still running it: [`image`]), post-build hooks, then
 //! publish the boot artifacts. Until the swap nothing is visible at the
 //! image path; a failed bootstrap leaves nothing, a killed build or a
 //! later failure only a staging tree, which the next build removes.
@@ -46,6 +47,8 @@ pub struct Summary {
     pub size_bytes: u64,
     pub packages: usize,
     pub replaced: bool,
+    /// The version the new tree replaced (kept until `gc`).
+    pub previous: Option<String>,
     pub published: Option<crate::publish::Outcome>,
     pub seconds: Vec<(String, f64)>,
 }
@@ -115,11 +118,7 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
         layout,
         loaded,
         opts,
-        build_id: format!(
-            "{}-{}",
-            crate::clock::compact(now),
-            &fsutil::random_hex()[..6]
-        ),
+        build_id: image::new_version_id(now),
         mirror,
         now,
         staging: layout.staging_dir(&p.name),
@@ -140,7 +139,7 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
     b.prog.stage("move into place");
     let size = tree_size(&b.staging);
     let packages = count_packages(&staged);
-    let replaced = b.move_into_place()?;
+    let previous = b.move_into_place()?;
     b.prog.stage("post-build hooks");
     b.hooks(hooks::Stage::PostBuild, &b.dest.clone())?;
     let published = if opts.publish {
@@ -164,7 +163,8 @@ pub fn run(layout: &Layout, loaded: &Loaded, opts: &Options) -> Result<Summary> 
         mirror: b.mirror,
         size_bytes: size,
         packages,
-        replaced,
+        replaced: previous.is_some(),
+        previous,
         published,
         seconds: b.prog.timings.clone(),
     })
@@ -214,19 +214,7 @@ impl Build<'_> {
     /// The diskless fixups and the inventory's hosts block, the
     /// post-fixups hooks, then the daemon guard goes again.
     fn fixups(&mut self, staged: &crate::imagefs::ImageRoot) -> Result<()> {
-        let p = &self.loaded.profile;
-        let ctx = fixups::Ctx {
-            profile: p,
-            logs_export: p.logs_export(self.layout),
-            hostkeys_export: format!(
-                "{}:{}",
-                p.nfs.server,
-                crate::hostkeys::dir(self.layout).display()
-            ),
-            build_id: self.build_id.clone(),
-            build_date: crate::clock::rfc3339(self.now),
-            profile_digest: self.loaded.digest(),
-        };
+        let ctx = fixup_ctx(self.layout, self.loaded, &self.build_id, self.now);
         let mut changed = fixups::apply_all(staged, &ctx)?;
         if let Some(inv) = &self.opts.inventory
             && crate::inventory::image_hosts_into(staged, inv)?
@@ -241,8 +229,10 @@ impl Build<'_> {
 
     /// Swap the staged tree into place, save the profile it was built
     /// from, and create a managed log export below the base dir.
-    fn move_into_place(&mut self) -> Result<bool> {
-        let replaced = image::swap_into_place(&self.staging, &self.dest, self.opts.force)?;
+    fn move_into_place(&mut self) -> Result<Option<String>> {
+        let name = &self.loaded.profile.name;
+        let replaced =
+            image::swap_into_place(self.layout, name, &self.staging, self.opts.force, false)?;
         crate::state::save_profile(self.layout, self.loaded)?;
         if let Some(export) = self.loaded.profile.logs_export(self.layout)
             && let Some((_, path)) = export.split_once(':')
@@ -251,6 +241,28 @@ impl Build<'_> {
             fsutil::mkdir_p(Path::new(path))?;
         }
         Ok(replaced)
+    }
+}
+
+/// What the fixups of version `build_id`, made at `now`, are given.
+pub fn fixup_ctx<'a>(
+    layout: &Layout,
+    loaded: &'a Loaded,
+    build_id: &str,
+    now: i64,
+) -> fixups::Ctx<'a> {
+    let p = &loaded.profile;
+    fixups::Ctx {
+        profile: p,
+        logs_export: p.logs_export(layout),
+        hostkeys_export: format!(
+            "{}:{}",
+            p.nfs.server,
+            crate::hostkeys::dir(layout).display()
+        ),
+        build_id: build_id.to_string(),
+        build_date: crate::clock::rfc3339(now),
+        profile_digest: loaded.digest(),
     }
 }
 

@@ -78,8 +78,12 @@ pub enum Command {
     Profile(ProfileCmd),
     /// List host prerequisites and whether they are installed
     Doctor,
-    /// Run a command inside an image (apt, passwd, ...)
+    /// Run a command inside an image (apt, passwd, ...); running nodes see the change
     Exec(ExecArgs),
+    /// Run a command in a clone of an image and make the clone its new tree version
+    Update(ExecArgs),
+    /// Remove old tree versions that no node reported and keep_trees does not keep
+    Gc(GcArgs),
     /// Publish the image's kernels and initramfs to the TFTP root
     Publish(ImageArg),
     /// Publish the newest kernel in the image and switch the boot config
@@ -182,8 +186,21 @@ pub struct RollbackArgs {
     /// Image name (default: the only image)
     pub image: Option<String>,
     /// Kernel version to boot (default: the one before the current)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tree")]
     pub to: Option<String>,
+    /// Make this kept tree version current again (see `status`), and
+    /// publish its kernel
+    #[arg(long)]
+    pub tree: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Image name (default: every image)
+    pub image: Option<String>,
+    /// Say what would be removed and why the rest stays; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@
 
 use crate::cli::{
     BootMethodArg, BootTestArgs, BuildArgs, Cli, Command, DhcpArg, DiffArgs, ExecArgs, FirmwareArg,
-    Global, HostsArgs, ImageArg, InitramfsBuildArgs, InitramfsCmd, NodesArgs, ProfileCmd,
+    GcArgs, Global, HostsArgs, ImageArg, InitramfsBuildArgs, InitramfsCmd, NodesArgs, ProfileCmd,
     RestoreArgs, RollbackArgs, SnapshotArgs, SnapshotCmd, SyncArgs,
 };
 use crate::image::Layout;
@@ -62,6 +62,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Profile(c) => cmd_profile(&cx, c),
         Command::Doctor => cmd_doctor(&cx),
         Command::Exec(a) => cmd_exec(&cx, a),
+        Command::Update(a) => cmd_update(&cx, a),
+        Command::Gc(a) => cmd_gc(&cx, a),
         Command::Publish(a) => cmd_publish(&cx, a.image.as_deref(), "publish", false),
         Command::UpgradeKernel(a) => {
             cmd_publish(&cx, a.image.as_deref(), "upgrade-kernel", a.dry_run)
@@ -130,7 +132,33 @@ fn cmd_exec(cx: &Ctx, a: ExecArgs) -> Result<i32> {
     exec::require_root("nfsroot exec")?;
     let root = cx.layout.existing_image(&a.image)?;
     let _lock = cx.layout.lock(&a.image, "exec", cx.g.wait)?;
+    if publish::Record::load(&cx.layout, &a.image)?.is_some() && !cx.g.quiet {
+        eprintln!("{}", exec::live_tree_warning(&a.image));
+    }
     exec::chroot_cmd(&root, &a.command)?.run_inherit()
+}
+
+fn cmd_update(cx: &Ctx, a: ExecArgs) -> Result<i32> {
+    let opts = crate::update::Options {
+        image: a.image,
+        command: a.command,
+        wait: cx.g.wait,
+    };
+    let s = crate::update::run(&cx.layout, &opts)?;
+    cx.emit("update", &s, &s.text(), true)?;
+    Ok(0)
+}
+
+fn cmd_gc(cx: &Ctx, a: GcArgs) -> Result<i32> {
+    let opts = crate::gc::Options {
+        image: a.image,
+        dry_run: a.dry_run,
+        wait: cx.g.wait,
+    };
+    let r = crate::gc::run(&cx.layout, &opts)?;
+    let text: String = r.iter().map(crate::gc::Report::text).collect();
+    cx.emit("gc", &r, &text, false)?;
+    Ok(0)
 }
 
 /// Publish an image's newest kernel with the profile it was built from,
@@ -151,6 +179,17 @@ fn cmd_publish(cx: &Ctx, image: Option<&str>, op: &str, dry_run: bool) -> Result
 fn cmd_rollback(cx: &Ctx, a: RollbackArgs) -> Result<i32> {
     let image = cx.layout.resolve_image(a.image.as_deref())?;
     let _lock = cx.layout.lock(&image, "rollback", cx.g.wait)?;
+    if let Some(id) = a.tree {
+        let previous = crate::image::switch_to(&cx.layout, &image, &id)?;
+        let published = snap::publish_if_published(&cx.layout, &image)?;
+        let mut text = format!("image {image}: version {id} is current; version {previous} kept\n");
+        if let Some(p) = &published {
+            text += &p.text(false);
+        }
+        let r = serde_json::json!({"image": image, "version": id, "previous": previous, "published": published});
+        cx.emit("rollback", &r, &text, false)?;
+        return Ok(0);
+    }
     let o = publish::rollback(&cx.layout, &image, a.to.as_deref())?;
     cx.emit("rollback", &o, &o.text(false), false)?;
     Ok(0)
@@ -160,8 +199,70 @@ fn cmd_rollback(cx: &Ctx, a: RollbackArgs) -> Result<i32> {
 fn cmd_status(cx: &Ctx, a: ImageArg) -> Result<i32> {
     let image = cx.layout.resolve_image(a.image.as_deref())?;
     let s = publish::status(&cx.layout, &image)?;
-    cx.emit("status", &s, &s.text(), false)?;
-    Ok(if s.drift.is_empty() { 0 } else { 3 })
+    let trees = crate::image::versions(&cx.layout, &image)?
+        .into_iter()
+        .map(TreeRow::of)
+        .collect::<Vec<_>>();
+    let mut text = s.text();
+    for t in &trees {
+        text += &t.line();
+    }
+    let drift = s.drift.is_empty();
+    let r = StatusOut { status: s, trees };
+    cx.emit("status", &r, &text, false)?;
+    Ok(if drift { 0 } else { 3 })
+}
+
+/// `status` with the image's tree versions.
+#[derive(Serialize)]
+struct StatusOut {
+    #[serde(flatten)]
+    status: publish::Status,
+    trees: Vec<TreeRow>,
+}
+
+/// One tree version as `status` shows it.
+#[derive(Serialize)]
+struct TreeRow {
+    id: String,
+    path: PathBuf,
+    current: bool,
+    date: Option<String>,
+    kernels: Vec<String>,
+    size_bytes: u64,
+}
+
+impl TreeRow {
+    fn of(v: crate::image::Version) -> Self {
+        let img = crate::imagefs::ImageRoot::open(&v.path).ok();
+        let release = img.as_ref().and_then(|i| crate::facts::release(i).ok());
+        TreeRow {
+            date: release.and_then(|mut r| r.remove("BUILD_DATE")),
+            kernels: img
+                .as_ref()
+                .and_then(|i| crate::facts::kernels(i).ok())
+                .unwrap_or_default(),
+            size_bytes: build::tree_size(&v.path),
+            id: v.id,
+            path: v.path,
+            current: v.current,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "tree      {} {} {} {:.0} MB{}\n",
+            self.id,
+            self.date.as_deref().unwrap_or("-"),
+            self.kernels.join(","),
+            self.size_bytes as f64 / 1e6,
+            if self.current {
+                " (current: published, default)"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 fn cmd_initramfs(cx: &Ctx, a: InitramfsBuildArgs) -> Result<i32> {
@@ -379,8 +480,8 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
 fn note_replaced(replaced: bool, quiet: bool) {
     if replaced && !quiet {
         eprintln!(
-            "note: the previous tree is gone; nodes still running from it \
-             will see stale NFS handles: reboot them"
+            "note: the previous tree is kept as a version (nfsroot status); nodes \
+             running from it keep it until they reboot; nfsroot gc removes it later"
         );
     }
 }

@@ -49,6 +49,15 @@ pub const POINTS: &[&str] = &[
     // image::swap_into_place (build and restore)
     "swap.before_exchange",
     "swap.after_exchange",
+    // image::keep_old: the old tree is in its version directory, the
+    // switch journal not yet removed
+    "swap.kept",
+    // update (update.rs): the clone is complete, the command not yet run
+    "update.cloned",
+    // update: the command and the fixups ran in the clone, before the swap
+    "update.ready",
+    // gc (gc.rs): before removing one old version
+    "gc.remove",
 ];
 
 /// Die here if `NFSROOT_CRASH_AT` names this point (debug builds only).

@@ -410,6 +410,15 @@ fn check_mount_points(img: &ImageRoot) -> Result<()> {
     Ok(())
 }
 
+/// What `exec` on a published image says first: the change is live.
+pub fn live_tree_warning(image: &str) -> String {
+    format!(
+        "warning: image {image} is published; running nodes see this change as it \
+         happens (use nfsroot update {image} -- CMD for a new tree version they \
+         switch to at their next boot)"
+    )
+}
+
 /// A command run inside `root` with /proc, /sys, /dev, /dev/pts and a
 /// private /run mounted, and policy-rc.d in place; all in private
 /// namespaces so every mount vanishes when the command ends, however it

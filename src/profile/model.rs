@@ -219,6 +219,10 @@ pub struct Boot {
     /// Published kernels to keep.
     #[serde(default = "d_keep")]
     pub keep_kernels: u32,
+    /// Tree versions `gc` keeps, the current one included (at least 1;
+    /// versions a node reported are kept beyond this).
+    #[serde(default = "d_keep")]
+    pub keep_trees: u32,
     /// Seconds the PXELINUX prompt waits.
     #[serde(default = "d_prompt")]
     pub prompt_timeout: u32,
@@ -456,5 +460,6 @@ mod tests {
         assert_eq!(l.nfs.root_mode, RootMode::Ro);
         assert_eq!(l.tmpfs.len(), 2);
         assert_eq!(l.boot.keep_kernels, 3);
+        assert_eq!(l.boot.keep_trees, 3);
     }
 }

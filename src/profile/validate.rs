@@ -291,6 +291,9 @@ fn check_boot(p: &Profile) -> Result<(), Invalid> {
     if p.boot.keep_kernels == 0 {
         return Err(invalid(&["boot", "keep_kernels"], "must be at least 1"));
     }
+    if p.boot.keep_trees == 0 {
+        return Err(invalid(&["boot", "keep_trees"], "must be at least 1"));
+    }
     if p.boot.prompt_timeout > 600 {
         return Err(invalid(
             &["boot", "prompt_timeout"],

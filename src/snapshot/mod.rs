@@ -11,8 +11,10 @@
 //! Snapshot and restore hold the image's lock, so neither
 //! sees a half-built tree. Restore checks the checksum, extracts into a
 //! staging directory on the image's file system refusing anything that
-//! could escape it ([`extract`]), and only then exchanges the trees
-//! atomically; the old tree is removed after the exchange succeeded.
+//! could escape it ([`extract`]), stamps a new BUILD_ID when the image
+//! already has a version by the archive's one, and only then exchanges the trees atomically; the old
+//! tree is kept as a version for the nodes running from it ([`image`]),
+//! and the restored tree's kernel is published when the image was.
 //! `verify` re-reads an archive against its manifest and `diff` compares a
 //! live image with a snapshot through the same [`EntryMeta`] records.
 //!
@@ -116,6 +118,13 @@ pub struct RestoreResult {
     pub path: PathBuf,
     /// Whether an existing image was replaced.
     pub replaced: bool,
+    /// The restored tree's version id; the id it had when it needed a
+    /// new one (the image already had a version by that id).
+    pub version: String,
+    pub restored_from: Option<String>,
+    /// The version it replaced (kept until `gc`).
+    pub previous: Option<String>,
+    pub published: Option<crate::publish::Outcome>,
     pub entries: usize,
     pub bytes: u64,
     /// The checksum that was verified, if any.
@@ -175,17 +184,20 @@ impl RestoreResult {
     /// Human-readable summary, setuid and setgid files listed.
     pub fn text(&self) -> String {
         let mut s = format!(
-            "restored {} entries ({:.0} MB) into {}{} in {:.1} s\n",
+            "restored {} entries ({:.0} MB) into {} as version {}{} in {:.1} s\n",
             self.entries,
             self.bytes as f64 / 1e6,
             self.path.display(),
-            if self.replaced {
-                ", replacing the old tree"
-            } else {
-                ""
+            self.version,
+            match &self.previous {
+                Some(p) => format!(", keeping version {p}"),
+                None => String::new(),
             },
             self.seconds
         );
+        if let Some(p) = &self.published {
+            s += &p.text(false);
+        }
         if !self.setid_files.is_empty() {
             s.push_str(&format!(
                 "{} setuid/setgid files:\n",
@@ -560,6 +572,42 @@ pub fn run_diff(layout: &Layout, opts: &DiffOpts) -> Result<TreeDiff> {
     Ok(diff_maps(&old, &new))
 }
 
+/// A new tree of an image that was published gets its kernel published
+/// with the image's saved profile, like a kernel upgrade (lock held).
+pub fn publish_if_published(
+    layout: &Layout,
+    name: &str,
+) -> Result<Option<crate::publish::Outcome>> {
+    if crate::publish::Record::load(layout, name)?.is_none() {
+        return Ok(None);
+    }
+    let loaded = crate::state::saved_profile(layout, name)?;
+    let root = layout.image_dir(name);
+    crate::publish::publish(layout, &loaded, &root, &mut |l| eprintln!("{l}")).map(Some)
+}
+
+/// The restored tree keeps its BUILD_ID (a faithful restore) unless the
+/// image already has a version by that id, or it has none: then it gets a
+/// new one, each version its own. Returns (id, the id it had if changed).
+fn version_of_restored(
+    layout: &Layout,
+    name: &str,
+    staging: &Path,
+) -> Result<(String, Option<String>)> {
+    let had = image::tree_id(staging);
+    let taken = image::versions(layout, name)?;
+    if let Some(id) = &had
+        && !taken.iter().any(|v| &v.id == id)
+    {
+        return Ok((id.clone(), None));
+    }
+    let now = crate::clock::now_secs();
+    let version = image::new_version_id(now);
+    let img = crate::imagefs::ImageRoot::open(staging)?;
+    let old = crate::fixups::release::restamp(&img, &version, &crate::clock::rfc3339(now))?;
+    Ok((version, old))
+}
+
 /// `nfsroot restore`: checksum, extract into staging, swap in atomically.
 pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult> {
     let started = Instant::now();
@@ -633,12 +681,18 @@ pub fn run_restore(layout: &Layout, opts: &RestoreOpts) -> Result<RestoreResult>
         }
     };
     crate::crash_point!("restore.extracted");
-    let replaced = image::swap_into_place(&staging, &dest, opts.force)?;
+    let (version, restored_from) = version_of_restored(layout, &name, &staging)?;
+    let previous = image::swap_into_place(layout, &name, &staging, opts.force, false)?;
     let _ = std::fs::remove_dir(&staging_parent);
+    let published = publish_if_published(layout, &name)?;
     Ok(RestoreResult {
         image: name,
         path: dest,
-        replaced,
+        replaced: previous.is_some(),
+        version,
+        restored_from,
+        previous,
+        published,
         entries: extracted.entries,
         bytes: extracted.bytes,
         sha256,

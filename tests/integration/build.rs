@@ -234,7 +234,11 @@ fn sigkill_during_bootstrap_then_build_then_force() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["result"]["replaced"], true);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("stale NFS handles: reboot them"), "{err}");
+    assert!(
+        err.contains("the previous tree is kept as a version"),
+        "{err}"
+    );
+    assert!(v["result"]["previous"].is_string(), "{v:#}");
     assert!(v["result"]["packages"].as_u64().unwrap() > 50);
     assert_ne!(read(&image, "etc/nfsroot-release"), first, "a new build id");
     let hosts = read(&image, "etc/hosts");

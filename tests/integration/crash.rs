@@ -67,6 +67,7 @@ fn every_point_has_a_crash_test() {
         .concat()
         .into_iter()
         .chain(RESTORE_POINTS.iter().copied())
+        .chain(crate::trees::TREES_POINTS.iter().copied())
         .map(|p| p.split('@').next().unwrap())
         .chain([ATOMIC])
         .collect();
@@ -509,13 +510,17 @@ fn tiny_image(root: &Path, generation: &str) {
     }
 }
 
-/// A tree as path -> kind and content, for "old or new, never half".
+/// A tree as path -> kind and content, for "old or new, never half";
+/// without the release stamp, which restore gives each version anew.
 fn tree_of(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     let mut m = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1) {
         let e = e.unwrap();
         let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+        if rel == Path::new("etc/nfsroot-release") {
+            continue;
+        }
         let v = if e.file_type().is_symlink() {
             let t = std::fs::read_link(e.path()).unwrap();
             [b"-> ", t.as_os_str().as_bytes()].concat()
@@ -667,6 +672,12 @@ fn restore_dies_at_every_point(l: &TestLayout) {
         );
         ok(l, &args);
         assert!(tree_of(&root) == *to, "{p}: the next run did not restore");
+        let kept = l.base.join(".nfsroot/trees/tiny");
+        assert!(
+            std::fs::read_dir(&kept).unwrap().count() > i,
+            "{p}: the replaced tree was not kept in {}",
+            kept.display()
+        );
         let staging = l.base.join(".nfsroot/staging/tiny");
         assert!(!staging.exists(), "{p}: {} left", staging.display());
         assert_no_temps(&[&l.base]);

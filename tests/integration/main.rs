@@ -17,5 +17,6 @@ mod nodes;
 mod package;
 mod profile;
 mod snapshot_cli;
+mod trees;
 mod uefi;
 mod upgrade;

@@ -1,0 +1,358 @@
+//! Versioned trees (issue 11): an image changes by a new version of its
+//! tree while a node runs from the old one. One boot: a node with a
+//! read-only root reads files it never read before, one a second, and
+//! writes the state file the nodes branch will write (`tree=`, `seen=`)
+//! into its per-host log directory; meanwhile the test restores a
+//! snapshot with --force, runs `update`, then `gc` with keep_trees = 1,
+//! letting the node read for a minute after each. The node must see no
+//! I/O error and keep its own version to the end; gc must keep that
+//! version because the node reported it, and remove the one between.
+//! A second test kills `update` and `gc` at their crash points.
+
+use crate::common::*;
+use nfsroot::crashpoint;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Console prefix of the reader's lines.
+const READER: &str = "trees-reader: ";
+
+/// The node side: report the tree, then read every file under /usr in
+/// order, one a second, until the test drops `trees-stop` in this node's
+/// log directory; print a line a minute and every error.
+const READER_SCRIPT: &str = r#"#!/bin/sh
+exec >/dev/console 2>&1
+while [ ! -e /run/nfsroot/ready ]; do sleep 1; done
+. /etc/nfsroot-release
+h=$(hostname)
+d=/var/log/hosts/$h
+mkdir -p "$d"
+state() {
+    printf 'host=%s\ntree=%s\nseen=%s\n' "$h" "$BUILD_ID" "$(date +%s)" >"$d/nfsroot-node.state.new" &&
+        mv "$d/nfsroot-node.state.new" "$d/nfsroot-node.state"
+}
+state
+echo "trees-reader: started build=$BUILD_ID"
+find /usr -xdev -type f | sort >/run/trees-files
+n=0; e=0
+while read -r f; do
+    [ -e "$d/trees-stop" ] && break
+    if ! cat "$f" >/dev/null 2>/run/trees-err; then
+        e=$((e + 1)); echo "trees-reader: error $f: $(cat /run/trees-err)"
+    fi
+    n=$((n + 1))
+    if [ $((n % 60)) -eq 0 ]; then echo "trees-reader: minute $((n / 60)) read $n errors $e"; state; fi
+    sleep 1
+done </run/trees-files
+. /etc/nfsroot-release
+u=no; [ -e /etc/trees-updated ] && u=yes
+echo "trees-reader: done read=$n errors=$e build=$BUILD_ID updated=$u stopped=$([ -e "$d/trees-stop" ] && echo yes || echo no)"
+sync
+systemctl poweroff
+"#;
+
+const READER_UNIT: &str = "[Unit]\nDescription=test only: read the root while it changes\n\
+     \n[Service]\nType=simple\nExecStart=/usr/local/sbin/trees-reader\n\n\
+     [Install]\nWantedBy=multi-user.target\n";
+
+fn install_reader(img: &Path) {
+    let script = img.join("usr/local/sbin/trees-reader");
+    std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+    std::fs::write(&script, READER_SCRIPT).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let units = img.join("etc/systemd/system");
+    std::fs::create_dir_all(units.join("multi-user.target.wants")).unwrap();
+    std::fs::write(units.join("trees-reader.service"), READER_UNIT).unwrap();
+    std::os::unix::fs::symlink(
+        "../trees-reader.service",
+        units.join("multi-user.target.wants/trees-reader.service"),
+    )
+    .unwrap();
+}
+
+fn json(l: &TestLayout, args: &[&str]) -> serde_json::Value {
+    let mut c = nfsroot(l);
+    c.arg("--json").args(args);
+    let out = run(c, true);
+    eprintln!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"].clone()
+}
+
+/// Let the node read on for `secs` while its version is no longer current.
+fn node_reads_for(
+    secs: u64,
+    what: &str,
+    boot: &std::thread::ScopedJoinHandle<'_, serde_json::Value>,
+) {
+    eprintln!("after {what}: the node reads on for {secs} s");
+    std::thread::sleep(Duration::from_secs(secs));
+    assert!(
+        !boot.is_finished(),
+        "the node stopped within {secs} s after {what}"
+    );
+}
+
+fn kept_ids(l: &TestLayout) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(l.base.join(".nfsroot/trees/minimal"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
+    let l = clone_fixture();
+    let img = l.image("minimal");
+    install_reader(&img);
+    run(
+        {
+            let mut c = nfsroot(&l);
+            c.args(["-q", "publish", "minimal"]);
+            c
+        },
+        true,
+    );
+    let snap = l.base.parent().unwrap().join("before.tar.zst");
+    run(
+        {
+            let mut c = nfsroot(&l);
+            c.args(["-q", "snapshot", "minimal", "--format", "zst", "-o"])
+                .arg(&snap);
+            c
+        },
+        true,
+    );
+    let v0 = release_field(&img, "BUILD_ID");
+    let v0_ino = std::fs::metadata(&img).unwrap().ino();
+    // gc's rules are exercised with the smallest keep: only the current
+    // version and what a node reported may stay.
+    let prof = l.base.join(".nfsroot/profiles/minimal.toml");
+    let text = std::fs::read_to_string(&prof).unwrap();
+    assert!(text.contains("keep_kernels = 3"), "{text}");
+    std::fs::write(
+        &prof,
+        text.replace("keep_kernels = 3", "keep_kernels = 3\nkeep_trees = 1"),
+    )
+    .unwrap();
+    let state = l.base.join(".logs/minimal/node015/nfsroot-node.state");
+
+    let (r, ids) = std::thread::scope(|s| {
+        let boot = s.spawn(|| boot_test(&l, &["--until-poweroff", "--timeout", "1500"]));
+        let started = Instant::now();
+        while !state.exists() {
+            assert!(!boot.is_finished(), "the node ended before reporting");
+            assert!(
+                started.elapsed() < Duration::from_secs(1200),
+                "no node state"
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let reported = std::fs::read_to_string(&state).unwrap();
+        assert!(reported.contains(&format!("tree={v0}\n")), "{reported}");
+
+        let r1 = json(
+            &l,
+            &[
+                "restore",
+                snap.to_str().unwrap(),
+                "--image",
+                "minimal",
+                "--force",
+            ],
+        );
+        let v1 = r1["version"].as_str().unwrap().to_string();
+        assert_eq!(r1["previous"], v0.as_str(), "{r1:#}");
+        assert_eq!(r1["restored_from"], v0.as_str(), "{r1:#}");
+        assert_ne!(v1, v0);
+        assert_eq!(release_field(&img, "BUILD_ID"), v1);
+        // Moved, not copied: the node's handles name these inodes.
+        let kept = l.base.join(".nfsroot/trees/minimal").join(&v0);
+        assert_eq!(std::fs::metadata(&kept).unwrap().ino(), v0_ino);
+        node_reads_for(60, "restore --force", &boot);
+
+        let cmd = "date > /etc/trees-updated && rm -r /usr/share/doc";
+        let u = json(&l, &["update", "minimal", "--", "sh", "-c", cmd]);
+        let v2 = u["version"].as_str().unwrap().to_string();
+        assert_eq!(u["previous"], v1.as_str(), "{u:#}");
+        assert_eq!(release_field(&img, "BUILD_ID"), v2);
+        assert!(img.join("etc/trees-updated").exists());
+        assert!(!img.join("usr/share/doc").exists());
+        assert!(
+            kept.join("usr/share/doc").is_dir(),
+            "the node's tree changed"
+        );
+        eprintln!(
+            "update: clone {:.1} s, command {:.1} s, total {:.1} s",
+            u["clone_seconds"].as_f64().unwrap(),
+            u["command_seconds"].as_f64().unwrap(),
+            u["seconds"].as_f64().unwrap()
+        );
+        node_reads_for(60, "update", &boot);
+
+        let dry = json(&l, &["gc", "minimal", "--dry-run"]);
+        let d = &dry[0]["decisions"];
+        eprintln!("gc --dry-run: {d:#}");
+        let why = |id: &str| {
+            d.as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["id"] == id)
+                .unwrap_or_else(|| panic!("{id}: {d:#}"))
+                .clone()
+        };
+        assert_eq!(why(&v2)["remove"], false);
+        assert_eq!(why(&v0)["remove"], false);
+        assert_eq!(why(&v0)["why"], "reported by node015 within 1 h", "{d:#}");
+        assert_eq!(why(&v1)["remove"], true);
+        assert_eq!(kept_ids(&l), [v0.clone(), v1.clone()], "dry run removed");
+        json(&l, &["gc", "minimal"]);
+        assert_eq!(kept_ids(&l), std::slice::from_ref(&v0));
+        node_reads_for(60, "gc", &boot);
+
+        let stop = state.with_file_name("trees-stop");
+        std::fs::write(&stop, "").unwrap();
+        (boot.join().unwrap(), (v0, v2))
+    });
+    let (v0, v2) = ids;
+    assert_boot_passed(&r);
+    assert_eq!(r["fields"]["build"], v0.as_str(), "{r:#}");
+    let after: Vec<String> = r["after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| Some(l.as_str()?.split_once(READER)?.1.to_string()))
+        .collect();
+    eprintln!(
+        "the node while its image changed:\n  {}",
+        after.join("\n  ")
+    );
+    let errors: Vec<&String> = after.iter().filter(|l| l.starts_with("error ")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let done = after
+        .iter()
+        .find(|l| l.starts_with("done "))
+        .unwrap_or_else(|| panic!("the reader did not finish: {after:#?}"));
+    // Its own version to the end, without the update's change, still
+    // reading when the test stopped it (not out of files), a minute after
+    // gc; it was also running at the end of each step's minute (checked
+    // in the loop above), with no error line at any time.
+    assert!(
+        done.ends_with(&format!("errors=0 build={v0} updated=no stopped=yes")),
+        "{done}"
+    );
+    // The next boot mounts the stable path, which holds the new version.
+    let cfg = std::fs::read_to_string(l.tftp.join("pxelinux.cfg/nfsroot-minimal")).unwrap();
+    assert!(cfg.contains(&img.display().to_string()), "{cfg}");
+    let st = json(&l, &["status", "minimal"]);
+    let trees = st["trees"].as_array().unwrap();
+    assert_eq!(trees[0]["id"], v2.as_str(), "{st:#}");
+    assert_eq!(trees[0]["current"], true);
+    assert_eq!(trees[1]["id"], v0.as_str(), "{st:#}");
+    assert!(
+        trees[1]["size_bytes"].as_u64().unwrap() > 50_000_000,
+        "{st:#}"
+    );
+}
+
+/// The points `update` and `gc` pass, each killed once: the image is
+/// always a complete tree (the old or the new version), and the next run
+/// cleans up and succeeds.
+pub const TREES_POINTS: &[&str] = &["update.cloned", "update.ready", "swap.kept", "gc.remove"];
+
+fn die(l: &TestLayout, args: &[&str], point: &str) {
+    let mut c = nfsroot(l);
+    c.env(crashpoint::ENV, point).args(args);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{point}: {err}");
+    let name = point.split('@').next().unwrap();
+    assert!(
+        err.contains(&format!("nfsroot: crash point {name}\n")),
+        "{err}"
+    );
+}
+
+#[test]
+fn update_and_gc_die_at_their_points() {
+    let l = clone_fixture();
+    let img = l.image("minimal");
+    let mut c = nfsroot(&l);
+    c.args(["-q", "publish", "minimal"]);
+    run(c, true);
+    let upd = ["-q", "update", "minimal", "--", "touch", "/etc/updated"];
+    let clone = l.base.join(".nfsroot/staging/minimal/update");
+    let v0 = release_field(&img, "BUILD_ID");
+    let cfg = l.tftp.join("pxelinux.cfg/nfsroot-minimal");
+    let complete = |p: &str| {
+        assert!(img.join("etc/nfsroot-release").is_file(), "{p}");
+        assert!(
+            img.join("usr/bin/sh").exists() || img.join("bin/sh").exists(),
+            "{p}"
+        );
+        let c = std::fs::read_to_string(&cfg).unwrap();
+        assert!(c.contains(&img.display().to_string()), "{p}: {c}");
+    };
+    // Before the swap: the old version stays current, the clone goes
+    // with the next run.
+    for p in ["update.cloned", "update.ready", "swap.before_exchange"] {
+        die(&l, &upd, p);
+        complete(p);
+        assert_eq!(release_field(&img, "BUILD_ID"), v0, "{p}");
+        assert!(!img.join("etc/updated").exists(), "{p}");
+    }
+    // After the exchange, and after the old tree was kept: the new one is
+    // current, the next run finishes the switch (keeps the old one). That
+    // run passes `swap.kept` first while finishing the previous switch.
+    let mut ids = vec![v0.clone()];
+    for p in ["swap.after_exchange", "swap.kept@2"] {
+        die(&l, &upd, p);
+        complete(p);
+        let now = release_field(&img, "BUILD_ID");
+        assert!(!ids.contains(&now), "{p}");
+        assert!(img.join("etc/updated").exists(), "{p}");
+        ids.push(now);
+    }
+    run(
+        {
+            let mut c = nfsroot(&l);
+            c.args(upd);
+            c
+        },
+        true,
+    );
+    assert!(!clone.exists(), "{} left", clone.display());
+    let mut kept = kept_ids(&l);
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    ids.sort();
+    kept.retain(|k| !ids.contains(k));
+    assert!(
+        kept.is_empty(),
+        "versions kept under other ids: {kept:?} vs {ids:?}"
+    );
+    // gc (keep_trees 3) removes the oldest; killed there, the version is
+    // already no version, and the next gc finishes it.
+    die(&l, &["-q", "gc", "minimal"], "gc.remove");
+    assert_eq!(
+        kept_ids(&l).iter().filter(|k| !k.starts_with('.')).count(),
+        2
+    );
+    run(
+        {
+            let mut c = nfsroot(&l);
+            c.args(["-q", "gc", "minimal"]);
+            c
+        },
+        true,
+    );
+    let left = kept_ids(&l);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&v0), "{left:?}");
+    complete("after gc");
+}
