@@ -1,8 +1,8 @@
 //! Versioned trees (issue 11): an image changes by a new version of its
 //! tree while a node runs from the old one. One boot: a node with a
-//! read-only root reads files it never read before, one a second, and
-//! writes the state file the nodes branch will write (`tree=`, `seen=`)
-//! into its per-host log directory; meanwhile the test restores a
+//! read-only root reads files it never read before, one a second (its
+//! ready hook wrote the node state file, `nfsroot nodes`' format, into its
+//! per-host log directory); meanwhile the test restores a
 //! snapshot with --force, runs `update`, then `gc` with keep_trees = 1,
 //! letting the node read for a minute after each. The node must see no
 //! I/O error and keep its own version to the end; gc must keep that
@@ -29,11 +29,6 @@ while [ ! -e /run/nfsroot/ready ]; do sleep 1; done
 h=$(hostname)
 d=/var/log/hosts/$h
 mkdir -p "$d"
-state() {
-    printf 'host=%s\ntree=%s\nseen=%s\n' "$h" "$BUILD_ID" "$(date +%s)" >"$d/nfsroot-node.state.new" &&
-        mv "$d/nfsroot-node.state.new" "$d/nfsroot-node.state"
-}
-state
 echo "trees-reader: started build=$BUILD_ID"
 find /usr -xdev -type f | sort >/run/trees-files
 n=0; e=0
@@ -43,7 +38,7 @@ while read -r f; do
         e=$((e + 1)); echo "trees-reader: error $f: $(cat /run/trees-err)"
     fi
     n=$((n + 1))
-    if [ $((n % 60)) -eq 0 ]; then echo "trees-reader: minute $((n / 60)) read $n errors $e"; state; fi
+    if [ $((n % 60)) -eq 0 ]; then echo "trees-reader: minute $((n / 60)) read $n errors $e"; fi
     sleep 1
 done </run/trees-files
 . /etc/nfsroot-release
