@@ -25,6 +25,11 @@ pub struct Entry {
     pub append: String,
 }
 
+/// What a local-boot host's loader prints before it hands the node back
+/// to the firmware (PXELINUX's SAY, GRUB's echo, after `nfsroot: `); the
+/// boot test's console watcher diagnoses a local boot from it.
+pub const LOCAL_BOOT_SAY: &str = "booting from the local disk";
+
 /// What a config boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Boot {

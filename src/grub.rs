@@ -201,7 +201,7 @@ fn render_unchecked(c: &Config, top: bool) -> String {
             }
         }
         Boot::Local => {
-            say(&mut s, "booting from the local disk");
+            say(&mut s, crate::bootcfg::LOCAL_BOOT_SAY);
             // Back to the firmware, which tries its next boot option.
             let _ = writeln!(s, "exit");
         }

@@ -15,7 +15,7 @@
 //! has not checked its data still cannot write an injected line.
 
 pub use crate::bootcfg::check;
-pub use crate::bootcfg::{Boot, Config, Entry, Parsed, is_name, one_line};
+pub use crate::bootcfg::{Boot, Config, Entry, LOCAL_BOOT_SAY, Parsed, is_name, one_line};
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -65,6 +65,7 @@ fn render_unchecked(c: &Config) -> String {
         }
         Boot::Local => {
             let _ = writeln!(s, "DEFAULT local\nPROMPT 0\nTIMEOUT 0");
+            let _ = writeln!(s, "SAY nfsroot: {LOCAL_BOOT_SAY}");
             let _ = writeln!(s, "\nLABEL local\n  LOCALBOOT 0");
         }
         Boot::Disabled(why) => {

@@ -25,6 +25,13 @@
 //! deadline. The kernel's `secureboot: Secure boot enabled|disabled` line
 //! is reported as [`Event::SecureBoot`].
 //!
+//! A local boot (issue 13) is a diagnosis of its own: once the loader said
+//! it boots the local disk (the line nfsroot's local configs print) or
+//! PXELINUX ran, and before any kernel, the firmware's next words
+//! ([`HANDED_BACK`]: iPXE's "No more network devices", SeaBIOS's disks,
+//! OVMF's next boot option) mean the loader handed the node back, not that
+//! the network boot failed.
+//!
 //! A failure marker does not end the watch at once: the verdict waits
 //! [`FAILURE_GRACE`] seconds ([`Watcher::settle`]) for the lines that
 //! explain it (systemd's `FAILED` units, up to five), and a node line in
@@ -121,6 +128,22 @@ const PROMPTS: &[(&str, &str)] = &[
 /// "UEFI PXEv4 (MAC:...)" from ...: <status>`.
 const BDS_FAILED: &str = "BdsDxe: failed to load ";
 
+/// What the firmware prints once a network loader handed the node back to
+/// it (PXELINUX's LOCALBOOT, GRUB's `exit`): iPXE giving up on the network,
+/// SeaBIOS trying its local devices, OVMF going on to its next boot option.
+/// After the loader's local-boot line (or PXELINUX's banner), the first of
+/// these is diagnosed as a local boot, not as a network failure.
+const HANDED_BACK: &[&str] = &[
+    "No more network devices",
+    "Booting from Hard Disk",
+    "No bootable device",
+    "BdsDxe: No bootable option",
+    "BdsDxe: starting",
+    ">>Start PXE over IPv6",
+    ">>Start HTTP Boot",
+    "UEFI Interactive Shell",
+];
+
 /// The boot stages timed from the console, in boot order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -194,6 +217,9 @@ pub struct Watcher {
     /// The first failure's diagnosis and when it was seen.
     failure: Option<(String, f64)>,
     failed_units: Vec<String>,
+    /// The loader ran and may hand the node back to the firmware: what
+    /// said so (its local-boot line, or PXELINUX's banner).
+    loader_ran: Option<&'static str>,
     /// The node is up and reports its boot analysis: the verdict to give
     /// at its end (or [`ANALYSIS_WAIT`] after the node line).
     analysing: Option<(Verdict, f64)>,
@@ -250,8 +276,11 @@ impl Watcher {
             return;
         }
         let line = strip_ansi(&String::from_utf8_lossy(&self.pending));
-        if let Some((m, why)) = PROMPTS.iter().find(|(m, _)| line.contains(m)) {
-            let why = format!("{why}: {}", snippet(&line, m));
+        let why = self.local_boot(&line).or_else(|| {
+            let (m, why) = PROMPTS.iter().find(|(m, _)| line.contains(m))?;
+            Some(format!("{why}: {}", snippet(&line, m)))
+        });
+        if let Some(why) = why {
             events.push(Event::Failure(why.clone()));
             self.failure = Some((why, now));
         }
@@ -284,8 +313,9 @@ impl Watcher {
         if let Some(on) = secure_boot(&line) {
             events.push(Event::SecureBoot(on));
         }
+        self.loader_line(&line);
         if self.failure.is_none()
-            && let Some(why) = failure(&line)
+            && let Some(why) = self.local_boot(&line).or_else(|| failure(&line))
         {
             events.push(Event::Failure(why.clone()));
             self.failure = Some((why, t));
@@ -440,6 +470,34 @@ fn failure(line: &str) -> Option<String> {
     }
     let (m, why) = PROMPTS.iter().find(|(m, _)| line.contains(m))?;
     Some(format!("{why}: {}", snippet(line, m)))
+}
+
+impl Watcher {
+    /// Note a loader that may hand the node back: nfsroot's local-boot
+    /// line (PXELINUX and GRUB), or PXELINUX's banner (a LOCALBOOT config
+    /// written by hand says nothing).
+    fn loader_line(&mut self, line: &str) {
+        if line.contains("nfsroot: ") && line.contains(crate::bootcfg::LOCAL_BOOT_SAY) {
+            self.loader_ran = Some("its boot config says local boot");
+        } else if line.starts_with("PXELINUX ") && self.loader_ran.is_none() {
+            self.loader_ran = Some("PXELINUX returned to it (LOCALBOOT)");
+        }
+    }
+
+    /// A local boot: the loader ran, no kernel started, and the firmware
+    /// went on to its next boot device (a node without a disk stops there).
+    fn local_boot(&self, line: &str) -> Option<String> {
+        let how = self.loader_ran?;
+        if self.timings.kernel_start.is_some() {
+            return None;
+        }
+        let m = HANDED_BACK.iter().find(|m| line.contains(*m))?;
+        Some(format!(
+            "local boot: the loader handed the node back to the firmware ({how}), \
+             which went on to its next boot device: {}",
+            snippet(line, m)
+        ))
+    }
 }
 
 /// What the kernel's `secureboot:` line says, if this is it.
@@ -791,6 +849,63 @@ mod tests {
             "{}",
             v.diagnosis
         );
+    }
+
+    /// Issue 13: a local-boot host's PXELINUX config says so and hands the
+    /// node back (LOCALBOOT 0); iPXE then says "No more network devices"
+    /// and SeaBIOS tries its disks. That is a local boot, not a TFTP
+    /// failure, and needs no timeout: a verdict after the grace.
+    #[test]
+    fn local_boot_is_diagnosed_from_the_console() {
+        let (mut w, ev) = watch("local-boot-pxe.log", true, 4.0);
+        let want = "local boot: the loader handed the node back to the firmware \
+                    (its boot config says local boot), which went on to its next \
+                    boot device: No more network devices";
+        assert_eq!(failures(&ev), [want]);
+        assert_eq!(stages(&ev), [Stage::Firmware, Stage::Loader]);
+        let v = w.settle(4.0 + FAILURE_GRACE + 0.1).expect("a verdict");
+        assert_eq!(
+            v,
+            Verdict::pass(format!("did not boot, as expected ({want})"))
+        );
+        // Not expected: a failed boot with the same diagnosis.
+        let (mut w, _) = watch("local-boot-pxe.log", false, 4.0);
+        assert_eq!(w.settle(9.0), Some(Verdict::fail(want)));
+
+        // A LOCALBOOT config written by hand says nothing: PXELINUX's
+        // banner is enough. Without PXELINUX, the same iPXE line is the
+        // TFTP failure it always was.
+        let text = String::from_utf8(corpus("local-boot-pxe.log")).unwrap();
+        let quiet = text.replace("nfsroot: booting from the local disk", "");
+        let ev = Watcher::new(true).feed(quiet.as_bytes(), 4.0);
+        assert!(
+            failures(&ev)[0].contains("(PXELINUX returned to it (LOCALBOOT))"),
+            "{:?}",
+            failures(&ev)
+        );
+        let cut = &text[text.find("No more network devices").unwrap()..];
+        let ev = Watcher::new(true).feed(cut.as_bytes(), 4.0);
+        assert!(
+            failures(&ev)[0].starts_with("the firmware could not load a boot file over TFTP"),
+            "{:?}",
+            failures(&ev)
+        );
+
+        // UEFI: GRUB's echo, `exit`, and OVMF's next option (an unfinished
+        // prompt line) is a local boot too.
+        let mut w = Watcher::new(true);
+        let ev = w.feed(
+            b"nfsroot: booting from the local disk\r\n\x1b[0m>>Start PXE over IPv6.",
+            3.0,
+        );
+        assert!(
+            failures(&ev)[0].ends_with("(its boot config says local boot), which went on to its next boot device: >>Start PXE over IPv6."),
+            "{:?}",
+            failures(&ev)
+        );
+        // After the kernel started, firmware words are not a local boot.
+        let (_, ev) = watch("good-pxe.log", false, 60.0);
+        assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
     }
 
     #[test]

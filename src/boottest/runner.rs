@@ -322,12 +322,17 @@ fn wait_port(port: u16, secs: u64, proc_: &mut Proc, log: &Path) -> Result<()> {
     )
 }
 
+/// nfs-ganesha's config for the plan's exports. NFSv4 owners go out as
+/// numbers, as the kernel's nfsd sends them to AUTH_SYS clients: a node
+/// runs no idmapper, so `root@domain` would read as nobody on an NFSv4
+/// root, and setuid-root binaries (mount) would run as nobody.
 fn ganesha_conf(plan: &BootPlan) -> String {
     let mut s = format!(
         "NFS_CORE_PARAM {{\n  Protocols = 3, 4;\n  NFS_Port = {NFS_PORT};\n  MNT_Port = {MNT_PORT};\n  \
          Enable_NLM = false;\n  Enable_RQUOTA = false;\n  Enable_UDP = false;\n  \
          Mount_Path_Pseudo = true;\n}}\n\
-         NFSV4 {{\n  Graceless = true;\n  RecoveryBackend = fs;\n  RecoveryRoot = {}/ganesha-recovery;\n}}\n\
+         NFSV4 {{\n  Graceless = true;\n  Only_Numeric_Owners = true;\n  RecoveryBackend = fs;\n  \
+         RecoveryRoot = {}/ganesha-recovery;\n}}\n\
          NFS_KRB5 {{\n  Active_krb5 = false;\n}}\n",
         plan.work.display()
     );
@@ -623,6 +628,10 @@ mod tests {
         let c = ganesha_conf(&plan);
         // NFSv3 mounts name the pseudo path: a profile's `host:/home`.
         assert!(c.contains("Mount_Path_Pseudo = true;"));
+        assert!(
+            c.contains("Only_Numeric_Owners = true;"),
+            "NFSv4 roots: {c}"
+        );
         assert!(c.contains("Path = \"/w/mounts/0\";\n  Pseudo = \"/home\";\n  Access_Type = RO;"));
         assert_eq!(
             netdev(&plan),

@@ -7,6 +7,7 @@
 //! so neither costs a boot of its own.
 
 use crate::common::*;
+use crate::inventory_boot::{assert_check, boot_host};
 
 /// Issue 16: the image is born diskless. On the node, the ready hook finds
 /// no failed unit, every unit build masked (node.conf's UNITS_MASK: the
@@ -57,25 +58,71 @@ fn units_as_the_profile_says() {
     );
 }
 
+/// Seed 004 (issue 13): the admin's dhcpd.conf, written by hand before
+/// nfsroot ever ran, is kept byte for byte; one `hosts add` and a `sync`
+/// put the host below it, and the host boots through ISC dhcpd and
+/// tftpd-hpa on those files, by its `01-<mac>` PXELINUX file. The same
+/// boot has an NFSv4.2 root (issue 13): the image copy's profile asks for
+/// `vers=4.2` and a re-publish (no rebuild) puts it on the command line;
+/// the node line's `rootfs=` says what the node mounted.
 #[test]
 fn boots_pxe_through_per_host_file() {
-    let f = fixture();
-    // boot-test's view makes `default` boot nothing, so only the 01-<mac>
-    // lookup can bring the node up.
-    let r = boot_test(
-        f,
+    let l = clone_fixture();
+    let prof = l.base.join(".nfsroot/profiles/minimal.toml");
+    let text = std::fs::read_to_string(&prof).unwrap();
+    let v42 = text.replace("options = \"vers=3,tcp\"", "options = \"vers=4.2\"");
+    assert_ne!(v42, text, "{text}");
+    std::fs::write(&prof, v42).unwrap();
+    let mut c = nfsroot(&l);
+    c.args(["publish", "minimal"]);
+    run(c, true);
+    let root = l.base.parent().unwrap();
+    let (etc, inv) = (root.join("etc"), root.join("inventory.toml"));
+    write_qemu_inventory(&inv);
+    // The admin's own file: no markers, its own subnet (without
+    // next-server or filename: the host blocks carry those), comments.
+    let conf = etc.join("dhcp/dhcpd.conf");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    let prologue = "# Hand-written for rack 4; nfsroot appends its hosts below.\n\
+                    authoritative;\nddns-update-style none;\n\
+                    default-lease-time 600;  # ten minutes\nmax-lease-time 7200;\n\n\
+                    subnet 10.0.2.0 netmask 255.255.255.0 {\n\toption routers 10.0.2.2;\n}\n";
+    std::fs::write(&conf, prologue).unwrap();
+    for args in [
         &[
-            "--mode",
-            "pxe",
-            "--per-host",
+            "hosts",
+            "add",
+            "rack4n1",
             "--mac",
             "52:54:00:aa:bb:cc",
             "--ip",
             "10.0.2.23",
-        ],
+        ][..],
+        &["sync"][..],
+    ] {
+        let mut c = nfsroot(&l);
+        c.arg("--inventory").arg(&inv).arg("--etc-dir").arg(&etc);
+        c.args(args);
+        run(c, true);
+    }
+    let after = std::fs::read_to_string(&conf).unwrap();
+    let block = after
+        .strip_prefix(prologue)
+        .unwrap_or_else(|| panic!("{after}"));
+    assert!(
+        block.starts_with(nfsroot::inventory::render::BEGIN),
+        "{after}"
     );
+    assert!(block.contains("host rack4n1 {"), "{after}");
+
+    let r = boot_host(&l, &inv, &etc, "rack4n1", "dhcpd", &[]);
     assert_eq!(r["passed"], true, "{r:#}");
-    assert_eq!(r["fields"]["host"], "node023");
+    assert_eq!(r["fields"]["host"], "rack4n1");
+    assert_eq!(r["fields"]["ip"], "10.0.2.23");
+    assert_check(&r, "host config", "pxelinux.cfg/01-52-54-00-aa-bb-cc sent");
+    assert_eq!(r["fields"]["rootfs"], "nfs4,vers=4.2", "{r:#}");
+    // The file dhcpd served from is still the admin's, byte for byte.
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), after);
 }
 
 #[test]

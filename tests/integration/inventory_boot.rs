@@ -176,7 +176,7 @@ fn nodes_after_boots(
 
 /// boot-test of inventory host `host` through the real `dhcp` daemons
 /// and the configs sync wrote to `etc`.
-fn boot_host(
+pub fn boot_host(
     l: &TestLayout,
     inv: &std::path::Path,
     etc: &std::path::Path,
