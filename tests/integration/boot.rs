@@ -69,10 +69,19 @@ fn units_as_the_profile_says() {
     );
 }
 
+/// The node's machine id is the one the initramfs derives from its MAC
+/// (bound read-only over the image's empty /etc/machine-id).
+fn assert_machine_id(r: &serde_json::Value, mac: &str) {
+    let want = nfsroot::initramfs::machine_id(mac);
+    assert_eq!(r["fields"]["machine-id"], want.as_str(), "{mac}: {r:#}");
+}
+
 #[test]
 fn boots_direct() {
     let f = fixture();
-    assert_passed(&boot_test(f, &["--mode", "direct"]));
+    let r = boot_test(f, &["--mode", "direct"]);
+    assert_passed(&r);
+    assert_machine_id(&r, "52:54:00:12:34:56");
 }
 
 #[test]
@@ -101,6 +110,8 @@ fn boots_pxe_through_per_host_file() {
     );
     assert_eq!(r["passed"], true, "{r:#}");
     assert_eq!(r["fields"]["host"], "node023");
+    // Another MAC, another id.
+    assert_machine_id(&r, "52:54:00:aa:bb:cc");
 }
 
 #[test]
