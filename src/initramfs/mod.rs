@@ -766,7 +766,7 @@ mod tests {
             std::fs::write(root.join("etc/machine-id"), "").unwrap();
             let script = format!(
                 "log() {{ echo \"$*\" >&2; }}; rescue() {{ echo \"FATAL $*\"; exit 1; }}; IF=eth0\n{func}\n\
-                 node_machine_id \"$1\" \"$2\"\ncat \"$1/etc/machine-id\"\n\
+                 node_machine_id \"$1\" \"$2\" \"$1/run/nfsroot/machine-id\"\ncat \"$1/etc/machine-id\"\n\
                  echo 0123456789abcdef0123456789abcdef 2>/dev/null >\"$1/etc/machine-id\" || echo REFUSED\n"
             );
             let out = std::process::Command::new("unshare")
