@@ -25,6 +25,7 @@ Description=nfsroot: name this node from its address
 DefaultDependencies=no
 After=systemd-remount-fs.service local-fs.target
 Before=sysinit.target rsyslog.service ssh.service systemd-hostnamed.service
+Before=systemd-update-utmp.service systemd-tmpfiles-setup.service
 Conflicts=shutdown.target
 
 [Service]
@@ -85,6 +86,15 @@ pub fn render_conf(ctx: &Ctx<'_>) -> String {
         ("LOG_LAYOUT", p.logs.layout.to_string()),
         ("LOG_DIR", p.logs.dir.clone()),
         ("LOG_EXPORT", ctx.logs_export.clone().unwrap_or_default()),
+        (
+            "PER_HOST_LOGINS",
+            if super::logs::per_host_logins(p) {
+                "yes"
+            } else {
+                ""
+            }
+            .into(),
+        ),
         ("HOSTKEYS_EXPORT", ctx.hostkeys_export.clone()),
         ("TMPFS", fstab::tmpfs_paths(ctx).join(" ")),
         ("UNITS_ENABLE", p.units.enable.join(" ")),

@@ -1,6 +1,7 @@
 //! Identity hygiene: nothing that makes a machine unique may be shared by
 //! every node through the image, and nothing of the build host may leak in.
-//! Empty machine-id (each node gets its own at boot), resolv.conf pointing
+//! Empty machine-id (each node gets its own at boot: the nfsroot initramfs
+//! binds one derived from its MAC read-only over it), resolv.conf pointing
 //! at the per-boot file the boot hook writes, no ssh host keys (the hook
 //! makes per-boot keys under /run/nfsroot/ssh, and an sshd drop-in uses
 //! them), root locked unless the profile gives a hash, the profile's

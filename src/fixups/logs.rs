@@ -4,9 +4,15 @@
 //! its journal in memory and forwards to rsyslog. With a read-only root,
 //! `<logs.dir>` is the writable NFS log export (see the fstab fixup).
 //! Rotation happens on the server: hooks/server/nfsroot-logs.logrotate.
+//! Login records: when the per-host directories are in a read-write root
+//! ([`per_host_logins`]), each node keeps its own wtmp, btmp and lastlog
+//! there, bound over /var/log's by the hostname hook before anything logs
+//! a login or a boot (`last reboot` on a node shows that node's boots);
+//! otherwise a read-only root has them on its tmpfs /var/log.
 
 use super::{Ctx, remove, write_file};
 use crate::imagefs::ImageRoot;
+use crate::profile::{LogLayout, Profile, RootMode};
 use anyhow::Result;
 
 const RSYSLOG: &str = "/etc/rsyslog.d/10-perhostname.conf";
@@ -45,9 +51,19 @@ Storage=volatile
 ForwardToSyslog=yes
 ";
 
+/// Whether each node keeps its own wtmp, btmp and lastlog in
+/// `<logs.dir>/<host>/`: per-host logs in a read-write root, with no log
+/// export (which would mount over the directory only after the hostname
+/// hook ran). node.conf's `PER_HOST_LOGINS`.
+pub fn per_host_logins(p: &Profile) -> bool {
+    p.logs.layout == LogLayout::PerHost
+        && p.nfs.root_mode == RootMode::Rw
+        && p.logs.export.is_empty()
+}
+
 pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
     let p = ctx.profile;
-    if p.logs.layout != crate::profile::LogLayout::PerHost {
+    if p.logs.layout != LogLayout::PerHost {
         let c = remove(root, RSYSLOG)?;
         return Ok(c | write_file(root, JOURNALD, JOURNALD_CONF, 0o644)?);
     }

@@ -43,97 +43,119 @@ const SEARCH: &[&str] = &[
     "/lib/systemd/system",
 ];
 
-/// Masked by default: `(unit, on a read-write root only, why)`. A
-/// read-only root is shared too, but nothing can write it; those units are
-/// then pointless (their state would land in a per-boot tmpfs) and slow.
-pub const DEFAULT_MASK: &[(&str, bool, &str)] = &[
+/// When a default mask applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum When {
+    Always,
+    /// On a read-write root. A read-only root is shared too, but nothing
+    /// can write it; these units are then pointless (their state would
+    /// land in a per-boot tmpfs) and slow.
+    RwRoot,
+    /// On a read-write root whose nodes would share /var/log/wtmp: not
+    /// when each node has its own ([`super::logs::per_host_logins`]).
+    SharedWtmp,
+}
+
+/// Masked by default: `(unit, when, why)`.
+pub const DEFAULT_MASK: &[(&str, When, &str)] = &[
     (
         "apt-daily.timer",
-        false,
+        When::Always,
         "downloads package lists into the shared /var/lib/apt and /var/cache/apt from every node at once",
     ),
     (
         "apt-daily-upgrade.timer",
-        false,
+        When::Always,
         "would upgrade the shared image from every node; images are upgraded on the master",
     ),
     (
         "dpkg-db-backup.timer",
-        false,
+        When::Always,
         "rewrites the shared /var/backups/dpkg.* daily from every node",
     ),
     (
         "e2scrub_all.timer",
-        false,
+        When::Always,
         "scrubs local ext4 on LVM: a diskless node has none",
     ),
     (
         "e2scrub_reap.service",
-        false,
+        When::Always,
         "removes local e2scrub snapshots: a diskless node has none",
     ),
     (
         "fstrim.timer",
-        false,
+        When::Always,
         "trims local disks: a diskless node has none",
     ),
     (
         "networking.service",
-        false,
+        When::Always,
         "ifup -a has nothing to do (lo is systemd's, eth0 is the initramfs's and manual) but held network-online.target 16 s",
     ),
     (
         "getty-static.service",
-        false,
+        When::Always,
         "without D-Bus it starts gettys on tty2-6: virtual consoles nobody sees",
     ),
     (
+        "systemd-machine-id-commit.service",
+        When::Always,
+        "would write the node's own id (the initramfs binds it read-only over /etc/machine-id) into the shared file",
+    ),
+    (
         "rpc-statd-notify.service",
-        false,
+        When::Always,
         "sm-notify writes /var/lib/nfs state shared by every node; nodes mount with nolock",
     ),
     (
         "man-db.timer",
-        true,
+        When::RwRoot,
         "rebuilds the shared /var/cache/man from every node; the master's apt runs do it",
     ),
     (
         "logrotate.timer",
-        true,
+        When::RwRoot,
         "rotates the shared /var/log from every node; logs rotate on the master",
     ),
     (
         "systemd-tmpfiles-clean.timer",
-        true,
+        When::RwRoot,
         "ages out files in shared directories (/var/cache/man, coredumps) from every node; /tmp and /var/tmp are per-node tmpfs",
     ),
     (
         "systemd-random-seed.service",
-        true,
+        When::RwRoot,
         "every node would save and load the same shared /var/lib/systemd/random-seed",
     ),
     (
         "systemd-update-utmp.service",
-        true,
+        When::SharedWtmp,
         "appends every node's boot and shutdown records to the shared /var/log/wtmp",
     ),
     (
         "systemd-update-utmp-runlevel.service",
-        true,
+        When::SharedWtmp,
         "appends every node's runlevel changes to the shared /var/log/wtmp",
     ),
     (
         "systemd-pstore.service",
-        true,
+        When::RwRoot,
         "archives crash records into the shared /var/lib/systemd/pstore",
     ),
 ];
 
-/// The units masked by default for a root mode.
-pub fn default_mask(mode: RootMode) -> impl Iterator<Item = &'static str> {
+/// The units masked by default for a profile.
+pub fn default_mask(p: &Profile) -> impl Iterator<Item = &'static str> {
+    let rw = p.nfs.root_mode == RootMode::Rw;
+    let shared_wtmp = rw && !super::logs::per_host_logins(p);
     DEFAULT_MASK
         .iter()
-        .filter(move |(_, rw_only, _)| !rw_only || mode == RootMode::Rw)
+        .filter(move |(_, when, _)| match when {
+            When::Always => true,
+            When::RwRoot => rw,
+            When::SharedWtmp => shared_wtmp,
+        })
         .map(|(u, _, _)| *u)
 }
 
@@ -142,7 +164,7 @@ pub fn default_mask(mode: RootMode) -> impl Iterator<Item = &'static str> {
 /// node.conf carries this list, so the ready hook checks it on the node.
 pub fn masked(p: &Profile) -> Vec<String> {
     let u = &p.units;
-    let mut out: Vec<String> = default_mask(p.nfs.root_mode).map(String::from).collect();
+    let mut out: Vec<String> = default_mask(p).map(String::from).collect();
     out.extend(u.mask.iter().cloned());
     out.retain(|m| !u.unmask.contains(m) && !u.enable.contains(m));
     out.dedup();
@@ -453,6 +475,32 @@ mod tests {
             link(r, &format!("{etc}/sockets.target.wants/rsync.socket")).as_deref(),
             Some("/usr/lib/systemd/system/rsync.socket")
         );
+    }
+
+    /// The utmp services write /var/log/wtmp: masked on a read-write root
+    /// only while nodes would share it; machine-id-commit on every root.
+    #[test]
+    fn utmp_masked_only_while_wtmp_is_shared() {
+        let rw = "[nfs]\nroot_mode = \"rw\"\n";
+        // (profile, utmp services masked, nodes keep their own wtmp)
+        for (extra, masked_utmp, own) in [
+            (String::new(), false, false),
+            (rw.to_string(), false, true),
+            (format!("{rw}[logs]\nlayout = \"local\"\n"), true, false),
+            (
+                format!("{rw}[logs]\nexport = \"10.0.0.1:/logs\"\n"),
+                true,
+                false,
+            ),
+        ] {
+            let p = profile(&extra);
+            let m = masked(&p);
+            let has = |u: &str| m.iter().any(|x| x == u);
+            assert_eq!(has("systemd-update-utmp.service"), masked_utmp, "{extra}");
+            assert_eq!(has("systemd-update-utmp-runlevel.service"), masked_utmp);
+            assert!(has("systemd-machine-id-commit.service"), "{extra}");
+            assert_eq!(super::super::logs::per_host_logins(&p), own, "{extra}");
+        }
     }
 
     #[test]

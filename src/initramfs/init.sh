@@ -194,6 +194,33 @@ log "mounted $SERVER:$NFSPATH ($MODE)"
 [ -e "/root$INIT" ] || [ -L "/root$INIT" ] ||
     rescue "$INIT not found in $SERVER:$NFSPATH (wrong path, or the image is not built?)"
 
+# node_machine_id ROOT MAC FILE: this node's /etc/machine-id, in place
+# before systemd starts, so nodes sharing a root never share (or write)
+# one. The id is the first 32 hex digits of sha256("nfsroot machine-id
+# <mac>"), the boot NIC's MAC in lower case with colons: stable across
+# boots of a node (journald and D-Bus key on it), different per NIC, and
+# computable on the master (it is not secret: anyone knowing the MAC can
+# derive it). Without a MAC, a random id for this boot. FILE (on the /run
+# tmpfs) is bound read-only over ROOT/etc/machine-id, before /proc moves
+# away (mount's remount reads /proc/mounts): systemd reads a valid id from
+# a file it cannot open for writing, so it writes nothing and sees no
+# first boot (systemd-machine-id-commit, which would write, is masked).
+node_machine_id() {
+    case "$2" in
+    '' | 00:00:00:00:00:00) mid=$(tr -d '-' </proc/sys/kernel/random/uuid) from="random, for this boot" ;;
+    *) mid=$(printf 'nfsroot machine-id %s' "$2" | sha256sum | cut -c1-32) from="from the MAC of $IF" ;;
+    esac
+    if [ ! -f "$1/etc/machine-id" ]; then
+        log "the new root has no /etc/machine-id; leaving the machine id to systemd"
+        return
+    fi
+    echo "$mid" >"$3" &&
+        mount --bind "$3" "$1/etc/machine-id" &&
+        mount -o remount,bind,ro "$1/etc/machine-id" ||
+        rescue "cannot bind the machine id over $1/etc/machine-id"
+    log "machine id $mid ($from)"
+}
+
 # --- hand over -----------------------------------------------------------
 q() { printf "%s='%s'\n" "$1" "$(echo "$2" | tr -d "'")"; }
 {
@@ -215,6 +242,7 @@ q() { printf "%s='%s'\n" "$1" "$(echo "$2" | tr -d "'")"; }
     for d in $DNS; do echo "nameserver $d"; done
 } >/run/nfsroot/resolv.conf
 
+node_machine_id /root "$(cat "/sys/class/net/$IF/address" 2>/dev/null)" /run/nfsroot/machine-id
 for m in /dev /run /sys /proc; do
     if [ -d "/root$m" ]; then
         mount --move "$m" "/root$m" || log "cannot move $m into the new root"

@@ -46,6 +46,7 @@ pub const APPLETS: &[&str] = &[
     "mount",
     "setsid",
     "sh",
+    "sha256sum",
     "sleep",
     "sort",
     "switch_root",
@@ -53,6 +54,16 @@ pub const APPLETS: &[&str] = &[
     "udhcpc",
     "wc",
 ];
+
+/// The machine id `/init` gives a node whose boot NIC has `mac` (lower
+/// case, colons, as in `/sys/class/net/*/address`): the first 32 hex
+/// digits of sha256("nfsroot machine-id <mac>"). init.sh computes the same
+/// (`node_machine_id`); this one predicts it for tests and admins.
+pub fn machine_id(mac: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("nfsroot machine-id {mac}"));
+    hex::encode(h)[..32].to_string()
+}
 
 pub use crate::compression::Compression;
 
@@ -731,6 +742,63 @@ mod tests {
             }
         }
         words
+    }
+
+    /// init.sh's `node_machine_id`, run by busybox in a mount namespace on a
+    /// fake new root: the node reads the MAC-derived id (the one
+    /// [`machine_id`] predicts), cannot write it, and the shared file under
+    /// the bind stays empty; without a MAC, a random id per boot.
+    #[test]
+    fn init_binds_a_per_node_machine_id_read_only() {
+        let func: String = INIT_SH
+            .lines()
+            .skip_while(|l| !l.starts_with("node_machine_id() {"))
+            .take_while(|l| *l != "}")
+            .chain(["}"])
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(func.len() > 100, "{func}");
+        let run = |mac: &str| {
+            let d = tempfile::tempdir().unwrap();
+            let root = d.path();
+            std::fs::create_dir_all(root.join("etc")).unwrap();
+            std::fs::create_dir_all(root.join("run/nfsroot")).unwrap();
+            std::fs::write(root.join("etc/machine-id"), "").unwrap();
+            let script = format!(
+                "log() {{ echo \"$*\" >&2; }}; rescue() {{ echo \"FATAL $*\"; exit 1; }}; IF=eth0\n{func}\n\
+                 node_machine_id \"$1\" \"$2\" \"$1/run/nfsroot/machine-id\"\ncat \"$1/etc/machine-id\"\n\
+                 echo 0123456789abcdef0123456789abcdef 2>/dev/null >\"$1/etc/machine-id\" || echo REFUSED\n"
+            );
+            let out = std::process::Command::new("unshare")
+                .args(["-m", "busybox", "sh", "-c", &script, "sh"])
+                .arg(root)
+                .arg(mac)
+                .output()
+                .expect("unshare (util-linux) and busybox (busybox-static) on PATH");
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(out.status.success(), "{text}\n{err}");
+            // Outside the namespace (as the server's file): still empty.
+            assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
+            let (text, refused) = text.rsplit_once('\n').unwrap_or((&text, ""));
+            assert_eq!(refused, "REFUSED", "the node could write its machine id");
+            (text.to_string(), err)
+        };
+        let mac = "52:54:00:aa:bb:cc";
+        let (id, log) = run(mac);
+        assert_eq!(id, machine_id(mac), "{log}");
+        assert!(log.contains("from the MAC of eth0"), "{log}");
+        assert_ne!(machine_id(mac), machine_id("52:54:00:12:34:56"));
+        let (a, log) = run("");
+        let (b, _) = run("");
+        assert!(log.contains("random, for this boot"), "{log}");
+        for r in [&a, &b] {
+            assert!(
+                r.len() == 32 && r.chars().all(|c| c.is_ascii_hexdigit()),
+                "{r}"
+            );
+        }
+        assert_ne!(a, b);
     }
 
     #[test]

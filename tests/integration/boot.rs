@@ -38,6 +38,7 @@ fn units_as_the_profile_says() {
     assert!(conf.contains(" systemd-pstore.service'\n"), "{conf}");
     let r = boot_test(f, &["--mode", "direct"]);
     assert_boot_passed(&r);
+    assert_machine_id(&r, "52:54:00:12:34:56");
     let checks = r["checks"].as_array().unwrap();
     assert!(
         checks.iter().any(|c| c[0] == "units" && c[1] == true),
@@ -56,6 +57,13 @@ fn units_as_the_profile_says() {
         analysis.iter().any(|l| l.contains("multi-user.target @")),
         "no critical chain: {analysis:#?}"
     );
+}
+
+/// The node's machine id is the one the initramfs derives from its MAC
+/// (bound read-only over the image's empty /etc/machine-id).
+fn assert_machine_id(r: &serde_json::Value, mac: &str) {
+    let want = nfsroot::initramfs::machine_id(mac);
+    assert_eq!(r["fields"]["machine-id"], want.as_str(), "{mac}: {r:#}");
 }
 
 /// Seed 004 (issue 13): the admin's dhcpd.conf, written by hand before
@@ -123,6 +131,8 @@ fn boots_pxe_through_per_host_file() {
     assert_eq!(r["fields"]["rootfs"], "nfs4,vers=4.2", "{r:#}");
     // The file dhcpd served from is still the admin's, byte for byte.
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), after);
+    // Another MAC, another machine id.
+    assert_machine_id(&r, "52:54:00:aa:bb:cc");
 }
 
 #[test]

@@ -7,7 +7,10 @@
 //! test-only unit waits for the node's report, proves each extra mount is
 //! the right export, starts the service of every timer still loaded,
 //! prints what it ran and powers off; the shared tree, compared on the
-//! host before and after, may differ only in this node's log directory.
+//! host before and after, may differ only in this node's log directory:
+//! its machine id is the initramfs's, bound read-only over the shared
+//! empty file, and its login records are its own wtmp, btmp and lastlog
+//! there (so `last reboot` on the node shows its boots).
 
 use crate::common::*;
 use sha2::{Digest, Sha256};
@@ -18,6 +21,8 @@ use std::path::Path;
 /// The node's address and the name cluster.toml's pattern gives it.
 const IP: &str = "192.168.0.15";
 const HOST: &str = "node15";
+/// Its boot NIC's MAC (the machine id derives from it).
+const MAC: &str = "52:54:00:0f:00:01";
 /// Console prefix of the test unit's lines.
 const HOUR: &str = "cluster-hour: ";
 
@@ -34,6 +39,8 @@ for m in /home /cluster_bin; do
     echo "cluster-hour: mount $m $(cat "$m/nfsroot-boot-test-export" 2>&1)"
 done
 touch /cluster_bin/x 2>/dev/null && echo "cluster-hour: /cluster_bin is writable"
+(echo 0 >/etc/machine-id) 2>/dev/null && echo "cluster-hour: /etc/machine-id is writable"
+last -x -n 3 reboot 2>&1 | sed 's/^/cluster-hour: last /'
 for t in $(systemctl list-units --type=timer --all --plain --no-legend | awk '$2 == "loaded" { print $1 }'); do
     s=$(systemctl show -p Unit --value "$t")
     systemctl start "$s"
@@ -55,24 +62,6 @@ systemctl poweroff
 const HOUR_UNIT: &str = "[Unit]\nDescription=test only: an hour of timers, then power off\n\
      \n[Service]\nType=simple\n\
      ExecStart=/usr/local/sbin/cluster-hour\n\n[Install]\nWantedBy=multi-user.target\n";
-
-/// Writers of the shared tree this boot is known to still have (issue 16,
-/// open), each with why; the test fails on any other path, and on one of
-/// these no longer written (then take it off this list).
-const KNOWN_WRITERS: &[(&str, &str)] = &[
-    (
-        "etc/machine-id",
-        "PID1 writes its random ID into the empty, writable file, so every node after \
-         the first reads that one (a symlink to /run makes it a first boot: preset-all \
-         writes /etc/systemd/system); needs a read-only bind from the initramfs and \
-         systemd-machine-id-commit masked",
-    ),
-    (
-        "var/log/wtmp",
-        "PID1 (UtmpIdentifier=) and agetty append the gettys' records; the utmp \
-         services' boot and runlevel records are masked",
-    ),
-];
 
 /// A file's identity for the comparison: kind, owner, mode; and for files
 /// size, mtime and content hash; for links the target. Directories leave
@@ -161,6 +150,8 @@ fn cluster_profile_boots_and_an_hour_writes_only_its_logs() {
         &[
             "--ip",
             IP,
+            "--mac",
+            MAC,
             "--write-root",
             "--until-poweroff",
             "--timeout",
@@ -177,6 +168,10 @@ fn cluster_profile_boots_and_an_hour_writes_only_its_logs() {
     nfs.sort();
     assert_eq!(nfs, ["/cluster_bin", "/home"], "{r:#}");
     assert_eq!(f["units"], "none", "{r:#}");
+    assert_eq!(
+        f["machine-id"],
+        nfsroot::initramfs::machine_id(MAC).as_str()
+    );
     let checks = r["checks"].as_array().unwrap();
     assert!(checks.iter().all(|c| c[1] == true), "{checks:#?}");
     for name in ["nfs mount", "per-host log", "tmpfs", "hostname", "root"] {
@@ -215,26 +210,49 @@ fn cluster_profile_boots_and_an_hour_writes_only_its_logs() {
     // The node wrote its own log directory in the shared tree...
     let syslog = std::fs::read_to_string(own_logs.join("syslog")).unwrap();
     assert!(syslog.contains(&format!("boot={}", f["boot"].as_str().unwrap())));
+    own_logins(&img, &own_logs, &after);
     // ...and nothing else there.
     let after_tree = snapshot(&img, &own_logs);
     let diff = changed(&before, &after_tree);
-    let known = |d: &String| {
-        KNOWN_WRITERS
-            .iter()
-            .any(|(p, _)| d.starts_with(&format!("~ {p} ")))
-    };
-    let unknown: Vec<&String> = diff.iter().filter(|d| !known(d)).collect();
     assert!(
-        unknown.is_empty(),
+        diff.is_empty(),
         "the node wrote the shared tree outside {}:\n{}",
         own_logs.display(),
         diff.join("\n")
     );
-    for (p, why) in KNOWN_WRITERS {
-        assert!(
-            diff.iter().any(|d| d.starts_with(&format!("~ {p} "))),
-            "{p} is no longer written ({why}): take it off KNOWN_WRITERS"
+}
+
+/// The node's login records, in its log directory: wtmp, btmp, lastlog
+/// root:utmp as Debian makes them; wtmp holds this boot's record and its
+/// shutdown's (written while it was still bound), and `last` on the node
+/// read it.
+fn own_logins(img: &Path, own_logs: &Path, after: &[String]) {
+    let group = std::fs::read_to_string(img.join("etc/group")).unwrap();
+    let utmp: u32 = group
+        .lines()
+        .find_map(|l| l.strip_prefix("utmp:x:")?.split(':').next()?.parse().ok())
+        .unwrap();
+    for (f, mode) in [("wtmp", 0o664), ("btmp", 0o660), ("lastlog", 0o664)] {
+        let md = std::fs::symlink_metadata(own_logs.join(f)).unwrap();
+        assert!(md.is_file(), "{f}");
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (0, utmp, mode),
+            "{f}"
         );
-        eprintln!("known writer of the shared tree: {p}: {why}");
     }
+    let wtmp = std::fs::read(own_logs.join("wtmp")).unwrap();
+    for user in [&b"reboot"[..], b"shutdown"] {
+        assert!(
+            wtmp.windows(user.len()).any(|w| w == user),
+            "no {} record in {HOST}'s wtmp",
+            String::from_utf8_lossy(user)
+        );
+    }
+    assert!(
+        after
+            .iter()
+            .any(|l| l.starts_with("last reboot ") && l.contains("system boot")),
+        "{after:#?}"
+    );
 }
