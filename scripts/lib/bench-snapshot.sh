@@ -6,7 +6,9 @@
 # --numeric-owner` piped into `pigz -6` and into `zstd -T0 -3`), prints wall
 # time, peak RSS and size of each, checks that every archive lists every
 # entry `find` sees, and prints nfsroot's time and size as ratios of the
-# standard tools' (below 1 is better).
+# standard tools' (below 1 is better). The machine may be shared, so the
+# contenders take turns, BENCH_ROUNDS rounds (default 3), and each time is
+# the median of its rounds.
 #
 # SNAPSHOT_BIN is either the nfsroot binary (run as
 # `nfsroot --base-dir PARENT snapshot NAME -o FILE --format F`) or the
@@ -40,7 +42,9 @@ _bench_run() { # LABEL OUTFILE CMD...
     size=$(stat -c %s "$out")
     rm -f "$tf" "$tf.err"
     printf '%-26s %8.2f s %8d KB %12d bytes\n' "$label" "$wall" "$rss" "$size"
-    _BENCH_WALL[$label]=$wall
+    _BENCH_WALLS[$label]="${_BENCH_WALLS[$label]:-} $wall"
+    _BENCH_WALL[$label]=$(echo "${_BENCH_WALLS[$label]}" | tr ' ' '\n' | grep . | sort -g |
+        awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
     _BENCH_SIZE[$label]=$size
 }
 
@@ -75,7 +79,7 @@ bench_snapshot() {
         tmp=$(mktemp -d)
         own_tmp=1
     fi
-    declare -gA _BENCH_WALL=() _BENCH_SIZE=()
+    declare -gA _BENCH_WALL=() _BENCH_WALLS=() _BENCH_SIZE=()
     rm -f "$tmp"/gnu.tar.gz "$tmp"/gnu.tar.zst "$tmp"/n.tar.*
     echo "image: $img ($(du -s --apparent-size -B1M "$img" | cut -f1) MB), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
     # Warm the page cache so every contender reads from memory.
@@ -84,16 +88,21 @@ bench_snapshot() {
     # The fastest standard tools on every core, with holes kept as nfsroot
     # keeps them (--sparse) and the same metadata.
     local gtar='tar --sparse --xattrs --acls --numeric-owner -cpf - -C "$1" .'
-    _bench_run "tar | pigz -6" "$tmp/gnu.tar.gz" \
-        sh -c "$gtar | pigz -6 > \"\$2\"" sh "$img" "$tmp/gnu.tar.gz" || return 1
-    _bench_run "tar | zstd -T0 -3" "$tmp/gnu.tar.zst" \
-        sh -c "$gtar | zstd -q -f -T0 -3 -o \"\$2\"" sh "$img" "$tmp/gnu.tar.zst" || return 1
-    # shellcheck disable=SC2046
-    _bench_run "nfsroot snapshot gz" "$tmp/n.tar.gz" \
-        $(_bench_snap_cmd "$bin" "$img" "$tmp/n.tar.gz" gz) || return 1
-    # shellcheck disable=SC2046
-    _bench_run "nfsroot snapshot zst" "$tmp/n.tar.zst" \
-        $(_bench_snap_cmd "$bin" "$img" "$tmp/n.tar.zst" zst) || return 1
+    local round
+    for round in $(seq "${BENCH_ROUNDS:-3}"); do
+        rm -f "$tmp"/gnu.tar.gz "$tmp"/gnu.tar.zst "$tmp"/n.tar.*
+        echo "round $round, load $(cut -d' ' -f1-3 /proc/loadavg)"
+        _bench_run "tar | pigz -6" "$tmp/gnu.tar.gz" \
+            sh -c "$gtar | pigz -6 > \"\$2\"" sh "$img" "$tmp/gnu.tar.gz" || return 1
+        _bench_run "tar | zstd -T0 -3" "$tmp/gnu.tar.zst" \
+            sh -c "$gtar | zstd -q -f -T0 -3 -o \"\$2\"" sh "$img" "$tmp/gnu.tar.zst" || return 1
+        # shellcheck disable=SC2046
+        _bench_run "nfsroot snapshot gz" "$tmp/n.tar.gz" \
+            $(_bench_snap_cmd "$bin" "$img" "$tmp/n.tar.gz" gz) || return 1
+        # shellcheck disable=SC2046
+        _bench_run "nfsroot snapshot zst" "$tmp/n.tar.zst" \
+            $(_bench_snap_cmd "$bin" "$img" "$tmp/n.tar.zst" zst) || return 1
+    done
     local f
     for f in gnu.tar.gz gnu.tar.zst; do
         _bench_complete "$f" "$tmp/$f" "$img" || return 1
@@ -106,6 +115,7 @@ bench_snapshot() {
         -v ng="${_BENCH_WALL[nfsroot snapshot gz]}" -v ngs="${_BENCH_SIZE[nfsroot snapshot gz]}" \
         -v nz="${_BENCH_WALL[nfsroot snapshot zst]}" -v nzs="${_BENCH_SIZE[nfsroot snapshot zst]}" 'BEGIN {
         m = 0.01
+        printf "medians: tar | pigz %.2f s, nfsroot gz %.2f s, tar | zstd %.2f s, nfsroot zst %.2f s\n", pg, ng, zs, nz
         printf "gz:  nfsroot takes %.2fx the time of tar | pigz, %.3fx its size\n",
             ng / (pg > m ? pg : m), ngs / pgs
         printf "zst: nfsroot takes %.2fx the time of tar | zstd -T0, %.3fx its size\n",
