@@ -854,18 +854,7 @@ fn loader_by_client_architecture() {
             "dhcpd: {host} arch {arch}\n{dhcpd}"
         );
     }
-    check_tool(
-        "/usr/sbin/dnsmasq",
-        "dnsmasq-base",
-        &["--test", "-C"],
-        &s.etc.join("dnsmasq.d/nfsroot.conf"),
-    );
-    check_tool(
-        "/usr/sbin/dhcpd",
-        "isc-dhcp-server",
-        &["-t", "-cf"],
-        &s.etc.join("dhcp/dhcpd.conf"),
-    );
+    daemons_accept(&s.etc);
     // Localboot and disabled hosts: GRUB configs of their own.
     let g = |n: &str| s.read(s.layout.tftp_root.join("grub").join(n));
     let local = g("grub.cfg-01-52-54-00-00-03-04");
@@ -1009,22 +998,27 @@ fn check_tool(bin: &str, package: &str, args: &[&str], file: &Path) {
     );
 }
 
-#[test]
-fn generated_dhcp_configs_pass_their_daemons_checks() {
-    let s = three();
-    s.sync(false);
+/// `dnsmasq --test` and `dhcpd -t` accept the configs sync wrote under `etc`.
+fn daemons_accept(etc: &Path) {
     check_tool(
         "/usr/sbin/dnsmasq",
         "dnsmasq-base",
         &["--test", "-C"],
-        &s.etc.join("dnsmasq.d/nfsroot.conf"),
+        &etc.join("dnsmasq.d/nfsroot.conf"),
     );
     check_tool(
         "/usr/sbin/dhcpd",
         "isc-dhcp-server",
         &["-t", "-cf"],
-        &s.etc.join("dhcp/dhcpd.conf"),
+        &etc.join("dhcp/dhcpd.conf"),
     );
+}
+
+#[test]
+fn generated_dhcp_configs_pass_their_daemons_checks() {
+    let s = three();
+    s.sync(false);
+    daemons_accept(&s.etc);
 }
 
 /// A 1000-host inventory renders and syncs completely (the time it takes

@@ -245,8 +245,14 @@ pub fn boot_test(l: &TestLayout, args: &[&str]) -> serde_json::Value {
 
 /// Run boot-test of `image` with `args`; return the parsed JSON report.
 pub fn boot_test_image(l: &TestLayout, image: &str, args: &[&str]) -> serde_json::Value {
+    boot_test_with(nfsroot(l), image, args)
+}
+
+/// Run boot-test of `image` with `args` through `c` (nfsroot with this
+/// test's layout, and whatever environment the caller set); return the
+/// parsed JSON report, after checking nothing it started still runs.
+pub fn boot_test_with(mut c: Command, image: &str, args: &[&str]) -> serde_json::Value {
     let _g = qemu_lock();
-    let mut c = nfsroot(l);
     c.args(["--json", "boot-test", image]).args(args);
     let out = c.output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

@@ -173,31 +173,9 @@ fn unsigned_grub_is_refused_under_secure_boot_fast() {
 /// [`boot_test`] against another TFTP root (the fixture's image, profile
 /// and state).
 fn boot_test_tftp(f: &TestLayout, tftp: &Path, args: &[&str]) -> serde_json::Value {
-    let _g = qemu_lock();
     let mut c = nfsroot(f);
-    c.env("NFSROOT_TFTP_ROOT", tftp)
-        .args(["--json", "boot-test", "minimal"])
-        .args(args);
-    let out = c.output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "boot-test printed no report ({e}); stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let r = v["result"].clone();
-    eprintln!(
-        "boot-test {args:?}: passed={} timings={} diagnosis={}",
-        r["passed"], r["timings"], r["diagnosis"]
-    );
-    for pid in r["pids"].as_array().unwrap() {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(
-            stat.is_empty() || stat.contains(") Z"),
-            "{pid} outlived boot-test"
-        );
-    }
-    r
+    c.env("NFSROOT_TFTP_ROOT", tftp);
+    boot_test_with(c, "minimal", args)
 }
 
 #[test]
