@@ -586,20 +586,22 @@ pub fn publish_if_published(
     crate::publish::publish(layout, &loaded, &root, &mut |l| eprintln!("{l}")).map(Some)
 }
 
-/// The restored tree keeps its BUILD_ID (a faithful restore) unless the
-/// image already has a version by that id, or it has none: then it gets a
-/// new one, each version its own. Returns (id, the id it had if changed).
+/// The restored tree keeps its stamp (a faithful restore) unless the
+/// image already has a version by its BUILD_ID: then it gets a new one,
+/// each version its own. A tree without a BUILD_ID (not built by nfsroot)
+/// stays as it is; it gets an id only when a later swap keeps it as an old
+/// version ([`image::swap_into_place`]). Returns (id, the id it had if
+/// changed).
 fn version_of_restored(
     layout: &Layout,
     name: &str,
     staging: &Path,
 ) -> Result<(String, Option<String>)> {
-    let had = image::tree_id(staging);
-    let taken = image::versions(layout, name)?;
-    if let Some(id) = &had
-        && !taken.iter().any(|v| &v.id == id)
-    {
-        return Ok((id.clone(), None));
+    let Some(had) = image::tree_id(staging) else {
+        return Ok(("(no BUILD_ID)".into(), None));
+    };
+    if !image::versions(layout, name)?.iter().any(|v| v.id == had) {
+        return Ok((had, None));
     }
     let now = crate::clock::now_secs();
     let version = image::new_version_id(now);

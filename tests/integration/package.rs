@@ -148,9 +148,9 @@ fn package_installs_works_and_purges() {
             . /usr/share/bash-completion/bash_completion
             _completion_loader nfsroot
             f=$(complete -p nfsroot | sed -n "s/.* -F \([^ ]*\) .*/\1/p")
-            COMP_WORDS=(nfsroot up); COMP_CWORD=1
-            COMP_LINE="nfsroot up"; COMP_POINT=${#COMP_LINE}
-            "$f" nfsroot up nfsroot
+            COMP_WORDS=(nfsroot upg); COMP_CWORD=1
+            COMP_LINE="nfsroot upg"; COMP_POINT=${#COMP_LINE}
+            "$f" nfsroot upg nfsroot
             printf "%s\n" "${COMPREPLY[@]}"'"#,
     );
     assert_eq!(words, "upgrade-kernel\n");

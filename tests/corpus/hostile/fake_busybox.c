@@ -25,7 +25,7 @@
 static const char banner[] = "BusyBox v1.35.0 (hostile test double) multi-call binary.";
 static const char names[] =
     "\0[\0[[\0cat\0cttyhack\0cut\0echo\0ip\0ls\0mkdir\0modprobe\0mount\0"
-    "setsid\0sh\0sleep\0sort\0switch_root\0tr\0udhcpc\0wc\0";
+    "setsid\0sh\0sha256sum\0sleep\0sort\0switch_root\0tr\0udhcpc\0wc\0";
 
 int main(int argc, char **argv) {
     int fd = open(MARKER, O_WRONLY | O_CREAT | O_APPEND, 0644);
