@@ -55,10 +55,8 @@ pub const TFTPD: Tool = Tool {
     package: "tftpd-hpa",
 };
 
-/// Where `sync` writes the DHCP configs under `--etc-dir` (as its plan
-/// does: `src/inventory/sync/plan.rs`).
-const DNSMASQ_CONF: &str = "dnsmasq.d/nfsroot.conf";
-const DHCPD_CONF: &str = "dhcp/dhcpd.conf";
+// Where `sync` writes the DHCP configs under `--etc-dir`.
+use crate::inventory::sync::{DHCPD_CONF, DNSMASQ_CONF};
 const BRIDGE: &str = "nfsroot-br0";
 const TAP: &str = "nfsroot-tap0";
 

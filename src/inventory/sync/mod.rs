@@ -50,7 +50,7 @@ mod names;
 mod plan;
 
 pub use items::Change;
-pub use plan::{ANON_ID, confined_export, per_host_logs};
+pub use plan::{ANON_ID, DHCPD_CONF, DNSMASQ_CONF, confined_export, per_host_logs};
 
 use super::Inventory;
 use super::render;

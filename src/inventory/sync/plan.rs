@@ -15,6 +15,11 @@ use anyhow::{Context, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+/// Where `sync` writes the dnsmasq config, under the etc dir.
+pub const DNSMASQ_CONF: &str = "dnsmasq.d/nfsroot.conf";
+/// Where `sync` writes (splices) the ISC dhcpd config, under the etc dir.
+pub const DHCPD_CONF: &str = "dhcp/dhcpd.conf";
+
 /// Owner of per-host log directories on an export nodes write as squashed
 /// root (nobody:nogroup on Debian).
 pub const ANON_ID: u32 = 65534;
@@ -195,8 +200,8 @@ pub(super) fn plan(
         names_now: BTreeSet::new(),
         names_before: BTreeSet::new(),
         exports_path: etc_dir.join("exports.d/nfsroot.exports"),
-        dnsmasq_path: etc_dir.join("dnsmasq.d/nfsroot.conf"),
-        dhcpd_path: etc_dir.join("dhcp/dhcpd.conf"),
+        dnsmasq_path: etc_dir.join(DNSMASQ_CONF),
+        dhcpd_path: etc_dir.join(DHCPD_CONF),
     };
     p.log_dirs(inv, &images);
     p.host_keys(layout, inv)?;
