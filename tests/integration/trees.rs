@@ -7,6 +7,8 @@
 //! letting the node read for a minute after each. The node must see no
 //! I/O error and keep its own version to the end; gc must keep that
 //! version because the node reported it, and remove the one between.
+//! That node idles, so it boots outside the QEMU lock; a second boot
+//! (locked) must come up on the version `update` made.
 //! A second test kills `update` and `gc` at their crash points.
 
 use crate::common::*;
@@ -75,17 +77,26 @@ fn json(l: &TestLayout, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["result"].clone()
 }
 
-/// Let the node read on for `secs` while its version is no longer current.
+/// The acceptance's minute: how long the node reads on after each step.
+const READ_ON: Duration = Duration::from_secs(60);
+
+/// Let the node read on until a minute after `what` ended (at `done`;
+/// the test's checks since then count), while its version is no longer
+/// current; it must still be running then.
 fn node_reads_for(
-    secs: u64,
+    done: Instant,
     what: &str,
     boot: &std::thread::ScopedJoinHandle<'_, serde_json::Value>,
 ) {
-    eprintln!("after {what}: the node reads on for {secs} s");
-    std::thread::sleep(Duration::from_secs(secs));
+    let left = READ_ON.saturating_sub(done.elapsed());
+    eprintln!(
+        "after {what}: the node reads on for {} s more",
+        left.as_secs()
+    );
+    std::thread::sleep(left);
     assert!(
         !boot.is_finished(),
-        "the node stopped within {secs} s after {what}"
+        "the node stopped within {READ_ON:?} after {what}"
     );
 }
 
@@ -139,7 +150,12 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
     let state = l.base.join(".logs/minimal/node015/nfsroot-node.state");
 
     let (r, ids) = std::thread::scope(|s| {
-        let boot = s.spawn(|| boot_test(&l, &["--until-poweroff", "--timeout", "1500"]));
+        // Unlocked: the node idles (a file a second) for minutes; other
+        // tests' boots run beside it.
+        let boot = s.spawn(|| {
+            let args = ["--until-poweroff", "--timeout", "1500"];
+            boot_test_unlocked(nfsroot(&l), "minimal", &args)
+        });
         let started = Instant::now();
         while !state.exists() {
             assert!(!boot.is_finished(), "the node ended before reporting");
@@ -162,6 +178,7 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
                 "--force",
             ],
         );
+        let done = Instant::now();
         let v1 = r1["version"].as_str().unwrap().to_string();
         assert_eq!(r1["previous"], v0.as_str(), "{r1:#}");
         assert_eq!(r1["restored_from"], v0.as_str(), "{r1:#}");
@@ -170,10 +187,14 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
         // Moved, not copied: the node's handles name these inodes.
         let kept = l.base.join(".nfsroot/trees/minimal").join(&v0);
         assert_eq!(std::fs::metadata(&kept).unwrap().ino(), v0_ino);
-        node_reads_for(60, "restore --force", &boot);
+        node_reads_for(done, "restore --force", &boot);
 
-        let cmd = "date > /etc/trees-updated && rm -r /usr/share/doc";
+        // The new version also drops the reader, so the next boot is a
+        // plain one.
+        let cmd = "date > /etc/trees-updated && rm -r /usr/share/doc && \
+                   rm /etc/systemd/system/multi-user.target.wants/trees-reader.service";
         let u = json(&l, &["update", "minimal", "--", "sh", "-c", cmd]);
+        let done = Instant::now();
         let v2 = u["version"].as_str().unwrap().to_string();
         assert_eq!(u["previous"], v1.as_str(), "{u:#}");
         assert_eq!(release_field(&img, "BUILD_ID"), v2);
@@ -189,7 +210,7 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
             u["command_seconds"].as_f64().unwrap(),
             u["seconds"].as_f64().unwrap()
         );
-        node_reads_for(60, "update", &boot);
+        node_reads_for(done, "update", &boot);
 
         let dry = json(&l, &["gc", "minimal", "--dry-run"]);
         let d = &dry[0]["decisions"];
@@ -208,8 +229,9 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
         assert_eq!(why(&v1)["remove"], true);
         assert_eq!(kept_ids(&l), [v0.clone(), v1.clone()], "dry run removed");
         json(&l, &["gc", "minimal"]);
+        let done = Instant::now();
         assert_eq!(kept_ids(&l), std::slice::from_ref(&v0));
-        node_reads_for(60, "gc", &boot);
+        node_reads_for(done, "gc", &boot);
 
         let stop = state.with_file_name("trees-stop");
         std::fs::write(&stop, "").unwrap();
@@ -254,6 +276,13 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
         trees[1]["size_bytes"].as_u64().unwrap() > 50_000_000,
         "{st:#}"
     );
+    // The next boot (one, locked as usual) comes up on the new version:
+    // its node line and the state file its ready hook writes say so.
+    let r = boot_test(&l, &[]);
+    assert_boot_passed(&r);
+    assert_eq!(r["fields"]["build"], v2.as_str(), "{r:#}");
+    let reported = std::fs::read_to_string(&state).unwrap();
+    assert!(reported.contains(&format!("tree={v2}\n")), "{reported}");
 }
 
 /// The points `update` and `gc` pass, each killed once: the image is
