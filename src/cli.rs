@@ -422,6 +422,10 @@ pub struct SnapshotArgs {
     pub cmd: Option<SnapshotCmd>,
     /// Image to archive (default: the only image)
     pub image: Option<String>,
+    /// Tree version to archive, a BUILD_ID from `status` (default: the
+    /// current tree)
+    #[arg(long, value_name = "BUILD_ID")]
+    pub tree: Option<String>,
     /// Archive file (default: <image>-<UTC time>-<kernel>.tar.gz in the
     /// snapshots directory)
     #[arg(short, long)]
@@ -480,4 +484,8 @@ pub struct DiffArgs {
     pub image: String,
     /// Snapshot archive to compare with
     pub file: PathBuf,
+    /// Tree version to compare, a BUILD_ID from `status` (default: the
+    /// current tree)
+    #[arg(long, value_name = "BUILD_ID")]
+    pub tree: Option<String>,
 }

@@ -315,6 +315,7 @@ fn cmd_snapshot(cx: &Ctx, a: SnapshotArgs) -> Result<i32> {
         None => {
             let opts = snap::SnapshotOpts {
                 image: a.image,
+                tree: a.tree,
                 output: a.output.map(|o| absolute(&o)).transpose()?,
                 format: a.format,
                 level: a.level,
@@ -349,6 +350,7 @@ fn cmd_restore(cx: &Ctx, a: RestoreArgs) -> Result<i32> {
 fn cmd_diff(cx: &Ctx, a: DiffArgs) -> Result<i32> {
     let opts = snap::DiffOpts {
         image: a.image,
+        tree: a.tree,
         file: absolute(&a.file)?,
     };
     let d = snap::run_diff(&cx.layout, &opts)?;

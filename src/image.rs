@@ -399,6 +399,29 @@ pub fn recover(layout: &Layout, name: &str) -> Result<Option<String>> {
     Ok(Some(done))
 }
 
+/// The tree of version `id` of image `name` (`None`: the current one),
+/// to read through its confined view (snapshot, diff). An unknown id is
+/// an error naming the versions there are.
+pub fn version_path(layout: &Layout, name: &str, id: Option<&str>) -> Result<PathBuf> {
+    let Some(id) = id else {
+        return layout.existing_image(name);
+    };
+    check_version_id(id)?;
+    let all = versions(layout, name)?;
+    if let Some(v) = all.iter().find(|v| v.id == id) {
+        return Ok(v.path.clone());
+    }
+    let have: Vec<&str> = all.iter().map(|v| v.id.as_str()).collect();
+    bail!(
+        "image {name} has no tree version {id} (versions: {})",
+        if have.is_empty() {
+            "none".into()
+        } else {
+            have.join(", ")
+        }
+    )
+}
+
 /// Make kept version `id` of `name` current again (the current one is
 /// kept as a version). Returns the id of the version it replaced.
 pub fn switch_to(layout: &Layout, name: &str, id: &str) -> Result<String> {

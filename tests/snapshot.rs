@@ -632,6 +632,7 @@ fn diff_reports_changes() {
     let r = snap(&l, "img", Compression::Zstd);
     let opts = DiffOpts {
         image: "img".into(),
+        tree: None,
         file: r.path.clone(),
     };
     assert!(snapshot::run_diff(&l, &opts).unwrap().is_empty());

@@ -43,8 +43,10 @@ fn private_dir(dir: &Path) -> Result<()> {
 pub fn run_snapshot(layout: &Layout, opts: &SnapshotOpts) -> Result<SnapshotResult> {
     let started = Instant::now();
     let name = layout.resolve_image(opts.image.as_deref())?;
-    let root = layout.existing_image(&name)?;
+    layout.existing_image(&name)?;
     let _lock = layout.lock(&name, "snapshot", opts.wait)?;
+    // Under the lock: gc cannot remove a kept version meanwhile.
+    let root = crate::image::version_path(layout, &name, opts.tree.as_deref())?;
     let facts = crate::facts::image_facts(&crate::imagefs::ImageRoot::open(&root)?)?;
     let now = clock::now_secs();
     let kernel = facts.kernels.last().cloned();

@@ -59,6 +59,8 @@ use tar::{Kind, TarReader};
 pub struct SnapshotOpts {
     /// Image name; `None` for the only image.
     pub image: Option<String>,
+    /// Tree version (BUILD_ID); `None` for the current tree.
+    pub tree: Option<String>,
     /// Archive path; `None` for the default name in the snapshots dir.
     pub output: Option<PathBuf>,
     pub format: Compression,
@@ -248,6 +250,8 @@ pub struct VerifyResult {
 #[derive(Debug, Clone, Default)]
 pub struct DiffOpts {
     pub image: String,
+    /// Tree version (BUILD_ID); `None` for the current tree.
+    pub tree: Option<String>,
     pub file: PathBuf,
 }
 
@@ -560,7 +564,7 @@ pub fn run_verify(opts: &VerifyOpts) -> Result<VerifyResult> {
 /// `nfsroot diff IMAGE FILE`: what changed in the live image since the
 /// snapshot (from its manifest, or the archive itself if it has none).
 pub fn run_diff(layout: &Layout, opts: &DiffOpts) -> Result<TreeDiff> {
-    let root = layout.existing_image(&opts.image)?;
+    let root = image::version_path(layout, &opts.image, opts.tree.as_deref())?;
     let new = scan_tree(&root)?;
     let old = match read_manifest(&opts.file) {
         Ok(m) => m.entries,
