@@ -199,10 +199,11 @@ fn cmd_rollback(cx: &Ctx, a: RollbackArgs) -> Result<i32> {
 fn cmd_status(cx: &Ctx, a: ImageArg) -> Result<i32> {
     let image = cx.layout.resolve_image(a.image.as_deref())?;
     let s = publish::status(&cx.layout, &image)?;
-    let trees = crate::image::versions(&cx.layout, &image)?
+    let mut trees = crate::image::versions(&cx.layout, &image)?
         .into_iter()
         .map(TreeRow::of)
         .collect::<Vec<_>>();
+    TreeRow::share(&mut trees)?;
     let mut text = s.text();
     for t in &trees {
         text += &t.line();
@@ -230,6 +231,12 @@ struct TreeRow {
     date: Option<String>,
     kernels: Vec<String>,
     size_bytes: u64,
+    /// Bytes on disk shared with the next version listed (the one it was
+    /// most likely cloned from), on a file system with reflinks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_with: Option<String>,
 }
 
 impl TreeRow {
@@ -246,16 +253,35 @@ impl TreeRow {
             id: v.id,
             path: v.path,
             current: v.current,
+            shared_bytes: None,
+            shared_with: None,
         }
+    }
+
+    /// Each version's extents shared with the next one in the list.
+    fn share(rows: &mut [TreeRow]) -> Result<()> {
+        for i in 1..rows.len() {
+            let (new, old) = (&rows[i - 1], &rows[i]);
+            if let Some(b) = crate::extents::shared_bytes(&new.path, &old.path)? {
+                let with = Some(old.id.clone());
+                rows[i - 1].shared_bytes = Some(b);
+                rows[i - 1].shared_with = with;
+            }
+        }
+        Ok(())
     }
 
     fn line(&self) -> String {
         format!(
-            "tree      {} {} {} {:.0} MB{}\n",
+            "tree      {} {} {} {:.0} MB{}{}\n",
             self.id,
             self.date.as_deref().unwrap_or("-"),
             self.kernels.join(","),
             self.size_bytes as f64 / 1e6,
+            match (self.shared_bytes, &self.shared_with) {
+                (Some(b), Some(w)) => format!(" ({:.0} MB shared with {w})", b as f64 / 1e6),
+                _ => String::new(),
+            },
             if self.current {
                 " (current: published, default)"
             } else {

@@ -29,6 +29,7 @@ pub mod crashpoint;
 pub mod docs;
 pub mod doctor;
 pub mod exec;
+pub mod extents;
 pub mod facts;
 pub mod fixups;
 pub mod fsutil;

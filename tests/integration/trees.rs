@@ -380,3 +380,168 @@ fn update_and_gc_die_at_their_points() {
     assert!(!left.contains(&v0), "{left:?}");
     complete("after gc");
 }
+
+/// `snapshot --tree` and `diff --tree` read a kept version through its
+/// confined view (default: the current tree); an unknown id is refused
+/// naming the known ones, writing nothing. No boot, a tiny image: the
+/// current tree `B2` and kept version `B1` as the layout holds them.
+#[test]
+fn snapshot_and_diff_read_a_named_version() {
+    let l = TestLayout::temp();
+    let cur = l.image("img");
+    let kept = l.base.join(".nfsroot/trees/img/B1");
+    for (root, id) in [(&cur, "B2"), (&kept, "B1")] {
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(
+            root.join("etc/nfsroot-release"),
+            format!("NAME=img\nBUILD_ID={id}\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(cur.join("etc/only-in-b2"), "new\n").unwrap();
+    // A link in the kept tree resolves inside it, never to the host.
+    std::os::unix::fs::symlink("/etc/only-in-b2", kept.join("etc/link")).unwrap();
+    let out = l.base.parent().unwrap();
+    let snap = |tree: Option<&str>, file: &str| {
+        let mut c = nfsroot(&l);
+        c.args(["-q", "snapshot", "img", "--format", "zst", "-o"])
+            .arg(out.join(file));
+        if let Some(t) = tree {
+            c.args(["--tree", t]);
+        }
+        c
+    };
+    run(snap(Some("B1"), "b1.tar.zst"), true);
+    run(snap(None, "b2.tar.zst"), true);
+    let man: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("b1.tar.zst.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(man["release"]["BUILD_ID"], "B1", "{man:#}");
+    let entries = man["entries"].as_object().unwrap();
+    assert!(entries.keys().any(|k| k.ends_with("etc/link")), "{man:#}");
+    assert!(
+        !entries.keys().any(|k| k.ends_with("only-in-b2")),
+        "{man:#}"
+    );
+
+    let diff = |file: &str, tree: Option<&str>| {
+        let mut args = vec!["diff", "img", file];
+        args.extend(tree.map(|t| ["--tree", t]).iter().flatten());
+        json(&l, &args)
+    };
+    let b1 = out.join("b1.tar.zst");
+    let b1 = b1.to_str().unwrap();
+    let same = diff(b1, Some("B1"));
+    assert_eq!(same["added"], serde_json::json!([]), "{same:#}");
+    assert_eq!(same["removed"], serde_json::json!([]), "{same:#}");
+    assert_eq!(same["modified"], serde_json::json!([]), "{same:#}");
+    // The current tree (by default and by its id) against B1's archive.
+    for t in [None, Some("B2")] {
+        let d = diff(b1, t);
+        assert!(d["added"].to_string().contains("only-in-b2"), "{d:#}");
+        assert!(d["removed"].to_string().contains("etc/link"), "{d:#}");
+    }
+
+    for (args, what) in [
+        (vec!["snapshot", "img", "--tree", "B0", "-o"], "snapshot"),
+        (vec!["diff", "img", b1, "--tree", "B0"], "diff"),
+        (vec!["snapshot", "img", "--tree", "../B1", "-o"], "snapshot"),
+    ] {
+        let mut c = nfsroot(&l);
+        c.args(&args);
+        if what == "snapshot" {
+            c.arg(out.join("bad.tar.zst"));
+        }
+        let o = run(c, false);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if args.contains(&"B0") {
+            assert!(
+                err.contains("image img has no tree version B0 (versions: B2, B1)"),
+                "{args:?}: {err}"
+            );
+        } else {
+            assert!(err.contains("invalid tree version \"../B1\""), "{err}");
+        }
+        assert!(!out.join("bad.tar.zst").exists(), "{args:?}");
+    }
+}
+
+/// An XFS file system (`reflink=1`) in a loop file mounted on a layout's
+/// base directory, unmounted (and its loop device freed) at drop.
+struct XfsBase(std::path::PathBuf);
+
+impl XfsBase {
+    fn mount(l: &TestLayout) -> Self {
+        let img = l.base.parent().unwrap().join("xfs.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(320 << 20)
+            .unwrap();
+        let out = std::process::Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&img)
+            .output()
+            .expect("no mkfs.xfs: apt-get install xfsprogs (scripts/setup installs it)");
+        assert!(out.status.success(), "mkfs.xfs: {out:?}");
+        let out = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&l.base)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {out:?}");
+        XfsBase(l.base.clone())
+    }
+}
+
+impl Drop for XfsBase {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("umount").arg(&self.0).output();
+        if !matches!(&out, Ok(o) if o.status.success()) {
+            eprintln!("umount {}: {out:?}", self.0.display());
+        }
+    }
+}
+
+/// `status` reports each version's size and the bytes it shares on disk
+/// with the next version listed: on XFS with reflinks, a kept version
+/// cloned as `update` clones (`cp --reflink`) shares every file but the
+/// one rewritten; on the work directory's file system (no reflinks) the
+/// field is absent.
+#[test]
+fn status_shows_the_space_versions_share_with_reflinks() {
+    let l = TestLayout::temp();
+    let _xfs = XfsBase::mount(&l);
+    let cur = l.image("img");
+    std::fs::create_dir_all(cur.join("etc")).unwrap();
+    std::fs::create_dir_all(cur.join("usr/lib")).unwrap();
+    std::fs::write(cur.join("etc/nfsroot-release"), "NAME=img\nBUILD_ID=B1\n").unwrap();
+    let big: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(cur.join("usr/lib/big"), &big).unwrap();
+    std::fs::write(cur.join("usr/lib/changed"), &big[..1 << 20]).unwrap();
+    let kept = l.base.join(".nfsroot/trees/img/B1");
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    let out = std::process::Command::new("cp")
+        .args(["-a", "--reflink=always"])
+        .arg(&cur)
+        .arg(&kept)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cp: {out:?}");
+    // The current tree is now B2: one file rewritten, one added.
+    std::fs::write(cur.join("etc/nfsroot-release"), "NAME=img\nBUILD_ID=B2\n").unwrap();
+    std::fs::write(cur.join("usr/lib/changed"), &big[1..(1 << 20) + 1]).unwrap();
+    std::fs::write(cur.join("usr/lib/new"), &big[..1 << 20]).unwrap();
+    let st = json(&l, &["status", "img"]);
+    let trees = st["trees"].as_array().unwrap();
+    assert_eq!(trees[0]["id"], "B2", "{st:#}");
+    assert_eq!(trees[0]["shared_with"], "B1", "{st:#}");
+    // big (4 MiB) is shared block for block; changed, new and the
+    // release stamp (inline or rewritten) are not.
+    assert_eq!(trees[0]["shared_bytes"], 4u64 << 20, "{st:#}");
+    assert!(trees[1].get("shared_bytes").is_none(), "{st:#}");
+    assert_eq!(trees[1]["size_bytes"].as_u64().unwrap(), (5 << 20) + 21);
+    let out = nfsroot(&l).args(["status", "img"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("(4 MB shared with B1)"), "{text}");
+}
