@@ -40,12 +40,14 @@ enum Map {
     Unsupported,
     /// Not a readable regular file at that path (or it changed).
     Missing,
-    Extents((u64, u64), Extents),
+    /// `(dev, ino)`, length, extents.
+    Extents((u64, u64), u64, Extents),
 }
 
 /// The physical extents of regular file `rel` in `root`, with its
-/// `(dev, ino)`. Extents whose location is unknown, pending or not block
-/// aligned (inline data) are left out: their offsets name no blocks.
+/// `(dev, ino)` and length. Extents whose location is unknown, pending
+/// or not block aligned (inline data) are left out: their offsets name
+/// no blocks.
 fn extents(root: &ImageRoot, rel: &Path) -> Map {
     let Ok(Some(f)) = root.open_file_opt(rel) else {
         return Map::Missing;
@@ -66,7 +68,7 @@ fn extents(root: &ImageRoot, rel: &Path) -> Map {
             Err(_) => return Map::Missing,
         }
     }
-    Map::Extents((md.dev(), md.ino()), v)
+    Map::Extents((md.dev(), md.ino()), md.len(), v)
 }
 
 /// Bytes of `a`'s extents that `b`'s cover.
@@ -83,7 +85,8 @@ pub fn overlap(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
 }
 
 /// The bytes of tree `new` that share physical extents with the file at
-/// the same path in tree `old`; `None` when their file systems cannot
+/// the same path in tree `old`, at most each file's length (extents are
+/// whole blocks; `status`' sizes are lengths); `None` when their file systems cannot
 /// share extents or do not map them.
 pub fn shared_bytes(new: &Path, old: &Path) -> Result<Option<u64>> {
     if !reflinks_possible(new) || !reflinks_possible(old) {
@@ -100,17 +103,17 @@ pub fn shared_bytes(new: &Path, old: &Path) -> Result<Option<u64>> {
         let Ok(rel) = e.path().strip_prefix(new) else {
             continue;
         };
-        let (id, mine) = match extents(&n, rel) {
+        let (id, len, mine) = match extents(&n, rel) {
             Map::Unsupported => return Ok(None),
             Map::Missing => continue,
-            Map::Extents(id, v) => (id, v),
+            Map::Extents(id, len, v) => (id, len, v),
         };
         if mine.is_empty() || !seen.insert(id) {
             continue;
         }
-        if let Map::Extents(theirs_id, theirs) = extents(&o, rel) {
+        if let Map::Extents(theirs_id, _, theirs) = extents(&o, rel) {
             if theirs_id != id {
-                total += overlap(&mine, &theirs);
+                total += overlap(&mine, &theirs).min(len);
             }
         }
     }
