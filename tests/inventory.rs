@@ -1019,6 +1019,50 @@ fn generated_dhcp_configs_pass_their_daemons_checks() {
     let s = three();
     s.sync(false);
     daemons_accept(&s.etc);
+    exportfs_accepts(&s.etc.join("exports.d/nfsroot.exports"));
+}
+
+/// The kernel server's `exportfs -ra` accepts the exports sync wrote
+/// (syntax, options, every exported path there) and `exportfs -v` lists
+/// each. Run in private mount and network namespaces, the file bound over
+/// /etc/exports and a tmpfs on /var/lib/nfs: the host's exports, etab and
+/// nfsd caches are never touched.
+fn exportfs_accepts(file: &Path) {
+    for p in ["/usr/sbin/exportfs", "/etc/exports", "/var/lib/nfs"] {
+        assert!(
+            Path::new(p).exists(),
+            "{p} is missing: install the nfs-kernel-server package \
+             (apt-get install nfs-kernel-server; scripts/setup keeps it stopped)"
+        );
+    }
+    let script = "mount --bind \"$1\" /etc/exports && mount -t tmpfs tmpfs /var/lib/nfs \
+                  && exportfs -ra && exportfs -v";
+    let out = Command::new("unshare")
+        .args(["--mount", "--net", "--propagation", "private", "--"])
+        .args(["sh", "-c", script, "sh"])
+        .arg(file)
+        .output()
+        .expect("no unshare: apt-get install util-linux");
+    let text = std::fs::read_to_string(file).unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exportfs -ra refused {}:\n{listed}{}\n--- file ---\n{text}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One line per export in the file; exportfs -v: the path, then its
+    // clients and options on an indented line.
+    let want = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    let got = listed
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with(char::is_whitespace))
+        .count();
+    assert!(want > 0, "{text}");
+    assert_eq!(got, want, "exportfs -v:\n{listed}\n--- file ---\n{text}");
 }
 
 /// A 1000-host inventory renders and syncs completely (the time it takes
