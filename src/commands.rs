@@ -199,11 +199,7 @@ fn cmd_rollback(cx: &Ctx, a: RollbackArgs) -> Result<i32> {
 fn cmd_status(cx: &Ctx, a: ImageArg) -> Result<i32> {
     let image = cx.layout.resolve_image(a.image.as_deref())?;
     let s = publish::status(&cx.layout, &image)?;
-    let mut trees = crate::image::versions(&cx.layout, &image)?
-        .into_iter()
-        .map(TreeRow::of)
-        .collect::<Vec<_>>();
-    TreeRow::share(&mut trees)?;
+    let trees = crate::versions::rows(&cx.layout, &image)?;
     let mut text = s.text();
     for t in &trees {
         text += &t.line();
@@ -219,76 +215,7 @@ fn cmd_status(cx: &Ctx, a: ImageArg) -> Result<i32> {
 struct StatusOut {
     #[serde(flatten)]
     status: publish::Status,
-    trees: Vec<TreeRow>,
-}
-
-/// One tree version as `status` shows it.
-#[derive(Serialize)]
-struct TreeRow {
-    id: String,
-    path: PathBuf,
-    current: bool,
-    date: Option<String>,
-    kernels: Vec<String>,
-    size_bytes: u64,
-    /// Bytes on disk shared with the next version listed (the one it was
-    /// most likely cloned from), on a file system with reflinks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shared_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shared_with: Option<String>,
-}
-
-impl TreeRow {
-    fn of(v: crate::image::Version) -> Self {
-        let img = crate::imagefs::ImageRoot::open(&v.path).ok();
-        let release = img.as_ref().and_then(|i| crate::facts::release(i).ok());
-        TreeRow {
-            date: release.and_then(|mut r| r.remove("BUILD_DATE")),
-            kernels: img
-                .as_ref()
-                .and_then(|i| crate::facts::kernels(i).ok())
-                .unwrap_or_default(),
-            size_bytes: build::tree_size(&v.path),
-            id: v.id,
-            path: v.path,
-            current: v.current,
-            shared_bytes: None,
-            shared_with: None,
-        }
-    }
-
-    /// Each version's extents shared with the next one in the list.
-    fn share(rows: &mut [TreeRow]) -> Result<()> {
-        for i in 1..rows.len() {
-            let (new, old) = (&rows[i - 1], &rows[i]);
-            if let Some(b) = crate::extents::shared_bytes(&new.path, &old.path)? {
-                let with = Some(old.id.clone());
-                rows[i - 1].shared_bytes = Some(b);
-                rows[i - 1].shared_with = with;
-            }
-        }
-        Ok(())
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "tree      {} {} {} {:.0} MB{}{}\n",
-            self.id,
-            self.date.as_deref().unwrap_or("-"),
-            self.kernels.join(","),
-            self.size_bytes as f64 / 1e6,
-            match (self.shared_bytes, &self.shared_with) {
-                (Some(b), Some(w)) => format!(" ({:.0} MB shared with {w})", b as f64 / 1e6),
-                _ => String::new(),
-            },
-            if self.current {
-                " (current: published, default)"
-            } else {
-                ""
-            }
-        )
-    }
+    trees: Vec<crate::versions::TreeRow>,
 }
 
 fn cmd_initramfs(cx: &Ctx, a: InitramfsBuildArgs) -> Result<i32> {

@@ -51,3 +51,4 @@ pub mod snapshot;
 pub mod state;
 pub mod textdiff;
 pub mod update;
+pub mod versions;

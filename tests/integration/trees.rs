@@ -228,6 +228,15 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
         assert_eq!(why(&v0)["why"], "reported by node015 within 1 h", "{d:#}");
         assert_eq!(why(&v1)["remove"], true);
         assert_eq!(kept_ids(&l), [v0.clone(), v1.clone()], "dry run removed");
+        // status says the same: the running node holds v0, nobody v2 yet.
+        let st = json(&l, &["status", "minimal"]);
+        let used = |id: &str| {
+            let t = st["trees"].as_array().unwrap().iter();
+            let row = t.clone().find(|t| t["id"] == id);
+            row.unwrap_or_else(|| panic!("{id}: {st:#}"))["used_by"].clone()
+        };
+        assert_eq!(used(&v0), serde_json::json!(["node015"]), "{st:#}");
+        assert_eq!(used(&v2), serde_json::json!([]), "{st:#}");
         json(&l, &["gc", "minimal"]);
         let done = Instant::now();
         assert_eq!(kept_ids(&l), std::slice::from_ref(&v0));
