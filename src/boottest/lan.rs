@@ -113,7 +113,9 @@ pub struct Target {
     pub name: String,
     pub mac: String,
     pub ip: Ipv4Addr,
-    pub image: String,
+    /// `None` for a host that boots no image (local boot, disabled, no
+    /// image named): the test then serves the one it is given.
+    pub image: Option<String>,
     pub boot: BootMode,
     pub plan: LanPlan,
 }
@@ -149,9 +151,10 @@ impl Target {
                 c.nfs_server
             );
         }
-        let Some(image) = h.image.clone() else {
+        let image = h.image.clone();
+        if image.is_none() && h.boot == BootMode::Image {
             bail!("--host {}: the inventory gives it no image", h.name);
-        };
+        }
         let conf = o.etc_dir.join(match o.dhcp {
             Dhcp::Dnsmasq => DNSMASQ_CONF,
             Dhcp::Dhcpd => DHCPD_CONF,
@@ -179,13 +182,12 @@ impl Target {
     /// The boot-test options with the inventory's MAC, address, image and
     /// name; an image named on the command line must be the host's.
     pub fn options(&self, a: &Options) -> Result<Options> {
-        if let Some(i) = &a.image
-            && *i != self.image
+        if let (Some(i), Some(mine)) = (&a.image, &self.image)
+            && i != mine
         {
             bail!(
-                "--host {}: the inventory boots it from image {}, not {i}",
-                self.name,
-                self.image
+                "--host {}: the inventory boots it from image {mine}, not {i}",
+                self.name
             );
         }
         if self.boot != BootMode::Image && !a.expect_no_boot {
@@ -196,7 +198,7 @@ impl Target {
             );
         }
         Ok(Options {
-            image: Some(self.image.clone()),
+            image: self.image.clone().or(a.image.clone()),
             mac: self.mac.clone(),
             ip: Some(self.ip),
             expect_hostname: Some(a.expect_hostname.clone().unwrap_or(self.name.clone())),
@@ -207,21 +209,26 @@ impl Target {
     /// The profile's `nfs.server` (which the published command line
     /// mounts from) must be the inventory's server; the real TFTP tree's
     /// configs are booted as published, so a read-write root needs
-    /// `--write-root` (on a copy made to test).
+    /// `--write-root` (on a copy made to test). Nothing to check for a
+    /// host that boots no image.
     pub fn check_profile(&self, prof: &crate::profile::Profile, write_root: bool) -> Result<()> {
+        let Some(image) = &self.image else {
+            return Ok(());
+        };
+        if self.boot != BootMode::Image {
+            return Ok(());
+        }
         if prof.nfs.server != self.plan.server.to_string() {
             bail!(
-                "image {}: its profile's nfs.server {} is not the inventory's nfs_server {}",
-                self.image,
+                "image {image}: its profile's nfs.server {} is not the inventory's nfs_server {}",
                 prof.nfs.server,
                 self.plan.server
             );
         }
         if prof.nfs.root_mode == crate::profile::RootMode::Rw && !write_root {
             bail!(
-                "image {}: --host boots the published configs as they are, read-write for this \
-                 profile; pass --write-root (on a copy made to test)",
-                self.image
+                "image {image}: --host boots the published configs as they are, read-write for \
+                 this profile; pass --write-root (on a copy made to test)"
             );
         }
         Ok(())
@@ -522,7 +529,10 @@ pub fn judge(r: &mut BootReport, work: &Path, t: &Target, m: Machine, up: bool) 
     ));
     if up {
         let kernel = r.fields.get("kernel").cloned().unwrap_or_default();
-        let want = format!("{}/vmlinuz-{kernel}", t.image);
+        let want = format!(
+            "{}/vmlinuz-{kernel}",
+            t.image.as_deref().unwrap_or_default()
+        );
         checks.push((
             "kernel",
             sent.contains(&want),
@@ -584,7 +594,7 @@ mod tests {
             name: "alpha".into(),
             mac: "52:54:00:aa:00:01".into(),
             ip: "10.0.2.31".parse().unwrap(),
-            image: "minimal".into(),
+            image: Some("minimal".into()),
             boot: BootMode::Image,
             plan: LanPlan {
                 dhcp: Dhcp::Dhcpd,

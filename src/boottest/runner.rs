@@ -193,8 +193,6 @@ impl Drop for Proc {
 pub fn run_inner(plan_path: &Path) -> Result<()> {
     let bytes =
         std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
-    let plan: BootPlan = serde_json::from_slice(&bytes)
-        .with_context(|| format!("parsing {}", plan_path.display()))?;
     // SIGINT and SIGTERM only raise the flag the watch loop checks, so
     // every process started is still stopped and the report written.
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -205,6 +203,8 @@ pub fn run_inner(plan_path: &Path) -> Result<()> {
     if let Ok(storm) = serde_json::from_slice::<super::lan::StormPlan>(&bytes) {
         return super::lan::run_storm_inner(&storm);
     }
+    let plan: BootPlan = serde_json::from_slice(&bytes)
+        .with_context(|| format!("parsing {}", plan_path.display()))?;
     let mut report = BootReport {
         image: plan.image.clone(),
         mode: plan.mode.clone(),

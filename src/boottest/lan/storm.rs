@@ -74,16 +74,24 @@ pub fn run_hosts(layout: &Layout, a: &Options, hosts: &[String]) -> Result<Storm
     ));
     fsutil::mkdir_p(&work)?;
     let pxe = a.method == super::super::BootMethod::Pxe;
-    let mut prepared = Vec::new();
-    for (i, h) in hosts.iter().enumerate() {
+    let mut targets = Vec::new();
+    for h in hosts {
         let lo = LanOptions {
             host: h.clone(),
             ..lan.clone()
         };
-        let t = Target::load(&lo, &layout.tftp_root, pxe)?;
+        targets.push((Target::load(&lo, &layout.tftp_root, pxe)?, lo));
+    }
+    // A host that boots no image is served another host's (it must not
+    // come up, so which does not matter).
+    let some_image = targets.iter().find_map(|t| t.0.image.clone());
+    let mut prepared = Vec::new();
+    for (i, (t, lo)) in targets.into_iter().enumerate() {
+        let h = &lo.host.clone();
         let o = Options {
             lan: Some(lo),
             expect_no_boot: t.boot != BootMode::Image,
+            image: a.image.clone().or(t.image.clone()).or(some_image.clone()),
             ..a.clone()
         };
         let mut p = super::super::prepare(layout, &o, Some(work.join(h)))?;
