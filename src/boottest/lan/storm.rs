@@ -73,33 +73,13 @@ pub fn run_hosts(layout: &Layout, a: &Options, hosts: &[String]) -> Result<Storm
         std::process::id()
     ));
     fsutil::mkdir_p(&work)?;
-    let pxe = a.method == super::super::BootMethod::Pxe;
-    let mut targets = Vec::new();
-    for h in hosts {
-        let lo = LanOptions {
-            host: h.clone(),
-            ..lan.clone()
-        };
-        targets.push((Target::load(&lo, &layout.tftp_root, pxe)?, lo));
-    }
-    // A host that boots no image is served another host's (it must not
-    // come up, so which does not matter).
-    let some_image = targets.iter().find_map(|t| t.0.image.clone());
-    let mut prepared = Vec::new();
-    for (i, (t, lo)) in targets.into_iter().enumerate() {
-        let h = &lo.host.clone();
-        let o = Options {
-            lan: Some(lo),
-            expect_no_boot: t.boot != BootMode::Image,
-            image: a.image.clone().or(t.image.clone()).or(some_image.clone()),
-            ..a.clone()
-        };
-        let mut p = super::super::prepare(layout, &o, Some(work.join(h)))?;
-        if let Some(l) = &mut p.plan.lan {
-            l.tap = tap_name(i);
+    let prepared = match plan_hosts(layout, a, lan, &work, hosts) {
+        Ok(p) => p,
+        Err(e) => {
+            fsutil::remove_tree(&work)?;
+            return Err(e);
         }
-        prepared.push(p);
-    }
+    };
     let Some(lan) = prepared.first().and_then(|p| p.plan.lan.clone()) else {
         bail!("--hosts: no host named");
     };
@@ -137,6 +117,45 @@ pub fn run_hosts(layout: &Layout, a: &Options, hosts: &[String]) -> Result<Storm
         server: measured.server,
         logs_dir,
     })
+}
+
+/// Plan each host as `--host` would, in `work/<host>`, on its own tap;
+/// a host the inventory does not boot from an image must not come up.
+fn plan_hosts(
+    layout: &Layout,
+    a: &Options,
+    lan: &LanOptions,
+    work: &std::path::Path,
+    hosts: &[String],
+) -> Result<Vec<super::super::Prepared>> {
+    let pxe = a.method == super::super::BootMethod::Pxe;
+    let mut targets = Vec::new();
+    for h in hosts {
+        let lo = LanOptions {
+            host: h.clone(),
+            ..lan.clone()
+        };
+        targets.push((Target::load(&lo, &layout.tftp_root, pxe)?, lo));
+    }
+    // A host that boots no image is served another host's (it must not
+    // come up, so which does not matter).
+    let some_image = targets.iter().find_map(|t| t.0.image.clone());
+    let mut prepared = Vec::new();
+    for (i, (t, lo)) in targets.into_iter().enumerate() {
+        let h = &lo.host.clone();
+        let o = Options {
+            lan: Some(lo),
+            expect_no_boot: t.boot != BootMode::Image,
+            image: a.image.clone().or(t.image.clone()).or(some_image.clone()),
+            ..a.clone()
+        };
+        let mut p = super::super::prepare(layout, &o, Some(work.join(h)))?;
+        if let Some(l) = &mut p.plan.lan {
+            l.tap = tap_name(i);
+        }
+        prepared.push(p);
+    }
+    Ok(prepared)
 }
 
 /// Inner entry point (pid 1 of the private namespaces): every host's
