@@ -419,6 +419,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn storm_prints_a_line_per_host_and_the_server_load() {
+        let mut a = up("nfsroot: n1 10.0.2.41 image=minimal");
+        a.host = Some("n1".into());
+        a.timings.node_up = Some(61.25);
+        let b = BootReport {
+            host: Some("n5".into()),
+            passed: false,
+            diagnosis: "no node line within 600 s".into(),
+            ..BootReport::default()
+        };
+        let r = StormReport {
+            passed: false,
+            hosts: vec![a, b],
+            wall_secs: 70.0,
+            server: ServerLoad {
+                daemons: vec!["dnsmasq".into(), "ganesha.nfsd".into()],
+                cpu_secs: 3.5,
+                cpu_percent: 5.0,
+                peak_rss_kib: 2048,
+                samples: 700,
+            },
+            logs_dir: Some("/w".into()),
+        };
+        assert_eq!(
+            r.to_string(),
+            "boot-test --hosts: 1 of 2 hosts as expected in 70.0 s: FAIL\n  \
+             n1           PASS up   61.2s  nfsroot: n1 10.0.2.41 image=minimal\n  \
+             n5           FAIL up       -  no node line within 600 s\n  \
+             server (dnsmasq, ganesha.nfsd): cpu 3.5 s (5% of a core), peak RSS 2.0 MiB\n  \
+             logs: /w (one directory per host)\n"
+        );
+    }
+
     fn expect(log_tree: Option<PathBuf>) -> Expect {
         Expect {
             hostname: "node015".into(),
