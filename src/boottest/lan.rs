@@ -22,7 +22,9 @@
 //! config (`01-<mac>`, else its hex-IP name; GRUB's `grub.cfg-01-<mac>`,
 //! else `grub.cfg-<ip>`; else the default), and the kernel of its image
 //! that the node reports running. Address and name are the node line's
-//! usual checks, with the inventory's values.
+//! usual checks, with the inventory's values. `storm.rs` boots several
+//! hosts at once on one bridge (one tap each, [`tap_name`]), which is why
+//! the TFTP log is read per client address.
 
 use super::runner::{Proc, create, sh};
 use super::{BootReport, Firmware, Machine, Options};

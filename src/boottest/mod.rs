@@ -30,7 +30,8 @@
 //! `runner.rs` the namespace runner (unshare, rpcbind, ganesha, QEMU, PIDs);
 //! `lan.rs` the cluster in a box (`--host NAME --dhcp dnsmasq|dhcpd`: a
 //! bridge at the inventory's server address, the real DHCP and TFTP
-//! daemons on the configs `sync` wrote, and the TFTP log's checks);
+//! daemons on the configs `sync` wrote, and the TFTP log's checks;
+//! `lan/storm.rs` several hosts at once, `--hosts`);
 //! `console.rs` the pure console watcher (console bytes and times in,
 //! stages, node line, failures and the verdict out; tested on the recorded
 //! consoles in `tests/corpus/consoles/`); `firmware.rs` the VM's firmware
