@@ -320,9 +320,16 @@ pub struct BootTestArgs {
     /// (needs --mode pxe and --dhcp)
     #[arg(long, requires = "dhcp", conflicts_with_all = ["mac", "ip", "per_host"])]
     pub host: Option<String>,
-    /// With --host: dnsmasq (DHCP and TFTP) or dhcpd (ISC dhcpd, and
-    /// tftpd-hpa for TFTP)
-    #[arg(long, value_enum, requires = "host")]
+    /// Boot these inventory hosts at once (comma-separated) as --host
+    /// does, against one set of daemons, one VM each; a host the
+    /// inventory boots locally or disables must not come up. Reports
+    /// each host and the server's CPU and memory during the boots
+    #[arg(long, value_delimiter = ',', requires = "dhcp",
+          conflicts_with_all = ["host", "mac", "ip", "per_host"])]
+    pub hosts: Vec<String>,
+    /// With --host or --hosts: dnsmasq (DHCP and TFTP) or dhcpd (ISC
+    /// dhcpd, and tftpd-hpa for TFTP)
+    #[arg(long, value_enum)]
     pub dhcp: Option<DhcpArg>,
 }
 

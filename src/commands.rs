@@ -381,6 +381,9 @@ fn cmd_nodes(cx: &Ctx, a: NodesArgs) -> Result<i32> {
 
 /// Exit code 1 when the node did not boot as expected.
 fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
+    if a.dhcp.is_some() && a.host.is_none() && a.hosts.is_empty() {
+        anyhow::bail!("--dhcp boots inventory hosts: name them with --host or --hosts");
+    }
     let opts = crate::boottest::Options {
         image: a.image,
         method: match a.mode {
@@ -408,19 +411,21 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
         expect_no_boot: a.expect_no_boot,
         write_root: a.write_root,
         until_poweroff: a.until_poweroff,
-        lan: a
-            .host
-            .zip(a.dhcp)
-            .map(|(host, d)| crate::boottest::LanOptions {
-                host,
-                dhcp: match d {
-                    DhcpArg::Dnsmasq => crate::boottest::Dhcp::Dnsmasq,
-                    DhcpArg::Dhcpd => crate::boottest::Dhcp::Dhcpd,
-                },
-                inventory: cx.g.inventory.clone(),
-                etc_dir: cx.g.etc_dir.clone(),
-            }),
+        lan: a.dhcp.map(|d| crate::boottest::LanOptions {
+            host: a.host.clone().unwrap_or_default(),
+            dhcp: match d {
+                DhcpArg::Dnsmasq => crate::boottest::Dhcp::Dnsmasq,
+                DhcpArg::Dhcpd => crate::boottest::Dhcp::Dhcpd,
+            },
+            inventory: cx.g.inventory.clone(),
+            etc_dir: cx.g.etc_dir.clone(),
+        }),
     };
+    if !a.hosts.is_empty() {
+        let r = crate::boottest::run_hosts(&cx.layout, &opts, &a.hosts)?;
+        cx.emit("boot-test", &r, &r.to_string(), false)?;
+        return Ok(if r.passed { 0 } else { 1 });
+    }
     let r = crate::boottest::run(&cx.layout, &opts)?;
     if cx.g.json {
         print_json("boot-test", &r)?;

@@ -22,7 +22,9 @@
 //! config (`01-<mac>`, else its hex-IP name; GRUB's `grub.cfg-01-<mac>`,
 //! else `grub.cfg-<ip>`; else the default), and the kernel of its image
 //! that the node reports running. Address and name are the node line's
-//! usual checks, with the inventory's values.
+//! usual checks, with the inventory's values. `storm.rs` boots several
+//! hosts at once on one bridge (one tap each, [`tap_name`]), which is why
+//! the TFTP log is read per client address.
 
 use super::runner::{Proc, create, sh};
 use super::{BootReport, Firmware, Machine, Options};
@@ -58,7 +60,18 @@ pub const TFTPD: Tool = Tool {
 // Where `sync` writes the DHCP configs under `--etc-dir`.
 use crate::inventory::sync::{DHCPD_CONF, DNSMASQ_CONF};
 const BRIDGE: &str = "nfsroot-br0";
-const TAP: &str = "nfsroot-tap0";
+
+mod storm;
+pub use storm::{StormPlan, run_hosts, run_storm_inner};
+
+/// The tap device of the `i`th VM on the bridge.
+pub fn tap_name(i: usize) -> String {
+    format!("nfsroot-tap{i}")
+}
+
+fn first_tap() -> String {
+    tap_name(0)
+}
 
 /// Which DHCP server answers the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +104,9 @@ pub struct LanPlan {
     pub conf: PathBuf,
     /// The real TFTP root (tftpd-hpa's; dnsmasq's is in its config).
     pub tftp_root: PathBuf,
+    /// This VM's tap device on the bridge.
+    #[serde(default = "first_tap")]
+    pub tap: String,
 }
 
 /// The inventory host a LAN boot test boots.
@@ -99,7 +115,9 @@ pub struct Target {
     pub name: String,
     pub mac: String,
     pub ip: Ipv4Addr,
-    pub image: String,
+    /// `None` for a host that boots no image (local boot, disabled, no
+    /// image named): the test then serves the one it is given.
+    pub image: Option<String>,
     pub boot: BootMode,
     pub plan: LanPlan,
 }
@@ -135,9 +153,10 @@ impl Target {
                 c.nfs_server
             );
         }
-        let Some(image) = h.image.clone() else {
+        let image = h.image.clone();
+        if image.is_none() && h.boot == BootMode::Image {
             bail!("--host {}: the inventory gives it no image", h.name);
-        };
+        }
         let conf = o.etc_dir.join(match o.dhcp {
             Dhcp::Dnsmasq => DNSMASQ_CONF,
             Dhcp::Dhcpd => DHCPD_CONF,
@@ -157,6 +176,7 @@ impl Target {
                 prefix: c.subnet.prefix,
                 conf,
                 tftp_root: tftp_root.to_path_buf(),
+                tap: first_tap(),
             },
         })
     }
@@ -164,13 +184,12 @@ impl Target {
     /// The boot-test options with the inventory's MAC, address, image and
     /// name; an image named on the command line must be the host's.
     pub fn options(&self, a: &Options) -> Result<Options> {
-        if let Some(i) = &a.image
-            && *i != self.image
+        if let (Some(i), Some(mine)) = (&a.image, &self.image)
+            && i != mine
         {
             bail!(
-                "--host {}: the inventory boots it from image {}, not {i}",
-                self.name,
-                self.image
+                "--host {}: the inventory boots it from image {mine}, not {i}",
+                self.name
             );
         }
         if self.boot != BootMode::Image && !a.expect_no_boot {
@@ -181,7 +200,7 @@ impl Target {
             );
         }
         Ok(Options {
-            image: Some(self.image.clone()),
+            image: self.image.clone().or(a.image.clone()),
             mac: self.mac.clone(),
             ip: Some(self.ip),
             expect_hostname: Some(a.expect_hostname.clone().unwrap_or(self.name.clone())),
@@ -192,21 +211,26 @@ impl Target {
     /// The profile's `nfs.server` (which the published command line
     /// mounts from) must be the inventory's server; the real TFTP tree's
     /// configs are booted as published, so a read-write root needs
-    /// `--write-root` (on a copy made to test).
+    /// `--write-root` (on a copy made to test). Nothing to check for a
+    /// host that boots no image.
     pub fn check_profile(&self, prof: &crate::profile::Profile, write_root: bool) -> Result<()> {
+        let Some(image) = &self.image else {
+            return Ok(());
+        };
+        if self.boot != BootMode::Image {
+            return Ok(());
+        }
         if prof.nfs.server != self.plan.server.to_string() {
             bail!(
-                "image {}: its profile's nfs.server {} is not the inventory's nfs_server {}",
-                self.image,
+                "image {image}: its profile's nfs.server {} is not the inventory's nfs_server {}",
                 prof.nfs.server,
                 self.plan.server
             );
         }
         if prof.nfs.root_mode == crate::profile::RootMode::Rw && !write_root {
             bail!(
-                "image {}: --host boots the published configs as they are, read-write for this \
-                 profile; pass --write-root (on a copy made to test)",
-                self.image
+                "image {image}: --host boots the published configs as they are, read-write for \
+                 this profile; pass --write-root (on a copy made to test)"
             );
         }
         Ok(())
@@ -224,9 +248,9 @@ impl Target {
 // ---------------------------------------------------------------------
 // The inner half: the bridge, the tap and the daemons.
 
-/// QEMU's `-netdev` on the LAN.
-pub fn netdev() -> String {
-    format!("tap,id=n0,ifname={TAP},script=no,downscript=no")
+/// QEMU's `-netdev` on the LAN, through tap device `tap`.
+pub fn netdev(tap: &str) -> String {
+    format!("tap,id=n0,ifname={tap},script=no,downscript=no")
 }
 
 /// The running LAN: its daemons (stopped by PID on drop) and, in dhcpd
@@ -249,18 +273,22 @@ impl Drop for Lan {
 }
 
 impl Lan {
-    /// Make the bridge and tap, then start the daemons on the bridge, each
-    /// listening before this returns.
-    pub fn start(work: &Path, p: &LanPlan) -> Result<Lan> {
+    /// Make the bridge and one tap device per VM (`taps`), then start
+    /// the daemons on the bridge, each listening before this returns.
+    pub fn start(work: &Path, p: &LanPlan, taps: &[String]) -> Result<Lan> {
         let ip = exec::require(super::IP)?;
         let ip = ip.display();
         sh(&format!(
             "{ip} link add {BRIDGE} type bridge forward_delay 0 && \
-             {ip} addr add {}/{} dev {BRIDGE} && {ip} link set {BRIDGE} up && \
-             {ip} tuntap add dev {TAP} mode tap && {ip} link set {TAP} master {BRIDGE} && \
-             {ip} link set {TAP} up",
+             {ip} addr add {}/{} dev {BRIDGE} && {ip} link set {BRIDGE} up",
             p.server, p.prefix
         ))?;
+        for tap in taps {
+            sh(&format!(
+                "{ip} tuntap add dev {tap} mode tap && {ip} link set {tap} master {BRIDGE} && \
+                 {ip} link set {tap} up"
+            ))?;
+        }
         let mut lan = Lan {
             procs: Vec::new(),
             syslog: None,
@@ -273,6 +301,11 @@ impl Lan {
             }
         }
         Ok(lan)
+    }
+
+    /// The daemons' PIDs and names.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.procs.iter().map(|p| (p.name, p.pid())).collect()
     }
 
     fn start_dnsmasq(&mut self, work: &Path, p: &LanPlan) -> Result<()> {
@@ -406,22 +439,26 @@ fn private_dev_log(work: &Path) -> Result<(Arc<AtomicBool>, std::thread::JoinHan
 // ---------------------------------------------------------------------
 // After the boot: what the TFTP server sent, against the inventory.
 
-/// The files (relative to the TFTP root) dnsmasq's log says it sent.
-pub fn dnsmasq_sent(log: &str, tftp_root: &Path) -> Vec<String> {
+/// The files (relative to the TFTP root) dnsmasq's log says it sent to
+/// `ip`.
+pub fn dnsmasq_sent(log: &str, tftp_root: &Path, ip: Ipv4Addr) -> Vec<String> {
     let root = tftp_root.to_string_lossy();
+    let ip = ip.to_string();
     log.lines()
         .filter_map(|l| {
             let (_, rest) = l.split_once("dnsmasq-tftp")?;
             let (_, rest) = rest.split_once("]: sent ")?;
-            let (path, _) = rest.rsplit_once(" to ")?;
+            let (path, to) = rest.rsplit_once(" to ")?;
+            (to.trim() == ip).then_some(())?;
             Some(relative(path.strip_prefix(root.as_ref()).unwrap_or(path)))
         })
         .collect()
 }
 
-/// The files tftpd-hpa's syslog lines say it served: each RRQ whose
-/// process sent no NAK.
-pub fn tftpd_sent(syslog: &str) -> Vec<String> {
+/// The files tftpd-hpa's syslog lines say it served `ip`: each RRQ
+/// from it whose process sent no NAK.
+pub fn tftpd_sent(syslog: &str, ip: Ipv4Addr) -> Vec<String> {
+    let from = [format!("RRQ from ::ffff:{ip} "), format!("RRQ from {ip} ")];
     let pid = |l: &str| -> Option<String> {
         let (_, rest) = l.split_once("in.tftpd[")?;
         Some(rest.split(']').next()?.to_string())
@@ -434,6 +471,7 @@ pub fn tftpd_sent(syslog: &str) -> Vec<String> {
     syslog
         .lines()
         .filter(|l| pid(l).is_some_and(|p| !nak.contains(&p)))
+        .filter(|l| from.iter().any(|f| l.contains(f.as_str())))
         .filter_map(|l| {
             Some(relative(
                 l.split_once("RRQ from ")?.1.split_once(" filename ")?.1,
@@ -475,8 +513,8 @@ fn host_config(t: &Target, fw: Firmware) -> String {
 pub fn judge(r: &mut BootReport, work: &Path, t: &Target, m: Machine, up: bool) {
     let read = |f: &str| std::fs::read_to_string(work.join(f)).unwrap_or_default();
     let sent = match t.plan.dhcp {
-        Dhcp::Dnsmasq => dnsmasq_sent(&read("dnsmasq.log"), &t.plan.tftp_root),
-        Dhcp::Dhcpd => tftpd_sent(&read("syslog.log")),
+        Dhcp::Dnsmasq => dnsmasq_sent(&read("dnsmasq.log"), &t.plan.tftp_root, t.ip),
+        Dhcp::Dhcpd => tftpd_sent(&read("syslog.log"), t.ip),
     };
     let list = sent.join(", ");
     let loader = m.bootfile();
@@ -493,7 +531,10 @@ pub fn judge(r: &mut BootReport, work: &Path, t: &Target, m: Machine, up: bool) 
     ));
     if up {
         let kernel = r.fields.get("kernel").cloned().unwrap_or_default();
-        let want = format!("{}/vmlinuz-{kernel}", t.image);
+        let want = format!(
+            "{}/vmlinuz-{kernel}",
+            t.image.as_deref().unwrap_or_default()
+        );
         checks.push((
             "kernel",
             sent.contains(&want),
@@ -515,10 +556,12 @@ mod tests {
                    Nov 29 00:40:02 dnsmasq-tftp[7]: sent /t/pxelinux.0 to 10.0.2.31\n\
                    Nov 29 00:40:03 dnsmasq-tftp[7]: file /t/pxelinux.cfg/01-52-54-00-aa-00-01 not found\n\
                    Nov 29 00:40:03 dnsmasq-tftp[7]: sent /t/pxelinux.cfg/0A00021F to 10.0.2.31\n";
+        let ip = |s: &str| s.parse().unwrap();
         assert_eq!(
-            dnsmasq_sent(log, Path::new("/t")),
+            dnsmasq_sent(log, Path::new("/t"), ip("10.0.2.31")),
             ["pxelinux.0", "pxelinux.cfg/0A00021F"]
         );
+        assert!(dnsmasq_sent(log, Path::new("/t"), ip("10.0.2.3")).is_empty());
     }
 
     #[test]
@@ -526,11 +569,14 @@ mod tests {
         let log = "<30>Nov 29 00:40:02 in.tftpd[11]: RRQ from ::ffff:10.0.2.31 filename pxelinux.0\n\
                    <30>Nov 29 00:40:03 in.tftpd[12]: RRQ from ::ffff:10.0.2.31 filename pxelinux.cfg/01-52-54-00-aa-00-01\n\
                    <30>Nov 29 00:40:03 in.tftpd[12]: sending NAK (1, File not found) to ::ffff:10.0.2.31\n\
-                   <30>Nov 29 00:40:03 in.tftpd[13]: RRQ from ::ffff:10.0.2.31 filename /minimal/vmlinuz-6.1.0-9-amd64\n";
+                   <30>Nov 29 00:40:03 in.tftpd[13]: RRQ from ::ffff:10.0.2.31 filename /minimal/vmlinuz-6.1.0-9-amd64\n\
+                   <30>Nov 29 00:40:04 in.tftpd[14]: RRQ from ::ffff:10.0.2.33 filename pxelinux.cfg/0A000221\n";
+        let ip = |s: &str| s.parse().unwrap();
         assert_eq!(
-            tftpd_sent(log),
+            tftpd_sent(log, ip("10.0.2.31")),
             ["pxelinux.0", "minimal/vmlinuz-6.1.0-9-amd64"]
         );
+        assert_eq!(tftpd_sent(log, ip("10.0.2.33")), ["pxelinux.cfg/0A000221"]);
     }
 
     #[test]
@@ -550,7 +596,7 @@ mod tests {
             name: "alpha".into(),
             mac: "52:54:00:aa:00:01".into(),
             ip: "10.0.2.31".parse().unwrap(),
-            image: "minimal".into(),
+            image: Some("minimal".into()),
             boot: BootMode::Image,
             plan: LanPlan {
                 dhcp: Dhcp::Dhcpd,
@@ -558,6 +604,7 @@ mod tests {
                 prefix: 24,
                 conf: "/e/dhcp/dhcpd.conf".into(),
                 tftp_root: d.path().into(),
+                tap: first_tap(),
             },
         };
         assert_eq!(host_config(&t, Firmware::Bios), "pxelinux.cfg/default");

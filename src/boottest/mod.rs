@@ -30,7 +30,8 @@
 //! `runner.rs` the namespace runner (unshare, rpcbind, ganesha, QEMU, PIDs);
 //! `lan.rs` the cluster in a box (`--host NAME --dhcp dnsmasq|dhcpd`: a
 //! bridge at the inventory's server address, the real DHCP and TFTP
-//! daemons on the configs `sync` wrote, and the TFTP log's checks);
+//! daemons on the configs `sync` wrote, and the TFTP log's checks;
+//! `lan/storm.rs` several hosts at once, `--hosts`);
 //! `console.rs` the pure console watcher (console bytes and times in,
 //! stages, node line, failures and the verdict out; tested on the recorded
 //! consoles in `tests/corpus/consoles/`); `firmware.rs` the VM's firmware
@@ -47,8 +48,8 @@ mod tftp;
 
 pub use console::{parse_node_line, strip_ansi};
 pub use firmware::{Firmware, Machine};
-pub use lan::{Dhcp, LanOptions};
-pub use report::{BootReport, Timings};
+pub use lan::{Dhcp, LanOptions, run_hosts};
+pub use report::{BootReport, ServerLoad, StormReport, Timings};
 pub use runner::run_inner;
 
 use crate::exec::{self, Tool};
@@ -225,6 +226,53 @@ pub fn predict_hostname(root: &Path, ip: Ipv4Addr, mac: &str) -> Result<String> 
 /// Outer entry point: plan the boot, run it in private namespaces, and
 /// judge what the node reported.
 pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
+    let p = prepare(layout, a, None)?;
+    let plan_path = p.plan.work.join("plan.json");
+    std::fs::write(&plan_path, serde_json::to_vec_pretty(&p.plan)?)
+        .with_context(|| format!("writing {}", plan_path.display()))?;
+    // Run the inner half in private namespaces and watch its processes.
+    let (status, pids) = runner::run_namespace(&plan_path, a.timeout)?;
+    let work = p.plan.work.clone();
+    let mut report = conclude(&p, status, pids, &work)?;
+    keep_logs(&mut report, work, a.keep_logs)?;
+    Ok(report)
+}
+
+/// One planned boot: the plan for the inner half, what the node must
+/// report, the inventory host (with `--host`) and the root-mode note.
+pub(crate) struct Prepared {
+    pub plan: BootPlan,
+    expect: Expect,
+    pub target: Option<lan::Target>,
+    root_note: String,
+}
+
+/// The verdict on one boot whose inner half ended with `status`: its
+/// report, checked against what the node must say, and with `--host`
+/// what the TFTP server in `lan_work` sent it.
+fn conclude(
+    p: &Prepared,
+    status: ExitStatus,
+    pids: Vec<u32>,
+    lan_work: &Path,
+) -> Result<BootReport> {
+    let plan = &p.plan;
+    let mut report = inner_report(plan, status)?;
+    report.root_note = p.root_note.clone();
+    judge(&mut report, pids, &p.expect, plan);
+    report.host = p.target.as_ref().map(|t| t.name.clone());
+    if let Some(t) = &p.target
+        && report.passed
+    {
+        let up = !plan.expect_no_boot;
+        lan::judge(&mut report, lan_work, t, plan.machine, up);
+    }
+    Ok(report)
+}
+
+/// Plan one boot (in `work`, else a fresh work directory): everything
+/// but running it.
+fn prepare(layout: &Layout, a: &Options, work: Option<PathBuf>) -> Result<Prepared> {
     let pxe = a.method == BootMethod::Pxe;
     let target = (a.lan.as_ref())
         .map(|l| lan::Target::load(l, &layout.tftp_root, pxe))
@@ -269,7 +317,13 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
         &log_path,
     )?;
 
-    let work = work_dir(layout, &image)?;
+    let work = match work {
+        Some(w) => {
+            fsutil::mkdir_p(&w)?;
+            w
+        }
+        None => work_dir(layout, &image)?,
+    };
     let mut exports = exports(layout, &image_dir, write, log_path.as_deref(), &expect)?;
     exports.extend(mount_exports(&work, &prof)?);
     let tftp = if target.is_some() {
@@ -303,23 +357,12 @@ pub fn run(layout: &Layout, a: &Options) -> Result<BootReport> {
         until_poweroff: a.until_poweroff,
         lan: target.as_ref().map(|t| t.plan.clone()),
     };
-    let plan_path = plan.work.join("plan.json");
-    std::fs::write(&plan_path, serde_json::to_vec_pretty(&plan)?)
-        .with_context(|| format!("writing {}", plan_path.display()))?;
-
-    // Run the inner half in private namespaces and watch its processes.
-    let (status, pids) = runner::run_namespace(&plan_path, a.timeout)?;
-    let mut report = inner_report(&plan, status)?;
-    report.root_note = root_note;
-    judge(&mut report, pids, &expect, &plan);
-    if let Some(t) = &target
-        && report.passed
-    {
-        let up = !plan.expect_no_boot;
-        lan::judge(&mut report, &plan.work, t, plan.machine, up);
-    }
-    keep_logs(&mut report, plan.work, a.keep_logs)?;
-    Ok(report)
+    Ok(Prepared {
+        plan,
+        expect,
+        target,
+        root_note,
+    })
 }
 
 /// Root, tools, firmware files and the VM's MAC address, before anything

@@ -30,6 +30,9 @@ pub struct Timings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BootReport {
     pub passed: bool,
+    /// The inventory host booted (`--host`, `--hosts`).
+    #[serde(default)]
+    pub host: Option<String>,
     pub image: String,
     pub mode: String,
     /// `bios`, `uefi` or `uefi, secure boot` (see `firmware.rs`).
@@ -258,6 +261,78 @@ impl fmt::Display for BootReport {
     }
 }
 
+/// Several inventory hosts booted at once (`--hosts`): each one's
+/// report, and the server side's load during the storm.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StormReport {
+    /// Every host passed.
+    pub passed: bool,
+    pub hosts: Vec<BootReport>,
+    /// Seconds from the first VM's start to the last verdict.
+    pub wall_secs: f64,
+    pub server: ServerLoad,
+    /// The shared daemons' logs (kept when a host failed or asked).
+    pub logs_dir: Option<PathBuf>,
+}
+
+/// The server's daemons (DHCP, TFTP, rpcbind, nfs-ganesha) during a
+/// storm, from `/proc`: CPU time (utime+stime of each daemon and its
+/// children) over the wall time, and the peak of their summed RSS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLoad {
+    pub daemons: Vec<String>,
+    pub cpu_secs: f64,
+    /// `cpu_secs` over the wall time, in percent of one core.
+    pub cpu_percent: f64,
+    pub peak_rss_kib: u64,
+    /// How many times `/proc` was read.
+    pub samples: u64,
+}
+
+impl StormReport {
+    pub fn print(&self) {
+        print!("{self}");
+    }
+}
+
+impl fmt::Display for StormReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.hosts.len();
+        let ok = self.hosts.iter().filter(|r| r.passed).count();
+        writeln!(
+            f,
+            "boot-test --hosts: {ok} of {n} hosts as expected in {:.1} s: {}",
+            self.wall_secs,
+            if self.passed { "PASS" } else { "FAIL" }
+        )?;
+        for r in &self.hosts {
+            let up = r.timings.node_up.map_or("-".into(), |t| format!("{t:.1}s"));
+            let verdict = if r.passed { "PASS" } else { "FAIL" };
+            let what = r.node_line.as_deref().unwrap_or(&r.diagnosis);
+            let host = r.host.as_deref().unwrap_or("?");
+            writeln!(f, "  {host:<12} {verdict} up {up:>7}  {what}")?;
+            if !r.passed && r.node_line.is_some() {
+                writeln!(f, "  {:<12} {}", "", r.diagnosis)?;
+            }
+        }
+        let s = &self.server;
+        writeln!(
+            f,
+            "  server ({}): cpu {:.1} s ({:.0}% of a core), peak RSS {:.1} MiB",
+            s.daemons.join(", "),
+            s.cpu_secs,
+            s.cpu_percent,
+            s.peak_rss_kib as f64 / 1024.0
+        )?;
+        if let Some(d) = &self.logs_dir {
+            writeln!(f, "  logs: {} (one directory per host)", d.display())?;
+        }
+        Ok(())
+    }
+}
+
 /// The per-host log check: `<tree>/<dir>/syslog` holds this boot's line.
 /// A missing or unreadable file (or a link leaving the tree the node
 /// writes) is a failed check, named in it.
@@ -342,6 +417,40 @@ mod tests {
             fields: super::super::console::parse_node_line(line),
             ..BootReport::default()
         }
+    }
+
+    #[test]
+    fn storm_prints_a_line_per_host_and_the_server_load() {
+        let mut a = up("nfsroot: n1 10.0.2.41 image=minimal");
+        a.host = Some("n1".into());
+        a.timings.node_up = Some(61.25);
+        let b = BootReport {
+            host: Some("n5".into()),
+            passed: false,
+            diagnosis: "no node line within 600 s".into(),
+            ..BootReport::default()
+        };
+        let r = StormReport {
+            passed: false,
+            hosts: vec![a, b],
+            wall_secs: 70.0,
+            server: ServerLoad {
+                daemons: vec!["dnsmasq".into(), "ganesha.nfsd".into()],
+                cpu_secs: 3.5,
+                cpu_percent: 5.0,
+                peak_rss_kib: 2048,
+                samples: 700,
+            },
+            logs_dir: Some("/w".into()),
+        };
+        assert_eq!(
+            r.to_string(),
+            "boot-test --hosts: 1 of 2 hosts as expected in 70.0 s: FAIL\n  \
+             n1           PASS up   61.2s  nfsroot: n1 10.0.2.41 image=minimal\n  \
+             n5           FAIL up       -  no node line within 600 s\n  \
+             server (dnsmasq, ganesha.nfsd): cpu 3.5 s (5% of a core), peak RSS 2.0 MiB\n  \
+             logs: /w (one directory per host)\n"
+        );
     }
 
     fn expect(log_tree: Option<PathBuf>) -> Expect {

@@ -176,6 +176,10 @@ impl Proc {
     pub(super) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Proc {
@@ -189,14 +193,18 @@ impl Drop for Proc {
 pub fn run_inner(plan_path: &Path) -> Result<()> {
     let bytes =
         std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
-    let plan: BootPlan = serde_json::from_slice(&bytes)
-        .with_context(|| format!("parsing {}", plan_path.display()))?;
     // SIGINT and SIGTERM only raise the flag the watch loop checks, so
     // every process started is still stopped and the report written.
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&STOP))
             .context("installing a signal handler")?;
     }
+    // Several hosts at once (`--hosts`): the storm's own inner half.
+    if let Ok(storm) = serde_json::from_slice::<super::lan::StormPlan>(&bytes) {
+        return super::lan::run_storm_inner(&storm);
+    }
+    let plan: BootPlan = serde_json::from_slice(&bytes)
+        .with_context(|| format!("parsing {}", plan_path.display()))?;
     let mut report = BootReport {
         image: plan.image.clone(),
         mode: plan.mode.clone(),
@@ -212,16 +220,31 @@ pub fn run_inner(plan_path: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn inner(plan: &BootPlan, report: &mut BootReport) -> Result<()> {
+/// Loopback up, and a private /run (and /var/lib/nfs) for rpcbind and
+/// ganesha; the host's stay untouched.
+pub(super) fn private_run() -> Result<()> {
     sh("ip link set lo up")?;
-    // Private /run for rpcbind and ganesha; the host's stays untouched.
     sh("mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/rpcbind /run/ganesha")?;
     if Path::new("/var/lib/nfs").is_dir() {
         sh("mount -t tmpfs tmpfs /var/lib/nfs")?;
     }
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM asked the inner half to stop.
+pub(super) fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+fn inner(plan: &BootPlan, report: &mut BootReport) -> Result<()> {
+    private_run()?;
     // The LAN's daemons (with --host) stop last, after QEMU.
     let _lan = match &plan.lan {
-        Some(l) => Some(super::lan::Lan::start(&plan.work, l)?),
+        Some(l) => Some(super::lan::Lan::start(
+            &plan.work,
+            l,
+            std::slice::from_ref(&l.tap),
+        )?),
         None => None,
     };
     let (mut rpcbind, mut ganesha) = start_nfs(plan)?;
@@ -262,7 +285,7 @@ pub(super) fn create(path: &Path) -> Result<File> {
 }
 
 /// rpcbind, then nfs-ganesha exporting the plan's paths, each listening.
-fn start_nfs(plan: &BootPlan) -> Result<(Proc, Proc)> {
+pub(super) fn start_nfs(plan: &BootPlan) -> Result<(Proc, Proc)> {
     let work = &plan.work;
     fsutil::mkdir_p(&work.join("ganesha-recovery"))?;
     let mut rpcbind = Proc::start(
@@ -355,7 +378,7 @@ fn ganesha_conf(plan: &BootPlan) -> String {
 
 /// The QEMU command for the plan, its serial console written to `console`
 /// (and its command line to `qemu.cmdline`, for the logs).
-fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
+pub(super) fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
     let work = &plan.work;
     let mut q = Command::new(exec::require(QEMU)?);
     q.args([
@@ -400,8 +423,8 @@ fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
 /// the node's address first in the DHCP range; with `--host`, the LAN's
 /// tap device instead.
 fn netdev(plan: &BootPlan) -> String {
-    if plan.lan.is_some() {
-        return super::lan::netdev();
+    if let Some(l) = &plan.lan {
+        return super::lan::netdev(&l.tap);
     }
     let mut netdev = format!(
         "user,id=n0,net={}/24,host={},dhcpstart={}",
@@ -535,7 +558,7 @@ fn lines_after_report(console: &str) -> Vec<String> {
 
 /// What the console file gained since `pos` (nothing while QEMU has not
 /// created it yet).
-fn read_new(console: &Path, pos: &mut u64) -> Result<Vec<u8>> {
+pub(super) fn read_new(console: &Path, pos: &mut u64) -> Result<Vec<u8>> {
     let mut chunk = Vec::new();
     if let Ok(mut f) = File::open(console) {
         f.seek(SeekFrom::Start(*pos))
@@ -548,7 +571,7 @@ fn read_new(console: &Path, pos: &mut u64) -> Result<Vec<u8>> {
 
 /// Put one watcher event into the report (and the timed console); the
 /// verdict when it is one.
-fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
+pub(super) fn record(r: &mut BootReport, ev: Event, timed: &mut File) -> Option<Verdict> {
     use super::console::Stage;
     match ev {
         Event::Line(t, line) => {

@@ -1,9 +1,11 @@
-//! The cluster profile end to end (issues 12 and 16): `profiles/cluster.toml`
-//! built unmodified (once per checkout, like the fixture), then a copy
-//! booted as deployed: read-write root from 192.168.0.1 (QEMU's user
-//! network moved to 192.168.0.0/24), `/home` and `/cluster_bin` served by
-//! boot-test, the host name from the address, logs under /var/log/<host>
-//! in the shared tree. In the same boot, an hour of timers is simulated: a
+//! The cluster profile end to end (issues 12, 13 and 16):
+//! `profiles/cluster.toml` built unmodified (once per checkout, like the
+//! fixture), then a copy booted as deployed, as seed 000 runs its cluster:
+//! an inventory host added and `sync`ed, booted through dnsmasq (DHCP and
+//! TFTP, with the config sync wrote) on a bridge at 192.168.0.1, its
+//! read-write root from there, `/home` and `/cluster_bin` served by
+//! boot-test, the host name from the hosts table sync wrote into the image,
+//! logs under /var/log/<host> in the shared tree. In the same boot, an hour of timers is simulated: a
 //! test-only unit waits for the node's report, proves each extra mount is
 //! the right export, starts the service of every timer still loaded,
 //! prints what it ran and powers off; the shared tree, compared on the
@@ -18,9 +20,13 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// The node's address and the name cluster.toml's pattern gives it.
+/// The node's address and its name in the inventory (cluster.toml's
+/// pattern would say node15: the hosts table comes first).
 const IP: &str = "192.168.0.15";
-const HOST: &str = "node15";
+const HOST: &str = "hpc15";
+/// Seed 000's network: the master at 192.168.0.1 serves DHCP, TFTP, NFS.
+const INVENTORY: &str = "[cluster]\nsubnet = \"192.168.0.0/24\"\ngateway = \"192.168.0.1\"\n\
+     nfs_server = \"192.168.0.1\"\nimage = \"cluster\"\nhost_files = \"all\"\n\n[hosts]\n";
 /// Its boot NIC's MAC (the machine id derives from it).
 const MAC: &str = "52:54:00:0f:00:01";
 /// Console prefix of the test unit's lines.
@@ -142,16 +148,30 @@ fn cluster_profile_boots_and_an_hour_writes_only_its_logs() {
         cfg.contains(&format!("192.168.0.1:{}", img.display())),
         "{cfg}"
     );
+    let etc = l.base.parent().unwrap().join("etc");
+    let inv = l.base.parent().unwrap().join("inventory.toml");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(&inv, INVENTORY).unwrap();
+    let add = ["hosts", "add", HOST, "--mac", MAC, "--ip", IP];
+    crate::seeds::inventory_cmd(&l, &inv, &etc, &add);
+    crate::seeds::inventory_cmd(&l, &inv, &etc, &["sync"]);
     let own_logs = img.join("var/log").join(HOST);
     let before = snapshot(&img, &own_logs);
+    let (inv, etc) = (inv.to_str().unwrap(), etc.to_str().unwrap());
     let r = boot_test_image(
         &l,
         "cluster",
         &[
-            "--ip",
-            IP,
-            "--mac",
-            MAC,
+            "--mode",
+            "pxe",
+            "--host",
+            HOST,
+            "--dhcp",
+            "dnsmasq",
+            "--inventory",
+            inv,
+            "--etc-dir",
+            etc,
             "--write-root",
             "--until-poweroff",
             "--timeout",
@@ -159,6 +179,9 @@ fn cluster_profile_boots_and_an_hour_writes_only_its_logs() {
         ],
     );
     assert_eq!(r["passed"], true, "boot failed: {r:#}");
+    let own_cfg = format!("pxelinux.cfg/01-{}", MAC.replace(':', "-"));
+    crate::inventory_boot::assert_check(&r, "host config", &own_cfg);
+    crate::inventory_boot::assert_check(&r, "kernel", "cluster/vmlinuz-");
     let f = &r["fields"];
     assert_eq!(f["host"], HOST, "{r:#}");
     assert_eq!(f["ip"], IP);

@@ -4,13 +4,15 @@
 //! file (by MAC, or by hex-IP name) from tftpd-hpa (or dnsmasq), and
 //! takes the inventory's host name (from the /etc/hosts block sync wrote
 //! into the image); after `hosts set --disable` and a sync, the same VM
-//! does not boot the image.
+//! does not boot the image. Two boots of two VMs each (`--hosts`), one
+//! through dhcpd, one through dnsmasq.
 //! Each host's ssh host key comes from the master: the same across a
 //! host's reboots, different between hosts, and the one sync made.
 //! `nfsroot nodes` then lists both nodes from the state files their boots
 //! wrote (no boot of its own).
 
 use crate::common::*;
+use crate::seeds::boot_hosts;
 
 #[test]
 fn inventory_host_boots_per_host_then_disabled_does_not() {
@@ -69,30 +71,6 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
         "{etc_hosts}"
     );
 
-    // Through the real daemons (seed 001/003): ISC dhcpd with the
-    // dhcpd.conf sync wrote and tftpd-hpa serving the TFTP root, on a
-    // bridge at the inventory's server address. The TFTP server's log
-    // shows the loader fetched alpha's 01-<mac> file; the pattern would say
-    // node031, the inventory says alpha.
-    let r = boot_host(&l, &inv, &etc, "alpha", "dhcpd", &[]);
-    assert_eq!(r["passed"], true, "{r:#}");
-    assert_eq!(r["fields"]["host"], "alpha");
-    assert_eq!(r["fields"]["ip"], "10.0.2.31");
-    assert_check(&r, "host config", "pxelinux.cfg/01-52-54-00-aa-00-01 sent");
-    assert_check(&r, "dhcp boot file", "pxelinux.0 first");
-    assert_check(&r, "kernel", "minimal/vmlinuz-");
-    assert_eq!(r["fields"]["hostkey"], fp("alpha").as_str(), "{r:#}");
-    let boot1 = r["fields"]["boot"].clone();
-
-    // A reboot of alpha, through dnsmasq (DHCP and TFTP, seed 000's
-    // setup) this time: another boot, the same key.
-    let alpha = boot_host(&l, &inv, &etc, "alpha", "dnsmasq", &[]);
-    let r = &alpha;
-    assert_eq!(r["passed"], true, "{r:#}");
-    assert_ne!(r["fields"]["boot"], boot1, "a second boot");
-    assert_eq!(r["fields"]["hostkey"], fp("alpha").as_str(), "{r:#}");
-    assert_check(r, "host config", "pxelinux.cfg/01-52-54-00-aa-00-01 sent");
-
     // beta, named by its hex-IP file only (seed 003 names hosts that
     // way): its 01-<mac> file goes, the hex-IP name keeps the config.
     let beta_mac = cfgd.join("01-52-54-00-aa-00-02");
@@ -101,32 +79,59 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
     std::fs::remove_file(&beta_mac).unwrap();
     std::fs::remove_file(&beta_hex).unwrap();
     std::fs::write(&beta_hex, text).unwrap();
-    let r = boot_host(&l, &inv, &etc, "beta", "dhcpd", &[]);
-    assert_eq!(r["passed"], true, "{r:#}");
-    assert_eq!(r["fields"]["host"], "beta");
-    assert_eq!(r["fields"]["ip"], "10.0.2.32");
-    assert_check(&r, "host config", "pxelinux.cfg/0A000220 sent");
-    assert_eq!(r["fields"]["hostkey"], fp("beta").as_str(), "{r:#}");
-    assert_ne!(fp("alpha"), fp("beta"));
-    nodes_after_boots(&l, &inv, &alpha, &r);
 
+    // Through the real daemons (seed 001/003), both hosts at once: ISC
+    // dhcpd with the dhcpd.conf sync wrote and tftpd-hpa serving the TFTP
+    // root, on a bridge at the inventory's server address. The TFTP
+    // server's log shows alpha's loader fetched its 01-<mac> file and
+    // beta's its hex-IP file; the pattern would say node031, the
+    // inventory says alpha.
+    let r = boot_hosts(&l, &inv, &etc, &["alpha", "beta"], "dhcpd", &[]);
+    assert_eq!(r["passed"], true, "{r:#}");
+    let (alpha, beta) = (&r["hosts"][0], &r["hosts"][1]);
+    assert_eq!(alpha["fields"]["host"], "alpha");
+    assert_eq!(alpha["fields"]["ip"], "10.0.2.31");
+    assert_check(
+        alpha,
+        "host config",
+        "pxelinux.cfg/01-52-54-00-aa-00-01 sent",
+    );
+    assert_check(alpha, "dhcp boot file", "pxelinux.0 first");
+    assert_check(alpha, "kernel", "minimal/vmlinuz-");
+    assert_eq!(alpha["fields"]["hostkey"], fp("alpha").as_str(), "{r:#}");
+    assert_eq!(beta["fields"]["host"], "beta");
+    assert_eq!(beta["fields"]["ip"], "10.0.2.32");
+    assert_check(beta, "host config", "pxelinux.cfg/0A000220 sent");
+    assert_check(beta, "kernel", "minimal/vmlinuz-");
+    assert_eq!(beta["fields"]["hostkey"], fp("beta").as_str(), "{r:#}");
+    assert_ne!(fp("alpha"), fp("beta"));
+    nodes_after_boots(&l, &inv, alpha, beta);
+
+    // alpha disabled, and a reboot of beta through dnsmasq (DHCP and
+    // TFTP, seed 000's setup) this time, at once: another boot of beta
+    // with the same key; alpha loads its config and does not boot.
     hosts(&["hosts", "set", "alpha", "--disable"]);
     hosts(&["sync"]);
-    let r = boot_host(
-        &l,
-        &inv,
-        &etc,
-        "alpha",
-        "dhcpd",
-        &["--expect-no-boot", "--timeout", "90"],
+    let r2 = boot_hosts(&l, &inv, &etc, &["alpha", "beta"], "dnsmasq", &[]);
+    assert_eq!(r2["passed"], true, "{r2:#}");
+    let (off, beta2) = (&r2["hosts"][0], &r2["hosts"][1]);
+    assert_eq!(beta2["fields"]["host"], "beta");
+    assert_ne!(
+        beta2["fields"]["boot"], beta["fields"]["boot"],
+        "a second boot"
     );
-    assert_eq!(r["passed"], true, "{r:#}");
-    assert!(r["node_line"].is_null());
-    assert_check(&r, "host config", "pxelinux.cfg/01-52-54-00-aa-00-01 sent");
+    assert_eq!(beta2["fields"]["hostkey"], fp("beta").as_str(), "{r2:#}");
+    assert_check(
+        beta2,
+        "host config",
+        "pxelinux.cfg/01-52-54-00-aa-00-02 sent",
+    );
+    assert!(off["node_line"].is_null(), "{off:#}");
+    assert_check(off, "host config", "pxelinux.cfg/01-52-54-00-aa-00-01 sent");
     // PXELINUX's SAY line reached the serial console: the disabled
     // host's config carries the image's SERIAL directive.
-    let d = r["diagnosis"].as_str().unwrap();
-    assert!(d.contains("host alpha is disabled by nfsroot"), "{r:#}");
+    let d = off["diagnosis"].as_str().unwrap();
+    assert!(d.contains("host alpha is disabled by nfsroot"), "{off:#}");
 }
 
 /// Issue 11: the state files the boots wrote (the ready hook, through the

@@ -16,6 +16,7 @@ mod inventory_boot;
 mod nodes;
 mod package;
 mod profile;
+mod seeds;
 mod snapshot_cli;
 mod trees;
 mod uefi;
