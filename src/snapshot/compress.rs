@@ -2,7 +2,9 @@
 //!
 //! gzip goes through [`super::pgz::ParGzWriter`] (one standard member,
 //! blocks deflated in parallel); zstd through libzstd's own multithreaded
-//! mode, which also writes one standard frame. Readers are picked from the
+//! mode, which also writes one standard frame (at the default level with
+//! smaller match tables than zstd's own level 3: see
+//! `ZSTD_DEFAULT_TABLES`). Readers are picked from the
 //! first bytes of the file, so restore and verify take `.tar.gz`, `.tar.zst`
 //! and plain `.tar` whatever the file is called.
 
