@@ -4,7 +4,8 @@
 # Times nfsroot's snapshot (gz and zst) against the fastest standard tools
 # doing the same work in the same run (`tar --sparse --xattrs --acls
 # --numeric-owner` piped into `pigz -6` and into `zstd -T0 -3`), prints wall
-# time, peak RSS and size of each, checks that every archive lists every
+# time, CPU time (user + system, every process of the contender: on a
+# shared machine the steadier figure), peak RSS and size of each, checks that every archive lists every
 # entry `find` sees, and prints nfsroot's time and size as ratios of the
 # standard tools' (below 1 is better). The machine may be shared, so the
 # contenders take turns, BENCH_ROUNDS rounds (default 3), and each time is
@@ -31,21 +32,28 @@ _bench_run() { # LABEL OUTFILE CMD...
     shift 2
     local tf
     tf=$(mktemp)
-    if ! /usr/bin/time -f '%e %M' -o "$tf" "$@" >/dev/null 2>"$tf.err"; then
+    if ! /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >/dev/null 2>"$tf.err"; then
         echo "bench: $label failed:" >&2
         cat "$tf.err" >&2
         rm -f "$tf" "$tf.err"
         return 1
     fi
-    local wall rss size
-    read -r wall rss <"$tf"
+    local wall user sys rss size cpu
+    read -r wall user sys rss <"$tf"
+    cpu=$(echo "$user + $sys" | bc)
     size=$(stat -c %s "$out")
     rm -f "$tf" "$tf.err"
-    printf '%-26s %8.2f s %8d KB %12d bytes\n' "$label" "$wall" "$rss" "$size"
+    printf '%-26s %8.2f s %8.2f s %8d KB %12d bytes\n' "$label" "$wall" "$cpu" "$rss" "$size"
     _BENCH_WALLS[$label]="${_BENCH_WALLS[$label]:-} $wall"
-    _BENCH_WALL[$label]=$(echo "${_BENCH_WALLS[$label]}" | tr ' ' '\n' | grep . | sort -g |
-        awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    _BENCH_WALL[$label]=$(_bench_median "${_BENCH_WALLS[$label]}")
+    _BENCH_CPUS[$label]="${_BENCH_CPUS[$label]:-} $cpu"
+    _BENCH_CPU[$label]=$(_bench_median "${_BENCH_CPUS[$label]}")
     _BENCH_SIZE[$label]=$size
+}
+
+_bench_median() { # "V1 V2 ...": the median
+    echo "$1" | tr ' ' '\n' | grep . | sort -g |
+        awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # _bench_complete LABEL ARCHIVE IMAGE_DIR [nfsroot]: does GNU tar list
@@ -79,12 +87,12 @@ bench_snapshot() {
         tmp=$(mktemp -d)
         own_tmp=1
     fi
-    declare -gA _BENCH_WALL=() _BENCH_WALLS=() _BENCH_SIZE=()
+    declare -gA _BENCH_WALL=() _BENCH_WALLS=() _BENCH_CPU=() _BENCH_CPUS=() _BENCH_SIZE=()
     rm -f "$tmp"/gnu.tar.gz "$tmp"/gnu.tar.zst "$tmp"/n.tar.*
     echo "image: $img ($(du -s --apparent-size -B1M "$img" | cut -f1) MB), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
     # Warm the page cache so every contender reads from memory.
     tar -cf - -C "$img" . | cat >/dev/null
-    printf '%-26s %10s %11s %18s\n' what wall "peak RSS" size
+    printf '%-26s %10s %10s %11s %18s\n' what wall cpu "peak RSS" size
     # The fastest standard tools on every core, with holes kept as nfsroot
     # keeps them (--sparse) and the same metadata.
     local gtar='tar --sparse --xattrs --acls --numeric-owner -cpf - -C "$1" .'
@@ -110,16 +118,18 @@ bench_snapshot() {
     for f in n.tar.gz n.tar.zst; do
         _bench_complete "$f" "$tmp/$f" "$img" nfsroot || return 1
     done
-    awk -v pg="${_BENCH_WALL[tar | pigz -6]}" -v pgs="${_BENCH_SIZE[tar | pigz -6]}" \
-        -v zs="${_BENCH_WALL[tar | zstd -T0 -3]}" -v zss="${_BENCH_SIZE[tar | zstd -T0 -3]}" \
-        -v ng="${_BENCH_WALL[nfsroot snapshot gz]}" -v ngs="${_BENCH_SIZE[nfsroot snapshot gz]}" \
-        -v nz="${_BENCH_WALL[nfsroot snapshot zst]}" -v nzs="${_BENCH_SIZE[nfsroot snapshot zst]}" 'BEGIN {
+    local pg=${_BENCH_WALL[tar | pigz -6]} zs=${_BENCH_WALL[tar | zstd -T0 -3]}
+    local ng=${_BENCH_WALL[nfsroot snapshot gz]} nz=${_BENCH_WALL[nfsroot snapshot zst]}
+    awk -v pg="$pg" -v pgs="${_BENCH_SIZE[tar | pigz -6]}" -v pgc="${_BENCH_CPU[tar | pigz -6]}" \
+        -v zs="$zs" -v zss="${_BENCH_SIZE[tar | zstd -T0 -3]}" -v zsc="${_BENCH_CPU[tar | zstd -T0 -3]}" \
+        -v ng="$ng" -v ngs="${_BENCH_SIZE[nfsroot snapshot gz]}" -v ngc="${_BENCH_CPU[nfsroot snapshot gz]}" \
+        -v nz="$nz" -v nzs="${_BENCH_SIZE[nfsroot snapshot zst]}" -v nzc="${_BENCH_CPU[nfsroot snapshot zst]}" 'BEGIN {
         m = 0.01
         printf "medians: tar | pigz %.2f s, nfsroot gz %.2f s, tar | zstd %.2f s, nfsroot zst %.2f s\n", pg, ng, zs, nz
-        printf "gz:  nfsroot takes %.2fx the time of tar | pigz, %.3fx its size\n",
-            ng / (pg > m ? pg : m), ngs / pgs
-        printf "zst: nfsroot takes %.2fx the time of tar | zstd -T0, %.3fx its size\n",
-            nz / (zs > m ? zs : m), nzs / zss
+        printf "gz:  nfsroot takes %.2fx the time of tar | pigz (%.2fx its CPU), %.3fx its size\n",
+            ng / (pg > m ? pg : m), ngc / (pgc > m ? pgc : m), ngs / pgs
+        printf "zst: nfsroot takes %.2fx the time of tar | zstd -T0 (%.2fx its CPU), %.3fx its size\n",
+            nz / (zs > m ? zs : m), nzc / (zsc > m ? zsc : m), nzs / zss
     }'
     if [ -n "$own_tmp" ]; then
         rm -rf "$tmp"

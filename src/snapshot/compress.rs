@@ -2,7 +2,9 @@
 //!
 //! gzip goes through [`super::pgz::ParGzWriter`] (one standard member,
 //! blocks deflated in parallel); zstd through libzstd's own multithreaded
-//! mode, which also writes one standard frame. Readers are picked from the
+//! mode, which also writes one standard frame (at the default level with
+//! smaller match tables than zstd's own level 3: see
+//! `ZSTD_DEFAULT_TABLES`). Readers are picked from the
 //! first bytes of the file, so restore and verify take `.tar.gz`, `.tar.zst`
 //! and plain `.tar` whatever the file is called.
 
@@ -13,6 +15,17 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
 use crate::compression::Compression;
+
+/// The default zstd level (3) with a 64 Ki-entry hash table and 32 Ki-entry chain table
+/// (`hashLog` 16, `chainLog` 15) instead of level 3's 17 and 16: the two
+/// then take 384 KiB, within a core's L2 cache, not 768 KiB. Measured on a
+/// 725 MB image tar (libzstd 1.5.7, one thread, median of 3): 19% less CPU
+/// for 1.1% more bytes, which still leaves the archive smaller than
+/// `tar | zstd -T0 -3` makes it (nfsroot's tar stream compresses 2% better:
+/// sorted, no atime/ctime records). That CPU pays for the manifest's
+/// sha256 of every file and the archive's sha256, which `tar | zstd` does
+/// not compute.
+const ZSTD_DEFAULT_TABLES: (u32, u32) = (16, 15);
 
 /// A compressing writer of either format.
 pub enum Compressor<W: Write> {
@@ -40,6 +53,13 @@ impl<W: Write> Compressor<W> {
                 e.multithread(workers as u32)
                     .context("starting zstd workers")?;
                 e.include_checksum(true)?;
+                if level == format.default_level() {
+                    use zstd::zstd_safe::CParameter;
+                    e.set_parameter(CParameter::HashLog(ZSTD_DEFAULT_TABLES.0))
+                        .context("sizing zstd's hash table")?;
+                    e.set_parameter(CParameter::ChainLog(ZSTD_DEFAULT_TABLES.1))
+                        .context("sizing zstd's chain table")?;
+                }
                 Compressor::Zst(e)
             }
         })

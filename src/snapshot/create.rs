@@ -668,6 +668,49 @@ mod tests {
     }
 
     #[test]
+    fn manifest_sums_match_the_files() {
+        use std::os::unix::fs::FileExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("img");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        // Empty, small and big files (several read buffers), a file with
+        // a hole, and a hard link: each sum against sha2 over the bytes.
+        let mut want = BTreeMap::new();
+        let sizes = [(0, "a0"), (65535, "b-small"), (65536, "c-at")];
+        let sizes = sizes
+            .into_iter()
+            .chain([(1 << 20 | 7, "d-big"), (10, "e-tiny")]);
+        for (i, (size, name)) in sizes.enumerate() {
+            let data: Vec<u8> = (0..size).map(|j| (j * 31 + i * 7) as u8).collect();
+            std::fs::write(root.join("etc").join(name), &data).unwrap();
+            want.insert(format!("etc/{name}"), fsutil::sha256_bytes(&data));
+        }
+        let f = File::create(root.join("sparse")).unwrap();
+        f.write_at(b"middle", 5 << 20).unwrap();
+        f.set_len(9 << 20).unwrap();
+        let mut logical = vec![0u8; 9 << 20];
+        logical[5 << 20..(5 << 20) + 6].copy_from_slice(b"middle");
+        want.insert("sparse".into(), fsutil::sha256_bytes(&logical));
+        std::fs::hard_link(root.join("etc/d-big"), root.join("hl")).unwrap();
+        want.insert("hl".into(), want["etc/d-big"].clone());
+
+        let out = d.path().join("x.tar.zst");
+        let mut file = AtomicFile::create_mode(&out, SECRET).unwrap();
+        let opts = SnapshotOpts {
+            format: crate::compression::Compression::Zstd,
+            ..SnapshotOpts::default()
+        };
+        let w = write_archive(&root, &opts, &mut file, &out).unwrap();
+        let got: BTreeMap<String, String> = w
+            .entries
+            .iter()
+            .filter_map(|(k, m)| Some((k.to_string_lossy().into_owned(), m.sha256.clone()?)))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(w.sparse_files, 1);
+    }
+
+    #[test]
     fn sweep_orphans_removes_only_side_files_of_missing_archives() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();

@@ -153,11 +153,18 @@ fn set_checksum(b: &mut [u8; BLOCK]) {
 pub struct TarWriter<W: Write> {
     out: W,
     written: u64,
+    /// The buffer member data is copied through, allocated once: a fresh
+    /// zeroed 256 KiB per file cost 3.6 GB of memset on a 14k-file image.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        Self { out, written: 0 }
+        Self {
+            out,
+            written: 0,
+            buf: Vec::new(),
+        }
     }
 
     /// Archive bytes written so far.
@@ -253,8 +260,11 @@ impl<W: Write> TarWriter<W> {
         self.put(&block)?;
         self.put(&sparse_map)?;
         if let Some(r) = data {
-            let n = copy_exact(r, self, data_len)
-                .with_context(|| format!("archiving {}", h.display()))?;
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.resize(COPY_BUF, 0);
+            let n = copy_exact(r, self, &mut buf, data_len);
+            self.buf = buf;
+            let n = n.with_context(|| format!("archiving {}", h.display()))?;
             if n != data_len {
                 bail!(
                     "{} changed while being archived: read {n} of {data_len} bytes",
@@ -293,10 +303,12 @@ impl<W: Write> Write for TarWriter<W> {
     }
 }
 
-/// Copy at most `len` bytes; returns how many were copied. Reading past
+/// Size of the buffer member data is copied through.
+const COPY_BUF: usize = 256 * 1024;
+
+/// Copy at most `len` bytes through `buf`; returns how many were copied. Reading past
 /// `len` would mean the file grew, which the caller reports.
-fn copy_exact(r: &mut dyn Read, w: &mut impl Write, len: u64) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
+fn copy_exact(r: &mut dyn Read, w: &mut impl Write, buf: &mut [u8], len: u64) -> io::Result<u64> {
     let mut done = 0u64;
     while done < len {
         let want = (len - done).min(buf.len() as u64) as usize;
