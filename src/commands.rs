@@ -446,6 +446,7 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
         keep_logs: a.keep_logs,
         accel: a.accel,
         memory: a.memory,
+        cpus: a.cpus,
         kernel: a.kernel,
         initrd: a.initrd,
         append: a.append,
