@@ -17,6 +17,9 @@
 //!   enabled too; a template instance (`getty@tty1.service`) links to the
 //!   template's file under the instance's name.
 //!
+//! Some units are only disabled ([`DEFAULT_DISABLE`]): started on demand
+//! by what needs them, not by every boot.
+//!
 //! The serial console needs nothing: systemd's getty generator starts a
 //! serial getty on the kernel's `console=` (the profile's `boot.serial`).
 //! The tty1-6 gettys are dropped (`getty.target.wants/getty@tty*.service`,
@@ -127,8 +130,8 @@ pub const DEFAULT_MASK: &[(&str, When, &str)] = &[
     ),
     (
         "systemd-random-seed.service",
-        When::RwRoot,
-        "every node would save and load the same shared /var/lib/systemd/random-seed",
+        When::Always,
+        "every node would load and save the same shared seed (rw) or one on a per-boot tmpfs (ro): nothing of the node's own; 3 s before sysinit under TCG",
     ),
     (
         "systemd-update-utmp.service",
@@ -146,6 +149,14 @@ pub const DEFAULT_MASK: &[(&str, When, &str)] = &[
         "archives crash records into the shared /var/lib/systemd/pstore",
     ),
 ];
+
+/// Disabled by default (their `<target>.wants/` link removed, the unit
+/// kept): `(unit, target, why)`. Whatever needs one still starts it.
+pub const DEFAULT_DISABLE: &[(&str, &str, &str)] = &[(
+    "rpcbind.service",
+    "multi-user.target",
+    "nodes mount with nolock and serve no RPC; rpcbind.socket stays, so statd or NIS start it when they ask (6 s in multi-user.target's wait under TCG)",
+)];
 
 /// The units masked by default for a profile.
 pub fn default_mask(p: &Profile) -> impl Iterator<Item = &'static str> {
@@ -196,6 +207,11 @@ pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
         c |= unmask(root, name)?;
     }
     c |= drop_vt_gettys(root, &u.enable)?;
+    for (name, target, _) in DEFAULT_DISABLE {
+        if !u.enable.iter().any(|e| e == name) {
+            c |= remove(root, &format!("{ETC}/{target}.wants/{name}"))?;
+        }
+    }
     for name in &u.enable {
         c |= enable(root, name, &mut Vec::new())?;
     }
@@ -561,8 +577,49 @@ mod tests {
         );
     }
 
+    /// rpcbind is no longer started by every boot, unless the profile
+    /// enables it; its socket stays for what needs it.
+    #[test]
+    fn rpcbind_disabled_unless_enabled() {
+        for (units, wanted) in [
+            ("", false),
+            ("[units]\nenable = [\"rpcbind.service\"]\n", true),
+        ] {
+            let p = profile(units);
+            let d = units_root();
+            let r = d.path();
+            unit(
+                r,
+                "rpcbind.service",
+                "WantedBy=multi-user.target\nAlso=rpcbind.socket\n",
+            );
+            unit(r, "rpcbind.socket", "WantedBy=sockets.target\n");
+            let etc = r.join("etc/systemd/system");
+            for (t, u) in [
+                ("multi-user", "rpcbind.service"),
+                ("sockets", "rpcbind.socket"),
+            ] {
+                std::fs::create_dir_all(etc.join(format!("{t}.target.wants"))).unwrap();
+                std::os::unix::fs::symlink(
+                    format!("/usr/lib/systemd/system/{u}"),
+                    etc.join(format!("{t}.target.wants/{u}")),
+                )
+                .unwrap();
+            }
+            idempotent(apply, r, &ctx(&p));
+            let l = "etc/systemd/system/multi-user.target.wants/rpcbind.service";
+            assert_eq!(link(r, l).is_some(), wanted, "{units}");
+            assert!(link(r, "etc/systemd/system/sockets.target.wants/rpcbind.socket").is_some());
+            assert_eq!(link(r, "etc/systemd/system/rpcbind.service"), None);
+        }
+    }
+
     #[test]
     fn every_default_mask_says_why() {
+        for (u, _, why) in DEFAULT_DISABLE {
+            assert!(crate::profile::is_unit_name(u), "{u}");
+            assert!(why.len() > 20, "{u}");
+        }
         for (u, _, why) in DEFAULT_MASK {
             assert!(crate::profile::is_unit_name(u), "{u}");
             assert!(why.len() > 20, "{u}");
