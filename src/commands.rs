@@ -404,6 +404,8 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
         keep_logs: a.keep_logs,
         accel: a.accel,
         memory: a.memory,
+        // One CPU per VM when several share the host's cores.
+        cpus: a.cpus.unwrap_or(if a.hosts.is_empty() { 2 } else { 1 }),
         kernel: a.kernel,
         initrd: a.initrd,
         append: a.append,

@@ -116,6 +116,8 @@ pub struct Options {
     pub accel: String,
     /// Guest memory in MiB.
     pub memory: u32,
+    /// Guest CPUs (`-smp`).
+    pub cpus: u32,
     /// Boot this kernel and initramfs instead of the published default.
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
@@ -174,6 +176,7 @@ pub struct BootPlan {
     pub timeout: u64,
     pub accel: String,
     pub memory: u32,
+    pub cpus: u32,
     pub expect_no_boot: bool,
     #[serde(default)]
     pub until_poweroff: bool,
@@ -353,6 +356,7 @@ fn prepare(layout: &Layout, a: &Options, work: Option<PathBuf>) -> Result<Prepar
         timeout: a.timeout,
         accel: a.accel.clone(),
         memory: a.memory,
+        cpus: a.cpus,
         expect_no_boot: a.expect_no_boot,
         until_poweroff: a.until_poweroff,
         lan: target.as_ref().map(|t| t.plan.clone()),

@@ -387,7 +387,7 @@ pub(super) fn qemu_command(plan: &BootPlan, console: &Path) -> Result<Command> {
         "-m",
         &plan.memory.to_string(),
         "-smp",
-        "1",
+        &plan.cpus.to_string(),
     ])
     .args([
         "-nodefaults",
@@ -639,6 +639,7 @@ mod tests {
             timeout: 1,
             accel: "tcg".into(),
             memory: 256,
+            cpus: 2,
             expect_no_boot: false,
             until_poweroff: false,
             lan: None,

@@ -25,8 +25,8 @@ Description=nfsroot: name this node from its address
 DefaultDependencies=no
 After=systemd-remount-fs.service local-fs.target
 Before=sysinit.target rsyslog.service ssh.service systemd-hostnamed.service
-Before=systemd-update-utmp.service systemd-tmpfiles-setup.service
-Conflicts=shutdown.target
+Before=systemd-update-utmp.service
+@LOGINS_ORDER@Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -37,14 +37,32 @@ ExecStart=/usr/lib/nfsroot/nfsroot-node hostname
 WantedBy=sysinit.target
 ";
 
+/// The hostname unit. With per-node login records it also runs before
+/// systemd-tmpfiles-setup, whose `f /var/log/wtmp` lines would otherwise
+/// chmod/chown the shared files before the binds hide them; elsewhere
+/// tmpfiles runs beside it (3-4 s off sysinit's critical path under TCG).
+fn hostname_unit(p: &crate::profile::Profile) -> String {
+    let order = if super::logs::per_host_logins(p) {
+        "Before=systemd-tmpfiles-setup.service\n"
+    } else {
+        ""
+    };
+    HOSTNAME_UNIT.replace("@LOGINS_ORDER@", order)
+}
+
 /// The host keys in parallel with the rest of the boot: only sshd and the
 /// node line need them (a refused mount took 20-70 s under TCG, and held
-/// sysinit.target while it was part of the hostname unit).
+/// sysinit.target while it was part of the hostname unit). No default
+/// dependencies: it needs the name and /run, not sysinit or basic.target
+/// (the network is the initramfs's, the mount is `nolock`: no rpcbind), so
+/// it runs beside sysinit instead of adding its 2-5 s after basic.target.
 const HOSTKEYS_UNIT: &str = "\
 [Unit]
 Description=nfsroot: fetch this node's ssh host keys from the master
-After=nfsroot-hostname.service
-Before=ssh.service nfsroot-ready.service
+DefaultDependencies=no
+After=nfsroot-hostname.service local-fs.target
+Before=ssh.service nfsroot-ready.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -114,7 +132,7 @@ pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
     c |= write_file(
         root,
         &format!("{units}/nfsroot-hostname.service"),
-        HOSTNAME_UNIT,
+        &hostname_unit(ctx.profile),
         0o644,
     )?;
     c |= write_file(

@@ -4,11 +4,12 @@
 //! its journal in memory and forwards to rsyslog. With a read-only root,
 //! `<logs.dir>` is the writable NFS log export (see the fstab fixup).
 //! Rotation happens on the server: hooks/server/nfsroot-logs.logrotate.
-//! Login records: when the per-host directories are in a read-write root
+//! Login records: with per-host logs and a read-write root
 //! ([`per_host_logins`]), each node keeps its own wtmp, btmp and lastlog
-//! there, bound over /var/log's by the hostname hook before anything logs
-//! a login or a boot (`last reboot` on a node shows that node's boots);
-//! otherwise a read-only root has them on its tmpfs /var/log.
+//! in its directory (mounting the log export first when there is one),
+//! bound over /var/log's by the hostname hook before anything logs a login
+//! or a boot (`last reboot` on a node shows that node's boots); otherwise
+//! a read-only root has them on its tmpfs /var/log.
 
 use super::{Ctx, remove, write_file};
 use crate::imagefs::ImageRoot;
@@ -52,13 +53,11 @@ ForwardToSyslog=yes
 ";
 
 /// Whether each node keeps its own wtmp, btmp and lastlog in
-/// `<logs.dir>/<host>/`: per-host logs in a read-write root, with no log
-/// export (which would mount over the directory only after the hostname
-/// hook ran). node.conf's `PER_HOST_LOGINS`.
+/// `<logs.dir>/<host>/`: per-host logs in a read-write root, in the
+/// shared tree or in the log export (the hostname hook then mounts the
+/// export first, and binds). node.conf's `PER_HOST_LOGINS`.
 pub fn per_host_logins(p: &Profile) -> bool {
-    p.logs.layout == LogLayout::PerHost
-        && p.nfs.root_mode == RootMode::Rw
-        && p.logs.export.is_empty()
+    p.logs.layout == LogLayout::PerHost && p.nfs.root_mode == RootMode::Rw
 }
 
 pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {

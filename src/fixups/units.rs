@@ -17,6 +17,9 @@
 //!   enabled too; a template instance (`getty@tty1.service`) links to the
 //!   template's file under the instance's name.
 //!
+//! Some units are only disabled ([`DEFAULT_DISABLE`]): started on demand
+//! by what needs them, not by every boot.
+//!
 //! The serial console needs nothing: systemd's getty generator starts a
 //! serial getty on the kernel's `console=` (the profile's `boot.serial`).
 //! The tty1-6 gettys are dropped (`getty.target.wants/getty@tty*.service`,
@@ -51,9 +54,11 @@ pub enum When {
     /// can write it; these units are then pointless (their state would
     /// land in a per-boot tmpfs) and slow.
     RwRoot,
-    /// On a read-write root whose nodes would share /var/log/wtmp: not
-    /// when each node has its own ([`super::logs::per_host_logins`]).
-    SharedWtmp,
+    /// Unless each node keeps its own login records on the server
+    /// ([`super::logs::per_host_logins`]): on a read-write root the nodes
+    /// would share /var/log/wtmp; on a read-only root it is on the per-boot
+    /// tmpfs, so nobody can read the records once the node reboots.
+    NoOwnWtmp,
 }
 
 /// Masked by default: `(unit, when, why)`.
@@ -109,6 +114,21 @@ pub const DEFAULT_MASK: &[(&str, When, &str)] = &[
         "sm-notify writes /var/lib/nfs state shared by every node; nodes mount with nolock",
     ),
     (
+        "modprobe@dm_mod.service",
+        When::Always,
+        "loads device-mapper for local disks, which a diskless node has none of (6 s of CPU beside sysinit under TCG)",
+    ),
+    (
+        "modprobe@loop.service",
+        When::Always,
+        "preloads loop for local images; /dev/loop-control (kmod-static-nodes) still loads it on first use",
+    ),
+    (
+        "modprobe@fuse.service",
+        When::Always,
+        "preloads fuse; /dev/fuse (kmod-static-nodes) still loads it on first use",
+    ),
+    (
         "man-db.timer",
         When::RwRoot,
         "rebuilds the shared /var/cache/man from every node; the master's apt runs do it",
@@ -125,18 +145,18 @@ pub const DEFAULT_MASK: &[(&str, When, &str)] = &[
     ),
     (
         "systemd-random-seed.service",
-        When::RwRoot,
-        "every node would save and load the same shared /var/lib/systemd/random-seed",
+        When::Always,
+        "every node would load and save the same shared seed (rw) or one on a per-boot tmpfs (ro): nothing of the node's own; 3 s before sysinit under TCG",
     ),
     (
         "systemd-update-utmp.service",
-        When::SharedWtmp,
-        "appends every node's boot and shutdown records to the shared /var/log/wtmp",
+        When::NoOwnWtmp,
+        "appends boot records to a shared /var/log/wtmp, or to a per-boot tmpfs one nobody reads; 3.5-4 s on sysinit's critical path under TCG",
     ),
     (
         "systemd-update-utmp-runlevel.service",
-        When::SharedWtmp,
-        "appends every node's runlevel changes to the shared /var/log/wtmp",
+        When::NoOwnWtmp,
+        "appends runlevel changes to a shared /var/log/wtmp, or to a per-boot tmpfs one nobody reads",
     ),
     (
         "systemd-pstore.service",
@@ -145,16 +165,24 @@ pub const DEFAULT_MASK: &[(&str, When, &str)] = &[
     ),
 ];
 
+/// Disabled by default (their `<target>.wants/` link removed, the unit
+/// kept): `(unit, target, why)`. Whatever needs one still starts it.
+pub const DEFAULT_DISABLE: &[(&str, &str, &str)] = &[(
+    "rpcbind.service",
+    "multi-user.target",
+    "nodes mount with nolock and serve no RPC; rpcbind.socket stays, so statd or NIS start it when they ask (6 s in multi-user.target's wait under TCG)",
+)];
+
 /// The units masked by default for a profile.
 pub fn default_mask(p: &Profile) -> impl Iterator<Item = &'static str> {
     let rw = p.nfs.root_mode == RootMode::Rw;
-    let shared_wtmp = rw && !super::logs::per_host_logins(p);
+    let own_wtmp = super::logs::per_host_logins(p);
     DEFAULT_MASK
         .iter()
         .filter(move |(_, when, _)| match when {
             When::Always => true,
             When::RwRoot => rw,
-            When::SharedWtmp => shared_wtmp,
+            When::NoOwnWtmp => !own_wtmp,
         })
         .map(|(u, _, _)| *u)
 }
@@ -194,6 +222,11 @@ pub fn apply(root: &ImageRoot, ctx: &Ctx<'_>) -> Result<bool> {
         c |= unmask(root, name)?;
     }
     c |= drop_vt_gettys(root, &u.enable)?;
+    for (name, target, _) in DEFAULT_DISABLE {
+        if !u.enable.iter().any(|e| e == name) {
+            c |= remove(root, &format!("{ETC}/{target}.wants/{name}"))?;
+        }
+    }
     for name in &u.enable {
         c |= enable(root, name, &mut Vec::new())?;
     }
@@ -477,20 +510,22 @@ mod tests {
         );
     }
 
-    /// The utmp services write /var/log/wtmp: masked on a read-write root
-    /// only while nodes would share it; machine-id-commit on every root.
+    /// The utmp services write /var/log/wtmp: unmasked only while each
+    /// node keeps its own on the server (a read-write root's per-host
+    /// directory, in the tree or a log export); machine-id-commit masked on
+    /// every root.
     #[test]
-    fn utmp_masked_only_while_wtmp_is_shared() {
+    fn utmp_masked_unless_nodes_keep_their_own_wtmp() {
         let rw = "[nfs]\nroot_mode = \"rw\"\n";
         // (profile, utmp services masked, nodes keep their own wtmp)
         for (extra, masked_utmp, own) in [
-            (String::new(), false, false),
+            (String::new(), true, false),
             (rw.to_string(), false, true),
             (format!("{rw}[logs]\nlayout = \"local\"\n"), true, false),
             (
                 format!("{rw}[logs]\nexport = \"10.0.0.1:/logs\"\n"),
-                true,
                 false,
+                true,
             ),
         ] {
             let p = profile(&extra);
@@ -557,8 +592,49 @@ mod tests {
         );
     }
 
+    /// rpcbind is no longer started by every boot, unless the profile
+    /// enables it; its socket stays for what needs it.
+    #[test]
+    fn rpcbind_disabled_unless_enabled() {
+        for (units, wanted) in [
+            ("", false),
+            ("[units]\nenable = [\"rpcbind.service\"]\n", true),
+        ] {
+            let p = profile(units);
+            let d = units_root();
+            let r = d.path();
+            unit(
+                r,
+                "rpcbind.service",
+                "WantedBy=multi-user.target\nAlso=rpcbind.socket\n",
+            );
+            unit(r, "rpcbind.socket", "WantedBy=sockets.target\n");
+            let etc = r.join("etc/systemd/system");
+            for (t, u) in [
+                ("multi-user", "rpcbind.service"),
+                ("sockets", "rpcbind.socket"),
+            ] {
+                std::fs::create_dir_all(etc.join(format!("{t}.target.wants"))).unwrap();
+                std::os::unix::fs::symlink(
+                    format!("/usr/lib/systemd/system/{u}"),
+                    etc.join(format!("{t}.target.wants/{u}")),
+                )
+                .unwrap();
+            }
+            idempotent(apply, r, &ctx(&p));
+            let l = "etc/systemd/system/multi-user.target.wants/rpcbind.service";
+            assert_eq!(link(r, l).is_some(), wanted, "{units}");
+            assert!(link(r, "etc/systemd/system/sockets.target.wants/rpcbind.socket").is_some());
+            assert_eq!(link(r, "etc/systemd/system/rpcbind.service"), None);
+        }
+    }
+
     #[test]
     fn every_default_mask_says_why() {
+        for (u, _, why) in DEFAULT_DISABLE {
+            assert!(crate::profile::is_unit_name(u), "{u}");
+            assert!(why.len() > 20, "{u}");
+        }
         for (u, _, why) in DEFAULT_MASK {
             assert!(crate::profile::is_unit_name(u), "{u}");
             assert!(why.len() > 20, "{u}");

@@ -420,9 +420,61 @@ pub fn read_entries(path: &Path) -> Result<Vec<cpio::ReadEntry>> {
 /// images; it stays in the image so its own update-initramfs agrees.
 pub const INITRAMFS_TOOLS_CONF: &str = "etc/initramfs-tools/conf.d/nfsroot";
 
+/// initramfs-tools' hook and nfs-bottom script that give a node its own
+/// machine id, as our `/init` does (see [`machine_id`]).
+pub const INITRAMFS_TOOLS_HOOK: &str = "etc/initramfs-tools/hooks/nfsroot-machine-id";
+pub const INITRAMFS_TOOLS_SCRIPT: &str =
+    "etc/initramfs-tools/scripts/nfs-bottom/nfsroot-machine-id";
+
+/// The hook: the tools `node_machine_id` runs, from the image, under a
+/// directory of their own (initramfs-tools' busybox or klibc may lack them
+/// or their bind and remount options).
+const MACHINE_ID_HOOK: &str = "#!/bin/sh
+# written by nfsroot: the tools nfs-bottom/nfsroot-machine-id runs
+case \"$1\" in prereqs) exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+for t in mount sha256sum cut tr cat; do
+    copy_exec \"$(command -v \"$t\")\" \"/usr/lib/nfsroot/bin/$t\"
+done
+";
+
+/// init.sh's `node_machine_id` function: the one derivation both backends
+/// run.
+fn machine_id_function() -> String {
+    INIT_SH
+        .lines()
+        .skip_while(|l| !l.starts_with("node_machine_id() {"))
+        .take_while(|l| *l != "}")
+        .chain(["}"])
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The nfs-bottom script (run once the NFS root is on `$rootmnt`, before
+/// the switch): init.sh's own `node_machine_id`, so both backends derive
+/// the same id from the boot NIC's MAC. A failure panics: systemd would
+/// otherwise write a new id into a read-write root's shared file.
+pub fn initramfs_tools_machine_id_script() -> String {
+    let func = machine_id_function();
+    format!(
+        "#!/bin/sh\n# written by nfsroot: this node's own /etc/machine-id, as nfsroot's /init binds it\n\
+         case \"$1\" in prereqs) exit 0 ;; esac\n\
+         . /scripts/functions\n\
+         PATH=/usr/lib/nfsroot/bin:$PATH\n\
+         log() {{ echo \"nfsroot-machine-id: $*\"; }}\n\
+         rescue() {{ panic \"nfsroot-machine-id: $*\"; }}\n\
+         IF=\n\
+         for f in /run/net-*.conf; do [ -r \"$f\" ] && IF=$(. \"$f\" && echo \"$DEVICE\") && break; done\n\
+         {func}\n\
+         mkdir -p /run/nfsroot\n\
+         node_machine_id \"${{rootmnt:-/root}}\" \"$(cat \"/sys/class/net/$IF/address\" 2>/dev/null)\" /run/nfsroot/machine-id\n"
+    )
+}
+
 /// Build with the image's own `mkinitramfs` (BOOT=nfs, MODULES=netboot),
-/// run inside the image. Needs root. The only lasting change to the image
-/// is [`INITRAMFS_TOOLS_CONF`].
+/// run inside the image. Needs root. The lasting changes to the image are
+/// [`INITRAMFS_TOOLS_CONF`] and the machine-id hook and script (they stay
+/// so the image's own update-initramfs agrees).
 pub fn build_with_initramfs_tools(root: &Path, kver: &str, out: &Path) -> Result<()> {
     exec::require_root("building an initramfs with mkinitramfs")?;
     let img = ImageRoot::open(root)?;
@@ -436,6 +488,18 @@ pub fn build_with_initramfs_tools(root: &Path, kver: &str, out: &Path) -> Result
         INITRAMFS_TOOLS_CONF,
         b"# written by nfsroot: boot from an NFS root, with network drivers only\nBOOT=nfs\nMODULES=netboot\n",
         0o644,
+    )?;
+    for dir in [
+        "etc/initramfs-tools/hooks",
+        "etc/initramfs-tools/scripts/nfs-bottom",
+    ] {
+        img.create_dir_all(dir, 0o755)?;
+    }
+    img.write(INITRAMFS_TOOLS_HOOK, MACHINE_ID_HOOK.as_bytes(), 0o755)?;
+    img.write(
+        INITRAMFS_TOOLS_SCRIPT,
+        initramfs_tools_machine_id_script().as_bytes(),
+        0o755,
     )?;
     let tmp_rel = format!("tmp/nfsroot-initrd-{}", fsutil::random_hex());
     let argv: Vec<OsString> = vec![
@@ -750,13 +814,7 @@ mod tests {
     /// the bind stays empty; without a MAC, a random id per boot.
     #[test]
     fn init_binds_a_per_node_machine_id_read_only() {
-        let func: String = INIT_SH
-            .lines()
-            .skip_while(|l| !l.starts_with("node_machine_id() {"))
-            .take_while(|l| *l != "}")
-            .chain(["}"])
-            .collect::<Vec<_>>()
-            .join("\n");
+        let func: String = machine_id_function();
         assert!(func.len() > 100, "{func}");
         let run = |mac: &str| {
             let d = tempfile::tempdir().unwrap();
@@ -799,6 +857,31 @@ mod tests {
             );
         }
         assert_ne!(a, b);
+    }
+
+    /// initramfs-tools' nfs-bottom script runs init.sh's function on the
+    /// mounted root, with the MAC of the device ipconfig configured, and
+    /// both scripts are valid sh (the hook prints no prerequisites).
+    #[test]
+    fn initramfs_tools_script_runs_the_same_derivation() {
+        let s = initramfs_tools_machine_id_script();
+        assert!(s.contains(&machine_id_function()), "{s}");
+        assert!(s.contains(
+            "node_machine_id \"${rootmnt:-/root}\" \"$(cat \"/sys/class/net/$IF/address\""
+        ));
+        for text in [s.as_str(), MACHINE_ID_HOOK] {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("{text}\nexit 7"), "sh", "prereqs"])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{text}");
+            assert!(out.stdout.is_empty());
+            let n = std::process::Command::new("sh")
+                .args(["-n", "-c", text])
+                .status()
+                .unwrap();
+            assert!(n.success(), "{text}");
+        }
     }
 
     #[test]

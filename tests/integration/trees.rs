@@ -151,9 +151,9 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
 
     let (r, ids) = std::thread::scope(|s| {
         // Unlocked: the node idles (a file a second) for minutes; other
-        // tests' boots run beside it.
+        // tests' boots run beside it, so it takes one CPU, not two.
         let boot = s.spawn(|| {
-            let args = ["--until-poweroff", "--timeout", "1500"];
+            let args = ["--until-poweroff", "--timeout", "1500", "--cpus", "1"];
             boot_test_unlocked(nfsroot(&l), "minimal", &args)
         });
         let started = Instant::now();
