@@ -63,6 +63,20 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// `c`, once spawned, gets SIGKILL when this process dies
+/// (`PR_SET_PDEATHSIG`): a killed nfsroot leaves no child behind.
+pub fn dies_with_parent(c: &mut Command) {
+    // SAFETY: pre_exec runs between fork and exec; the closure only
+    // makes one prctl(2) call, which is async-signal-safe and does not
+    // allocate.
+    unsafe {
+        c.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            Ok(())
+        });
+    }
+}
+
 /// Resolve a required tool or fail naming the package to install.
 pub fn require(tool: Tool) -> Result<PathBuf> {
     find_tool(tool.name).with_context(|| {
@@ -149,17 +163,7 @@ impl Cmd {
         if let Some(d) = &self.dir {
             c.current_dir(d);
         }
-        // SAFETY: pre_exec runs between fork and exec; the closure only
-        // makes one prctl(2) call, which is async-signal-safe and does not
-        // allocate.
-        unsafe {
-            c.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))?;
-                Ok(())
-            });
-        }
+        dies_with_parent(&mut c);
         c
     }
 

@@ -35,7 +35,11 @@ const MNT_PORT: u16 = 20048;
 /// of every process seen in its pid namespace.
 pub fn run_namespace(plan_path: &Path, timeout: u64) -> Result<(ExitStatus, Vec<u32>)> {
     let me = std::env::current_exe().context("finding the nfsroot executable")?;
-    let mut child = Command::new(exec::require(exec::UNSHARE)?)
+    let mut unshare = Command::new(exec::require(exec::UNSHARE)?);
+    // A killed boot-test takes unshare with it, and unshare's
+    // --kill-child the whole namespace (daemons and QEMU).
+    exec::dies_with_parent(&mut unshare);
+    let mut child = unshare
         .args([
             "--net",
             "--mount",
