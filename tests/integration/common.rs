@@ -262,6 +262,18 @@ pub fn boot_test_with(c: Command, image: &str, args: &[&str]) -> serde_json::Val
 /// Not for a boot whose node is busy or whose timing matters.
 pub fn boot_test_unlocked(mut c: Command, image: &str, args: &[&str]) -> serde_json::Value {
     c.args(["--json", "boot-test", image]).args(args);
+    let (r, _) = boot_report(c);
+    eprintln!(
+        "boot-test {args:?}: passed={} timings={} diagnosis={}",
+        r["passed"], r["timings"], r["diagnosis"]
+    );
+    assert_nothing_outlived(&r);
+    r
+}
+
+/// Run a `--json boot-test` command: its report (the `result` object)
+/// and the command's output; the stderr is printed when it failed.
+pub fn boot_report(mut c: Command) -> (serde_json::Value, Output) {
     let out = c.output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -270,12 +282,18 @@ pub fn boot_test_unlocked(mut c: Command, image: &str, args: &[&str]) -> serde_j
         )
     });
     let r = v["result"].clone();
-    eprintln!(
-        "boot-test {args:?}: passed={} timings={} diagnosis={}",
-        r["passed"], r["timings"], r["diagnosis"]
-    );
-    // Whatever the verdict, nothing it started may still run.
-    for pid in r["pids"].as_array().unwrap() {
+    if r["passed"] != true {
+        eprintln!("stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    (r, out)
+}
+
+/// Whatever the verdict, nothing one boot's report lists (`pids`) may
+/// still run, and it lists something.
+pub fn assert_nothing_outlived(r: &serde_json::Value) {
+    let pids = r["pids"].as_array().unwrap();
+    assert!(!pids.is_empty(), "no processes recorded");
+    for pid in pids {
         let pid = pid.as_u64().unwrap();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(
@@ -283,11 +301,6 @@ pub fn boot_test_unlocked(mut c: Command, image: &str, args: &[&str]) -> serde_j
             "process {pid} outlived boot-test: {stat}"
         );
     }
-    assert!(
-        !r["pids"].as_array().unwrap().is_empty(),
-        "no processes recorded"
-    );
-    r
 }
 
 /// What every passing boot of a fixture-built image shows: the node line

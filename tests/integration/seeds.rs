@@ -189,17 +189,7 @@ pub fn boot_hosts(
         dhcp,
     ]);
     c.args(more);
-    let out = c.output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "boot-test printed no report ({e}); stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let r = v["result"].clone();
-    if r["passed"] != true {
-        eprintln!("stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
+    let (r, out) = boot_report(c);
     assert_eq!(
         out.status.success(),
         r["passed"] == true,
@@ -210,15 +200,7 @@ pub fn boot_hosts(
             "boot-test --hosts {list}: {} passed={} timings={} diagnosis={}",
             h["host"], h["passed"], h["timings"], h["diagnosis"]
         );
-        let pids = h["pids"].as_array().unwrap();
-        assert!(!pids.is_empty(), "no processes recorded");
-        for pid in pids {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            assert!(
-                stat.is_empty() || stat.contains(") Z"),
-                "process {pid} outlived boot-test: {stat}"
-            );
-        }
+        assert_nothing_outlived(h);
     }
     r
 }
