@@ -182,12 +182,7 @@ impl Layout {
 
 /// Image names become directory and file names: keep them plain.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    let ok = is_plain(name, |b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !ok {
         bail!(
             "invalid image name {name:?}: use 1-64 characters a-z 0-9 . _ -, \
@@ -200,16 +195,19 @@ pub fn check_name(name: &str) -> Result<()> {
 /// A version id names a directory: the same plain rule as image names,
 /// upper case allowed (`20260101T000000Z-abcdef`).
 pub fn check_version_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !ok {
+    if !is_plain(id, |b| b.is_ascii_alphanumeric()) {
         bail!("invalid tree version {id:?}: use 1-64 characters A-Z a-z 0-9 . _ -");
     }
     Ok(())
+}
+
+/// 1-64 bytes, each `-`, `_`, `.` or one `letter` accepts, the first an
+/// ASCII letter or digit: names that are safe as one path component.
+fn is_plain(s: &str, letter: impl Fn(u8) -> bool) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| letter(b) || b"-_.".contains(&b))
 }
 
 /// A new version id (the BUILD_ID a build, restore or update stamps):
