@@ -277,6 +277,46 @@ mod tests {
         );
     }
 
+    /// The hook's mount fields from one read of /proc/mounts: the root's
+    /// mode and NFS version (the last line for `/` wins), the profile's
+    /// tmpfs paths that are tmpfs mounts in the profile's order, and the
+    /// NFS mounts that are neither the root nor binds of its files. A
+    /// quote in a mount point survives the hook's `eval`.
+    #[test]
+    fn hook_reads_mount_facts() {
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("nfsroot-node");
+        std::fs::write(&script, NODE_SCRIPT).unwrap();
+        let conf = d.path().join("node.conf");
+        std::fs::write(&conf, "TMPFS='/var/log /tmp /var/tmp'\n").unwrap();
+        let mounts = d.path().join("mounts");
+        std::fs::write(
+            &mounts,
+            "rootfs / rootfs rw 0 0\n\
+             10.0.2.2:/srv/img / nfs ro,relatime,vers=3,nolock 0 0\n\
+             tmpfs /tmp tmpfs rw 0 0\n\
+             10.0.2.2:/srv/img/var/tmp /var/tmp nfs ro,vers=3 0 0\n\
+             tmpfs /var/log tmpfs rw 0 0\n\
+             10.0.2.2:/srv/logs /var/log/hosts nfs rw,vers=3 0 0\n\
+             10.0.2.2:/srv/img/var/log/wtmp /var/log/wtmp nfs rw,vers=3 0 0\n\
+             10.0.2.2:/home /ho'me nfs4 rw,vers=4.2 0 0\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .arg("mounts")
+            .env("NFSROOT_NODE_CONF", &conf)
+            .env("NFSROOT_MOUNTS", &mounts)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "root=ro rootfs=nfs,vers=3 tmpfs=/var/log,/tmp nfs=/var/log/hosts,/ho'me",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The shell renderer in the boot hook agrees with the Rust one that
     /// validates profiles and predicts names in boot tests.
     #[test]
