@@ -289,16 +289,7 @@ fn prepare(layout: &Layout, a: &Options, work: Option<PathBuf>) -> Result<Prepar
     // What the server exports comes from the saved profile, never the tree.
     let prof = crate::state::image_profile(layout, &image)?;
     let entry = published_entry(layout, &image)?;
-    let (net, host, ip) = match &target {
-        Some(t) => {
-            t.check_profile(&prof, a.write_root)?;
-            (t.network(), t.plan.server, t.ip)
-        }
-        None => {
-            let (net, host) = user_net(&prof.nfs.server)?;
-            (net, host, node_ip(a.ip, net)?)
-        }
-    };
+    let (net, host, ip) = addressing(target.as_ref(), &prof, a)?;
 
     // Boot read-only unless asked to write: the test must not write the
     // shared tree.
@@ -329,13 +320,10 @@ fn prepare(layout: &Layout, a: &Options, work: Option<PathBuf>) -> Result<Prepar
     };
     let mut exports = exports(layout, &image_dir, write, log_path.as_deref(), &expect)?;
     exports.extend(mount_exports(&work, &prof)?);
-    let tftp = if target.is_some() {
-        // The real tree, as the daemons serve it.
-        layout.tftp_root.clone()
-    } else if pxe {
-        tftp::tftp_view(layout, &work, &image, &mac, a.per_host, profile_rw)?
-    } else {
-        layout.tftp_root.clone()
+    let tftp = match target.is_none() && pxe {
+        true => tftp::tftp_view(layout, &work, &image, &mac, a.per_host, profile_rw)?,
+        // The real tree, as the daemons serve it (or QEMU reads it).
+        false => layout.tftp_root.clone(),
     };
     let (kernel, initrd) = boot_files(layout, a, &entry);
     let plan = BootPlan {
@@ -367,6 +355,26 @@ fn prepare(layout: &Layout, a: &Options, work: Option<PathBuf>) -> Result<Prepar
         target,
         root_note,
     })
+}
+
+/// The VM's network, the server's address on it and the VM's address:
+/// the inventory LAN's with `--host` (whose profile must fit it), else
+/// QEMU's user network around the profile's NFS server.
+fn addressing(
+    target: Option<&lan::Target>,
+    prof: &crate::profile::Profile,
+    a: &Options,
+) -> Result<(Ipv4Addr, Ipv4Addr, Ipv4Addr)> {
+    match target {
+        Some(t) => {
+            t.check_profile(prof, a.write_root)?;
+            Ok((t.network(), t.plan.server, t.ip))
+        }
+        None => {
+            let (net, host) = user_net(&prof.nfs.server)?;
+            Ok((net, host, node_ip(a.ip, net)?))
+        }
+    }
 }
 
 /// Root, tools, firmware files and the VM's MAC address, before anything
