@@ -77,7 +77,10 @@ esac
 # --- modules -------------------------------------------------------------
 # Service modules (NFS) unconditionally; drivers only for present devices,
 # by modalias through modules.alias (busybox modprobe matches the globs).
-modprobe -q -a $(cat /etc/nfsroot/modules.load) 2>/dev/null
+# The service modules load in the background, beside the drivers and DHCP
+# (the two sets share no module), and are waited for before the mount.
+modprobe -q -a $(cat /etc/nfsroot/modules.load) 2>/dev/null &
+SERVICE_MODULES=$!
 device_aliases() {
     cat /sys/bus/pci/devices/*/modalias /sys/bus/virtio/devices/*/modalias 2>/dev/null | sort -u
 }
@@ -87,7 +90,6 @@ for pass in 1 2; do
     aliases=$(device_aliases)
     [ -n "$aliases" ] && modprobe -q -a $aliases 2>/dev/null
 done
-log "loaded $(wc -l </proc/modules) modules: $(loaded_modules)"
 
 # --- network interface ---------------------------------------------------
 pick_interface() {
@@ -156,6 +158,8 @@ fi
 log "$IF $ADDRESS/$PREFIX${GATEWAY:+ gw $GATEWAY} via $METHOD"
 
 # --- NFS root ------------------------------------------------------------
+wait "$SERVICE_MODULES"
+log "loaded $(wc -l </proc/modules) modules: $(loaded_modules)"
 # nfsroot=[<server>:]<path>[,<opts>]; missing parts come from ip= or DHCP.
 spec=${NFSROOT:-$DHCP_ROOTPATH}
 NFSOPTS=

@@ -888,7 +888,7 @@ mod tests {
     fn init_script_uses_only_listed_applets() {
         let builtins = [
             "echo", "printf", "export", "set", "exit", "return", "continue", "break", "local", ".",
-            "[", "test", "true", "false", "shift", "read",
+            "[", "test", "true", "false", "shift", "read", "wait",
         ];
         for (name, text) in [("init.sh", INIT_SH), ("udhcpc.script", UDHCPC_SCRIPT)] {
             let words = command_words(text);
