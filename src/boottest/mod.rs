@@ -320,10 +320,11 @@ fn prepare(layout: &Layout, a: &Options, work: Option<PathBuf>) -> Result<Prepar
     };
     let mut exports = exports(layout, &image_dir, write, log_path.as_deref(), &expect)?;
     exports.extend(mount_exports(&work, &prof)?);
-    let tftp = match target.is_none() && pxe {
-        true => tftp::tftp_view(layout, &work, &image, &mac, a.per_host, profile_rw)?,
+    let tftp = if target.is_none() && pxe {
+        tftp::tftp_view(layout, &work, &image, &mac, a.per_host, profile_rw)?
+    } else {
         // The real tree, as the daemons serve it (or QEMU reads it).
-        false => layout.tftp_root.clone(),
+        layout.tftp_root.clone()
     };
     let (kernel, initrd) = boot_files(layout, a, &entry);
     let plan = BootPlan {
