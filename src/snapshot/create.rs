@@ -350,15 +350,18 @@ impl<W: Write> Archiver<'_, W> {
         };
         let mut h = header(w, &meta, xattrs);
         if meta.target.is_some() {
-            // Raw bytes: the manifest's target is text. A link removed
-            // since it was checked has changed.
-            match o.read_link() {
-                Ok(t) => h.link = t,
-                Err(e) if tree::vanished(&e) => {
+            // Raw bytes: the manifest's target is text, and is taken from
+            // this same read so the two agree. A link removed or replaced
+            // since it was listed has changed.
+            match o.read_link()? {
+                Some(t) => {
+                    meta.target = Some(String::from_utf8_lossy(&t).into_owned());
+                    h.link = t;
+                }
+                None => {
                     self.notes.push(o.changed());
                     return Ok(());
                 }
-                Err(e) => return Err(e),
             }
         }
         let key = tree::key_of(&w.rel);

@@ -250,11 +250,16 @@ impl Opened<'_> {
         }
     }
 
-    /// A symlink's target.
-    pub fn read_link(&self) -> Result<Vec<u8>> {
-        let t = rfs::readlinkat(&*self.dir, &self.name, Vec::new())
-            .with_context(|| format!("reading link {}", slash(&self.w.rel)))?;
-        Ok(t.into_bytes())
+    /// A symlink's target; `None` when the name no longer holds a symlink
+    /// (removed, or swapped for a directory or file by a node: readlinkat
+    /// then says `EINVAL`). Either way the entry changed since it was
+    /// listed.
+    pub fn read_link(&self) -> Result<Option<Vec<u8>>> {
+        match rfs::readlinkat(&*self.dir, &self.name, Vec::new()) {
+            Ok(t) => Ok(Some(t.into_bytes())),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::INVAL) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading link {}", slash(&self.w.rel))),
+        }
     }
 
     /// A regular file opened for reading (no atime update where
@@ -389,11 +394,10 @@ pub fn entry_meta(o: &Opened<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<Optio
         return Ok(None);
     };
     let target = if kind == Kind::Symlink {
-        match o.read_link() {
-            Ok(t) => Some(String::from_utf8_lossy(&t).into_owned()),
-            // Removed since it was checked: it changed, leave it out.
-            Err(e) if vanished(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        match o.read_link()? {
+            Some(t) => Some(String::from_utf8_lossy(&t).into_owned()),
+            // Removed or replaced since it was listed: leave it out.
+            None => return Ok(None),
         }
     } else {
         None
@@ -607,4 +611,38 @@ pub fn diff_maps(
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A symlink that a node replaces by a directory (or removes) between
+    /// the check and the read is an entry that changed, not an error that
+    /// stops the snapshot (readlinkat says `EINVAL` or `ENOENT`).
+    #[test]
+    fn a_link_replaced_after_the_check_has_changed() {
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("swap")).unwrap();
+        std::os::unix::fs::symlink("/etc", d.path().join("gone")).unwrap();
+        let walked = walk(d.path()).unwrap();
+        let mut confined = Confined::new(d.path()).unwrap();
+        let find = |n: &str| {
+            walked
+                .entries
+                .iter()
+                .find(|w| w.rel == Path::new(n))
+                .unwrap()
+        };
+        let (swap, gone) = (find("swap"), find("gone"));
+        let swap = confined.open(swap).unwrap().unwrap();
+        assert_eq!(swap.read_link().unwrap().as_deref(), Some(&b"/etc"[..]));
+        let gone = confined.open(gone).unwrap().unwrap();
+        fs::remove_file(d.path().join("swap")).unwrap();
+        fs::create_dir(d.path().join("swap")).unwrap();
+        fs::remove_file(d.path().join("gone")).unwrap();
+        assert_eq!(swap.read_link().unwrap(), None);
+        assert!(entry_meta(&swap, &[]).unwrap().is_none());
+        assert_eq!(gone.read_link().unwrap(), None);
+    }
 }
