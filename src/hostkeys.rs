@@ -194,21 +194,13 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn layout(d: &Path) -> Layout {
-        Layout {
-            base_dir: d.join("base"),
-            tftp_root: d.join("tftp"),
-            cache_dir: d.join("cache"),
-        }
-    }
-
     #[test]
     fn keys_are_private_stable_and_removable() {
         if exec::require(SSH_KEYGEN).is_err() {
             panic!("ssh-keygen missing: scripts/setup installs openssh-client");
         }
         let d = tempfile::tempdir().unwrap();
-        let l = layout(d.path());
+        let l = Layout::under(d.path());
         assert!(ensure(&l, "n001").unwrap());
         assert!(!ensure(&l, "n001").unwrap());
         assert!(ensure(&l, "n002").unwrap());

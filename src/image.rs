@@ -49,6 +49,16 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The three directories side by side under `dir` (`base`, `tftp`,
+    /// `cache`): the layout of unit tests' temp dirs and scratch runs.
+    pub fn under(dir: &Path) -> Self {
+        Self {
+            base_dir: dir.join("base"),
+            tftp_root: dir.join("tftp"),
+            cache_dir: dir.join("cache"),
+        }
+    }
+
     /// Tool state, outside every image directory.
     pub fn state_dir(&self) -> PathBuf {
         self.base_dir.join(".nfsroot")
@@ -448,14 +458,6 @@ mod tests {
         }
     }
 
-    fn layout(d: &Path) -> Layout {
-        Layout {
-            base_dir: d.join("base"),
-            tftp_root: d.join("tftp"),
-            cache_dir: d.join("cache"),
-        }
-    }
-
     /// A staged tree with release stamp `id`.
     fn staged(l: &Layout, id: &str) -> PathBuf {
         let s = l.staging_dir("img");
@@ -467,7 +469,7 @@ mod tests {
     #[test]
     fn swap_keeps_the_old_tree_as_a_version() {
         let d = tempfile::tempdir().unwrap();
-        let l = layout(d.path());
+        let l = Layout::under(d.path());
         l.ensure_state_dir().unwrap();
         let s = staged(&l, "v1");
         assert_eq!(swap_into_place(&l, "img", &s, false, false).unwrap(), None);
@@ -520,7 +522,7 @@ mod tests {
     #[test]
     fn recovery_finishes_or_undoes_by_inode() {
         let d = tempfile::tempdir().unwrap();
-        let l = layout(d.path());
+        let l = Layout::under(d.path());
         l.ensure_state_dir().unwrap();
         let s = staged(&l, "v1");
         swap_into_place(&l, "img", &s, false, false).unwrap();

@@ -699,11 +699,7 @@ mod tests {
     /// each host's directory gets are the test's.
     fn layout_with(files: &[(&str, String)]) -> (tempfile::TempDir, Layout, Inventory) {
         let d = tempfile::tempdir().unwrap();
-        let layout = Layout {
-            base_dir: d.path().join("base"),
-            tftp_root: d.path().join("tftp"),
-            cache_dir: d.path().join("cache"),
-        };
+        let layout = Layout::under(d.path());
         let etc = layout.image_dir("minimal").join("etc");
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(etc.join("nfsroot-release"), "NAME=minimal\nBUILD_ID=B2\n").unwrap();

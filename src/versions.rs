@@ -144,11 +144,7 @@ mod tests {
     #[test]
     fn rows_name_the_hosts_that_run_each_version() {
         let t = tempfile::tempdir().unwrap();
-        let layout = Layout {
-            base_dir: t.path().join("base"),
-            tftp_root: t.path().join("tftp"),
-            cache_dir: t.path().join("cache"),
-        };
+        let layout = Layout::under(t.path());
         let img = layout.image_dir("img");
         std::fs::create_dir_all(img.join("etc")).unwrap();
         std::fs::write(img.join("etc/nfsroot-release"), "BUILD_ID=B2\n").unwrap();

@@ -155,12 +155,8 @@ mod tests {
     const CFG: &str = "DEFAULT m\nLABEL m\n  KERNEL m/vmlinuz\n  APPEND root=/dev/nfs rw quiet\n";
     const GRUB: &str = "set default=m\nmenuentry m {\n  linux /m/vmlinuz root=/dev/nfs rw quiet\n  initrd /m/initrd\n}\n";
 
-    fn layout(d: &Path) -> Layout {
-        let l = Layout {
-            base_dir: d.join("base"),
-            tftp_root: d.join("tftp"),
-            cache_dir: d.join("cache"),
-        };
+    fn tftp_fixture(d: &Path) -> Layout {
+        let l = Layout::under(d);
         std::fs::create_dir_all(l.tftp_root.join("pxelinux.cfg")).unwrap();
         std::fs::create_dir_all(l.tftp_root.join("m")).unwrap();
         std::fs::write(l.tftp_root.join("pxelinux.0"), "pxe").unwrap();
@@ -176,7 +172,7 @@ mod tests {
     #[test]
     fn view_links_files_and_boots_read_only() {
         let d = tempfile::tempdir().unwrap();
-        let l = layout(d.path());
+        let l = tftp_fixture(d.path());
         let work = d.path().join("work");
         let v = tftp_view(&l, &work, "m", "52:54:00:12:34:56", false, true).unwrap();
         assert_eq!(v, work.join("tftp"));
@@ -207,7 +203,7 @@ mod tests {
     #[test]
     fn per_host_view_disables_default() {
         let d = tempfile::tempdir().unwrap();
-        let l = layout(d.path());
+        let l = tftp_fixture(d.path());
         let v = tftp_view(
             &l,
             &d.path().join("w"),

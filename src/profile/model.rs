@@ -437,11 +437,7 @@ mod tests {
     #[test]
     fn saved_profile_keeps_the_enums() {
         let d = tempfile::tempdir().unwrap();
-        let layout = crate::image::Layout {
-            base_dir: d.path().join("base"),
-            tftp_root: d.path().join("tftp"),
-            cache_dir: d.path().join("cache"),
-        };
+        let layout = crate::image::Layout::under(d.path());
         let text = "name = \"x\"\n[nfs]\nroot_mode = \"rw\"\n[logs]\nlayout = \"local\"\n\
                     [hostname]\nsources = [\"pattern\", \"dhcp\"]\n\
                     [initramfs]\nbackend = \"initramfs-tools\"\ncompression = \"zstd\"\n";

@@ -271,11 +271,7 @@ fn fake_published(l: &TestLayout) {
         timeout_s: 3,
         files: Default::default(),
     };
-    let layout = nfsroot::image::Layout {
-        base_dir: l.base.clone(),
-        tftp_root: l.tftp.clone(),
-        cache_dir: deb_cache(),
-    };
+    let layout = l.layout();
     rec.save(&layout).unwrap();
     let cfgd = l.tftp.join("pxelinux.cfg");
     std::fs::create_dir_all(&cfgd).unwrap();

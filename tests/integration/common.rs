@@ -86,6 +86,15 @@ impl TestLayout {
         self.base.join(name)
     }
 
+    /// The library's view of this layout, with the shared .deb cache.
+    pub fn layout(&self) -> nfsroot::image::Layout {
+        nfsroot::image::Layout {
+            base_dir: self.base.clone(),
+            tftp_root: self.tftp.clone(),
+            cache_dir: deb_cache(),
+        }
+    }
+
     /// This test's stand-in for the host's /etc (may not exist).
     pub fn etc(&self) -> PathBuf {
         self.base.parent().unwrap().join("etc")

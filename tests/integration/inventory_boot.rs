@@ -53,11 +53,7 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
     ]);
     hosts(&["sync"]);
     let fp = |h: &str| {
-        let layout = nfsroot::image::Layout {
-            base_dir: l.base.clone(),
-            tftp_root: l.tftp.clone(),
-            cache_dir: deb_cache(),
-        };
+        let layout = l.layout();
         nfsroot::hostkeys::host_fingerprint(&layout, h)
             .unwrap()
             .unwrap_or_else(|| panic!("sync made no keys for {h}"))
