@@ -22,20 +22,30 @@ use std::time::{Duration, Instant};
 const READER: &str = "trees-reader: ";
 
 /// The node side: report the tree, then read every file under /usr in
-/// order, one a second, until the test drops `trees-stop` in this node's
-/// log directory; print a line a minute and every error.
+/// order, one a second, until the test writes `stop` into the
+/// `trees-stop` file the reader made in its log directory; print a line a
+/// minute and every error.
+///
+/// The file is made by the node and read with O_DIRECT: the name is then
+/// known to every cache on the way, and each read goes to the server for
+/// the bytes. Dropping a new file into the directory from the server side
+/// was the signal before, and in one run the node did not see it for 17
+/// minutes: NFS-Ganesha's directory cache and the node's negative-lookup
+/// cache both kept the name absent.
 const READER_SCRIPT: &str = r#"#!/bin/sh
 exec >/dev/console 2>&1
 while [ ! -e /run/nfsroot/ready ]; do sleep 1; done
 . /etc/nfsroot-release
-h=$(hostname)
-d=/var/log/hosts/$h
-mkdir -p "$d"
+d=/var/log/hosts/$(hostname)
+mkdir -p "$d" && : >"$d/trees-stop"
 echo "trees-reader: started build=$BUILD_ID"
+told() {
+    dd if="$d/trees-stop" iflag=direct bs=512 count=1 2>/dev/null | grep -q stop
+}
 find /usr -xdev -type f | sort >/run/trees-files
-n=0; e=0
+n=0; e=0; stopped=no
 while read -r f; do
-    [ -e "$d/trees-stop" ] && break
+    if told; then stopped=yes; break; fi
     if ! cat "$f" >/dev/null 2>/run/trees-err; then
         e=$((e + 1)); echo "trees-reader: error $f: $(cat /run/trees-err)"
     fi
@@ -45,7 +55,7 @@ while read -r f; do
 done </run/trees-files
 . /etc/nfsroot-release
 u=no; [ -e /etc/trees-updated ] && u=yes
-echo "trees-reader: done read=$n errors=$e build=$BUILD_ID updated=$u stopped=$([ -e "$d/trees-stop" ] && echo yes || echo no)"
+echo "trees-reader: done read=$n errors=$e build=$BUILD_ID updated=$u stopped=$stopped"
 sync
 systemctl poweroff
 "#;
@@ -242,8 +252,10 @@ fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
         assert_eq!(kept_ids(&l), std::slice::from_ref(&v0));
         node_reads_for(done, "gc", &boot);
 
+        // Into the file the node made and reads (see READER_SCRIPT).
         let stop = state.with_file_name("trees-stop");
-        std::fs::write(&stop, "").unwrap();
+        assert!(stop.exists(), "the reader made no trees-stop");
+        std::fs::write(&stop, "stop\n").unwrap();
         (boot.join().unwrap(), (v0, v2))
     });
     let (v0, v2) = ids;
