@@ -327,7 +327,8 @@ impl<W: Write> Archiver<'_, W> {
             self.notes.push(o.changed());
             return Ok(());
         };
-        let Some(mut meta) = tree::entry_meta(o, &xattrs)? else {
+        let Some((mut meta, link)) = tree::entry_meta(o, &xattrs)? else {
+            self.notes.push(o.changed());
             return Ok(());
         };
         if let Some(n) = self.owners.user(meta.uid) {
@@ -349,21 +350,8 @@ impl<W: Write> Archiver<'_, W> {
             None
         };
         let mut h = header(w, &meta, xattrs);
-        if meta.target.is_some() {
-            // Raw bytes: the manifest's target is text, and is taken from
-            // this same read so the two agree. A link removed or replaced
-            // since it was listed has changed.
-            match o.read_link()? {
-                Some(t) => {
-                    meta.target = Some(String::from_utf8_lossy(&t).into_owned());
-                    h.link = t;
-                }
-                None => {
-                    self.notes.push(o.changed());
-                    return Ok(());
-                }
-            }
-        }
+        // Raw bytes; the manifest's target is their text, from one read.
+        h.link = link;
         let key = tree::key_of(&w.rel);
         if meta.kind != Kind::Dir
             && w.md.nlink() > 1

@@ -386,23 +386,29 @@ pub fn xattr_map(x: &[(Vec<u8>, Vec<u8>)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Metadata of one re-opened entry without its content hash; `xattrs`
-/// as read by [`Opened::xattrs`].
-pub fn entry_meta(o: &Opened<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<EntryMeta>> {
+/// Metadata of one re-opened entry without its content hash, and a
+/// symlink's target as raw bytes (empty for other kinds; the manifest's
+/// `target` is its text form, from the same read); `xattrs` as read by
+/// [`Opened::xattrs`]. `None` when the entry changed since it was listed.
+pub fn entry_meta(
+    o: &Opened<'_>,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+) -> Result<Option<(EntryMeta, Vec<u8>)>> {
     let md = &o.w.md;
     let Some(kind) = kind_of(md) else {
         return Ok(None);
     };
-    let target = if kind == Kind::Symlink {
+    let link = if kind == Kind::Symlink {
         match o.read_link()? {
-            Some(t) => Some(String::from_utf8_lossy(&t).into_owned()),
+            Some(t) => t,
             // Removed or replaced since it was listed: leave it out.
             None => return Ok(None),
         }
     } else {
-        None
+        Vec::new()
     };
-    Ok(Some(EntryMeta {
+    let target = (kind == Kind::Symlink).then(|| String::from_utf8_lossy(&link).into_owned());
+    let meta = EntryMeta {
         kind,
         mode: md.mode() & 0o7777,
         uid: md.uid(),
@@ -415,7 +421,8 @@ pub fn entry_meta(o: &Opened<'_>, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<Optio
         rdev: matches!(kind, Kind::Char | Kind::Block).then(|| dev_numbers(md)),
         xattrs: xattr_map(xattrs),
         link_group: None,
-    }))
+    };
+    Ok(Some((meta, link)))
 }
 
 /// Every entry under `root` that a snapshot would hold, with content
@@ -431,7 +438,7 @@ pub fn scan_tree(root: &Path) -> Result<BTreeMap<PathBuf, EntryMeta>> {
             continue;
         };
         let Some(x) = o.xattrs()? else { continue };
-        let Some(mut m) = entry_meta(&o, &x)? else {
+        let Some((mut m, _)) = entry_meta(&o, &x)? else {
             continue;
         };
         if m.kind == Kind::File {
