@@ -20,11 +20,23 @@ use std::path::{Path, PathBuf};
 /// hooks and examples that go with them.
 pub const SHARE_DIR: &str = "/usr/share/nfsroot";
 
+/// `NFSROOT_SHARE_DIR` at compile time (the package's build sets it).
+const BUILT_SHARE_DIR: Option<&str> = option_env!("NFSROOT_SHARE_DIR");
+
+/// The checkout this binary was built from, unless the build named a
+/// share directory: a constant, so a packaged binary holds no build path
+/// at any optimisation level (at `opt-level` 0 an unused match arm's
+/// string stays in the binary).
+const CHECKOUT: &str = match BUILT_SHARE_DIR {
+    Some(_) => "",
+    None => env!("CARGO_MANIFEST_DIR"),
+};
+
 /// The directory of shipped files for this binary (see the module doc).
 pub fn share_dir() -> PathBuf {
-    match option_env!("NFSROOT_SHARE_DIR") {
+    match BUILT_SHARE_DIR {
         Some(d) => PathBuf::from(d),
-        None => checkout_or_installed(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        None => checkout_or_installed(Path::new(CHECKOUT)),
     }
 }
 
