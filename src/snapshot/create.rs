@@ -473,6 +473,11 @@ fn data_segments(f: &File, md: &std::fs::Metadata) -> io::Result<Option<Vec<(u64
 
 /// Reads a file's bytes (or, when sparse, its data segments back to back)
 /// and hashes the whole logical content, holes as zeros, for the manifest.
+///
+/// A file that grew after it was stat'ed is an error: the read that ends
+/// at the stat'ed size asks for one byte more when the buffer has room,
+/// so most files need no separate read past their end (one system call
+/// per file, about 1% of a snapshot's CPU).
 struct SegmentReader<'a> {
     f: &'a File,
     path: &'a Path,
@@ -483,6 +488,8 @@ struct SegmentReader<'a> {
     size: u64,
     hasher: Sha256,
     bar: Option<&'a indicatif::ProgressBar>,
+    /// What the read past the stat'ed size found: `None` until one was made.
+    grew: Option<bool>,
 }
 
 impl<'a> SegmentReader<'a> {
@@ -503,6 +510,7 @@ impl<'a> SegmentReader<'a> {
             size,
             hasher: Sha256::new(),
             bar,
+            grew: None,
         }
     }
 
@@ -516,9 +524,14 @@ impl<'a> SegmentReader<'a> {
     }
 
     fn finish(mut self) -> Result<String> {
-        // A file that grew after it was stat'ed is caught here.
-        let mut probe = [0u8; 1];
-        if self.f.read_at(&mut probe, self.size).unwrap_or(0) != 0 {
+        let grew = match self.grew {
+            Some(g) => g,
+            None => {
+                let mut probe = [0u8; 1];
+                self.f.read_at(&mut probe, self.size).unwrap_or(0) != 0
+            }
+        };
+        if grew {
             bail!("{} grew while being archived", self.path.display());
         }
         self.hash_zeros_to(self.size);
@@ -536,7 +549,18 @@ impl Read for SegmentReader<'_> {
             }
             self.hash_zeros_to(start + self.off);
             let want = (len - self.off).min(buf.len() as u64) as usize;
-            let n = self.f.read_at(&mut buf[..want], start + self.off)?;
+            // The last bytes before the stat'ed size: one more, if it fits.
+            let at_end = start + self.off + want as u64 == self.size;
+            let ask = if at_end && want < buf.len() {
+                want + 1
+            } else {
+                want
+            };
+            let n = self.f.read_at(&mut buf[..ask], start + self.off)?;
+            if ask > want && n >= want {
+                self.grew = Some(n > want);
+            }
+            let n = n.min(want);
             if n == 0 {
                 return Ok(0);
             }
@@ -622,6 +646,46 @@ fn prune(dir: &Path, name: &str, keep: usize) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Read `f` (stat'ed at `size`) through a [`SegmentReader`] in reads
+    /// of at most `chunk` bytes, as the tar writer does; then finish.
+    fn read_through(f: &File, size: u64, chunk: usize) -> (Vec<u8>, Result<String>) {
+        let path = Path::new("/f");
+        let mut r = SegmentReader::new(f, path, None, size, None);
+        let (mut got, mut buf) = (Vec::new(), vec![0u8; chunk]);
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        (got, r.finish())
+    }
+
+    #[test]
+    fn a_file_that_grew_after_its_stat_is_refused_however_it_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        // Room for the extra byte in the last read (the usual case), none
+        // (the probe after the last read), and reads ending mid-file.
+        for chunk in [4096, 900, 300, 7] {
+            let (got, r) = read_through(&f, 900, chunk);
+            assert_eq!(got, data[..900], "chunk {chunk}");
+            let e = r.unwrap_err().to_string();
+            assert!(
+                e.contains("/f grew while being archived"),
+                "chunk {chunk}: {e}"
+            );
+            // The same file stat'ed at its real size is read whole.
+            let (got, r) = read_through(&f, 1000, chunk);
+            assert_eq!(got, data, "chunk {chunk}");
+            assert_eq!(r.unwrap(), hex::encode(Sha256::digest(&data)));
+        }
+    }
 
     #[test]
     fn same_second_snapshots_get_numbered_names_that_sort_in_order() {
