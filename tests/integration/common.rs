@@ -208,10 +208,64 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// QEMU boots share two cores: run them one at a time.
-pub fn qemu_lock() -> std::sync::MutexGuard<'static, ()> {
+/// QEMU boots share two cores: run them one at a time. The boots are the
+/// suite's critical path, so the thread holding the lock runs at nice
+/// [`BOOT_NICE`] until it lets go: the boot-test it starts (and its QEMU
+/// and NFS server) inherit that, and the other test threads (the runner
+/// starts four) take what CPU the boot leaves. Each turn is logged to
+/// `target/nfsroot-it/qemu-turns.log` (test, seconds waited, seconds held).
+pub fn qemu_lock() -> QemuTurn {
     static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
+    let asked = std::time::Instant::now();
+    let guard = M.lock().unwrap_or_else(|e| e.into_inner());
+    set_thread_nice(BOOT_NICE).expect("raising the boot's priority (tests run as root)");
+    QemuTurn {
+        _guard: guard,
+        waited: asked.elapsed(),
+        got: std::time::Instant::now(),
+    }
+}
+
+/// The QEMU lock, held until dropped; see [`qemu_lock`].
+pub struct QemuTurn {
+    _guard: std::sync::MutexGuard<'static, ()>,
+    waited: std::time::Duration,
+    got: std::time::Instant,
+}
+
+/// The niceness of a boot (see [`qemu_lock`]): CFS gives it about nine
+/// times the CPU share of a test thread at 0.
+pub const BOOT_NICE: i32 = -10;
+
+/// Set this thread's niceness (on Linux, `setpriority(PRIO_PROCESS, 0)`
+/// is per thread, and a child inherits its parent thread's).
+fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: a plain system call on the calling thread.
+    match unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+impl Drop for QemuTurn {
+    fn drop(&mut self) {
+        use std::io::Write;
+        // Back to the default, which a thread may always do.
+        let _ = set_thread_nice(0);
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let line = format!(
+            "{test} waited {:.1} held {:.1}\n",
+            self.waited.as_secs_f64(),
+            self.got.elapsed().as_secs_f64()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(work_dir().join("qemu-turns.log"));
+        if let Ok(mut f) = log {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
 }
 
 /// A new layout holding a copy of the fixture image (and the profile it

@@ -8,7 +8,8 @@
 //! I/O error and keep its own version to the end; gc must keep that
 //! version because the node reported it, and remove the one between.
 //! That node idles, so it boots outside the QEMU lock; a second boot
-//! (locked) must come up on the version `update` made.
+//! (locked) must come up on the version `update` made. (The test is
+//! started from boot.rs, so that it runs first.)
 //! A second test kills `update` and `gc` at their crash points.
 
 use crate::common::*;
@@ -122,8 +123,9 @@ fn kept_ids(l: &TestLayout) -> Vec<String> {
     v
 }
 
-#[test]
-fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
+/// Run as `boot::a_node_keeps_its_tree_through_restore_update_and_gc`,
+/// which the test runner starts first (see there).
+pub fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
     let l = clone_fixture();
     let img = l.image("minimal");
     install_reader(&img);
