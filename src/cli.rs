@@ -320,6 +320,11 @@ pub struct BootTestArgs {
     /// the image does), within --timeout
     #[arg(long)]
     pub until_poweroff: bool,
+    /// Pass at the node line instead of waiting for the node's boot
+    /// analysis after it (systemd-analyze takes 10-20 s under TCG); the
+    /// node still writes it to its per-host log
+    #[arg(long)]
+    pub no_analysis: bool,
     /// Boot this inventory host (its MAC, address, name and image) on a
     /// private bridge at the inventory's server address, through the real
     /// DHCP and TFTP daemons and the configs `sync` wrote under --etc-dir

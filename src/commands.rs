@@ -413,6 +413,7 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
         expect_no_boot: a.expect_no_boot,
         write_root: a.write_root,
         until_poweroff: a.until_poweroff,
+        no_analysis: a.no_analysis,
         lan: a.dhcp.map(|d| crate::boottest::LanOptions {
             host: a.host.clone().unwrap_or_default(),
             dhcp: match d {

@@ -211,6 +211,8 @@ impl Verdict {
 pub struct Watcher {
     /// The test expects the node not to come up (a disabled host, ...).
     expect_no_boot: bool,
+    /// The verdict comes at the node line, without its boot analysis.
+    no_analysis: bool,
     /// Bytes after the last newline, waiting for the rest of their line.
     pending: Vec<u8>,
     timings: Timings,
@@ -231,6 +233,15 @@ impl Watcher {
         Watcher {
             expect_no_boot,
             ..Watcher::default()
+        }
+    }
+
+    /// The watcher for a boot plan: what it expects, and whether it waits
+    /// for the boot analysis.
+    pub fn for_plan(plan: &super::BootPlan) -> Watcher {
+        Watcher {
+            no_analysis: plan.no_analysis,
+            ..Watcher::new(plan.expect_no_boot)
         }
     }
 
@@ -323,11 +334,12 @@ impl Watcher {
     }
 
     /// The node line: the verdict now, or after the boot analysis that a
-    /// node reporting `units=` prints next.
+    /// node reporting `units=` prints next (unless the plan says not to
+    /// wait for it).
     fn node(&mut self, rest: &str, t: f64, events: &mut Vec<Event>) {
         self.timings.node_up = Some(t);
         let fields = parse_node_line(rest);
-        let analyses = fields.contains_key("units");
+        let analyses = fields.contains_key("units") && !self.no_analysis;
         events.push(Event::Node {
             line: rest.to_string(),
             fields,
@@ -657,6 +669,20 @@ mod tests {
         assert_eq!(f["ip"], "10.0.2.15");
         assert_eq!(f["root"], "ro");
         assert_eq!(f["tmpfs"], "/tmp,/var/tmp");
+    }
+
+    #[test]
+    fn without_analysis_the_node_line_is_the_verdict() {
+        let mut w = Watcher {
+            no_analysis: true,
+            ..Watcher::new(false)
+        };
+        let ev = w.feed(b"nfsroot: n1 10.0.2.15 image=m root=ro units=none\n", 20.0);
+        assert_eq!(ev.last(), Some(&Event::Finished(Verdict::pass(""))));
+        assert!(
+            w.feed(b"nfsroot-analyze: 3.1s a.service\n", 21.0)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -133,6 +133,8 @@ pub struct Options {
     /// After the node line, let the VM run until it powers off (a unit in
     /// the image does), within the timeout.
     pub until_poweroff: bool,
+    /// Pass at the node line, without waiting for its boot analysis.
+    pub no_analysis: bool,
     /// Boot an inventory host through the real DHCP and TFTP daemons on
     /// a private bridge, from the configs `sync` wrote (`lan.rs`).
     pub lan: Option<LanOptions>,
@@ -180,6 +182,8 @@ pub struct BootPlan {
     pub expect_no_boot: bool,
     #[serde(default)]
     pub until_poweroff: bool,
+    #[serde(default)]
+    pub no_analysis: bool,
     /// With `--host`: the bridge and daemons instead of QEMU's network.
     #[serde(default)]
     pub lan: Option<lan::LanPlan>,
@@ -348,6 +352,7 @@ fn prepare(layout: &Layout, a: &Options, work: Option<PathBuf>) -> Result<Prepar
         cpus: a.cpus,
         expect_no_boot: a.expect_no_boot,
         until_poweroff: a.until_poweroff,
+        no_analysis: a.no_analysis,
         lan: target.as_ref().map(|t| t.plan.clone()),
     };
     Ok(Prepared {

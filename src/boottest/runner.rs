@@ -468,7 +468,7 @@ fn watch(
     r: &mut BootReport,
 ) -> Result<Verdict> {
     let deadline = start + Duration::from_secs(plan.timeout);
-    let mut w = Watcher::new(plan.expect_no_boot);
+    let mut w = Watcher::for_plan(plan);
     let mut pos = 0u64;
     // The console again, each line stamped with seconds since QEMU started.
     let timed_path = plan.work.join("console.timed.log");
@@ -646,6 +646,7 @@ mod tests {
             cpus: 2,
             expect_no_boot: false,
             until_poweroff: false,
+            no_analysis: false,
             lan: None,
         }
     }

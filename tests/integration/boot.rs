@@ -46,7 +46,7 @@ fn units_as_the_profile_says() {
         "{conf}"
     );
     assert!(conf.contains(" systemd-pstore.service'\n"), "{conf}");
-    let r = boot_test(f, &["--mode", "direct"]);
+    let r = boot_test_analysed(f, &["--mode", "direct"]);
     assert_boot_passed(&r);
     assert_machine_id(&r, "52:54:00:12:34:56");
     let checks = r["checks"].as_array().unwrap();

@@ -314,17 +314,35 @@ pub fn boot_test_image(l: &TestLayout, image: &str, args: &[&str]) -> serde_json
 /// Run boot-test of `image` with `args` through `c` (nfsroot with this
 /// test's layout, and whatever environment the caller set); return the
 /// parsed JSON report, after checking nothing it started still runs.
+///
+/// These boots pass at the node line (`--no-analysis`): the node's
+/// systemd-analyze after it holds the QEMU lock 10-20 s more under TCG.
+/// [`boot_test_analysed`] waits for it, where a test checks it.
 pub fn boot_test_with(c: Command, image: &str, args: &[&str]) -> serde_json::Value {
     let _g = qemu_lock();
     boot_test_unlocked(c, image, args)
+}
+
+/// [`boot_test`] that also waits for the node's boot analysis and
+/// reports it (`analysis`).
+pub fn boot_test_analysed(l: &TestLayout, args: &[&str]) -> serde_json::Value {
+    let _g = qemu_lock();
+    run_boot_test(nfsroot(l), "minimal", args, true)
 }
 
 /// [`boot_test_with`] without taking [`qemu_lock`]: for a long-running
 /// node that is mostly idle (the trees test's node reads a file a second
 /// for minutes), so other boots may run beside it instead of waiting.
 /// Not for a boot whose node is busy or whose timing matters.
-pub fn boot_test_unlocked(mut c: Command, image: &str, args: &[&str]) -> serde_json::Value {
+pub fn boot_test_unlocked(c: Command, image: &str, args: &[&str]) -> serde_json::Value {
+    run_boot_test(c, image, args, false)
+}
+
+fn run_boot_test(mut c: Command, image: &str, args: &[&str], analysis: bool) -> serde_json::Value {
     c.args(["--json", "boot-test", image]).args(args);
+    if !analysis {
+        c.arg("--no-analysis");
+    }
     let (r, _) = boot_report(c);
     eprintln!(
         "boot-test {args:?}: passed={} timings={} diagnosis={}",

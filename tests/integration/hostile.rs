@@ -1253,7 +1253,14 @@ fn hostile_boot_test() {
         let _g = qemu_lock();
         h.cmd(
             "boot-test",
-            &["--json", "boot-test", "minimal", "--mode", "direct"],
+            &[
+                "--json",
+                "boot-test",
+                "minimal",
+                "--mode",
+                "direct",
+                "--no-analysis",
+            ],
         )
     };
     h.judge("boot-test", &out, &[], &[]);

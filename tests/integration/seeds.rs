@@ -187,6 +187,7 @@ pub fn boot_hosts(
         &list,
         "--dhcp",
         dhcp,
+        "--no-analysis",
     ]);
     c.args(more);
     let (r, out) = boot_report(c);

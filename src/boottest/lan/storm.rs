@@ -299,7 +299,7 @@ impl<'a> Node<'a> {
             plan,
             start: Instant::now(),
             qemu: Proc::start("qemu", &mut q)?,
-            watcher: Watcher::new(plan.expect_no_boot),
+            watcher: Watcher::for_plan(plan),
             console,
             pos: 0,
             timed,
