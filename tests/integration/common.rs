@@ -317,7 +317,8 @@ pub fn boot_test_image(l: &TestLayout, image: &str, args: &[&str]) -> serde_json
 ///
 /// These boots pass at the node line (`--no-analysis`): the node's
 /// systemd-analyze after it holds the QEMU lock 10-20 s more under TCG.
-/// [`boot_test_analysed`] waits for it, where a test checks it.
+/// [`boot_test_analysed`] waits for it, where a test checks it or the
+/// node's state file (written after the line, before the analysis ends).
 pub fn boot_test_with(c: Command, image: &str, args: &[&str]) -> serde_json::Value {
     let _g = qemu_lock();
     boot_test_unlocked(c, image, args)

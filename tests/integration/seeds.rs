@@ -55,7 +55,14 @@ fn seed_002_two_images_and_local_boot_in_one_storm() {
     }
 
     let names: Vec<&str> = nodes.iter().map(|n| n.0).collect();
-    let r = boot_hosts(&l, &inv, &etc, &names, "dhcpd", &["--timeout", "900"]);
+    let r = boot_hosts(
+        &l,
+        &inv,
+        &etc,
+        &names,
+        "dhcpd",
+        &["--timeout", "900", "--no-analysis"],
+    );
     let hosts = r["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 5, "{r:#}");
     for (i, ((name, image), h)) in nodes.iter().zip(hosts).enumerate() {
@@ -187,7 +194,6 @@ pub fn boot_hosts(
         &list,
         "--dhcp",
         dhcp,
-        "--no-analysis",
     ]);
     c.args(more);
     let (r, out) = boot_report(c);

@@ -300,8 +300,9 @@ pub fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
         "{st:#}"
     );
     // The next boot (one, locked as usual) comes up on the new version:
-    // its node line and the state file its ready hook writes say so.
-    let r = boot_test(&l, &[]);
+    // its node line and the state file its ready hook writes say so
+    // (after the line, before the analysis ends: so with the analysis).
+    let r = boot_test_analysed(&l, &[]);
     assert_boot_passed(&r);
     assert_eq!(r["fields"]["build"], v2.as_str(), "{r:#}");
     let reported = std::fs::read_to_string(&state).unwrap();
