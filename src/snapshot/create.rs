@@ -1,10 +1,9 @@
 //! `nfsroot snapshot`: one pass over the image under its lock.
 //!
-//! The tree is walked (sorted, by [`super::tree::walk`]'s rules) on a thread
-//! of its own while the archive is written; each entry is read once, its
-//! bytes hashed for the manifest on the way into the tar stream, and the
-//! stream compressed on worker threads into a temp file beside the final
-//! name. The
+//! The tree is walked first (sorted, by [`super::tree::walk`]'s rules) so the
+//! progress bar knows the total; then each entry is read once, its bytes
+//! hashed for the manifest on the way into the tar stream, and the stream
+//! compressed on worker threads into a temp file beside the final name. The
 //! checksum and manifest are committed first and the archive renamed last,
 //! so a failed or interrupted run leaves nothing under the archive's name;
 //! pruning removes an archive before its side files. Side files a killed run
@@ -26,7 +25,6 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::Instant;
 
 /// Mode of a snapshot and the files beside it: the archive holds
@@ -234,7 +232,7 @@ struct Written {
     sha256: String,
 }
 
-/// Walk the tree and stream every entry through tar, the compressor and
+/// Walk the tree, then stream every entry through tar, the compressor and
 /// a hash into `file`.
 fn write_archive(
     root: &Path,
@@ -248,9 +246,14 @@ fn write_archive(
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    // The bar's length grows as the walk finds files; the walk runs well
-    // ahead of the archive.
-    let bar = crate::progress::bytes_bar(0, opts.progress);
+    let walked = tree::walk(root)?;
+    let total: u64 = walked
+        .entries
+        .iter()
+        .filter(|w| w.md.is_file())
+        .map(|w| w.md.len())
+        .sum();
+    let bar = crate::progress::bytes_bar(total, opts.progress);
     let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let comp = Compressor::new(hashing, opts.format, level, workers)?;
     let mut a = Archiver {
@@ -263,11 +266,16 @@ fn write_archive(
         links: HashMap::new(),
         users: BTreeMap::new(),
         groups: BTreeMap::new(),
-        notes: Vec::new(),
+        notes: walked.notes.clone(),
         sparse_files: 0,
     };
-    let walk_notes = archive_walk(root, &mut a)?;
-    a.notes.splice(0..0, walk_notes);
+    let mut confined = tree::Confined::new(root)?;
+    for w in &walked.entries {
+        match confined.open(w)? {
+            Some(o) => a.add(&o, w)?,
+            None => a.notes.push(tree::changed(w)),
+        }
+    }
     tree::set_link_groups(&mut a.entries, a.links.into_values());
     let tar_bytes = a.tar.written();
     let comp = a.tar.finish().context("finishing the tar stream")?;
@@ -290,60 +298,6 @@ fn write_archive(
         tar_bytes,
         bytes,
         sha256,
-    })
-}
-
-/// Walked entries on their way from the walking thread to the archiver.
-struct Stream {
-    tx: SyncSender<tree::Walked>,
-    notes: Vec<String>,
-}
-
-impl tree::Found for Stream {
-    fn entry(&mut self, w: tree::Walked) -> Result<()> {
-        self.tx
-            .send(w)
-            .map_err(|_| anyhow::anyhow!("the archive stopped taking entries"))
-    }
-    fn note(&mut self, note: String) {
-        self.notes.push(note);
-    }
-}
-
-/// Archive the tree while a thread of its own walks it (the walk used to
-/// run first, alone on one core: 0.X s of a 1.1 GB image's snapshot): each
-/// entry is re-opened confined and added as it arrives, in walk order.
-/// The walk's notes. A failed walk fails the snapshot even though the
-/// archive saw the end of the entries.
-fn archive_walk<W: Write>(root: &Path, a: &mut Archiver<'_, W>) -> Result<Vec<String>> {
-    let mut confined = tree::Confined::new(root)?;
-    std::thread::scope(|s| {
-        let (tx, rx) = sync_channel(4096);
-        let walker = s.spawn(move || {
-            let mut out = Stream {
-                tx,
-                notes: Vec::new(),
-            };
-            tree::walk_into(root, &mut out).map(|()| out.notes)
-        });
-        let archived = (|| -> Result<()> {
-            for w in rx {
-                if let (Some(b), true) = (a.bar, w.md.is_file()) {
-                    b.inc_length(w.md.len());
-                }
-                match confined.open(&w)? {
-                    Some(o) => a.add(&o, &w)?,
-                    None => a.notes.push(tree::changed(&w)),
-                }
-            }
-            Ok(())
-        })();
-        // An archive error drops the receiver, which ends the walk.
-        let walked = walker
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        archived?;
-        walked
     })
 }
 

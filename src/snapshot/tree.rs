@@ -83,23 +83,6 @@ pub struct WalkResult {
     pub notes: Vec<String>,
 }
 
-/// Where [`walk_into`] puts what it finds, as it finds it: the entries in
-/// walk order, and the notes. An error from [`Found::entry`] ends the walk.
-pub trait Found {
-    fn entry(&mut self, w: Walked) -> Result<()>;
-    fn note(&mut self, note: String);
-}
-
-impl Found for WalkResult {
-    fn entry(&mut self, w: Walked) -> Result<()> {
-        self.entries.push(w);
-        Ok(())
-    }
-    fn note(&mut self, note: String) {
-        self.notes.push(note);
-    }
-}
-
 /// `/rel` for notes.
 fn slash(rel: &Path) -> String {
     format!("/{}", rel.display())
@@ -115,30 +98,24 @@ fn changed_note(rel: &Path) -> String {
 
 /// Walk `root` by the snapshot's rules.
 pub fn walk(root: &Path) -> Result<WalkResult> {
-    let mut res = WalkResult::default();
-    walk_into(root, &mut res)?;
-    Ok(res)
-}
-
-/// [`walk`], handing each entry and note to `out` as it is found (so a
-/// snapshot archives while another thread walks).
-pub fn walk_into(root: &Path, out: &mut dyn Found) -> Result<()> {
     let fd = at::open_dir(root).with_context(|| format!("opening {}", root.display()))?;
     let md = fs::symlink_metadata(proc_path(&fd, OsStr::new(".")))
         .with_context(|| format!("reading {}", root.display()))?;
     let dev = md.dev();
-    out.entry(Walked {
+    let mut res = WalkResult::default();
+    res.entries.push(Walked {
         rel: PathBuf::new(),
         md,
-    })?;
-    walk_dir(&fd, root, Path::new(""), dev, out)
+    });
+    walk_dir(&fd, root, Path::new(""), dev, &mut res)?;
+    Ok(res)
 }
 
 fn same_inode(st: &rfs::Stat, md: &Metadata) -> bool {
     st.st_dev == md.dev() && st.st_ino == md.ino() && st.st_mode & 0o170000 == md.mode() & 0o170000
 }
 
-fn walk_dir(dir: &OwnedFd, root: &Path, rel: &Path, dev: u64, out: &mut dyn Found) -> Result<()> {
+fn walk_dir(dir: &OwnedFd, root: &Path, rel: &Path, dev: u64, res: &mut WalkResult) -> Result<()> {
     let ctx = || format!("reading directory {}", root.join(rel).display());
     let mut names: Vec<OsString> = Vec::new();
     for e in rfs::Dir::read_from(dir).with_context(ctx)? {
@@ -155,7 +132,7 @@ fn walk_dir(dir: &OwnedFd, root: &Path, rel: &Path, dev: u64, out: &mut dyn Foun
         let md = match fs::symlink_metadata(proc_path(dir, &name)) {
             Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                out.note(changed_note(&r));
+                res.notes.push(changed_note(&r));
                 continue;
             }
             Err(e) => {
@@ -164,7 +141,7 @@ fn walk_dir(dir: &OwnedFd, root: &Path, rel: &Path, dev: u64, out: &mut dyn Foun
         };
         let ft = md.file_type();
         if ft.is_socket() {
-            out.note(format!(
+            res.notes.push(format!(
                 "skipped socket {} (sockets cannot be archived)",
                 slash(&r)
             ));
@@ -176,9 +153,9 @@ fn walk_dir(dir: &OwnedFd, root: &Path, rel: &Path, dev: u64, out: &mut dyn Foun
             && rel.as_os_str().is_empty()
             && MOUNT_POINTS.iter().any(|m| OsStr::new(m) == name);
         if !is_dir || other_fs || mount_point {
-            out.entry(Walked { rel: r.clone(), md })?;
+            res.entries.push(Walked { rel: r.clone(), md });
             if other_fs {
-                out.note(format!(
+                res.notes.push(format!(
                     "{} is a mount point; kept as an empty directory",
                     slash(&r)
                 ));
@@ -189,16 +166,16 @@ fn walk_dir(dir: &OwnedFd, root: &Path, rel: &Path, dev: u64, out: &mut dyn Foun
         let sub = match open_dir_at(dir.as_fd(), &name) {
             Ok(fd) => fd,
             Err(_) => {
-                out.note(changed_note(&r));
+                res.notes.push(changed_note(&r));
                 continue;
             }
         };
         if !rfs::fstat(&sub).is_ok_and(|st| same_inode(&st, &md)) {
-            out.note(changed_note(&r));
+            res.notes.push(changed_note(&r));
             continue;
         }
-        out.entry(Walked { rel: r.clone(), md })?;
-        walk_dir(&sub, root, &r, dev, out)?;
+        res.entries.push(Walked { rel: r.clone(), md });
+        walk_dir(&sub, root, &r, dev, res)?;
     }
     Ok(())
 }
