@@ -73,13 +73,16 @@ ExecStart=/usr/lib/nfsroot/nfsroot-node hostkeys
 WantedBy=multi-user.target
 ";
 
+/// The node line. `Type=simple`: the start job ends at the fork, so the
+/// boot finishes while the hook waits for it to (a oneshot would be a job
+/// the boot waits for); a scope started from a oneshot cost 0.6 s under TCG.
 const READY_UNIT: &str = "\
 [Unit]
 Description=nfsroot: report this node on the console
 After=multi-user.target rsyslog.service remote-fs.target nfsroot-hostname.service nfsroot-hostkeys.service
 
 [Service]
-Type=oneshot
+Type=simple
 ExecStart=/usr/lib/nfsroot/nfsroot-node ready
 
 [Install]
@@ -231,7 +234,7 @@ mod tests {
                 "Id={id}\nLoadState={load}\nActiveState={active}\nInactiveExitTimestampMonotonic={ran}\n"
             )
         };
-        let run = |failed: &str, shown: &[String]| {
+        let run = |failed: &str, shown: &[String], state: &str| {
             let fake = bin.join("systemctl");
             std::fs::write(
                 &fake,
@@ -251,6 +254,7 @@ mod tests {
             let out = std::process::Command::new("sh")
                 .arg(&script)
                 .arg("units")
+                .arg(state)
                 .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
                 .env("NFSROOT_NODE_CONF", &conf)
                 .env("NFSROOT_UNIT_DIR", &units)
@@ -264,7 +268,16 @@ mod tests {
             show("gone.timer", "not-found", "inactive", 0),
             show("getty@tty1.service", "loaded", "active", 5),
         ];
-        assert_eq!(run("", &good), "none");
+        assert_eq!(run("", &good, ""), "none");
+        // A running system has no failed unit: the list is not asked for.
+        assert_eq!(
+            run("x.service loaded failed failed X\n", &good, "running"),
+            "none"
+        );
+        assert_eq!(
+            run("x.service loaded failed failed X\n", &good, "degraded"),
+            "failed:x.service"
+        );
         let bad = [
             show("e2scrub_reap.service", "masked", "inactive", 7),
             show("apt-daily.timer", "loaded", "active", 9),
@@ -272,7 +285,7 @@ mod tests {
             show("getty@tty1.service", "loaded", "inactive", 0),
         ];
         assert_eq!(
-            run("x.service loaded failed failed X\n", &bad),
+            run("x.service loaded failed failed X\n", &bad, ""),
             "failed:x.service,ran:e2scrub_reap.service,unmasked:apt-daily.timer,ran:apt-daily.timer,inactive:getty@tty1.service"
         );
     }

@@ -40,7 +40,7 @@ const HOUR_SCRIPT: &str = r#"#!/bin/sh
 exec >/dev/console 2>&1
 while [ ! -e /run/nfsroot/ready ]; do sleep 1; done
 sleep 1
-while systemctl -q is-active nfsroot-report.scope; do sleep 1; done
+while systemctl -q is-active nfsroot-ready.service; do sleep 1; done
 for m in /home /cluster_bin; do
     echo "cluster-hour: mount $m $(cat "$m/nfsroot-boot-test-export" 2>&1)"
 done
