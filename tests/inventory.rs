@@ -237,6 +237,8 @@ dhcp-boot=tag:nfsroot,tag:nfsroot-bios,pxelinux.0,,10.18.1.1
 dhcp-boot=tag:nfsroot,tag:nfsroot-uefi,shimx64.efi,,10.18.1.1
 dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:nfsroot-efi64,shimx64.efi,,10.18.1.1
 dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:!nfsroot-efi64,tag:!nfsroot-arm64,pxelinux.0,,10.18.1.1
+# iPXE: no ProxyDHCP server here; do not wait 2 s for one (no-pxedhcp)
+dhcp-option=tag:nfsroot,encap:175,176,1b
 enable-tftp
 tftp-root=/T/tftp
 dhcp-host=52:54:00:00:01:01,10.18.1.2,n001
@@ -251,7 +253,9 @@ dhcp-host=52:54:00:00:02:01,52:54:00:00:02:02,10.18.1.18,g001
         prologue.contains(
             "subnet 10.18.1.0 netmask 255.255.255.0 {\n  option routers 10.18.1.1;\n  \
              option domain-name-servers 10.18.1.1;\n  option domain-name \"cluster.example\";\n  \
-             next-server 10.18.1.1;\n  filename \"pxelinux.0\";\n}\n"
+             next-server 10.18.1.1;\n  filename \"pxelinux.0\";\n  \
+             # iPXE: no ProxyDHCP server here; do not wait 2 s for one (no-pxedhcp)\n  \
+             option ipxe.no-pxedhcp 1;\n}\n"
         ),
         "{prologue}"
     );

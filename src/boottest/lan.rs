@@ -61,6 +61,7 @@ pub const TFTPD: Tool = Tool {
 use crate::inventory::sync::{DHCPD_CONF, DNSMASQ_CONF};
 const BRIDGE: &str = "nfsroot-br0";
 
+mod ra;
 mod storm;
 pub use storm::{StormPlan, run_hosts, run_storm_inner};
 
@@ -253,11 +254,13 @@ pub fn netdev(tap: &str) -> String {
     format!("tap,id=n0,ifname={tap},script=no,downscript=no")
 }
 
-/// The running LAN: its daemons (stopped by PID on drop) and, in dhcpd
-/// mode, the syslog drain.
+/// The running LAN: its daemons (stopped by PID on drop), the answers
+/// to IPv6 router solicitations ([`ra`]) and, in dhcpd mode, the syslog
+/// drain.
 pub struct Lan {
     procs: Vec<Proc>,
     syslog: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    _ra: ra::Responder,
 }
 
 impl Drop for Lan {
@@ -292,6 +295,7 @@ impl Lan {
         let mut lan = Lan {
             procs: Vec::new(),
             syslog: None,
+            _ra: ra::start(BRIDGE, &work.join("ra.log"))?,
         };
         match p.dhcp {
             Dhcp::Dnsmasq => lan.start_dnsmasq(work, p)?,

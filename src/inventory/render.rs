@@ -259,7 +259,15 @@ fn dnsmasq_boot(s: &mut String, inv: &Inventory) {
     ] {
         let _ = writeln!(s, "dhcp-boot=tag:nfsroot,{tags},{file},,{}", c.tftp_server);
     }
+    let _ = writeln!(s, "{IPXE_NO_PROXYDHCP_NOTE}");
+    let _ = writeln!(s, "dhcp-option=tag:nfsroot,encap:175,176,1b");
 }
+
+/// Why the configs set iPXE's `no-pxedhcp` (option 176 inside 175): iPXE
+/// otherwise waits 2 s after the first offer for a ProxyDHCP offer, which
+/// a cluster whose DHCP server names the loader never sends.
+const IPXE_NO_PROXYDHCP_NOTE: &str =
+    "# iPXE: no ProxyDHCP server here; do not wait 2 s for one (no-pxedhcp)";
 
 /// The prologue of a new dhcpd.conf: the subnet with PXE options. Written
 /// once, when the file does not exist; after that it is the admin's.
@@ -272,7 +280,10 @@ pub fn dhcpd_prologue(inv: &Inventory) -> String {
          authoritative;\n\
          ddns-update-style none;\n\
          default-lease-time 86400;\n\
-         max-lease-time 86400;\n\n",
+         max-lease-time 86400;\n\
+         option space ipxe;\n\
+         option ipxe-encap-opts code 175 = encapsulate ipxe;\n\
+         option ipxe.no-pxedhcp code 176 = unsigned integer 8;\n\n",
     );
     let _ = writeln!(
         s,
@@ -292,6 +303,8 @@ pub fn dhcpd_prologue(inv: &Inventory) -> String {
     }
     let _ = writeln!(s, "  next-server {};", c.tftp_server);
     let _ = writeln!(s, "  filename \"{}\";", c.boot_file);
+    let _ = writeln!(s, "  {IPXE_NO_PROXYDHCP_NOTE}");
+    let _ = writeln!(s, "  option ipxe.no-pxedhcp 1;");
     s.push_str("}\n\n");
     s
 }
