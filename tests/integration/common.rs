@@ -213,7 +213,8 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
 /// [`BOOT_NICE`] until it lets go: the boot-test it starts (and its QEMU
 /// and NFS server) inherit that, and the other test threads (the runner
 /// starts four) take what CPU the boot leaves. Each turn is logged to
-/// `target/nfsroot-it/qemu-turns.log` (test, seconds waited, seconds held).
+/// `target/nfsroot-it/qemu-turns.log` (test, seconds waited, seconds held,
+/// the end's Unix time).
 pub fn qemu_lock() -> QemuTurn {
     static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let asked = std::time::Instant::now();
@@ -253,8 +254,11 @@ impl Drop for QemuTurn {
         // Back to the default, which a thread may always do.
         let _ = set_thread_nice(0);
         let test = std::thread::current().name().unwrap_or("?").to_string();
+        let ended = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let line = format!(
-            "{test} waited {:.1} held {:.1}\n",
+            "{test} waited {:.1} held {:.1} ended {ended}\n",
             self.waited.as_secs_f64(),
             self.got.elapsed().as_secs_f64()
         );
