@@ -39,11 +39,14 @@ WantedBy=sysinit.target
 
 /// The hostname unit. With per-node login records it also runs before
 /// systemd-tmpfiles-setup, whose `f /var/log/wtmp` lines would otherwise
-/// chmod/chown the shared files before the binds hide them; elsewhere
-/// tmpfiles runs beside it (3-4 s off sysinit's critical path under TCG).
+/// chmod/chown the shared files before the binds hide them, and before the
+/// remote mounts: it mounts the log export itself, and fstab's mount of it
+/// must then find it mounted, not race it (nothing else orders NFS mounts
+/// after sysinit once rpc-gssd is masked). Elsewhere tmpfiles and the
+/// mounts run beside it (3-4 s off sysinit's critical path under TCG).
 fn hostname_unit(p: &crate::profile::Profile) -> String {
     let order = if super::logs::per_host_logins(p) {
-        "Before=systemd-tmpfiles-setup.service\n"
+        "Before=systemd-tmpfiles-setup.service remote-fs-pre.target\n"
     } else {
         ""
     };

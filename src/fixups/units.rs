@@ -59,6 +59,19 @@ pub enum When {
     /// would share /var/log/wtmp; on a read-only root it is on the per-boot
     /// tmpfs, so nobody can read the records once the node reboots.
     NoOwnWtmp,
+    /// Unless a mount of the profile asks for Kerberos (`sec=krb5`,
+    /// `krb5i`, `krb5p`: see [`wants_kerberos`]).
+    NoKerberos,
+}
+
+/// Whether the root's or an extra mount's NFS options name a Kerberos
+/// flavour (`sec=krb5...`, also in a list such as `sec=sys:krb5`).
+pub fn wants_kerberos(p: &Profile) -> bool {
+    std::iter::once(p.nfs.options.as_str())
+        .chain(p.mounts.iter().map(|m| m.options.as_str()))
+        .flat_map(|o| o.split(','))
+        .filter_map(|o| o.trim().strip_prefix("sec="))
+        .any(|flavours| flavours.split(':').any(|f| f.starts_with("krb5")))
 }
 
 /// Masked by default: `(unit, when, why)`.
@@ -112,6 +125,11 @@ pub const DEFAULT_MASK: &[(&str, When, &str)] = &[
         "rpc-statd-notify.service",
         When::Always,
         "sm-notify writes /var/lib/nfs state shared by every node; nodes mount with nolock",
+    ),
+    (
+        "rpc-gssd.service",
+        When::NoKerberos,
+        "Kerberos for NFS, which the profile's mounts do not ask for; nfs-client.target waits for it, and it for the rpc_pipefs mount after tmpfiles, so every NFS mount (the log export too) waited for sysinit (2 s under TCG)",
     ),
     (
         "modprobe@dm_mod.service",
@@ -177,12 +195,14 @@ pub const DEFAULT_DISABLE: &[(&str, &str, &str)] = &[(
 pub fn default_mask(p: &Profile) -> impl Iterator<Item = &'static str> {
     let rw = p.nfs.root_mode == RootMode::Rw;
     let own_wtmp = super::logs::per_host_logins(p);
+    let krb5 = wants_kerberos(p);
     DEFAULT_MASK
         .iter()
         .filter(move |(_, when, _)| match when {
             When::Always => true,
             When::RwRoot => rw,
             When::NoOwnWtmp => !own_wtmp,
+            When::NoKerberos => !krb5,
         })
         .map(|(u, _, _)| *u)
 }
@@ -535,6 +555,32 @@ mod tests {
             assert_eq!(has("systemd-update-utmp-runlevel.service"), masked_utmp);
             assert!(has("systemd-machine-id-commit.service"), "{extra}");
             assert_eq!(super::super::logs::per_host_logins(&p), own, "{extra}");
+        }
+    }
+
+    /// rpc-gssd is masked unless a mount asks for a Kerberos flavour,
+    /// on the root or an extra mount, alone or in a `sec=` list.
+    #[test]
+    fn gssd_masked_unless_a_mount_wants_kerberos() {
+        let mount = |o: &str| {
+            format!(
+                "[[mounts]]\nsource = \"10.0.0.1:/home\"\ntarget = \"/home\"\noptions = \"{o}\"\n"
+            )
+        };
+        for (extra, krb5) in [
+            (String::new(), false),
+            ("[nfs]\noptions = \"vers=4.2,sec=sys\"\n".to_string(), false),
+            (
+                "[nfs]\noptions = \"vers=4.2,sec=krb5p\"\n".to_string(),
+                true,
+            ),
+            (mount("rw,sec=sys:krb5i"), true),
+            (mount("rw,vers=3"), false),
+        ] {
+            let p = profile(&extra);
+            assert_eq!(wants_kerberos(&p), krb5, "{extra}");
+            let m = masked(&p);
+            assert_eq!(!m.iter().any(|u| u == "rpc-gssd.service"), krb5, "{extra}");
         }
     }
 
