@@ -15,21 +15,24 @@
 //! flag. iPXE's NDP configurator is done at the first one; the nodes' Linux
 //! takes no address or route from it. The kernel fills in the ICMPv6
 //! checksum on a raw ICMPv6 socket. Each answer is a line in `ra.log`.
-//! The socket's calls are `libc`'s: no crate in the tree wraps raw ICMPv6
-//! sockets with multicast membership, and the calls are few.
+//! The socket is `rustix`'s (its `net` calls), so nothing here is unsafe.
+//! It is not bound to the bridge (rustix has no `SO_BINDTODEVICE`): it
+//! joins ff02::2 on the bridge only, and the test's private network
+//! namespace has no other link that carries IPv6.
 //!
 //! This is the test LAN's part only: `sync` renders no IPv6 for the
 //! cluster. A real LAN without an IPv6 router costs iPXE nodes the same
 //! 16 s (the README says so under the inventory).
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
+use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketType, sockopt};
 use std::io::Write as _;
-use std::net::Ipv6Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// ICMPv6 message types (RFC 4861).
 const ROUTER_SOLICITATION: u8 = 133;
@@ -68,141 +71,54 @@ impl Drop for Responder {
     }
 }
 
-fn check(rc: libc::c_int, what: &str) -> Result<()> {
-    if rc < 0 {
-        bail!("{what}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn setsockopt<T>(fd: &OwnedFd, level: i32, name: i32, v: &T, what: &str) -> Result<()> {
-    // SAFETY: `v` is a live value of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    check(rc, what)
-}
-
-/// A raw ICMPv6 socket on `ifname` (index `ifindex`), in ff02::2, whose
-/// multicasts leave with hop limit 255 (NDP's rule) and whose reads time
-/// out every 200 ms.
-fn open(ifname: &str, ifindex: u32) -> Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned at once.
-    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6) };
-    check(raw, "opening a raw ICMPv6 socket")?;
-    // SAFETY: `raw` is a new descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let name = std::ffi::CString::new(ifname)?;
-    // SAFETY: the name's bytes with their NUL, as SO_BINDTODEVICE takes.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            name.as_bytes_with_nul().len() as libc::socklen_t,
-        )
-    };
-    check(rc, &format!("binding the ICMPv6 socket to {ifname}"))?;
-    let group = libc::ipv6_mreq {
-        ipv6mr_multiaddr: libc::in6_addr {
-            s6_addr: ALL_ROUTERS.octets(),
-        },
-        ipv6mr_interface: ifindex,
-    };
-    let (v6, hops) = (libc::IPPROTO_IPV6, 255 as libc::c_int);
-    setsockopt(
+/// A raw ICMPv6 socket in ff02::2 on `ifname`, whose multicasts leave
+/// there with hop limit 255 (NDP's rule) and whose reads time out every
+/// 200 ms; and the interface's index.
+fn open(ifname: &str) -> Result<(OwnedFd, u32)> {
+    let fd = net::socket(
+        AddressFamily::INET6,
+        SocketType::RAW,
+        Some(net::ipproto::ICMPV6),
+    )
+    .context("opening a raw ICMPv6 socket")?;
+    let ifindex = net::netdevice::name_to_index(&fd, ifname)
+        .with_context(|| format!("finding interface {ifname}"))?;
+    sockopt::set_ipv6_add_membership(&fd, &ALL_ROUTERS, ifindex)
+        .with_context(|| format!("joining ff02::2 on {ifname}"))?;
+    sockopt::set_ipv6_multicast_if(&fd, ifindex).context("choosing the interface")?;
+    sockopt::set_ipv6_multicast_hops(&fd, 255).context("setting the hop limit")?;
+    sockopt::set_socket_timeout(
         &fd,
-        v6,
-        libc::IPV6_ADD_MEMBERSHIP,
-        &group,
-        "joining ff02::2",
-    )?;
-    setsockopt(
-        &fd,
-        v6,
-        libc::IPV6_MULTICAST_HOPS,
-        &hops,
-        "setting hop limit",
-    )?;
-    setsockopt(
-        &fd,
-        v6,
-        libc::IPV6_MULTICAST_IF,
-        &ifindex,
-        "setting interface",
-    )?;
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 200_000,
-    };
-    setsockopt(
-        &fd,
-        libc::SOL_SOCKET,
-        libc::SO_RCVTIMEO,
-        &tv,
-        "setting timeout",
-    )?;
-    Ok(fd)
-}
-
-/// Send [`advertisement`] to ff02::1 on interface `ifindex`.
-fn advertise(fd: &OwnedFd, ifindex: u32) -> std::io::Result<()> {
-    let msg = advertisement();
-    // SAFETY: a zeroed sockaddr_in6 is valid; the fields are set below.
-    let mut to: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    to.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    to.sin6_addr.s6_addr = ALL_NODES.octets();
-    to.sin6_scope_id = ifindex;
-    // SAFETY: `msg` and `to` live across the call, with their sizes.
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&to as *const libc::sockaddr_in6).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+        sockopt::Timeout::Recv,
+        Some(Duration::from_millis(200)),
+    )
+    .context("setting the read timeout")?;
+    Ok((fd, ifindex))
 }
 
 /// Answer router solicitations on `ifname` until dropped, logging each
 /// answer (or why it failed: the bridge has no link-local address for
 /// its first second) to `log`.
 pub fn start(ifname: &str, log: &Path) -> Result<Responder> {
-    let cname = std::ffi::CString::new(ifname)?;
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if ifindex == 0 {
-        bail!("no interface {ifname}: {}", std::io::Error::last_os_error());
-    }
-    let fd = open(ifname, ifindex)?;
+    let (fd, ifindex) = open(ifname)?;
     let mut out = super::super::runner::create(log)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let t0 = Instant::now();
+    let to = SocketAddrV6::new(ALL_NODES, 0, 0, ifindex);
     let thread = std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while !flag.load(Ordering::SeqCst) {
-            // SAFETY: `buf` is writable for its length.
-            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 || !is_solicitation(&buf[..n as usize]) {
+            let n = match net::recv(&fd, &mut buf[..], RecvFlags::empty()) {
+                Ok((n, _)) => n,
+                Err(_) => continue,
+            };
+            if !is_solicitation(&buf[..n]) {
                 continue;
             }
             let at = t0.elapsed().as_secs_f64();
-            let _ = match advertise(&fd, ifindex) {
-                Ok(()) => writeln!(out, "{at:.2} solicitation: advertised nothing to ff02::1"),
+            let _ = match net::sendto(&fd, &advertisement(), SendFlags::empty(), &to) {
+                Ok(_) => writeln!(out, "{at:.2} solicitation: advertised nothing to ff02::1"),
                 Err(e) => writeln!(out, "{at:.2} solicitation: not answered: {e}"),
             };
         }
