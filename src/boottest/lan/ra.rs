@@ -21,8 +21,8 @@
 //! namespace has no other link that carries IPv6.
 //!
 //! This is the test LAN's part only: `sync` renders no IPv6 for the
-//! cluster. A real LAN without an IPv6 router costs iPXE nodes the same
-//! 16 s (the README says so under the inventory).
+//! cluster. On a real LAN without an IPv6 router, iPXE nodes may wait
+//! the same (the README says so under the inventory).
 
 use anyhow::{Context, Result};
 use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketType, sockopt};
