@@ -111,7 +111,12 @@ pub fn start(ifname: &str, log: &Path) -> Result<Responder> {
         while !flag.load(Ordering::SeqCst) {
             let n = match net::recv(&fd, &mut buf[..], RecvFlags::empty()) {
                 Ok((n, _)) => n,
-                Err(_) => continue,
+                Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => continue,
+                Err(e) => {
+                    // Anything else would repeat at once: stop answering.
+                    let _ = writeln!(out, "reading solicitations: {e}; no more answers");
+                    break;
+                }
             };
             if !is_solicitation(&buf[..n]) {
                 continue;
