@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use std::path::Path;
 
 pub mod fstab;
+pub mod generators;
 pub mod hostname;
 pub mod identity;
 pub mod logs;
@@ -49,6 +50,7 @@ pub const ALL: &[Fixup] = &[
     ("nodestate", nodestate::apply),
     ("identity", identity::apply),
     ("units", units::apply),
+    ("generators", generators::apply),
     ("release", release::apply),
 ];
 
