@@ -87,6 +87,7 @@ impl Spec {
                     .chain(extra.iter().filter(|m| *m != "default").cloned())
                     .collect(),
                 exclude: exclude.to_vec(),
+                nfs_version: None,
             },
             ..Self::default()
         }
@@ -94,11 +95,13 @@ impl Spec {
 
     /// The spec a profile's `[initramfs]` table asks for.
     pub fn of_profile(p: &crate::profile::Profile) -> Result<Self> {
-        Ok(Self {
+        let mut s = Self {
             compression: p.initramfs.compression,
             backend: p.initramfs.backend,
             ..Self::with_modules(&p.initramfs.modules, &p.initramfs.exclude_modules)
-        })
+        };
+        s.modules.nfs_version = p.nfs.version();
+        Ok(s)
     }
 }
 

@@ -160,6 +160,23 @@ pub struct Nfs {
     pub options: String,
 }
 
+impl Nfs {
+    /// The NFS major version the root's options pin (`vers=` or `nfsvers=`,
+    /// the last one wins, as mount reads them): 3 for `vers=3`, 4 for
+    /// `vers=4` or `vers=4.2`; None when the mount negotiates.
+    pub fn version(&self) -> Option<u32> {
+        self.options
+            .split(',')
+            .filter_map(|o| {
+                let o = o.trim();
+                o.strip_prefix("vers=")
+                    .or_else(|| o.strip_prefix("nfsvers="))
+            })
+            .next_back()
+            .and_then(|v| v.split('.').next()?.parse().ok())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Tmpfs {
@@ -387,6 +404,23 @@ mod tests {
 
     /// The words are the ones node.conf, the node script, the kernel
     /// command line and the publish record have always used.
+    #[test]
+    fn nfs_version_is_the_last_vers_option() {
+        let v = |o: &str| {
+            Nfs {
+                server: "s".into(),
+                root_mode: RootMode::Ro,
+                options: o.into(),
+            }
+            .version()
+        };
+        assert_eq!(v("vers=3,tcp"), Some(3));
+        assert_eq!(v("tcp,nfsvers=4.2"), Some(4));
+        assert_eq!(v("vers=3,vers=4.1"), Some(4));
+        assert_eq!(v("tcp,nolock"), None);
+        assert_eq!(v("vers=x"), None);
+    }
+
     #[test]
     fn choices_keep_their_spellings() {
         fn words<T: Choice>() -> Vec<&'static str> {
