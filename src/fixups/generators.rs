@@ -18,7 +18,7 @@
 //! unit masks, the links are made at build time: an image that gains such
 //! a table later needs a rebuild (or the link removed).
 
-use super::{Ctx, dir, remove, symlink};
+use super::{Ctx, dir, is_masked, remove, symlink};
 use crate::imagefs::ImageRoot;
 use anyhow::Result;
 
@@ -73,7 +73,7 @@ pub fn apply(root: &ImageRoot, _ctx: &Ctx<'_>) -> Result<bool> {
             None => false,
         };
         if keep {
-            if is_disabled(root, &link)? {
+            if is_masked(root, &link)? {
                 c |= remove(root, &link)?;
             }
             continue;
@@ -87,12 +87,6 @@ pub fn apply(root: &ImageRoot, _ctx: &Ctx<'_>) -> Result<bool> {
         c |= symlink(root, &link, "/dev/null")?;
     }
     Ok(c)
-}
-
-fn is_disabled(root: &ImageRoot, link: &str) -> Result<bool> {
-    Ok(root
-        .read_link(link)?
-        .is_some_and(|t| t.as_os_str() == "/dev/null"))
 }
 
 #[cfg(test)]

@@ -89,6 +89,14 @@ pub fn symlink(root: &ImageRoot, rel: &str, target: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Whether `rel` is a link to `/dev/null`: how systemd masks a unit or
+/// turns off a generator.
+pub fn is_masked(root: &ImageRoot, rel: &str) -> Result<bool> {
+    Ok(root
+        .read_link(rel)?
+        .is_some_and(|t| t.as_os_str() == "/dev/null"))
+}
+
 /// Remove `rel` (a file or symlink) if present.
 pub fn remove(root: &ImageRoot, rel: &str) -> Result<bool> {
     root.remove_file(rel)

@@ -32,7 +32,7 @@
 //! is checked at load time without an image). Default masks of units the
 //! image lacks are skipped.
 
-use super::{Ctx, remove, symlink};
+use super::{Ctx, is_masked, remove, symlink};
 use crate::imagefs::ImageRoot;
 use crate::profile::{Profile, RootMode};
 use anyhow::{Result, bail};
@@ -259,10 +259,7 @@ pub fn unit_file(root: &ImageRoot, name: &str) -> Result<Option<String>> {
     let file = template_of(name).unwrap_or_else(|| name.to_string());
     for dir in SEARCH {
         let p = format!("{dir}/{file}");
-        if root
-            .read_link(&p)?
-            .is_some_and(|t| t.as_os_str() == "/dev/null")
-        {
+        if is_masked(root, &p)? {
             continue;
         }
         if root.is_file(&p) {
@@ -281,10 +278,7 @@ fn template_of(name: &str) -> Option<String> {
 
 fn unmask(root: &ImageRoot, name: &str) -> Result<bool> {
     let p = format!("{ETC}/{name}");
-    if root
-        .read_link(&p)?
-        .is_some_and(|t| t.as_os_str() == "/dev/null")
-    {
+    if is_masked(root, &p)? {
         return remove(root, &p);
     }
     Ok(false)
