@@ -175,6 +175,23 @@ impl Nfs {
             .next_back()
             .and_then(|v| v.split('.').next()?.parse().ok())
     }
+
+    /// The root's mount options as the kernel command line carries them
+    /// (`nfsroot=<server>:<path>,<these>`): the profile's, and `nocto` on a
+    /// read-only root unless they say `cto` or `nocto`. Nothing changes a
+    /// read-only root under its nodes (`update` swaps in a new tree), so
+    /// close-to-open's GETATTR at every open() is a wasted round trip;
+    /// cached attributes still expire as usual. Measured under TCG, 5
+    /// interleaved direct boots each: 1.5-2 s less userspace (median 10.6
+    /// against 12.6 s).
+    pub fn root_options(&self) -> String {
+        let says = |w: &str| self.options.split(',').any(|o| o.trim() == w);
+        if self.root_mode == RootMode::Ro && !says("cto") && !says("nocto") {
+            format!("{},nocto", self.options)
+        } else {
+            self.options.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -419,6 +436,23 @@ mod tests {
         assert_eq!(v("vers=3,vers=4.1"), Some(4));
         assert_eq!(v("tcp,nolock"), None);
         assert_eq!(v("vers=x"), None);
+    }
+
+    #[test]
+    fn a_read_only_root_mounts_without_close_to_open() {
+        let o = |mode: RootMode, o: &str| {
+            Nfs {
+                server: "s".into(),
+                root_mode: mode,
+                options: o.into(),
+            }
+            .root_options()
+        };
+        assert_eq!(o(RootMode::Ro, "vers=3,tcp"), "vers=3,tcp,nocto");
+        assert_eq!(o(RootMode::Rw, "vers=3,tcp"), "vers=3,tcp");
+        assert_eq!(o(RootMode::Ro, "vers=3, cto"), "vers=3, cto");
+        assert_eq!(o(RootMode::Ro, "nocto,vers=4.2"), "nocto,vers=4.2");
+        assert_eq!(o(RootMode::Ro, "vers=3,noctox"), "vers=3,noctox,nocto");
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub fn cmdline(p: &Profile, image_dir: &Path) -> String {
         "root=/dev/nfs nfsroot={}:{},{} ip=dhcp net.ifnames=0 {}",
         p.nfs.server,
         image_dir.display(),
-        p.nfs.options,
+        p.nfs.root_options(),
         p.nfs.root_mode
     );
     if !p.boot.serial.is_empty() {
