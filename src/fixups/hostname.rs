@@ -230,6 +230,9 @@ mod tests {
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(&units).unwrap();
         std::os::unix::fs::symlink("/dev/null", units.join("e2scrub_reap.service")).unwrap();
+        // Masked and in UNITS_MASK too: asked about once.
+        std::os::unix::fs::symlink("/dev/null", units.join("apt-daily.timer")).unwrap();
+        let args = d.path().join("systemctl-args");
         let script = d.path().join("nfsroot-node");
         std::fs::write(&script, NODE_SCRIPT).unwrap();
         let show = |id: &str, load: &str, active: &str, ran: u32| {
@@ -242,7 +245,8 @@ mod tests {
             std::fs::write(
                 &fake,
                 format!(
-                    "#!/bin/sh\ncase \"$*\" in *--failed*) printf '{failed}' ;; show*) cat <<'E'\n{}E\n;; esac\n",
+                    "#!/bin/sh\ncase \"$*\" in *--failed*) printf '{failed}' ;; show*) echo \"$*\" >'{}'; cat <<'E'\n{}E\n;; esac\n",
+                    args.display(),
                     shown.join("\n")
                 ),
             )
@@ -280,6 +284,23 @@ mod tests {
             show("getty@tty1.service", "loaded", "active", 5),
         ];
         assert_eq!(run("", &good, ""), "none");
+        let mut asked: Vec<String> = std::fs::read_to_string(&args)
+            .unwrap()
+            .split_whitespace()
+            .skip(3)
+            .map(String::from)
+            .collect();
+        asked.sort();
+        assert_eq!(
+            asked,
+            [
+                "apt-daily.timer",
+                "e2scrub_reap.service",
+                "getty@tty1.service",
+                "gone.timer"
+            ],
+            "each unit once"
+        );
         // A running system has no failed unit: the list is not asked for.
         assert_eq!(
             run("x.service loaded failed failed X\n", &good, "running"),
