@@ -390,7 +390,7 @@ mod tests {
         std::fs::write(
             &mounts,
             "rootfs / rootfs rw 0 0\n\
-             10.0.2.2:/srv/img / nfs ro,relatime,vers=3,nolock 0 0\n\
+             10.0.2.2:/srv/img / nfs ro,relatime,vers=3,nocto,nolock 0 0\n\
              tmpfs /tmp tmpfs rw 0 0\n\
              10.0.2.2:/srv/img/var/tmp /var/tmp nfs ro,vers=3 0 0\n\
              tmpfs /var/log tmpfs rw 0 0\n\
@@ -408,7 +408,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
-            "root=ro rootfs=nfs,vers=3 tmpfs=/var/log,/tmp nfs=/var/log/hosts,/ho'me",
+            "root=ro rootfs=nfs,vers=3,nocto tmpfs=/var/log,/tmp nfs=/var/log/hosts,/ho'me",
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -138,7 +138,7 @@ fn boots_pxe_through_per_host_file() {
     assert_eq!(r["fields"]["host"], "rack4n1");
     assert_eq!(r["fields"]["ip"], "10.0.2.23");
     assert_check(&r, "host config", "pxelinux.cfg/01-52-54-00-aa-bb-cc sent");
-    assert_eq!(r["fields"]["rootfs"], "nfs4,vers=4.2", "{r:#}");
+    assert_eq!(r["fields"]["rootfs"], "nfs4,vers=4.2,nocto", "{r:#}");
     // The file dhcpd served from is still the admin's, byte for byte.
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), after);
     // Another MAC, another machine id.

@@ -186,6 +186,8 @@ fn cluster_profile_boots_and_an_hour_writes_only_its_logs() {
     assert_eq!(f["host"], HOST, "{r:#}");
     assert_eq!(f["ip"], IP);
     assert_eq!(f["root"], "rw");
+    // A read-write root keeps close-to-open: nodes write it.
+    assert_eq!(f["rootfs"], "nfs,vers=3", "{r:#}");
     // In mount order, which is not the profile's.
     let mut nfs: Vec<&str> = f["nfs"].as_str().unwrap().split(',').collect();
     nfs.sort();

@@ -390,13 +390,15 @@ pub fn assert_nothing_outlived(r: &serde_json::Value) {
 }
 
 /// What every passing boot of a fixture-built image shows: the node line
-/// from node015 (boot-test's default address) with a read-only root, its
+/// from node015 (boot-test's default address) with a read-only root
+/// mounted `nocto` (NFSv3, as the profile asks; either backend), its
 /// per-host log written through the root-squashed export, the tmpfs
 /// mounts, and no failed or wrongly started unit.
 pub fn assert_boot_passed(r: &serde_json::Value) {
     assert_eq!(r["passed"], true, "boot failed: {r:#}");
     assert_eq!(r["fields"]["host"], "node015");
     assert_eq!(r["fields"]["root"], "ro");
+    assert_eq!(r["fields"]["rootfs"], "nfs,vers=3,nocto", "{r:#}");
     let checks = r["checks"].as_array().unwrap();
     assert!(
         checks
