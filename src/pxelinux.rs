@@ -47,8 +47,15 @@ fn render_unchecked(c: &Config) -> String {
                 return s;
             };
             let _ = writeln!(s, "DEFAULT {}", first.label);
-            let _ = writeln!(s, "PROMPT 1");
-            let _ = writeln!(s, "TIMEOUT {}", c.timeout_s.saturating_mul(10));
+            if c.timeout_s == 0 {
+                // `TIMEOUT 0` is no timeout: a prompt would wait for ever.
+                // No prompt (a held Shift or Alt still shows one), the
+                // default boots at once, as GRUB's `set timeout=0` does.
+                let _ = writeln!(s, "PROMPT 0\nTIMEOUT 0");
+            } else {
+                let _ = writeln!(s, "PROMPT 1");
+                let _ = writeln!(s, "TIMEOUT {}", c.timeout_s.saturating_mul(10));
+            }
             let labels: Vec<&str> = entries.iter().map(|e| e.label.as_str()).collect();
             let _ = writeln!(
                 s,
@@ -269,6 +276,28 @@ mod tests {
         let t = try_render(&c).unwrap();
         assert!(t.starts_with("# a?b\n# c\n"), "{t:?}");
         assert!(t.contains("SAY nfsroot: x?y?z\n"), "{t:?}");
+    }
+
+    /// A zero timeout boots the default at once: `PROMPT 1` with
+    /// `TIMEOUT 0` would stop every node at `boot:` for ever.
+    #[test]
+    fn zero_timeout_means_no_prompt() {
+        let mut c = Config {
+            header: "h".into(),
+            serial: None,
+            timeout_s: 0,
+            boot: Boot::Entries(vec![entry("6.1.0-10")]),
+        };
+        let t = render(&c);
+        assert!(t.contains("PROMPT 0\nTIMEOUT 0\n"), "{t}");
+        assert!(!t.contains("PROMPT 1"), "{t}");
+        c.timeout_s = 1;
+        let t = render(&c);
+        assert!(t.contains("PROMPT 1\nTIMEOUT 10\n"), "{t}");
+        assert_eq!(
+            parse(&t).unwrap().default_entry().unwrap(),
+            &entry("6.1.0-10")
+        );
     }
 
     #[test]

@@ -257,7 +257,8 @@ pub struct Boot {
     /// versions a node reported are kept beyond this).
     #[serde(default = "d_keep")]
     pub keep_trees: u32,
-    /// Seconds the PXELINUX prompt waits.
+    /// Seconds the PXELINUX prompt (and GRUB's menu) waits; 0 boots the
+    /// default at once (PXELINUX shows its prompt while Shift is held).
     #[serde(default = "d_prompt")]
     pub prompt_timeout: u32,
     /// Make this image PXELINUX's `default` when publishing.

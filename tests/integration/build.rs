@@ -331,15 +331,19 @@ fn secrets_are_private_and_the_tftp_tree_holds_none() {
         .find(|x| x.starts_with("root:"))
         .unwrap()
         .to_string();
-    let mut files = 0;
+    let (mut files, mut unpacked) = (0, 0);
     for e in walkdir(&l.tftp) {
         let mut data = std::fs::read(&e).unwrap();
         if data.starts_with(&[0x1f, 0x8b]) {
-            // The initramfs: search what is inside.
+            // An initramfs: search what is inside.
             let mut raw = Vec::new();
             std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&data[..]), &mut raw)
                 .unwrap();
             data = raw;
+            unpacked += 1;
+        } else if data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            data = zstd::stream::decode_all(&data[..]).unwrap();
+            unpacked += 1;
         }
         files += 1;
         let hay = String::from_utf8_lossy(&data);
@@ -355,6 +359,7 @@ fn secrets_are_private_and_the_tftp_tree_holds_none() {
         assert_eq!(mode(&e) & 0o044, 0o044, "{} readable by nodes", e.display());
     }
     assert!(files >= 4, "kernel, initramfs, pxelinux.0, configs");
+    assert!(unpacked >= 1, "the initramfs was searched unpacked");
 }
 
 /// Regular files below `dir`, following no links.
