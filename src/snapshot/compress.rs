@@ -3,8 +3,8 @@
 //! gzip goes through [`super::pgz::ParGzWriter`] (one standard member,
 //! blocks deflated in parallel); zstd through libzstd's own multithreaded
 //! mode, which also writes one standard frame (at the default level with
-//! a cheaper match finder than zstd's own level 3: see
-//! `ZSTD_DEFAULT_STRATEGY`). Readers are picked from the
+//! a cheaper match finder and a larger window than zstd's own level 3:
+//! see `ZSTD_DEFAULT_STRATEGY`). Readers are picked from the
 //! first bytes of the file, so restore and verify take `.tar.gz`, `.tar.zst`
 //! and plain `.tar` whatever the file is called.
 
@@ -18,27 +18,33 @@ use crate::compression::Compression;
 
 /// The default zstd level (3) runs with zstd's `fast` match finder (one
 /// hash table) instead of level 3's `dfast` (a second table for longer
-/// matches); the window, the 128 Ki-entry hash table and the 5-byte
-/// shortest match stay level 3's. nfsroot's tar stream is sorted and has
-/// no atime/ctime records, and libzstd 1.5.7 (the crate's) splits blocks
-/// better than Debian 12's zstd 1.5.4, so the archive stays smaller than
-/// `tar | zstd -T0 -3` makes it while taking less CPU; that CPU pays for
-/// the manifest's sha256 of every file and the archive's sha256, which
-/// `tar | zstd` does not compute (18% of nfsroot's CPU here: sha2 runs at
-/// OpenSSL's speed, SHA-NI). Measured on a 1.2 GB image, 2 cores, two
-/// runs each (`tar | zstd -T0 -3`: 3.2-3.6 s, 6.2-6.9 s CPU, 395.7 MB):
+/// matches), and a 4 MiB window instead of 2 MiB; the 128 Ki-entry hash
+/// table and the 5-byte shortest match stay level 3's. The window costs
+/// no CPU and wins back what `fast` loses: libzstd's workers compress
+/// jobs of four windows, and fewer job edges and longer reach find more
+/// matches. nfsroot's tar stream is also sorted, without atime/ctime
+/// records, and libzstd 1.5.7 (the crate's) splits blocks better than
+/// Debian 12's zstd 1.5.4. The CPU saved pays for the manifest's sha256
+/// of every file and the archive's sha256, which `tar | zstd` does not
+/// compute (18% of nfsroot's CPU; sha2 runs at OpenSSL's speed, SHA-NI).
+/// The cost is memory: 155 MB peak, against 72 MB for `tar | zstd -T0 -3`
+/// (2 workers). Measured with nfsroot itself, 2 cores, on a 1.2 GB image
+/// (`tar | zstd -T0 -3`: 3.2-3.6 s, 6.2-6.9 s CPU, 395.7 MB) and the
+/// 724 MB `minimal` (1.8-2.0 s, 3.5-3.8 s, 223.9 MB):
 ///
-/// | match finder, hash/chain bits, shortest match | wall | CPU | size |
-/// |---|---|---|---|
-/// | `dfast` 16/15/5 (the previous choice) | 3.36-3.39 s | 6.3 s | 386.5 MB |
-/// | `dfast` 16/14/5 | 3.26-3.34 s | 6.2 s | 388.3 MB |
-/// | `fast` 17/-/5 (this) | 3.06-3.14 s | 5.7-5.8 s | 390.0 MB |
-/// | `fast` 17/-/6 | 2.95-3.02 s | 5.5 s | 391.9 MB |
-/// | `fast` 16/-/5 | 3.01-3.05 s | 5.5-5.6 s | 393.6 MB |
-/// | `fast` 16/-/6 | 2.86-3.00 s | 5.2-5.5 s | 396.6 MB (larger) |
-///
-/// This one keeps a 1.4% size margin on that image for 7-10% less time.
+/// | match finder (hash, chain bits; shortest match; window) | 1.2 GB: CPU, size | `minimal`: CPU, size |
+/// |---|---|---|
+/// | `dfast` (16, 15; 5; 2 MiB), the previous choice | 6.3 s, 386.5 MB | 221.7 MB |
+/// | `dfast` (16, 14; 5; 2 MiB) | 6.2 s, 388.3 MB | |
+/// | `fast` (17; 5; 2 MiB) | 5.7-6.2 s, 390.0 MB | 3.4-3.5 s, 224.2 MB (larger) |
+/// | `fast` (17; 5; 4 MiB), this | 6.0-6.1 s, 385.0 MB | 3.4 s, 222.0 MB |
+/// | `fast` (17; 5; 8 MiB) | 5.9 s, 382.9 MB, 248 MB peak | 3.5 s, 221.2 MB |
+/// | `fast` (17; 6; 2 MiB) | 5.5 s, 391.9 MB | |
+/// | `fast` (16; 5; 2 MiB) | 5.5-5.6 s, 393.6 MB | |
+/// | `fast` (16; 6; 2 MiB) | 5.2-5.5 s, 396.6 MB (larger) | |
 const ZSTD_DEFAULT_STRATEGY: zstd::zstd_safe::Strategy = zstd::zstd_safe::Strategy::ZSTD_fast;
+/// The default level's window, log2 bytes (see `ZSTD_DEFAULT_STRATEGY`).
+const ZSTD_DEFAULT_WINDOW_LOG: u32 = 22;
 
 /// A compressing writer of either format.
 pub enum Compressor<W: Write> {
@@ -70,6 +76,8 @@ impl<W: Write> Compressor<W> {
                     use zstd::zstd_safe::CParameter;
                     e.set_parameter(CParameter::Strategy(ZSTD_DEFAULT_STRATEGY))
                         .context("choosing zstd's match finder")?;
+                    e.set_parameter(CParameter::WindowLog(ZSTD_DEFAULT_WINDOW_LOG))
+                        .context("sizing zstd's window")?;
                 }
                 Compressor::Zst(e)
             }
