@@ -152,7 +152,7 @@ fn boots_with_initramfs_tools_backend() {
     let text = std::fs::read_to_string(&prof).unwrap();
     std::fs::write(
         &prof,
-        format!("{text}\n[initramfs]\nbackend = \"initramfs-tools\"\n"),
+        with_initramfs(&text, "backend = \"initramfs-tools\""),
     )
     .unwrap();
     let mut c = nfsroot(&l);

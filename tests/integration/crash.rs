@@ -335,11 +335,11 @@ fn initramfs_variant(l: &TestLayout) -> impl Fn(usize) {
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let base = std::fs::read_to_string(&prof).unwrap();
     move |i: usize| {
-        let extra = match i % 2 {
-            0 => "",
-            _ => "\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n",
+        let text = match i % 2 {
+            0 => base.clone(),
+            _ => with_initramfs(&base, "modules = [\"default\", \"dummy\"]"),
         };
-        std::fs::write(&prof, format!("{base}{extra}")).unwrap();
+        std::fs::write(&prof, text).unwrap();
     }
 }
 

@@ -298,7 +298,7 @@ fn retention(l: &TestLayout, old: &str, new: &str) {
     // An extra module changes the initramfs, so publishing has work to do.
     std::fs::write(
         &prof,
-        format!("{text}\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n"),
+        with_initramfs(&text, "modules = [\"default\", \"dummy\"]"),
     )
     .unwrap();
     let files_of = |v: &str| files_of(l, v);
@@ -560,12 +560,12 @@ fn sigkill_upgrade_kernel_at_50_points() {
     let prof = l.base.join(".nfsroot/profiles/minimal.toml");
     let base = std::fs::read_to_string(&prof).unwrap();
     let variant = |i: usize| {
-        let extra = if i % 2 == 0 {
-            ""
+        let text = if i % 2 == 0 {
+            base.clone()
         } else {
-            "\n[initramfs]\nmodules = [\"default\", \"dummy\"]\n"
+            with_initramfs(&base, "modules = [\"default\", \"dummy\"]")
         };
-        std::fs::write(&prof, format!("{base}{extra}")).unwrap();
+        std::fs::write(&prof, text).unwrap();
     };
     // How long does an uninterrupted run take?
     variant(1);
@@ -719,7 +719,7 @@ fn bad_input_leaves_published_state_untouched() {
     let good = std::fs::read_to_string(&prof).unwrap();
     std::fs::write(
         &prof,
-        format!("{good}\n[initramfs]\nmodules = [\"no_such_module\"]\n"),
+        with_initramfs(&good, "modules = [\"no_such_module\"]"),
     )
     .unwrap();
     expect_err(&["upgrade-kernel", "minimal"], "no_such_module", None);
