@@ -114,23 +114,6 @@ pub fn with_initramfs(profile: &str, lines: &str) -> String {
     }
 }
 
-#[test]
-fn with_initramfs_keeps_one_table() {
-    let with: toml::Table = with_initramfs(
-        "name = \"x\"\n[initramfs]\ncompression = \"zstd\"\n[boot]\nkeep_kernels = 1\n",
-        "modules = [\"dummy\"]",
-    )
-    .parse()
-    .unwrap();
-    assert_eq!(with["initramfs"]["compression"].as_str(), Some("zstd"));
-    assert_eq!(with["initramfs"]["modules"][0].as_str(), Some("dummy"));
-    assert_eq!(with["boot"]["keep_kernels"].as_integer(), Some(1));
-    let without: toml::Table = with_initramfs("name = \"x\"\n", "backend = \"nfsroot\"")
-        .parse()
-        .unwrap();
-    assert_eq!(without["initramfs"]["backend"].as_str(), Some("nfsroot"));
-}
-
 /// The shared image built from profiles/minimal.toml and published.
 /// Built once per checkout (guarded by a file lock across test processes).
 pub fn fixture() -> &'static TestLayout {

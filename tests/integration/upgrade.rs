@@ -857,3 +857,22 @@ fn publish_heals_files_deleted_or_altered_by_hand() {
         assert_eq!(std::fs::read(l.tftp.join(f)).unwrap(), host, "{f}");
     }
 }
+
+/// `with_initramfs` (common.rs, included by `tests/snapshot.rs` too, so
+/// tested here once) adds to the profile's own table.
+#[test]
+fn with_initramfs_keeps_one_table() {
+    let with: toml::Table = with_initramfs(
+        "name = \"x\"\n[initramfs]\ncompression = \"zstd\"\n[boot]\nkeep_kernels = 1\n",
+        "modules = [\"dummy\"]",
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(with["initramfs"]["compression"].as_str(), Some("zstd"));
+    assert_eq!(with["initramfs"]["modules"][0].as_str(), Some("dummy"));
+    assert_eq!(with["boot"]["keep_kernels"].as_integer(), Some(1));
+    let without: toml::Table = with_initramfs("name = \"x\"\n", "backend = \"nfsroot\"")
+        .parse()
+        .unwrap();
+    assert_eq!(without["initramfs"]["backend"].as_str(), Some("nfsroot"));
+}
