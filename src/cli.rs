@@ -232,6 +232,10 @@ pub struct InitramfsBuildArgs {
     /// Module names to leave out
     #[arg(long = "exclude-module", value_name = "NAME")]
     pub exclude: Vec<String>,
+    /// A network driver of the nodes: only those named go in, with
+    /// virtio_net (default: every Ethernet driver)
+    #[arg(long = "net-driver", value_name = "NAME")]
+    pub net_drivers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -226,11 +226,14 @@ fn cmd_initramfs(cx: &Ctx, a: InitramfsBuildArgs) -> Result<i32> {
     };
     let img = crate::imagefs::ImageRoot::open(&root)?;
     let k = kernel::select(&img, a.kernel.as_deref())?;
-    let spec = initramfs::Spec {
+    let mut spec = initramfs::Spec {
         compression: a.compression.parse()?,
         backend: a.backend.parse()?,
         ..initramfs::Spec::with_modules(&a.modules, &a.exclude)
     };
+    if !a.net_drivers.is_empty() {
+        spec.modules.net_drivers = Some(a.net_drivers);
+    }
     let data = initramfs::build_bytes(&img, &k.version, &spec)?;
     fsutil::atomic_write(&a.output, &data)?;
     let r = initramfs::Summary {

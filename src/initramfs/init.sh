@@ -20,6 +20,16 @@ rescue() {
 
 loaded_modules() { echo $(cut -d' ' -f1 /proc/modules 2>/dev/null); }
 
+# net_devices: the PCI network controllers present (class 02xxxx) as
+# vendor:device, so a node whose card has no driver here says which card.
+net_devices() {
+    for d in /sys/bus/pci/devices/*; do
+        read -r c 2>/dev/null <"$d/class" || continue
+        case $c in 0x02*) ;; *) continue ;; esac
+        read -r v <"$d/vendor" && read -r p <"$d/device" && printf ' %s:%s' "${v#0x}" "${p#0x}"
+    done
+}
+
 mkdir -p /proc /sys /dev /run /root /tmp
 mount -t proc -o nodev,noexec,nosuid proc /proc
 mount -t sysfs -o nodev,noexec,nosuid sysfs /sys
@@ -116,7 +126,7 @@ while [ $i -lt 100 ]; do
     sleep 0.1
     i=$((i + 1))
 done
-[ -n "$IF" ] || rescue "no network interface${IP_DEV:+ $IP_DEV} (is the NIC driver in the initramfs? loaded: $(loaded_modules))"
+[ -n "$IF" ] || rescue "no network interface${IP_DEV:+ $IP_DEV} (is the NIC driver in the initramfs? PCI network devices:$(net_devices); a profile's initramfs.net_drivers names the drivers; loaded: $(loaded_modules))"
 ip link set dev lo up 2>/dev/null
 ip link set dev "$IF" up
 

@@ -88,6 +88,7 @@ impl Spec {
                     .collect(),
                 exclude: exclude.to_vec(),
                 nfs_version: None,
+                net_drivers: None,
             },
             ..Self::default()
         }
@@ -101,6 +102,7 @@ impl Spec {
             ..Self::with_modules(&p.initramfs.modules, &p.initramfs.exclude_modules)
         };
         s.modules.nfs_version = p.nfs.version();
+        s.modules.net_drivers = p.initramfs.net_drivers.clone();
         Ok(s)
     }
 }

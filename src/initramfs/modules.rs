@@ -25,6 +25,10 @@ pub struct ModuleSpec {
     /// The root's NFS major version, when the profile pins one: `default`
     /// then brings only that version's client (see [`nfs_modules`]).
     pub nfs_version: Option<u32>,
+    /// The network drivers `default` brings: `None` for every Ethernet
+    /// driver of the kernel, or the nodes' own (the profile's
+    /// `initramfs.net_drivers`), checked by [`ModuleDb::net_drivers`].
+    pub net_drivers: Option<Vec<String>>,
 }
 
 impl Default for ModuleSpec {
@@ -33,6 +37,7 @@ impl Default for ModuleSpec {
             include: vec!["default".to_string()],
             exclude: Vec::new(),
             nfs_version: None,
+            net_drivers: None,
         }
     }
 }
@@ -46,6 +51,7 @@ impl ModuleSpec {
             include: Vec::new(),
             exclude: Vec::new(),
             nfs_version: None,
+            net_drivers: None,
         };
         for w in s.split([',', ' ', '\n', '\t']).filter(|w| !w.is_empty()) {
             let (list, name) = match w.strip_prefix(['-', '!']) {
@@ -235,23 +241,55 @@ impl ModuleDb {
             .any(|(pat, m)| m == name && pat.contains(':'))
     }
 
-    /// The default set: every Ethernet driver, virtio_pci/virtio_net and
-    /// the NFS client for `nfs_version` (those the kernel has as modules).
-    pub fn default_set(&self, nfs_version: Option<u32>) -> BTreeSet<String> {
-        let mut s: BTreeSet<String> = self
-            .modules
-            .iter()
-            .filter(|(_, m)| m.rel.starts_with(ETHERNET_PREFIX))
-            .map(|(n, _)| n.clone())
-            .collect();
+    /// The default set: the network drivers ([`Self::net_drivers`]),
+    /// virtio_pci/virtio_net and the NFS client for the spec's NFS version
+    /// (those the kernel has as modules).
+    pub fn default_set(&self, spec: &ModuleSpec) -> Result<BTreeSet<String>> {
+        let mut s = self.net_drivers(spec.net_drivers.as_deref())?;
         s.extend(
             DEFAULT_MODULES
                 .iter()
-                .chain(nfs_modules(nfs_version))
+                .chain(nfs_modules(spec.nfs_version))
                 .filter(|n| self.modules.contains_key(**n))
                 .map(|n| n.to_string()),
         );
-        s
+        Ok(s)
+    }
+
+    /// The network drivers to ship: every module under
+    /// `drivers/net/ethernet/` when `names` is `None` (nodes of unknown
+    /// hardware: 34 of the 42 MB that Debian 12's kernel puts in the
+    /// archive), else those names (the nodes' own cards: a 2-3 MB
+    /// initramfs for every node to fetch at once). Each name must be a
+    /// device driver of this kernel, or built into it.
+    pub fn net_drivers(&self, names: Option<&[String]>) -> Result<BTreeSet<String>> {
+        let Some(names) = names else {
+            return Ok(self
+                .modules
+                .iter()
+                .filter(|(_, m)| m.rel.starts_with(ETHERNET_PREFIX))
+                .map(|(n, _)| n.clone())
+                .collect());
+        };
+        let mut s = BTreeSet::new();
+        for name in names {
+            let n = normalize(name);
+            self.check_known(&n).context("initramfs.net_drivers")?;
+            if self.builtin.contains(&n) {
+                continue;
+            }
+            if !self.is_device_driver(&n) {
+                bail!(
+                    "initramfs.net_drivers: {n} is not a device driver of kernel {} \
+                     (no device alias in {}): list the nodes' network card drivers \
+                     as lsmod names them, e.g. igb, ixgbe, mlx5_core",
+                    self.kver,
+                    self.dir.join("modules.alias").display()
+                );
+            }
+            s.insert(n);
+        }
+        Ok(s)
     }
 
     fn check_known(&self, name: &str) -> Result<()> {
@@ -278,7 +316,7 @@ impl ModuleDb {
         };
         for item in include {
             if item == "default" {
-                wanted.extend(self.default_set(spec.nfs_version));
+                wanted.extend(self.default_set(spec)?);
                 always.extend(
                     nfs_modules(spec.nfs_version)
                         .iter()
@@ -525,6 +563,7 @@ alias fs-overlay overlay
             ],
             exclude: vec![],
             nfs_version: None,
+            net_drivers: None,
         };
         let sel = db.resolve(&spec).unwrap();
         assert_eq!(
@@ -540,6 +579,45 @@ alias fs-overlay overlay
         );
         // e1000 is a PCI driver: loaded by modalias, not unconditionally.
         assert_eq!(sel.always_load, ["overlay", "nfs"]);
+    }
+
+    /// A profile's `net_drivers` replace every Ethernet driver: the other
+    /// NICs' drivers (and `mii`, which only 8139too needs) stay out, the
+    /// virtio pair and the NFS client stay in.
+    #[test]
+    fn net_drivers_replace_every_ethernet_driver() {
+        let (_d, db) = db();
+        let spec = ModuleSpec {
+            net_drivers: Some(vec!["e1000".into()]),
+            ..ModuleSpec::default()
+        };
+        let sel = db.resolve(&spec).unwrap();
+        assert!(sel.modules.contains("e1000") && sel.modules.contains("virtio_net"));
+        assert!(!sel.modules.contains("8139too") && !sel.modules.contains("mii"));
+        assert!(sel.modules.contains("nfsv3"));
+        // A driver built into the kernel needs nothing shipped.
+        let spec = ModuleSpec {
+            net_drivers: Some(vec!["unix".into()]),
+            ..ModuleSpec::default()
+        };
+        assert!(!db.resolve(&spec).unwrap().modules.contains("e1000"));
+    }
+
+    #[test]
+    fn net_drivers_must_be_this_kernels_device_drivers() {
+        let (_d, db) = db();
+        for (name, want) in [
+            ("e1001", "unknown module e1001"),
+            ("overlay", "overlay is not a device driver"),
+        ] {
+            let spec = ModuleSpec {
+                net_drivers: Some(vec![name.into()]),
+                ..ModuleSpec::default()
+            };
+            let e = format!("{:#}", db.resolve(&spec).unwrap_err());
+            assert!(e.starts_with("initramfs.net_drivers: "), "{e}");
+            assert!(e.contains(want) && e.contains("6.1.0-9-amd64"), "{e}");
+        }
     }
 
     #[test]

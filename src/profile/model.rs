@@ -281,6 +281,11 @@ pub struct Initramfs {
     /// Module names removed from the set.
     #[serde(default)]
     pub exclude_modules: Vec<String>,
+    /// The nodes' network card drivers (`igb`, `mlx5_core`, ...): only
+    /// these go in, with virtio_net for QEMU. Left out: every Ethernet
+    /// driver of the kernel, for nodes of unknown hardware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_drivers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]

@@ -303,11 +303,41 @@ fn check_boot(p: &Profile) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Kernel module names added to or removed from the initramfs.
+/// Kernel module names added to or removed from the initramfs, and the
+/// nodes' network drivers: well formed here; whether the image's kernel
+/// has them is checked at build (`initramfs::modules`). They shape
+/// nfsroot's own initramfs: initramfs-tools' `MODULES=netboot` takes
+/// every network driver, so with that backend they are errors, not
+/// silently ignored.
 fn check_initramfs(p: &Profile) -> Result<(), Invalid> {
+    let net = p.initramfs.net_drivers.as_deref();
+    if p.initramfs.backend == crate::profile::Backend::InitramfsTools {
+        for (field, set) in [
+            ("modules", !p.initramfs.modules.is_empty()),
+            ("exclude_modules", !p.initramfs.exclude_modules.is_empty()),
+            ("net_drivers", net.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    &["initramfs", field],
+                    "applies to backend = \"nfsroot\" only: initramfs-tools \
+                     (MODULES=netboot) picks its own modules; remove the key \
+                     or use the nfsroot backend",
+                ));
+            }
+        }
+    }
+    if net.is_some_and(|n| n.is_empty()) {
+        return Err(invalid(
+            &["initramfs", "net_drivers"],
+            "an empty list ships no network driver: name the nodes' drivers \
+             (e.g. [\"igb\"]), or remove the key for every Ethernet driver",
+        ));
+    }
     for (field, list) in [
         ("modules", &p.initramfs.modules),
         ("exclude_modules", &p.initramfs.exclude_modules),
+        ("net_drivers", &net.unwrap_or_default().to_vec()),
     ] {
         for (i, m) in list.iter().enumerate() {
             if m.is_empty()

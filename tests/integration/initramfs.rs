@@ -382,3 +382,54 @@ fn initramfs_tools_backend_on_a_copy() {
         "mounts left in the image"
     );
 }
+
+/// `--net-driver` (a profile's `initramfs.net_drivers`) through the real
+/// binary on the real image: the named cards' drivers and what they need,
+/// virtio_net for QEMU, the NFS client, and no other Ethernet driver: a
+/// fraction of the size. A name this kernel lacks, or a module that is
+/// no device driver, is an error naming the field, and writes nothing.
+#[test]
+fn net_drivers_ship_only_the_nodes_cards() {
+    let root = image_root();
+    let l = common::TestLayout::temp();
+    let build = |name: &str, drivers: &[&str]| {
+        let out = l.base.join(name);
+        let mut c = common::nfsroot(&l);
+        c.args(["initramfs", "build", "--compression", "zstd", "-o"])
+            .arg(&out)
+            .arg(&root);
+        for n in drivers {
+            c.args(["--net-driver", n]);
+        }
+        (c.output().unwrap(), out)
+    };
+    let (o, all) = build("all.img", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (o, few) = build("few.img", &["e1000e", "igb"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let names = module_names(&entries(&std::fs::read(&few).unwrap()));
+    for want in ["e1000e", "igb", "virtio_net", "virtio_pci", "nfs", "nfsv3"] {
+        assert!(names.contains(want), "{want} missing: {names:?}");
+    }
+    for not in ["e1000", "ixgbe", "mlx4_en", "bnx2", "r8169", "tg3"] {
+        assert!(!names.contains(not), "{not} shipped: {names:?}");
+    }
+    let (all_len, few_len) = (
+        std::fs::metadata(&all).unwrap().len(),
+        std::fs::metadata(&few).unwrap().len(),
+    );
+    assert!(few_len * 3 < all_len, "{few_len} bytes against {all_len}");
+    for (bad, want) in [
+        ("e1001", "initramfs.net_drivers: unknown module e1001"),
+        (
+            "overlay",
+            "initramfs.net_drivers: overlay is not a device driver",
+        ),
+    ] {
+        let (o, out) = build("bad.img", &[bad]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(!out.exists(), "{bad}: wrote {}", out.display());
+    }
+}
