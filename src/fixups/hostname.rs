@@ -232,6 +232,10 @@ mod tests {
         std::os::unix::fs::symlink("/dev/null", units.join("e2scrub_reap.service")).unwrap();
         // Masked and in UNITS_MASK too: asked about once.
         std::os::unix::fs::symlink("/dev/null", units.join("apt-daily.timer")).unwrap();
+        // Not masks: an alias, a dangling link, a unit file.
+        std::os::unix::fs::symlink("rsyslog.service", units.join("syslog.service")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", units.join("gone.service")).unwrap();
+        std::fs::write(units.join("local.service"), "[Unit]\n").unwrap();
         let args = d.path().join("systemctl-args");
         let script = d.path().join("nfsroot-node");
         std::fs::write(&script, NODE_SCRIPT).unwrap();
