@@ -59,6 +59,10 @@ pub struct NodeState {
     pub uptime: u64,
     /// When the node wrote the file: Unix seconds, node clock.
     pub seen: i64,
+    /// The kernel module driving its boot interface (`igb`, `virtio_net`;
+    /// the driver's name when it is built in): what a profile's
+    /// `initramfs.net_drivers` lists. `None` from nodes that do not say.
+    pub net_driver: Option<String>,
 }
 
 /// `15m`, `900`, `900s`, `2h`, `1d`: seconds. For `--stale-after`.
@@ -159,6 +163,12 @@ pub fn parse_state(bytes: &[u8], file: &str) -> Result<NodeState> {
         boot_time: get("boot_time", "Unix seconds", &int)?.parse()?,
         uptime: get("uptime", "seconds", &int)?.parse()?,
         seen: get("seen", "Unix seconds", &int)?.parse()?,
+        net_driver: match kv.get("net_driver") {
+            Some((_, "")) | None => None,
+            Some(_) => Some(get("net_driver", "a kernel module name", &|v| {
+                plain(v, 64)
+            })?),
+        },
     })
 }
 
@@ -577,6 +587,10 @@ mod tests {
         assert_eq!(s.address, Some(Ipv4Addr::new(10, 0, 2, 31)));
         assert_eq!((s.build.as_str(), s.tree.as_str()), ("B1", "B1"));
         assert_eq!((s.boot_time, s.uptime, s.seen), (NOW - 120, 120, NOW));
+        assert_eq!(s.net_driver, None, "nodes before net_driver= say nothing");
+        let text = state_text("alpha", "B1", NOW) + "net_driver=mlx5_core\n";
+        let s = parse_state(text.as_bytes(), "f").unwrap();
+        assert_eq!(s.net_driver.as_deref(), Some("mlx5_core"));
         // `tree` defaults to `build`; an empty address is none.
         let text = state_text("alpha", "B1", NOW)
             .replace("tree=B1\n", "")
@@ -607,6 +621,10 @@ mod tests {
             ),
             (good.replace("image=minimal", "image=../etc"), "f:3: image"),
             (good.replace("host=alpha\n", ""), "f: host: missing"),
+            (
+                good.clone() + "net_driver=igb;reboot\n",
+                "f:11: net_driver: expected a kernel module name",
+            ),
             (good.clone() + "host=beta\n", "f:11: host: given twice"),
             (
                 good.replace("uptime=120", "uptime 120"),

@@ -179,6 +179,8 @@ pub fn a_running_node_keeps_its_tree_through_restore_update_and_gc() {
         }
         let reported = std::fs::read_to_string(&state).unwrap();
         assert!(reported.contains(&format!("tree={v0}\n")), "{reported}");
+        // The module of its boot interface, for a profile's net_drivers.
+        assert!(reported.contains("\nnet_driver=virtio_net\n"), "{reported}");
 
         let r1 = json(
             &l,
