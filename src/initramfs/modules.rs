@@ -259,7 +259,7 @@ impl ModuleDb {
     /// The network drivers to ship: every module under
     /// `drivers/net/ethernet/` when `names` is `None` (nodes of unknown
     /// hardware: 34 of the 42 MB that Debian 12's kernel puts in the
-    /// archive), else those names (the nodes' own cards: a 2-3 MB
+    /// archive), else those names (the nodes' own cards: a 2 MB
     /// initramfs for every node to fetch at once). Each name must be a
     /// device driver of this kernel, or built into it.
     pub fn net_drivers(&self, names: Option<&[String]>) -> Result<BTreeSet<String>> {
