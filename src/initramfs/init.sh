@@ -126,7 +126,10 @@ while [ $i -lt 100 ]; do
     sleep 0.1
     i=$((i + 1))
 done
-[ -n "$IF" ] || rescue "no network interface${IP_DEV:+ $IP_DEV} (is the NIC driver in the initramfs? PCI network devices:$(net_devices); a profile's initramfs.net_drivers names the drivers; loaded: $(loaded_modules))"
+if [ -z "$IF" ]; then
+    nics=$(net_devices)
+    rescue "no network interface${IP_DEV:+ $IP_DEV} (is the NIC driver in the initramfs? PCI network devices:${nics:- none}; a profile's initramfs.net_drivers names the drivers; loaded: $(loaded_modules))"
+fi
 ip link set dev lo up 2>/dev/null
 ip link set dev "$IF" up
 
