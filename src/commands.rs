@@ -234,6 +234,16 @@ fn cmd_initramfs(cx: &Ctx, a: InitramfsBuildArgs) -> Result<i32> {
     if !a.net_drivers.is_empty() {
         spec.modules.net_drivers = Some(a.net_drivers);
     }
+    // As for a profile's keys (profile::validate): mkinitramfs picks its
+    // own modules, so module choices with it are errors, not ignored.
+    if spec.backend == initramfs::Backend::InitramfsTools
+        && !(a.modules.is_empty() && a.exclude.is_empty() && spec.modules.net_drivers.is_none())
+    {
+        anyhow::bail!(
+            "--module, --exclude-module and --net-driver apply to --backend nfsroot only: \
+             initramfs-tools (MODULES=netboot) picks its own modules"
+        );
+    }
     let data = initramfs::build_bytes(&img, &k.version, &spec)?;
     fsutil::atomic_write(&a.output, &data)?;
     let r = initramfs::Summary {

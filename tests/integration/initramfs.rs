@@ -432,4 +432,16 @@ fn net_drivers_ship_only_the_nodes_cards() {
         assert!(err.contains(want), "{err}");
         assert!(!out.exists(), "{bad}: wrote {}", out.display());
     }
+    // mkinitramfs picks its own modules: a driver list with it is refused.
+    let out = l.base.join("tools.img");
+    let mut c = common::nfsroot(&l);
+    c.args(["initramfs", "build", "--backend", "initramfs-tools"])
+        .args(["--net-driver", "igb", "-o"])
+        .arg(&out)
+        .arg(&root);
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("apply to --backend nfsroot only"), "{err}");
+    assert!(!out.exists());
 }
