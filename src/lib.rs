@@ -41,6 +41,7 @@ pub mod image;
 pub mod imagefs;
 pub mod initramfs;
 pub mod inventory;
+pub mod ipxe;
 pub mod kernel;
 pub mod nodes;
 pub mod profile;

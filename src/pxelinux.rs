@@ -155,6 +155,17 @@ pub fn mac_file_name(mac: &str) -> String {
     format!("01-{}", mac.to_ascii_lowercase().replace(':', "-"))
 }
 
+/// Every name PXELINUX looks up under pxelinux.cfg/ before `default`, for
+/// a client with one of `macs` at `ip`: `01-<mac>`, then the hex IP
+/// shortened one digit at a time (its UUID name aside).
+pub fn lookup_names<'a>(macs: impl IntoIterator<Item = &'a str>, ip: Ipv4Addr) -> Vec<String> {
+    let hex = hex_ip(ip);
+    macs.into_iter()
+        .map(mac_file_name)
+        .chain((1..=hex.len()).rev().map(|n| hex[..n].to_string()))
+        .collect()
+}
+
 /// PXELINUX's per-IP config name: the address in upper-case hex.
 pub fn hex_ip(ip: Ipv4Addr) -> String {
     ip.octets().iter().map(|o| format!("{o:02X}")).collect()

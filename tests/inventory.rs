@@ -78,6 +78,7 @@ impl Server {
             default: Some("6.1.0-10-amd64".into()),
             serial: Some("ttyS0,115200".into()),
             timeout_s: 3,
+            ipxe: false,
             files: Default::default(),
         };
         rec.save(&self.layout).unwrap();
@@ -233,17 +234,23 @@ dhcp-option=tag:nfsroot,option:domain-name,cluster.example
 dhcp-match=set:nfsroot-efi64,option:client-arch,7
 dhcp-match=set:nfsroot-efi64,option:client-arch,9
 dhcp-match=set:nfsroot-arm64,option:client-arch,11
-dhcp-boot=tag:nfsroot,tag:nfsroot-bios,pxelinux.0,,10.18.1.1
+# iPXE BIOS clients (option 175) get nfsroot.ipxe: it boots the default image, or chains pxelinux.0 (the image's boot.ipxe off); hosts with a per-host PXELINUX config get pxelinux.0
+dhcp-match=set:nfsroot-ipxe,175
+dhcp-boot=tag:nfsroot,tag:nfsroot-bios,tag:!nfsroot-ipxe,pxelinux.0,,10.18.1.1
+dhcp-boot=tag:nfsroot,tag:nfsroot-bios,tag:nfsroot-ipxe,tag:nfsroot-pxelinux,pxelinux.0,,10.18.1.1
+dhcp-boot=tag:nfsroot,tag:nfsroot-bios,tag:nfsroot-ipxe,tag:!nfsroot-pxelinux,nfsroot.ipxe,,10.18.1.1
 dhcp-boot=tag:nfsroot,tag:nfsroot-uefi,shimx64.efi,,10.18.1.1
 dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:nfsroot-efi64,shimx64.efi,,10.18.1.1
-dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:!nfsroot-efi64,tag:!nfsroot-arm64,pxelinux.0,,10.18.1.1
+dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:!nfsroot-efi64,tag:!nfsroot-arm64,tag:!nfsroot-ipxe,pxelinux.0,,10.18.1.1
+dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:!nfsroot-efi64,tag:!nfsroot-arm64,tag:nfsroot-ipxe,tag:nfsroot-pxelinux,pxelinux.0,,10.18.1.1
+dhcp-boot=tag:nfsroot,tag:!nfsroot-bios,tag:!nfsroot-uefi,tag:!nfsroot-efi64,tag:!nfsroot-arm64,tag:nfsroot-ipxe,tag:!nfsroot-pxelinux,nfsroot.ipxe,,10.18.1.1
 # iPXE: no ProxyDHCP server here; do not wait 2 s for one (no-pxedhcp)
 dhcp-option=tag:nfsroot,encap:175,176,1b
 enable-tftp
 tftp-root=/T/tftp
 dhcp-host=52:54:00:00:01:01,10.18.1.2,n001
-dhcp-host=52:54:00:00:01:02,10.18.1.3,n002
-dhcp-host=52:54:00:00:02:01,52:54:00:00:02:02,10.18.1.18,g001
+dhcp-host=52:54:00:00:01:02,set:nfsroot-pxelinux,10.18.1.3,n002
+dhcp-host=52:54:00:00:02:01,52:54:00:00:02:02,set:nfsroot-pxelinux,10.18.1.18,g001
 # END nfsroot inventory
 "
     );
@@ -253,7 +260,8 @@ dhcp-host=52:54:00:00:02:01,52:54:00:00:02:02,10.18.1.18,g001
         prologue.contains(
             "subnet 10.18.1.0 netmask 255.255.255.0 {\n  option routers 10.18.1.1;\n  \
              option domain-name-servers 10.18.1.1;\n  option domain-name \"cluster.example\";\n  \
-             next-server 10.18.1.1;\n  filename \"pxelinux.0\";\n  \
+             next-server 10.18.1.1;\n  if exists user-class and option user-class = \"iPXE\" {\n    \
+             filename \"nfsroot.ipxe\";\n  } else {\n    filename \"pxelinux.0\";\n  }\n  \
              # iPXE: no ProxyDHCP server here; do not wait 2 s for one (no-pxedhcp)\n  \
              option ipxe.no-pxedhcp 1;\n}\n"
         ),
@@ -272,6 +280,8 @@ host n001 {
     filename \"shimx64.efi\";
   } elsif option pxe-system-type = 00:0b {
     # arm64 UEFI: no loader published yet
+  } elsif exists user-class and option user-class = \"iPXE\" {
+    filename \"nfsroot.ipxe\";
   } else {
     filename \"pxelinux.0\";
   }
@@ -741,13 +751,14 @@ off = { mac = \"52:54:00:00:03:05\", ip = \"10.18.1.35\", boot = \"disabled\" }
 /// The loader dnsmasq gives a host announcing `arch`: its `dhcp-host`
 /// line's tags plus the `dhcp-match` tags for `arch`, evaluated against
 /// every `dhcp-boot` line as dnsmasq does (all of a line's tags must hold;
-/// `tag:!x` must not). Fails if two lines match.
-fn dnsmasq_loader(conf: &str, mac: &str, arch: u16) -> Option<String> {
+/// `tag:!x` must not). An `ipxe` client sends option 175. Fails if two
+/// lines match.
+fn dnsmasq_loader(conf: &str, mac: &str, arch: u16, ipxe: bool) -> Option<String> {
     let mut tags = vec!["nfsroot".to_string()];
     for l in conf.lines() {
         if let Some(m) = l.strip_prefix("dhcp-match=set:") {
             let (tag, rest) = m.split_once(',').unwrap();
-            if rest == format!("option:client-arch,{arch}") {
+            if rest == format!("option:client-arch,{arch}") || (ipxe && rest == "175") {
                 tags.push(tag.into());
             }
         }
@@ -787,8 +798,9 @@ fn dnsmasq_loader(conf: &str, mac: &str, arch: u16) -> Option<String> {
 }
 
 /// The loader dhcpd gives a host announcing `arch`: its host block's
-/// `filename`, through the `if`/`elsif`/`else` on pxe-system-type.
-fn dhcpd_loader(conf: &str, host: &str, arch: u16) -> Option<String> {
+/// `filename`, through the `if`/`elsif`/`else` on pxe-system-type and (an
+/// `ipxe` client) the user class.
+fn dhcpd_loader(conf: &str, host: &str, arch: u16, ipxe: bool) -> Option<String> {
     let block = conf.split(&format!("host {host} {{\n")).nth(1).unwrap();
     let code = format!("{:02x}:{:02x}", arch >> 8, arch & 0xff);
     let mut taking = true;
@@ -798,7 +810,9 @@ fn dhcpd_loader(conf: &str, host: &str, arch: u16) -> Option<String> {
             break;
         }
         if let Some(cond) = l.strip_prefix("if ").or(l.strip_prefix("} elsif ")) {
-            taking = !taken && cond.contains(&format!("pxe-system-type = {code}"));
+            taking = !taken
+                && (cond.contains(&format!("pxe-system-type = {code}"))
+                    || (ipxe && cond.contains("option user-class = \"iPXE\"")));
             taken |= taking;
         } else if l == "} else {" {
             taking = !taken;
@@ -848,17 +862,68 @@ fn loader_by_client_architecture() {
     ];
     for (host, mac, arch, want) in cases {
         assert_eq!(
-            &dnsmasq_loader(&dns, mac, arch),
+            &dnsmasq_loader(&dns, mac, arch, false),
             want,
             "dnsmasq: {host} arch {arch}\n{dns}"
         );
         assert_eq!(
-            &dhcpd_loader(&dhcpd, host, arch),
+            &dhcpd_loader(&dhcpd, host, arch, false),
             want,
             "dhcpd: {host} arch {arch}\n{dhcpd}"
         );
     }
+    // iPXE clients: BIOS ones get the published iPXE script, UEFI ones
+    // shim as before (Secure Boot needs the signed chain); hosts with a
+    // per-host PXELINUX config (local boot, disabled) pxelinux.0, which
+    // reads it.
+    let script = Some("nfsroot.ipxe".to_string());
+    for (host, mac, arch, want) in [
+        ("any", "52:54:00:00:03:01", 0, &script),
+        ("any", "52:54:00:00:03:01", 7, &uefi),
+        ("bios", "52:54:00:00:03:02", 7, &script),
+        ("uefi", "52:54:00:00:03:03", 0, &uefi),
+        ("local", "52:54:00:00:03:04", 0, &bios),
+        ("off", "52:54:00:00:03:05", 0, &bios),
+    ] {
+        assert_eq!(
+            &dnsmasq_loader(&dns, mac, arch, true),
+            want,
+            "dnsmasq: {host} {arch}\n{dns}"
+        );
+        assert_eq!(
+            &dhcpd_loader(&dhcpd, host, arch, true),
+            want,
+            "dhcpd: {host} {arch}\n{dhcpd}"
+        );
+    }
     daemons_accept(&s.etc);
+    // A hand-made per-subnet PXELINUX file (10.18.1.16-31, seed 003's
+    // habit) covers `any`: iPXE cannot look it up, so after a sync `any`
+    // gets pxelinux.0 whatever its firmware; `bios` (10.18.1.32) still
+    // gets the script.
+    std::fs::write(
+        s.cfg("0A12011"),
+        "DEFAULT local\nLABEL local\n  LOCALBOOT 0\n",
+    )
+    .unwrap();
+    s.sync(false);
+    let dns = s.read(s.etc.join("dnsmasq.d/nfsroot.conf"));
+    let dhcpd = s.read(s.etc.join("dhcp/dhcpd.conf"));
+    for (host, mac, want) in [
+        ("any", "52:54:00:00:03:01", &bios),
+        ("bios", "52:54:00:00:03:02", &script),
+    ] {
+        assert_eq!(
+            &dnsmasq_loader(&dns, mac, 0, true),
+            want,
+            "dnsmasq: {host}\n{dns}"
+        );
+        assert_eq!(
+            &dhcpd_loader(&dhcpd, host, 0, true),
+            want,
+            "dhcpd: {host}\n{dhcpd}"
+        );
+    }
     // Localboot and disabled hosts: GRUB configs of their own.
     let g = |n: &str| s.read(s.layout.tftp_root.join("grub").join(n));
     let local = g("grub.cfg-01-52-54-00-00-03-04");
@@ -938,12 +1003,12 @@ fn hosts_set_firmware_through_the_binary() {
         ("uefi", "52:54:00:00:03:03", 0, &uefi),
     ] {
         assert_eq!(
-            &dnsmasq_loader(&dns, mac, arch),
+            &dnsmasq_loader(&dns, mac, arch, false),
             want,
             "{host} {arch}\n{dns}"
         );
         assert_eq!(
-            &dhcpd_loader(&dhcpd, host, arch),
+            &dhcpd_loader(&dhcpd, host, arch, false),
             want,
             "{host} {arch}\n{dhcpd}"
         );
@@ -1102,8 +1167,9 @@ fn thousand_hosts_render_and_sync() {
     for h in &inv.hosts {
         total += pxelinux::render(&inventory::render::boot_config(h, Some(&rec)).unwrap()).len();
     }
-    total += inventory::render::dnsmasq(&inv, &s.layout.tftp_root).len();
-    total += inventory::render::dhcpd_hosts(&inv).len();
+    let route = inventory::render::IpxeRoute::new(&inv, true, Default::default());
+    total += inventory::render::dnsmasq(&inv, &s.layout.tftp_root, &route).len();
+    total += inventory::render::dhcpd_hosts(&inv, &route).len();
     total += inventory::render::hosts_block(&inv).len();
     assert!(total > 100_000);
 

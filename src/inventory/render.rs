@@ -166,7 +166,7 @@ pub fn check_tftp_root(p: &Path) -> Result<()> {
 /// inventory hosts get addresses), options, boot file, TFTP root, and one
 /// `dhcp-host` per host. Options are tagged so a dnsmasq serving other
 /// networks too hands them only to this one.
-pub fn dnsmasq(inv: &Inventory, tftp_root: &Path) -> String {
+pub fn dnsmasq(inv: &Inventory, tftp_root: &Path, ipxe: &IpxeRoute) -> String {
     let c = &inv.cluster;
     let mut s = generated_by(inv);
     let _ = writeln!(
@@ -189,7 +189,7 @@ pub fn dnsmasq(inv: &Inventory, tftp_root: &Path) -> String {
     if !c.domain.is_empty() {
         let _ = writeln!(s, "dhcp-option=tag:nfsroot,option:domain-name,{}", c.domain);
     }
-    dnsmasq_boot(&mut s, inv);
+    dnsmasq_boot(&mut s, inv, ipxe.file);
     if c.dnsmasq_tftp {
         match check_tftp_root(tftp_root) {
             Ok(()) => {
@@ -206,9 +206,12 @@ pub fn dnsmasq(inv: &Inventory, tftp_root: &Path) -> String {
         }
     }
     for h in &inv.hosts {
-        let pin = h
+        let mut pin = h
             .firmware
             .map_or(String::new(), |f| format!("set:nfsroot-{f},"));
+        if ipxe.file.is_some() && ipxe.for_host(h).is_none() {
+            pin.push_str("set:nfsroot-pxelinux,");
+        }
         let _ = writeln!(s, "dhcp-host={},{pin}{},{}", h.macs.join(","), h.ip, h.name);
     }
     s
@@ -222,11 +225,55 @@ pub const UEFI_ARCHES: &[u16] = &[7, 9];
 /// arm64 UEFI: recognised, not served yet.
 pub const ARM64_ARCH: u16 = 11;
 
+/// Which BIOS clients whose firmware is iPXE get the iPXE script
+/// ([`crate::ipxe`]: it boots the default image itself when its profile
+/// sets `boot.ipxe`, else it chains `pxelinux.0`).
+#[derive(Debug, Clone, Default)]
+pub struct IpxeRoute {
+    /// The script, once it is published in the TFTP root (publish never
+    /// removes it) and the cluster's BIOS loader is the default
+    /// `pxelinux.0`; `None`: iPXE clients get the same file as other BIOS
+    /// clients (another `boot_file` is the admin's own chain).
+    pub file: Option<&'static str>,
+    /// Hosts that have a per-host PXELINUX config under any name PXELINUX
+    /// looks up (`01-<mac>`, the hex IP or a prefix of it, hand-made ones
+    /// included): they get `boot_file` whatever their firmware, so
+    /// PXELINUX reads it (the script finds per-MAC names only).
+    pub pxelinux_hosts: std::collections::BTreeSet<String>,
+}
+
+impl IpxeRoute {
+    /// The route for `inv`: `published` says whether the script exists.
+    pub fn new(
+        inv: &Inventory,
+        published: bool,
+        pxelinux_hosts: std::collections::BTreeSet<String>,
+    ) -> IpxeRoute {
+        IpxeRoute {
+            file: (published && inv.cluster.boot_file == "pxelinux.0").then_some(crate::ipxe::TOP),
+            pxelinux_hosts,
+        }
+    }
+
+    /// The script for host `h`'s iPXE firmware, if it gets it.
+    fn for_host(&self, h: &Host) -> Option<&'static str> {
+        self.file.filter(|_| !self.pxelinux_hosts.contains(&h.name))
+    }
+}
+
+/// Every name PXELINUX looks up for `h` before `default`
+/// ([`crate::pxelinux::lookup_names`]).
+pub fn pxelinux_lookup_names(h: &Host) -> Vec<String> {
+    crate::pxelinux::lookup_names(h.macs.iter().map(String::as_str), h.ip)
+}
+
 /// dnsmasq's loader lines: by client architecture, unless the host pins
 /// its firmware (`set:nfsroot-bios` / `set:nfsroot-uefi` on its
-/// `dhcp-host`). Each `dhcp-boot` has tags no other one matches, so the
-/// order of the lines does not matter.
-fn dnsmasq_boot(s: &mut String, inv: &Inventory) {
+/// `dhcp-host`); BIOS clients that are iPXE (they send option 175) get
+/// `ipxe` unless their host has a per-host PXELINUX config
+/// (`set:nfsroot-pxelinux`, see [`IpxeRoute`]). Each `dhcp-boot` has tags
+/// no other one matches, so the order of the lines does not matter.
+fn dnsmasq_boot(s: &mut String, inv: &Inventory, ipxe: Option<&str>) {
     let c = &inv.cluster;
     let (bios, uefi) = (&c.boot_file, crate::publish::UEFI_LOADER);
     let _ = writeln!(
@@ -247,16 +294,33 @@ fn dnsmasq_boot(s: &mut String, inv: &Inventory) {
         s,
         "dhcp-match=set:nfsroot-arm64,option:client-arch,{ARM64_ARCH}"
     );
+    if let Some(f) = ipxe {
+        let _ = writeln!(
+            s,
+            "# iPXE BIOS clients (option 175) get {f}: it boots the default image, or \
+             chains {bios} (the image's boot.ipxe off); hosts with a per-host PXELINUX \
+             config get {bios}"
+        );
+        let _ = writeln!(s, "dhcp-match=set:nfsroot-ipxe,175");
+    }
     let unpinned = "tag:!nfsroot-bios,tag:!nfsroot-uefi";
-    for (tags, file) in [
-        ("tag:nfsroot-bios".to_string(), bios.as_str()),
-        ("tag:nfsroot-uefi".to_string(), uefi),
-        (format!("{unpinned},tag:nfsroot-efi64"), uefi),
-        (
-            format!("{unpinned},tag:!nfsroot-efi64,tag:!nfsroot-arm64"),
-            bios.as_str(),
-        ),
-    ] {
+    let unpinned_bios = format!("{unpinned},tag:!nfsroot-efi64,tag:!nfsroot-arm64");
+    let bios_lines = |tags: &str| match ipxe {
+        Some(f) => vec![
+            (format!("{tags},tag:!nfsroot-ipxe"), bios.as_str()),
+            (
+                format!("{tags},tag:nfsroot-ipxe,tag:nfsroot-pxelinux"),
+                bios.as_str(),
+            ),
+            (format!("{tags},tag:nfsroot-ipxe,tag:!nfsroot-pxelinux"), f),
+        ],
+        None => vec![(tags.to_string(), bios.as_str())],
+    };
+    let mut lines = bios_lines("tag:nfsroot-bios");
+    lines.push(("tag:nfsroot-uefi".to_string(), uefi));
+    lines.push((format!("{unpinned},tag:nfsroot-efi64"), uefi));
+    lines.extend(bios_lines(&unpinned_bios));
+    for (tags, file) in lines {
         let _ = writeln!(s, "dhcp-boot=tag:nfsroot,{tags},{file},,{}", c.tftp_server);
     }
     let _ = writeln!(s, "{IPXE_NO_PROXYDHCP_NOTE}");
@@ -271,7 +335,7 @@ const IPXE_NO_PROXYDHCP_NOTE: &str =
 
 /// The prologue of a new dhcpd.conf: the subnet with PXE options. Written
 /// once, when the file does not exist; after that it is the admin's.
-pub fn dhcpd_prologue(inv: &Inventory) -> String {
+pub fn dhcpd_prologue(inv: &Inventory, ipxe: Option<&str>) -> String {
     let c = &inv.cluster;
     let mut s = String::from(
         "# dhcpd.conf for the nfsroot cluster. The lines outside the nfsroot\n\
@@ -302,7 +366,19 @@ pub fn dhcpd_prologue(inv: &Inventory) -> String {
         let _ = writeln!(s, "  option domain-name \"{}\";", c.domain);
     }
     let _ = writeln!(s, "  next-server {};", c.tftp_server);
-    let _ = writeln!(s, "  filename \"{}\";", c.boot_file);
+    match ipxe {
+        Some(f) => {
+            let _ = writeln!(
+                s,
+                "  if {IPXE_USER_CLASS} {{\n    filename \"{f}\";\n  }} else {{\n    \
+                 filename \"{}\";\n  }}",
+                c.boot_file
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  filename \"{}\";", c.boot_file);
+        }
+    }
     let _ = writeln!(s, "  {IPXE_NO_PROXYDHCP_NOTE}");
     let _ = writeln!(s, "  option ipxe.no-pxedhcp 1;");
     s.push_str("}\n\n");
@@ -314,7 +390,7 @@ pub fn dhcpd_prologue(inv: &Inventory) -> String {
 /// host with several NICs gets one block per MAC (`name`, `name.nic2`, ..;
 /// dhcpd wants unique names, and host names have no dots, so these cannot
 /// collide), all with its address.
-pub fn dhcpd_hosts(inv: &Inventory) -> String {
+pub fn dhcpd_hosts(inv: &Inventory, ipxe: &IpxeRoute) -> String {
     let c = &inv.cluster;
     let mut s = generated_by(inv);
     for h in &inv.hosts {
@@ -329,22 +405,34 @@ pub fn dhcpd_hosts(inv: &Inventory) -> String {
             let _ = writeln!(s, "  fixed-address {};", h.ip);
             let _ = writeln!(s, "  option host-name \"{}\";", h.name);
             let _ = writeln!(s, "  next-server {};", c.tftp_server);
-            dhcpd_filename(&mut s, h.firmware, &c.boot_file);
+            dhcpd_filename(&mut s, h.firmware, &c.boot_file, ipxe.for_host(h));
             let _ = writeln!(s, "}}");
         }
     }
     s
 }
 
+/// How dhcpd tells an iPXE client: the user class iPXE sends.
+const IPXE_USER_CLASS: &str = "exists user-class and option user-class = \"iPXE\"";
+
 /// A dhcpd host's loader: the pinned one, else by the client architecture
 /// it announces (`pxe-system-type`, dhcpd's name for option 93; see
-/// [`UEFI_ARCHES`]).
-fn dhcpd_filename(s: &mut String, pin: Option<Firmware>, bios: &str) {
+/// [`UEFI_ARCHES`]); a BIOS client that is iPXE gets `ipxe` when given.
+fn dhcpd_filename(s: &mut String, pin: Option<Firmware>, bios: &str, ipxe: Option<&str>) {
     let uefi = crate::publish::UEFI_LOADER;
     match pin {
-        Some(Firmware::Bios) => {
-            let _ = writeln!(s, "  filename \"{bios}\";");
-        }
+        Some(Firmware::Bios) => match ipxe {
+            Some(f) => {
+                let _ = writeln!(
+                    s,
+                    "  if {IPXE_USER_CLASS} {{\n    filename \"{f}\";\n  }} else {{\n    \
+                     filename \"{bios}\";\n  }}"
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  filename \"{bios}\";");
+            }
+        },
         Some(Firmware::Uefi) => {
             let _ = writeln!(s, "  filename \"{uefi}\";");
         }
@@ -353,10 +441,13 @@ fn dhcpd_filename(s: &mut String, pin: Option<Firmware>, bios: &str) {
                 .iter()
                 .map(|a| format!("option pxe-system-type = {:02x}:{:02x}", a >> 8, a & 0xff))
                 .collect();
+            let ipxe = ipxe.map_or(String::new(), |f| {
+                format!(" elsif {} {{\n    filename \"{f}\";\n  }}", IPXE_USER_CLASS)
+            });
             let _ = writeln!(
                 s,
                 "  if {} {{\n    filename \"{uefi}\";\n  }} elsif option pxe-system-type = \
-                 {:02x}:{:02x} {{\n    # arm64 UEFI: no loader published yet\n  }} else {{\n    \
+                 {:02x}:{:02x} {{\n    # arm64 UEFI: no loader published yet\n  }}{ipxe} else {{\n    \
                  filename \"{bios}\";\n  }}",
                 cond.join(" or "),
                 ARM64_ARCH >> 8,
@@ -571,8 +662,12 @@ n1 = { mac = \"52:54:00:00:00:01\", ip = \"10.18.1.11\" }
         assert_eq!(g.lines().count(), 1, "{g}");
         assert!(g.contains("/tmp/x?no_root_squash *"), "{g}");
         for text in [
-            dnsmasq(&inv, Path::new("/tftp")),
-            dhcpd_hosts(&inv),
+            dnsmasq(
+                &inv,
+                Path::new("/tftp"),
+                &IpxeRoute::new(&inv, true, Default::default()),
+            ),
+            dhcpd_hosts(&inv, &IpxeRoute::new(&inv, true, Default::default())),
             hosts_block(&inv),
         ] {
             assert!(
@@ -582,15 +677,63 @@ n1 = { mac = \"52:54:00:00:00:01\", ip = \"10.18.1.11\" }
         }
     }
 
+    /// PXELINUX's search order for a host, as [`IpxeRoute`] checks it; a
+    /// host with any of them gets `pxelinux.0` from both daemons.
+    #[test]
+    fn hosts_with_a_pxelinux_name_get_pxelinux_whatever_their_firmware() {
+        let inv = inv();
+        let h = &inv.hosts[0];
+        assert_eq!(
+            pxelinux_lookup_names(h),
+            [
+                "01-52-54-00-00-00-01",
+                "0A12010B",
+                "0A12010",
+                "0A1201",
+                "0A120",
+                "0A12",
+                "0A1",
+                "0A",
+                "0"
+            ]
+        );
+        let free = IpxeRoute::new(&inv, true, Default::default());
+        assert!(
+            dnsmasq(&inv, Path::new("/t"), &free).contains("dhcp-host=52:54:00:00:00:01,10.18")
+        );
+        assert!(dhcpd_hosts(&inv, &free).contains("filename \"nfsroot.ipxe\""));
+        let pinned = IpxeRoute::new(&inv, true, ["n1".to_string()].into());
+        let t = dnsmasq(&inv, Path::new("/t"), &pinned);
+        assert!(
+            t.contains("dhcp-host=52:54:00:00:00:01,set:nfsroot-pxelinux,10.18"),
+            "{t}"
+        );
+        assert!(!dhcpd_hosts(&inv, &pinned).contains("nfsroot.ipxe"));
+        // Not published, or another boot file: no iPXE lines at all.
+        for (inv, published) in [
+            (inv.clone(), false),
+            (with_boot_file(inv, "lpxelinux.0"), true),
+        ] {
+            let r = IpxeRoute::new(&inv, published, Default::default());
+            assert!(!dnsmasq(&inv, Path::new("/t"), &r).contains("ipxe"));
+            assert!(!dhcpd_hosts(&inv, &r).contains("iPXE"));
+        }
+    }
+
+    fn with_boot_file(mut inv: Inventory, f: &str) -> Inventory {
+        inv.cluster.boot_file = f.into();
+        inv
+    }
+
     /// dnsmasq's tftp-root takes `dir[,interface]`: a comma would add a
     /// field, so a TFTP root that is not plain is left out.
     #[test]
     fn dnsmasq_tftp_root_must_be_plain() {
         let inv = inv();
-        let t = dnsmasq(&inv, Path::new("/srv/tftp"));
+        let t = dnsmasq(&inv, Path::new("/srv/tftp"), &IpxeRoute::default());
         assert!(t.contains("tftp-root=/srv/tftp\n"), "{t}");
         for bad in ["/srv/tftp,eth0", "/srv/t ftp", "/srv/t\nenable-ra"] {
-            let t = dnsmasq(&inv, Path::new(bad));
+            let t = dnsmasq(&inv, Path::new(bad), &IpxeRoute::default());
             assert!(!t.contains("tftp-root") && !t.contains("enable-"), "{t}");
             assert!(check_tftp_root(Path::new(bad)).is_err());
         }

@@ -264,6 +264,12 @@ pub struct Boot {
     /// Make this image PXELINUX's `default` when publishing.
     #[serde(default = "d_true")]
     pub default: bool,
+    /// As the default image, boot iPXE clients (QEMU's and KVM's NICs,
+    /// iPXE-flashed cards) from `nfsroot.ipxe` without PXELINUX. Hosts
+    /// with a per-host config still go through PXELINUX, found by MAC
+    /// only: not by a hand-made hex-IP or subnet file.
+    #[serde(default)]
+    pub ipxe: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -7,8 +7,9 @@
 //! Debian's signed shim, GRUB and MOK manager for UEFI nodes), and the
 //! image's boot config, PXELINUX and GRUB rendered from one record
 //! ([`record::config_files`]): `pxelinux.cfg/nfsroot-<image>` and
-//! `grub/nfsroot-<image>.cfg`, plus `pxelinux.cfg/default` and
-//! `grub/grub.cfg` when this image is the default one.
+//! `grub/nfsroot-<image>.cfg`, plus `pxelinux.cfg/default`,
+//! `grub/grub.cfg` and the iPXE script `nfsroot.ipxe` (see [`crate::ipxe`])
+//! when this image is the default one.
 //!
 //! Order of writes: files first (temp, fsync, rename, verify sha256), then
 //! the record (outside the exported tree), then the configs, last, each by
@@ -35,7 +36,7 @@ mod status;
 
 pub use record::{
     ConfigFile, Loader, PublishedKernel, Record, cfg_dir, config_files, grub_dir,
-    image_config_name, referenced, verify,
+    image_config_name, ipxe_path, referenced, verify,
 };
 pub use rollback::rollback;
 pub use status::{Status, status};
@@ -239,6 +240,7 @@ fn next_record(old: &Record, p: &Profile, plan: &Artifacts) -> NextRecord {
     let mut rec = old.clone();
     rec.serial = (!p.boot.serial.is_empty()).then(|| p.boot.serial.clone());
     rec.timeout_s = p.boot.prompt_timeout;
+    rec.ipxe = p.boot.ipxe;
     let e = &plan.entry;
     let replaced = old.find(&e.version).cloned();
     let same = replaced.as_ref().is_some_and(|r| {

@@ -8,12 +8,13 @@
 //! The boot config of an image is one thing in several files
 //! ([`config_files`]): `pxelinux.cfg/nfsroot-<image>` and
 //! `grub/nfsroot-<image>.cfg`, and for the default image
-//! `pxelinux.cfg/default` and `grub/grub.cfg`, listed so the PXELINUX and
-//! GRUB file of each pair are renamed one right after the other.
+//! `pxelinux.cfg/default`, `grub/grub.cfg` and the iPXE script
+//! `nfsroot.ipxe`, listed so the files of each set are renamed one right
+//! after the other.
 
 use crate::fsutil;
 use crate::image::Layout;
-use crate::{bootcfg, grub, pxelinux};
+use crate::{bootcfg, grub, ipxe, pxelinux};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -47,6 +48,10 @@ pub struct Record {
     pub serial: Option<String>,
     /// Prompt timeout in seconds.
     pub timeout_s: u32,
+    /// The iPXE script boots this image itself when it is the default
+    /// (the profile's `boot.ipxe`); else it hands iPXE clients to PXELINUX.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipxe: bool,
     /// Every published file (TFTP-relative) and its sha256: always a
     /// superset of what any config names, so a config can be checked
     /// against it at any moment, even mid-update.
@@ -149,11 +154,17 @@ pub fn grub_dir(layout: &Layout) -> PathBuf {
     layout.tftp_root.join(grub::DIR)
 }
 
+/// Where the iPXE script lives: [`ipxe::TOP`] at the TFTP root.
+pub fn ipxe_path(layout: &Layout) -> PathBuf {
+    layout.tftp_root.join(ipxe::TOP)
+}
+
 /// Which loader reads a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loader {
     Pxelinux,
     Grub,
+    Ipxe,
 }
 
 impl Loader {
@@ -162,6 +173,7 @@ impl Loader {
         match self {
             Loader::Pxelinux => pxelinux::parse(text),
             Loader::Grub => grub::parse(text),
+            Loader::Ipxe => ipxe::parse(text),
         }
     }
 }
@@ -176,8 +188,9 @@ pub struct ConfigFile {
 }
 
 /// The files of `rec`'s boot config, in write order: the image's own
-/// PXELINUX and GRUB configs, then with `default` `pxelinux.cfg/default`
-/// and `grub/grub.cfg` (which also searches per-host GRUB configs).
+/// PXELINUX and GRUB configs, then with `default` `pxelinux.cfg/default`,
+/// `grub/grub.cfg` (which also searches per-host GRUB configs) and
+/// `nfsroot.ipxe` (which hands hosts with a per-host config to PXELINUX).
 pub fn config_files(layout: &Layout, rec: &Record, default: bool) -> Result<Vec<ConfigFile>> {
     let c = rec.config();
     let (pxe, grub_text) = (pxelinux::try_render(&c)?, grub::try_render(&c)?);
@@ -209,6 +222,11 @@ pub fn config_files(layout: &Layout, rec: &Record, default: bool) -> Result<Vec<
             Loader::Grub,
             &grub::try_render_top(&c)?,
         ));
+        v.push(file(
+            ipxe_path(layout),
+            Loader::Ipxe,
+            &ipxe::try_render_top(&c, rec.ipxe)?,
+        ));
     }
     Ok(v)
 }
@@ -234,8 +252,9 @@ pub fn default_owner(default_cfg: &Path) -> Option<String> {
 }
 
 /// Every TFTP-relative path named by any config under pxelinux.cfg/ or
-/// grub/ (per-host ones included), as it will be once `pending` (configs
-/// about to be written) are: their new text counts, not what is on disk.
+/// grub/ (per-host ones included) or by the iPXE script, as it will be
+/// once `pending` (configs about to be written) are: their new text
+/// counts, not what is on disk.
 pub fn referenced(
     layout: &Layout,
     pending: &[ConfigFile],
@@ -268,6 +287,12 @@ pub fn referenced(
                 add(loader, &text);
             }
         }
+    }
+    let top = ipxe_path(layout);
+    if !pending.iter().any(|c| c.path == top)
+        && let Ok(text) = std::fs::read_to_string(&top)
+    {
+        add(Loader::Ipxe, &text);
     }
     Ok(set)
 }

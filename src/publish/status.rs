@@ -1,11 +1,11 @@
 //! `nfsroot status`: what an image holds, what is published for it, what
 //! its configs boot, and every drift between them (a file that no longer
 //! matches its checksum, a config naming a missing file, a kernel in the
-//! image that is not published, a PXELINUX and a GRUB config of one pair
-//! booting different kernels).
+//! image that is not published, two configs of one set (PXELINUX, GRUB and
+//! for the default the iPXE script) booting different kernels).
 
 use super::record::{
-    self, Loader, PublishedKernel, Record, cfg_dir, grub_dir, image_config_name, verify,
+    self, Loader, PublishedKernel, Record, cfg_dir, grub_dir, image_config_name, ipxe_path, verify,
 };
 use crate::image::Layout;
 use crate::imagefs::ImageRoot;
@@ -54,10 +54,10 @@ impl Status {
     }
 }
 
-/// Drift in the image's configs and the default pair (PXELINUX and GRUB):
-/// a missing or unreadable config, a named file that does not exist, the
-/// two loaders booting different kernels. Returns what the image's
-/// PXELINUX config boots.
+/// Drift in the image's configs (PXELINUX and GRUB) and the default set
+/// (with the iPXE script): a missing or unreadable config, a named file
+/// that does not exist, two loaders booting different kernels. Returns
+/// what the image's PXELINUX config boots.
 fn config_drift(
     layout: &Layout,
     image: &str,
@@ -66,21 +66,25 @@ fn config_drift(
 ) -> Option<String> {
     let cfgd = cfg_dir(layout);
     let grubd = grub_dir(layout);
-    let pairs = [
-        (
-            cfgd.join(image_config_name(image)),
-            grubd.join(grub::image_config_name(image)),
-        ),
-        (cfgd.join("default"), grubd.join(grub::TOP)),
+    let sets = [
+        vec![
+            (cfgd.join(image_config_name(image)), Loader::Pxelinux),
+            (grubd.join(grub::image_config_name(image)), Loader::Grub),
+        ],
+        vec![
+            (cfgd.join("default"), Loader::Pxelinux),
+            (grubd.join(grub::TOP), Loader::Grub),
+            (ipxe_path(layout), Loader::Ipxe),
+        ],
     ];
     let mut default_boots = None;
-    for (i, (pxe, grub_cfg)) in pairs.into_iter().enumerate() {
+    for (i, set) in sets.into_iter().enumerate() {
         let own = i == 0;
-        if !own && record::default_owner(&pxe).as_deref() != Some(image) {
+        if !own && record::default_owner(&set[0].0).as_deref() != Some(image) {
             continue;
         }
         let mut boots = Vec::new();
-        for (c, loader) in [(pxe, Loader::Pxelinux), (grub_cfg, Loader::Grub)] {
+        for (c, loader) in set {
             let Ok(text) = std::fs::read_to_string(&c) else {
                 if published {
                     drift.push(format!("{} is missing", c.display()));
@@ -99,6 +103,10 @@ fn config_drift(
                             }
                         }
                     }
+                    if loader == Loader::Ipxe && parsed.default.is_none() {
+                        // Hands every client to PXELINUX (boot.ipxe off).
+                        continue;
+                    }
                     let d = parsed.default_entry().cloned();
                     if own && loader == Loader::Pxelinux {
                         default_boots = d.as_ref().map(|e| e.label.clone());
@@ -108,10 +116,13 @@ fn config_drift(
                 Err(e) => drift.push(format!("{}: {e:#}", c.display())),
             }
         }
-        if let [(a, da), (b, db)] = &boots[..]
-            && da.as_ref().map(|e| (&e.kernel, &e.initrd))
+        let Some((a, da)) = boots.first() else {
+            continue;
+        };
+        for (b, db) in boots.iter().skip(1).filter(|(_, db)| {
+            da.as_ref().map(|e| (&e.kernel, &e.initrd))
                 != db.as_ref().map(|e| (&e.kernel, &e.initrd))
-        {
+        }) {
             let name = |d: &Option<crate::bootcfg::Entry>| {
                 d.as_ref()
                     .map_or("nothing".to_string(), |e| e.kernel.clone())

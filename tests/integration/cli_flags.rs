@@ -269,6 +269,7 @@ fn fake_published(l: &TestLayout) {
         default: Some(v.into()),
         serial: Some("ttyS0,115200".into()),
         timeout_s: 3,
+        ipxe: false,
         files: Default::default(),
     };
     let layout = l.layout();

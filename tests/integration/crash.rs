@@ -3,10 +3,11 @@
 //! die there (SIGKILL, with the binary's `nfsroot: crash point NAME` line on
 //! stderr), and leave a state the full invariant holds for: every config
 //! under pxelinux.cfg (`default`, `nfsroot-<image>`, per-host links) and
-//! under grub/ (`grub.cfg`, `nfsroot-<image>.cfg`, per-host links) names
-//! only files present with the recorded checksums, and at most one
-//! PXELINUX/GRUB pair (image's, default's) boots different kernels after a
-//! crash, none after a clean run; no archive name without
+//! under grub/ (`grub.cfg`, `nfsroot-<image>.cfg`, per-host links) and the
+//! iPXE script `nfsroot.ipxe` names only files present with the recorded
+//! checksums, and at most one pair of one boot config (the image's
+//! PXELINUX/GRUB pair; the default's PXELINUX/GRUB and GRUB/iPXE) boots
+//! different kernels after a crash, none after a clean run; no archive name without
 //! a complete, verifying archive; an image tree that is the old one or the
 //! new one. The next run without the crash succeeds and leaves no temp
 //! file. `atomic.before_rename` is walked as `@1`, `@2`, ... until a run
@@ -182,17 +183,26 @@ fn check_published(l: &TestLayout, configs: &[&str]) -> BTreeMap<String, String>
         (l.tftp.join("grub"), "grub/", grub_named_files),
     ];
     let entries = dirs.iter().flat_map(|(dir, prefix, parse)| {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .map(move |e| (e, *prefix, parse))
+        std::fs::read_dir(dir).unwrap().flatten().map(move |e| {
+            (
+                e.file_name().to_string_lossy().to_string(),
+                e.path(),
+                *prefix,
+                *parse,
+            )
+        })
     });
-    for (e, prefix, parse) in entries {
-        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-        if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+    let script = l.tftp.join("nfsroot.ipxe");
+    let script = script.exists().then(|| {
+        let parse: fn(&str, &str) -> (Vec<String>, String) = ipxe_named_files;
+        ("nfsroot.ipxe".to_string(), script, "", parse)
+    });
+    for (file_name, path, prefix, parse) in entries.chain(script) {
+        let name = format!("{prefix}{file_name}");
+        if file_name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        let text = std::fs::read_to_string(e.path())
+        let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|err| panic!("reading config {name} (a link to nothing?): {err}"));
         let (named, default_kernel) = parse(&name, &text);
         boots.insert(name.clone(), default_kernel);
@@ -216,19 +226,22 @@ fn check_published(l: &TestLayout, configs: &[&str]) -> BTreeMap<String, String>
     boots
 }
 
-/// The PXELINUX and GRUB configs of the image, and the default ones.
-const PAIRS: [(&str, &str); 2] = [
+/// The PXELINUX and GRUB configs of the image, and the default ones with
+/// the iPXE script (written in this order).
+const PAIRS: [(&str, &str); 3] = [
     ("nfsroot-minimal", "grub/nfsroot-minimal.cfg"),
     ("default", "grub/grub.cfg"),
+    ("grub/grub.cfg", "nfsroot.ipxe"),
 ];
 
-/// The PXELINUX/GRUB pairs of one boot config (per-host names link to the
-/// image's pair, so they are not counted apart) that boot different
-/// kernels.
+/// The pairs of one boot config (per-host names link to the image's pair,
+/// so they are not counted apart) that boot different kernels. An iPXE
+/// script that boots nothing itself (it chains PXELINUX) is no pair.
 fn split_pairs(boots: &BTreeMap<String, String>) -> Vec<(&'static str, &'static str)> {
     PAIRS
         .into_iter()
-        .filter(|(p, g)| boots.get(*p) != boots.get(*g))
+        .filter(|(_, b)| boots.get(*b).is_none_or(|k| !k.is_empty()))
+        .filter(|(a, b)| boots.get(*a) != boots.get(*b))
         .collect()
 }
 
@@ -284,6 +297,41 @@ fn grub_named_files(name: &str, text: &str) -> (Vec<String>, String) {
     let default = default.unwrap_or_else(|| panic!("{name} has no default:\n{text}"));
     let k = entries.iter().find(|e| e.0 == default.trim_matches('\''));
     let k = k.unwrap_or_else(|| panic!("{name}: default names no entry:\n{text}"));
+    (files, k.1.clone())
+}
+
+/// The same for the iPXE script, read on its own terms: `:boot-L`
+/// blocks with `kernel /K ...` and `initrd /I`, the first `goto boot-L`
+/// naming one of them; a script that only chains `/pxelinux.0` names no
+/// file and boots "" itself.
+fn ipxe_named_files(name: &str, text: &str) -> (Vec<String>, String) {
+    assert!(text.starts_with("#!ipxe\n"), "{name}:\n{text}");
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut files = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(b) = line.strip_prefix(":boot-") {
+            blocks.push((b.to_string(), String::new()));
+        }
+        for kw in ["kernel /", "initrd /"] {
+            if let Some(rest) = line.strip_prefix(kw) {
+                let f = rest.split_whitespace().next().unwrap().to_string();
+                let Some(last) = blocks.last_mut() else {
+                    panic!("{name}: {kw} outside a :boot- block:\n{text}");
+                };
+                last.1 = format!("{} {f}", last.1).trim().to_string();
+                files.push(f);
+            }
+        }
+    }
+    let Some(default) = text.lines().find_map(|l| l.strip_prefix("goto boot-")) else {
+        assert!(
+            text.ends_with("chain /pxelinux.0\n") && files.is_empty(),
+            "{name}:\n{text}"
+        );
+        return (files, String::new());
+    };
+    let k = blocks.iter().find(|b| b.0 == default);
+    let k = k.unwrap_or_else(|| panic!("{name}: goto names no block:\n{text}"));
     (files, k.1.clone())
 }
 

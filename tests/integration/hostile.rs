@@ -724,6 +724,7 @@ impl Hostile {
             add(cfg.clone(), "cfg", n);
         }
         add(self.l.tftp.clone(), "tftp", "pxelinux.0");
+        add(self.l.tftp.clone(), "tftp", "nfsroot.ipxe");
         self.traps.places = places;
         self.traps.replant();
     }
@@ -922,6 +923,10 @@ impl Hostile {
     /// control character, exports nothing outside the base dir.
     fn check_generated(&mut self, label: &str) {
         let mut files = files_under(&self.l.tftp.join("pxelinux.cfg"));
+        let script = self.l.tftp.join("nfsroot.ipxe");
+        if !script.is_symlink() {
+            files.push(script);
+        }
         files.extend(files_under(&self.l.etc()));
         files.push(self.root.join("etc/hosts"));
         for (f, line) in injected_lines(&files) {

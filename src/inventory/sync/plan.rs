@@ -358,9 +358,37 @@ impl SyncPlan {
         Ok(())
     }
 
+    /// Which iPXE clients the DHCP configs give the iPXE script: not the
+    /// hosts this sync gives per-host names, nor those with a PXELINUX
+    /// name of any owner that stays on disk (a hand-made hex-IP or subnet
+    /// file: the script cannot look those up).
+    fn ipxe_route(&self, layout: &Layout, inv: &Inventory) -> render::IpxeRoute {
+        let cfgd = cfg_dir(layout);
+        let mut on_disk = BTreeSet::new();
+        if let Ok(rd) = std::fs::read_dir(&cfgd) {
+            for e in rd.flatten() {
+                on_disk.insert(e.file_name().to_string_lossy().to_string());
+            }
+        }
+        for gone in self.names_before.difference(&self.names_now) {
+            on_disk.remove(gone);
+        }
+        let mut hosts: BTreeSet<String> = self.host_files.iter().cloned().collect();
+        for h in &inv.hosts {
+            if render::pxelinux_lookup_names(h)
+                .iter()
+                .any(|n| on_disk.contains(n))
+            {
+                hosts.insert(h.name.clone());
+            }
+        }
+        render::IpxeRoute::new(inv, crate::publish::ipxe_path(layout).is_file(), hosts)
+    }
+
     /// Step 4: the files shared with the admin (exports, dnsmasq, dhcpd),
     /// each with the new block spliced between the markers.
     fn shared_files(&mut self, layout: &Layout, inv: &Inventory, exports: &[Export]) -> Result<()> {
+        let ipxe = self.ipxe_route(layout, inv);
         let shared: [(&PathBuf, String, String, Phase); 3] = [
             (
                 &self.exports_path,
@@ -370,14 +398,14 @@ impl SyncPlan {
             ),
             (
                 &self.dnsmasq_path,
-                render::dnsmasq(inv, &layout.tftp_root),
+                render::dnsmasq(inv, &layout.tftp_root, &ipxe),
                 String::new(),
                 Phase::Dhcp,
             ),
             (
                 &self.dhcpd_path,
-                render::dhcpd_hosts(inv),
-                render::dhcpd_prologue(inv),
+                render::dhcpd_hosts(inv, &ipxe),
+                render::dhcpd_prologue(inv, ipxe.file),
                 Phase::Dhcp,
             ),
         ];
