@@ -242,7 +242,8 @@ pub struct InitramfsBuildArgs {
 pub enum BootMethodArg {
     /// QEMU loads the published kernel and initramfs itself
     Direct,
-    /// iPXE, pxelinux.0, pxelinux.cfg, then kernel and initramfs over TFTP
+    /// iPXE and nfsroot.ipxe (or pxelinux.0 and pxelinux.cfg), then kernel
+    /// and initramfs over TFTP
     Pxe,
 }
 
@@ -273,13 +274,17 @@ pub struct BootTestArgs {
     #[arg(long)]
     pub per_host: bool,
     /// The VM's firmware in PXE mode: bios (SeaBIOS and iPXE, loading
-    /// pxelinux.0) or uefi (OVMF, loading shimx64.efi, then GRUB)
+    /// nfsroot.ipxe) or uefi (OVMF, loading shimx64.efi, then GRUB)
     #[arg(long, value_enum, default_value = "bios")]
     pub firmware: FirmwareArg,
     /// With --firmware uefi: Secure Boot on, with Microsoft's keys
     /// enrolled as on stock machines
     #[arg(long)]
     pub secure_boot: bool,
+    /// With --firmware bios: DHCP names pxelinux.0, as for a NIC whose PXE
+    /// ROM is not iPXE (default: nfsroot.ipxe, as for QEMU's iPXE ROM)
+    #[arg(long, conflicts_with_all = ["host", "hosts"])]
+    pub pxelinux: bool,
     /// Seconds before the test gives up
     #[arg(long, default_value = "180")]
     pub timeout: u64,

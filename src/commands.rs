@@ -412,6 +412,7 @@ fn cmd_boot_test(cx: &Ctx, a: BootTestArgs) -> Result<i32> {
                 FirmwareArg::Uefi => crate::boottest::Firmware::Uefi,
             },
             secure_boot: a.secure_boot,
+            pxelinux: a.pxelinux,
         },
         timeout: a.timeout,
         keep_logs: a.keep_logs,

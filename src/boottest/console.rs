@@ -73,7 +73,8 @@ const FAILURES: &[(&str, &str)] = &[
     (
         "No more network devices",
         "the firmware could not load a boot file over TFTP \
-         (is pxelinux.0 in the TFTP root?)",
+         (are nfsroot.ipxe, pxelinux.0 and the kernel it names in the TFTP root? \
+         run nfsroot publish)",
     ),
     (
         "Unable to locate configuration file",
@@ -81,7 +82,7 @@ const FAILURES: &[(&str, &str)] = &[
     ),
     (
         "boot-test: fell through to default",
-        "the loader (PXELINUX or GRUB) did not find the per-host config",
+        "the loader (PXELINUX, GRUB or the iPXE script) did not find the per-host config",
     ),
     (
         "bad shim signature",
@@ -149,8 +150,8 @@ const HANDED_BACK: &[&str] = &[
 pub enum Stage {
     /// The firmware's first console output.
     Firmware,
-    /// The firmware started the network loader: PXELINUX's banner, or
-    /// OVMF starting shim (`BdsDxe: starting`).
+    /// The firmware started the network loader: PXELINUX's banner, the
+    /// iPXE script's first line, or OVMF starting shim (`BdsDxe: starting`).
     Loader,
     /// The kernel's `Linux version` banner.
     Kernel,
@@ -366,6 +367,7 @@ impl Watcher {
                 Stage::Loader,
                 &mut tm.loader,
                 line.starts_with("PXELINUX ")
+                    || line.starts_with(crate::ipxe::BANNER)
                     || (line.starts_with("BdsDxe: starting ")
                         && (line.contains("PXEv") || line.contains("HTTPv"))),
             ),
@@ -780,6 +782,31 @@ mod tests {
             ]
         );
         assert!(lines(&ev).iter().all(|l| !l.contains('\x1b')));
+        assert_eq!(finished(&ev), Some(&Verdict::pass("")));
+    }
+
+    /// QEMU's iPXE running `nfsroot.ipxe`: the script's first line times
+    /// the loader, its per-host lookup's "No such file" is no failure.
+    #[test]
+    fn good_pxe_boot_through_the_ipxe_script() {
+        let (_, ev) = watch("good-pxe-ipxe.log", false, 1.0);
+        assert!(
+            lines(&ev)
+                .iter()
+                .any(|l| l.starts_with("pxelinux.cfg/01-52-54-00-12-34-56... No such file"))
+        );
+        assert!(!lines(&ev).iter().any(|l| l.starts_with("PXELINUX ")));
+        assert_eq!(
+            stages(&ev),
+            [
+                Stage::Firmware,
+                Stage::Loader,
+                Stage::Kernel,
+                Stage::Initramfs,
+                Stage::SwitchRoot
+            ]
+        );
+        assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
         assert_eq!(finished(&ev), Some(&Verdict::pass("")));
     }
 

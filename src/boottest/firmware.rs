@@ -1,5 +1,7 @@
 //! The VM's firmware and machine, for a PXE boot test: SeaBIOS (QEMU's
-//! default) with iPXE's option ROM on the NIC, booting `pxelinux.0`; or
+//! default) with iPXE's option ROM on the NIC, booting `nfsroot.ipxe` as
+//! the DHCP configs `sync` writes answer an iPXE client (or `pxelinux.0`,
+//! as they answer other BIOS PXE ROMs, with `pxelinux`); or
 //! OVMF, Debian's UEFI firmware (the `_4M` builds of the `ovmf` package),
 //! booting `shimx64.efi` through OVMF's own network stack. OVMF's code is
 //! read-only; its variables are a per-run writable copy in the test's work
@@ -25,7 +27,8 @@ const OVMF_DIR: &str = "/usr/share/OVMF";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
-    /// SeaBIOS and iPXE's option ROM, loading pxelinux.0.
+    /// SeaBIOS and iPXE's option ROM, loading nfsroot.ipxe (or
+    /// pxelinux.0, see [`Machine::pxelinux`]).
     #[default]
     Bios,
     /// OVMF, loading shimx64.efi.
@@ -38,6 +41,10 @@ pub enum Firmware {
 pub struct Machine {
     pub firmware: Firmware,
     pub secure_boot: bool,
+    /// BIOS: DHCP names `pxelinux.0`, as it does for a NIC whose PXE ROM
+    /// is not iPXE, instead of the iPXE script.
+    #[serde(default)]
+    pub pxelinux: bool,
 }
 
 impl Machine {
@@ -48,6 +55,12 @@ impl Machine {
         if self.secure_boot && self.firmware != Firmware::Uefi {
             bail!("--secure-boot needs --firmware uefi (BIOS firmware has no Secure Boot)");
         }
+        if self.pxelinux && (self.firmware != Firmware::Bios || !pxe) {
+            bail!(
+                "--pxelinux needs --firmware bios and --mode pxe: it is the boot file DHCP \
+                 names for a BIOS PXE ROM that is not iPXE"
+            );
+        }
         if self.firmware == Firmware::Uefi && !pxe {
             bail!(
                 "--firmware uefi needs --mode pxe: direct mode hands QEMU the kernel, so no \
@@ -57,11 +70,13 @@ impl Machine {
         Ok(())
     }
 
-    /// The file the VM's DHCP answer names: what a real DHCP server gives
-    /// a client of this architecture.
+    /// The file the VM's DHCP answer names: what the DHCP configs `sync`
+    /// writes give a client of this architecture (QEMU's BIOS NIC ROM is
+    /// iPXE).
     pub fn bootfile(&self) -> &'static str {
         match self.firmware {
-            Firmware::Bios => "pxelinux.0",
+            Firmware::Bios if self.pxelinux => "pxelinux.0",
+            Firmware::Bios => crate::ipxe::TOP,
             Firmware::Uefi => "shimx64.efi",
         }
     }
@@ -176,6 +191,7 @@ mod tests {
     const SB: Machine = Machine {
         firmware: Firmware::Uefi,
         secure_boot: true,
+        pxelinux: false,
     };
 
     #[test]
@@ -187,9 +203,30 @@ mod tests {
         let bios_sb = Machine {
             firmware: Firmware::Bios,
             secure_boot: true,
+            pxelinux: false,
         };
         let e = bios_sb.check(true).unwrap_err().to_string();
         assert!(e.starts_with("--secure-boot needs --firmware uefi"), "{e}");
+        let pxelinux = Machine {
+            pxelinux: true,
+            ..Machine::default()
+        };
+        assert!(pxelinux.check(true).is_ok());
+        assert_eq!(pxelinux.bootfile(), "pxelinux.0");
+        for m in [
+            Machine {
+                firmware: Firmware::Uefi,
+                ..pxelinux
+            },
+            pxelinux,
+        ] {
+            let pxe = m.firmware == Firmware::Uefi;
+            let e = m.check(pxe).unwrap_err().to_string();
+            assert!(
+                e.starts_with("--pxelinux needs --firmware bios and --mode pxe"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -216,7 +253,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let bios = Machine::default();
         assert!(bios.machine_args(d.path()).unwrap().is_empty());
-        assert_eq!(bios.bootfile(), "pxelinux.0");
+        assert_eq!(bios.bootfile(), "nfsroot.ipxe");
         assert_eq!(bios.nic("m"), "virtio-net-pci,netdev=n0,mac=m");
         assert!(bios.preflight().is_ok());
     }
@@ -226,7 +263,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = Machine {
             firmware: Firmware::Uefi,
-            secure_boot: false,
+            ..Machine::default()
         };
         m.preflight()
             .expect("the ovmf package (scripts/setup installs it)");

@@ -488,9 +488,29 @@ fn relative(p: &str) -> String {
     p.trim().trim_start_matches('/').to_string()
 }
 
+/// The loader the DHCP configs `sync` wrote give this host: QEMU's BIOS
+/// ROM is iPXE, which gets the iPXE script once it is published unless a
+/// PXELINUX name of the host exists (see
+/// [`crate::inventory::render::IpxeRoute`]).
+fn loader(t: &Target, m: Machine) -> &'static str {
+    let root = &t.plan.tftp_root;
+    let named = pxelinux::lookup_names([t.mac.as_str()], t.ip)
+        .iter()
+        .any(|n| root.join("pxelinux.cfg").join(n).exists());
+    match m.firmware {
+        Firmware::Bios if !named && root.join(crate::ipxe::TOP).is_file() => crate::ipxe::TOP,
+        Firmware::Bios => "pxelinux.0",
+        Firmware::Uefi => m.bootfile(),
+    }
+}
+
 /// The host's config the loader must fetch: the first of its per-host
-/// names that exists in the TFTP root, else the loader's default.
-fn host_config(t: &Target, fw: Firmware) -> String {
+/// names that exists in the TFTP root, else the loader's default (the
+/// iPXE script is its own).
+fn host_config(t: &Target, fw: Firmware, loader: &str) -> String {
+    if loader == crate::ipxe::TOP {
+        return loader.to_string();
+    }
     let root = &t.plan.tftp_root;
     let (dir, names, default) = match fw {
         Firmware::Bios => (
@@ -521,13 +541,13 @@ pub fn judge(r: &mut BootReport, work: &Path, t: &Target, m: Machine, up: bool) 
         Dhcp::Dhcpd => tftpd_sent(&read("syslog.log"), t.ip),
     };
     let list = sent.join(", ");
-    let loader = m.bootfile();
+    let loader = loader(t, m);
     let mut checks = vec![(
         "dhcp boot file",
         sent.first().map(String::as_str) == Some(loader),
         format!("{loader} first of the files sent ({list})"),
     )];
-    let cfg = host_config(t, m.firmware);
+    let cfg = host_config(t, m.firmware, loader);
     checks.push((
         "host config",
         sent.contains(&cfg),
@@ -611,15 +631,38 @@ mod tests {
                 tap: first_tap(),
             },
         };
-        assert_eq!(host_config(&t, Firmware::Bios), "pxelinux.cfg/default");
-        assert_eq!(host_config(&t, Firmware::Uefi), "grub/grub.cfg");
+        let bios = Machine::default();
+        assert_eq!(loader(&t, bios), "pxelinux.0", "no script published");
+        std::fs::write(d.path().join("nfsroot.ipxe"), "#!ipxe\n").unwrap();
+        assert_eq!(loader(&t, bios), "nfsroot.ipxe");
+        assert_eq!(
+            host_config(&t, Firmware::Bios, "nfsroot.ipxe"),
+            "nfsroot.ipxe"
+        );
+        assert_eq!(
+            host_config(&t, Firmware::Bios, "pxelinux.0"),
+            "pxelinux.cfg/default"
+        );
+        assert_eq!(
+            host_config(&t, Firmware::Uefi, "shimx64.efi"),
+            "grub/grub.cfg"
+        );
+        // A subnet file: the host's DHCP answer is pxelinux.0 again.
+        std::fs::write(d.path().join("pxelinux.cfg/0A0002"), "").unwrap();
+        assert_eq!(loader(&t, bios), "pxelinux.0");
         std::fs::write(d.path().join("pxelinux.cfg/0A00021F"), "").unwrap();
         std::fs::write(d.path().join("grub/grub.cfg-10.0.2.31"), "").unwrap();
-        assert_eq!(host_config(&t, Firmware::Bios), "pxelinux.cfg/0A00021F");
-        assert_eq!(host_config(&t, Firmware::Uefi), "grub/grub.cfg-10.0.2.31");
+        assert_eq!(
+            host_config(&t, Firmware::Bios, "pxelinux.0"),
+            "pxelinux.cfg/0A00021F"
+        );
+        assert_eq!(
+            host_config(&t, Firmware::Uefi, "shimx64.efi"),
+            "grub/grub.cfg-10.0.2.31"
+        );
         std::fs::write(d.path().join("pxelinux.cfg/01-52-54-00-aa-00-01"), "").unwrap();
         assert_eq!(
-            host_config(&t, Firmware::Bios),
+            host_config(&t, Firmware::Bios, "pxelinux.0"),
             "pxelinux.cfg/01-52-54-00-aa-00-01"
         );
         t.plan.prefix = 20;

@@ -331,12 +331,19 @@ fn prepare(layout: &Layout, a: &Options, work: Option<PathBuf>) -> Result<Prepar
         layout.tftp_root.clone()
     };
     let (kernel, initrd) = boot_files(layout, a, &entry);
+    let mut machine = a.machine;
+    // As `sync`'s DHCP configs: iPXE clients get the iPXE script only once
+    // a publish wrote it.
+    machine.pxelinux |= pxe
+        && machine.firmware == Firmware::Bios
+        && target.is_none()
+        && !tftp.join(crate::ipxe::TOP).is_file();
     let plan = BootPlan {
         image,
         image_dir,
         work,
         mode: method_name(a.method).into(),
-        machine: a.machine,
+        machine,
         mac,
         ip,
         net,

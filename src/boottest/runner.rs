@@ -701,11 +701,18 @@ mod tests {
             bios.contains(" -boot n -fw_cfg name=etc/sercon-port"),
             "{bios}"
         );
-        assert!(bios.contains(",tftp=/t,bootfile=pxelinux.0 "), "{bios}");
+        assert!(bios.contains(",tftp=/t,bootfile=nfsroot.ipxe "), "{bios}");
         assert!(!bios.contains("-kernel"), "{bios}");
+        plan.machine.pxelinux = true;
+        let pxelinux = args(&plan);
+        assert!(
+            pxelinux.contains(",tftp=/t,bootfile=pxelinux.0 "),
+            "{pxelinux}"
+        );
         plan.machine = crate::boottest::Machine {
             firmware: crate::boottest::Firmware::Uefi,
             secure_boot: true,
+            pxelinux: false,
         };
         let uefi = args(&plan);
         assert!(uefi.contains(",tftp=/t,bootfile=shimx64.efi "), "{uefi}");

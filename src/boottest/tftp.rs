@@ -1,23 +1,25 @@
 //! The TFTP view a PXE boot test serves: a directory under the test's work
 //! directory with symlinks to everything published in the TFTP root
 //! (kernels, initramfs images, pxelinux.0, shimx64.efi, grubx64.efi, ...),
-//! and private copies of the boot configs, `pxelinux.cfg/` for BIOS nodes
-//! and `grub/` for UEFI ones, whose kernel command lines (`APPEND`,
-//! `linux`) are rewritten to boot read-only when the profile's root is
-//! read-write. The published tree is never changed. With `per_host`, each
-//! loader's per-host config for the MAC exists (`01-<mac>` and
-//! `grub.cfg-01-<mac>`: as published, else a copy of what the loader would
-//! boot by default: PXELINUX's `default`, the image's own GRUB config) and
-//! each default boots nothing (`pxelinux.cfg/default`, and `grub/grub.cfg`
-//! after its per-host search), so a passing boot proves the per-host
-//! lookup.
+//! and private copies of the boot configs, `nfsroot.ipxe` and
+//! `pxelinux.cfg/` for BIOS nodes and `grub/` for UEFI ones, whose kernel
+//! command lines (`kernel`, `APPEND`, `linux`) are rewritten to boot
+//! read-only when the profile's root is read-write. The published tree is
+//! never changed. With `per_host`, each loader's per-host config for the
+//! MAC exists (`01-<mac>` and `grub.cfg-01-<mac>`: as published, else a
+//! copy of what the loader would boot by default: PXELINUX's `default`,
+//! the image's own GRUB config) and each default boots nothing
+//! (`pxelinux.cfg/default`, and `grub/grub.cfg` and `nfsroot.ipxe` after
+//! their per-host search), so a passing boot proves the per-host lookup.
 
 use crate::fsutil;
 use crate::grub;
 use crate::image::Layout;
+use crate::ipxe;
 use crate::publish;
 use crate::pxelinux::{self, Boot, Config};
 use anyhow::{Context, Result};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 /// What a default config says when a per-host test falls through to it.
@@ -38,7 +40,13 @@ pub fn tftp_view(
         .with_context(|| format!("reading {}", layout.tftp_root.display()))?
         .flatten()
     {
-        if e.file_name() != "pxelinux.cfg" && e.file_name() != grub::DIR {
+        if ![
+            OsStr::new("pxelinux.cfg"),
+            OsStr::new(grub::DIR),
+            OsStr::new(ipxe::TOP),
+        ]
+        .contains(&e.file_name().as_os_str())
+        {
             let link = view.join(e.file_name());
             std::os::unix::fs::symlink(e.path(), &link)
                 .with_context(|| format!("linking {}", link.display()))?;
@@ -46,6 +54,15 @@ pub fn tftp_view(
     }
     let cfg = view.join("pxelinux.cfg");
     copy_configs(&publish::cfg_dir(layout), &cfg, &["APPEND"], rw)?;
+    let top = publish::ipxe_path(layout);
+    if top.is_file() {
+        let text =
+            std::fs::read_to_string(&top).with_context(|| format!("reading {}", top.display()))?;
+        write(
+            &view.join(ipxe::TOP),
+            &boot_read_only(text, &["kernel"], rw),
+        )?;
+    }
     let grub_src = publish::grub_dir(layout);
     let grub_view = view.join(grub::DIR);
     let has_grub = grub_src.is_dir();
@@ -54,6 +71,10 @@ pub fn tftp_view(
     }
     if per_host {
         per_host_only(&cfg, mac)?;
+        write(
+            &view.join(ipxe::TOP),
+            &ipxe::render_top(&fell_through(), true),
+        )?;
         if has_grub {
             grub_per_host_only(&grub_view, image, mac)?;
         }
@@ -154,6 +175,7 @@ mod tests {
 
     const CFG: &str = "DEFAULT m\nLABEL m\n  KERNEL m/vmlinuz\n  APPEND root=/dev/nfs rw quiet\n";
     const GRUB: &str = "set default=m\nmenuentry m {\n  linux /m/vmlinuz root=/dev/nfs rw quiet\n  initrd /m/initrd\n}\n";
+    const IPXE: &str = "#!ipxe\ngoto boot-m\n:boot-m\nkernel /m/vmlinuz initrd=initrd root=/dev/nfs rw quiet\ninitrd /m/initrd\nboot\n";
 
     fn tftp_fixture(d: &Path) -> Layout {
         let l = Layout::under(d);
@@ -161,6 +183,7 @@ mod tests {
         std::fs::create_dir_all(l.tftp_root.join("m")).unwrap();
         std::fs::write(l.tftp_root.join("pxelinux.0"), "pxe").unwrap();
         std::fs::write(l.tftp_root.join("pxelinux.cfg/default"), CFG).unwrap();
+        std::fs::write(l.tftp_root.join("nfsroot.ipxe"), IPXE).unwrap();
         let grub = l.tftp_root.join("grub");
         std::fs::create_dir_all(&grub).unwrap();
         std::fs::write(l.tftp_root.join("shimx64.efi"), "shim").unwrap();
@@ -187,6 +210,10 @@ mod tests {
         let published = std::fs::read_to_string(l.tftp_root.join("pxelinux.cfg/default"));
         assert_eq!(published.unwrap(), CFG);
         assert!(!v.join("pxelinux.cfg/01-52-54-00-12-34-56").exists());
+        // The iPXE script: a private copy, booting read-only too.
+        assert!(!v.join("nfsroot.ipxe").is_symlink());
+        let ipxe = std::fs::read_to_string(v.join("nfsroot.ipxe")).unwrap();
+        assert_eq!(ipxe, IPXE.replace(" rw ", " ro "));
         // GRUB's configs the same way, its loaders linked.
         assert_eq!(
             std::fs::read_link(v.join("shimx64.efi")).unwrap(),
@@ -221,6 +248,12 @@ mod tests {
             "{default}"
         );
         assert!(!default.contains("KERNEL"), "{default}");
+        // iPXE: the per-host lookup hands over to PXELINUX, the default
+        // boots nothing.
+        let ipxe = std::fs::read_to_string(v.join("nfsroot.ipxe")).unwrap();
+        assert!(ipxe.contains("imgfetch --name nfsroot-per-host pxelinux.cfg/01-${mac:hexhyp}"));
+        assert!(ipxe.contains(FELL_THROUGH), "{ipxe}");
+        assert!(!ipxe.contains("kernel "), "{ipxe}");
         // GRUB: the host's file is the image's own config (not the top
         // one, which would search again), the top boots nothing.
         let host = std::fs::read_to_string(v.join("grub/grub.cfg-01-52-54-00-12-34-56")).unwrap();

@@ -107,9 +107,16 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
 
     // alpha disabled, and a reboot of beta through dnsmasq (DHCP and
     // TFTP, seed 000's setup) this time, at once: another boot of beta
-    // with the same key; alpha loads its config and does not boot.
+    // with the same key; alpha loads its config and does not boot. The
+    // inventory now writes per-host names only for hosts that differ from
+    // the default: beta has none left, so dnsmasq answers its iPXE with
+    // the iPXE script, which boots the default itself (`minimal` sets
+    // boot.ipxe); alpha, disabled, keeps its file and gets pxelinux.0.
     hosts(&["hosts", "set", "alpha", "--disable"]);
+    let text = std::fs::read_to_string(&inv).unwrap();
+    std::fs::write(&inv, text.replace("host_files = \"all\"\n", "")).unwrap();
     hosts(&["sync"]);
+    assert!(!cfgd.join("0A000220").exists() && !beta_mac.exists());
     let r2 = boot_hosts(
         &l,
         &inv,
@@ -126,12 +133,16 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
         "a second boot"
     );
     assert_eq!(beta2["fields"]["hostkey"], fp("beta").as_str(), "{r2:#}");
-    assert_check(
-        beta2,
-        "host config",
-        "pxelinux.cfg/01-52-54-00-aa-00-02 sent",
+    assert_check(beta2, "dhcp boot file", "nfsroot.ipxe first");
+    assert_check(beta2, "host config", "nfsroot.ipxe sent");
+    assert_check(beta2, "kernel", "minimal/vmlinuz-");
+    let t = &beta2["timings"];
+    assert!(
+        t["loader"].as_f64().is_some(),
+        "the script's line: {beta2:#}"
     );
     assert!(off["node_line"].is_null(), "{off:#}");
+    assert_check(off, "dhcp boot file", "pxelinux.0 first");
     assert_check(off, "host config", "pxelinux.cfg/01-52-54-00-aa-00-01 sent");
     // PXELINUX's SAY line reached the serial console: the disabled
     // host's config carries the image's SERIAL directive.
