@@ -595,6 +595,15 @@ mod tests {
     }
 
     /// Feed a whole console at `t` seconds.
+    /// Every stage of a boot through a network loader, in order.
+    const NETWORK_BOOT: [Stage; 5] = [
+        Stage::Firmware,
+        Stage::Loader,
+        Stage::Kernel,
+        Stage::Initramfs,
+        Stage::SwitchRoot,
+    ];
+
     fn watch(name: &str, expect_no_boot: bool, t: f64) -> (Watcher, Vec<Event>) {
         let mut w = Watcher::new(expect_no_boot);
         let ev = w.feed(&corpus(name), t);
@@ -771,16 +780,7 @@ mod tests {
                 .iter()
                 .any(|l| l.starts_with("nfsroot: booting minimal-6.1.0-50-amd64 (labels"))
         );
-        assert_eq!(
-            stages(&ev),
-            [
-                Stage::Firmware,
-                Stage::Loader,
-                Stage::Kernel,
-                Stage::Initramfs,
-                Stage::SwitchRoot
-            ]
-        );
+        assert_eq!(stages(&ev), NETWORK_BOOT);
         assert!(lines(&ev).iter().all(|l| !l.contains('\x1b')));
         assert_eq!(finished(&ev), Some(&Verdict::pass("")));
     }
@@ -796,16 +796,7 @@ mod tests {
                 .any(|l| l.starts_with("pxelinux.cfg/01-52-54-00-12-34-56... No such file"))
         );
         assert!(!lines(&ev).iter().any(|l| l.starts_with("PXELINUX ")));
-        assert_eq!(
-            stages(&ev),
-            [
-                Stage::Firmware,
-                Stage::Loader,
-                Stage::Kernel,
-                Stage::Initramfs,
-                Stage::SwitchRoot
-            ]
-        );
+        assert_eq!(stages(&ev), NETWORK_BOOT);
         assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
         assert_eq!(finished(&ev), Some(&Verdict::pass("")));
     }
@@ -1064,16 +1055,7 @@ mod tests {
         // `nfsroot: booting ...`, "Welcome to GRUB!" which is not the real
         // root's "Welcome to"), then the kernel with Secure Boot on.
         let (mut w, ev) = watch("good-uefi-sb.log", false, 60.0);
-        assert_eq!(
-            stages(&ev),
-            [
-                Stage::Firmware,
-                Stage::Loader,
-                Stage::Kernel,
-                Stage::Initramfs,
-                Stage::SwitchRoot
-            ]
-        );
+        assert_eq!(stages(&ev), NETWORK_BOOT);
         assert!(ev.contains(&Event::SecureBoot(true)), "no secure boot fact");
         assert!(failures(&ev).is_empty(), "{:?}", failures(&ev));
         let Some(Event::Node { fields, .. }) = ev.iter().find(|e| matches!(e, Event::Node { .. }))
