@@ -179,6 +179,46 @@ fn boots_with_initramfs_tools_backend() {
     assert_machine_id(&r, "52:54:00:12:34:56");
 }
 
+/// The iPXE script's hand-overs to PXELINUX, booted for real. With
+/// `--per-host` the script's default boots nothing, so only its lookup of
+/// `pxelinux.cfg/01-<mac>` and PXELINUX reading that file bring the node
+/// up; with `--pxelinux` DHCP names `pxelinux.0`, as for a vendor PXE ROM,
+/// and the script never runs. (The fixture's other PXE boots go through
+/// the script to the kernel.)
+#[test]
+fn pxe_hands_per_host_configs_and_vendor_roms_to_pxelinux() {
+    let f = fixture();
+    for (flag, through_script) in [("--per-host", true), ("--pxelinux", false)] {
+        let r = boot_test(f, &["--mode", "pxe", "--keep-logs", flag]);
+        assert_boot_passed(&r);
+        let logs = std::path::Path::new(r["logs_dir"].as_str().unwrap());
+        let console =
+            String::from_utf8_lossy(&std::fs::read(logs.join("console.log")).unwrap()).into_owned();
+        assert_eq!(
+            console.contains(nfsroot::ipxe::BANNER),
+            through_script,
+            "{flag}: {console}"
+        );
+        assert_eq!(
+            console.contains("pxelinux.cfg/01-52-54-00-12-34-56... ok"),
+            through_script,
+            "{flag}: the script found the host's own file"
+        );
+        assert!(
+            console.contains("PXELINUX 6."),
+            "{flag}: PXELINUX booted it"
+        );
+        let cmdline = std::fs::read_to_string(logs.join("qemu.cmdline")).unwrap();
+        let file = if through_script {
+            "nfsroot.ipxe"
+        } else {
+            "pxelinux.0"
+        };
+        assert!(cmdline.contains(&format!(",bootfile={file} ")), "{cmdline}");
+        std::fs::remove_dir_all(logs).unwrap();
+    }
+}
+
 #[test]
 fn initramfs_without_nic_driver_fails_fast() {
     let f = fixture();
