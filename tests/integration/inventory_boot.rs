@@ -5,7 +5,9 @@
 //! takes the inventory's host name (from the /etc/hosts block sync wrote
 //! into the image); after `hosts set --disable` and a sync, the same VM
 //! does not boot the image. Two boots of two VMs each (`--hosts`), one
-//! through dhcpd, one through dnsmasq.
+//! through dhcpd, one through dnsmasq; then beta alone through dhcpd,
+//! whose host no longer has per-host names: both daemons answer its iPXE
+//! with the iPXE script.
 //! Each host's ssh host key comes from the master: the same across a
 //! host's reboots, different between hosts, and the one sync made.
 //! `nfsroot nodes` then lists both nodes from the state files their boots
@@ -148,6 +150,15 @@ fn inventory_host_boots_per_host_then_disabled_does_not() {
     // host's config carries the image's SERIAL directive.
     let d = off["diagnosis"].as_str().unwrap();
     assert!(d.contains("host alpha is disabled by nfsroot"), "{off:#}");
+
+    // beta once more, through ISC dhcpd and tftpd-hpa: dhcpd tells iPXE
+    // by its user class and answers with the script too.
+    let r3 = boot_hosts(&l, &inv, &etc, &["beta"], "dhcpd", &["--no-analysis"]);
+    assert_eq!(r3["passed"], true, "{r3:#}");
+    let beta3 = &r3["hosts"][0];
+    assert_eq!(beta3["fields"]["host"], "beta");
+    assert_check(beta3, "dhcp boot file", "nfsroot.ipxe first");
+    assert_check(beta3, "kernel", "minimal/vmlinuz-");
 }
 
 /// Issue 11: the state files the boots wrote (the ready hook, through the
