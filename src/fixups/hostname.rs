@@ -221,6 +221,8 @@ mod tests {
     /// The hook's `units=` field from what systemctl says (a stand-in
     /// systemctl on PATH): failed units, masked units that ran or are not
     /// masked, enabled units that are not active; `none` when all is well.
+    /// What list-units shows masked and inactive, or enabled and active,
+    /// is settled; the rest is asked with `show`.
     #[test]
     fn hook_reports_unit_problems() {
         use std::os::unix::fs::PermissionsExt;
@@ -237,6 +239,7 @@ mod tests {
         std::os::unix::fs::symlink("/nowhere", units.join("gone.service")).unwrap();
         std::fs::write(units.join("local.service"), "[Unit]\n").unwrap();
         let args = d.path().join("systemctl-args");
+        let list_args = d.path().join("list-units-args");
         let script = d.path().join("nfsroot-node");
         std::fs::write(&script, NODE_SCRIPT).unwrap();
         let show = |id: &str, load: &str, active: &str, ran: u32| {
@@ -244,17 +247,25 @@ mod tests {
                 "Id={id}\nLoadState={load}\nActiveState={active}\nInactiveExitTimestampMonotonic={ran}\n"
             )
         };
-        let run_with = |failed: &str, shown: &[String], state: &str, earlier: Option<&[String]>| {
+        let run_listed = |failed: &str,
+                          listed: &str,
+                          shown: &[String],
+                          state: &str,
+                          earlier: Option<&[String]>| {
             let fake = bin.join("systemctl");
             std::fs::write(
                 &fake,
                 format!(
-                    "#!/bin/sh\ncase \"$*\" in *--failed*) printf '{failed}' ;; show*) echo \"$*\" >'{}'; cat <<'E'\n{}E\n;; esac\n",
+                    "#!/bin/sh\ncase \"$*\" in *--failed*) printf '{failed}' ;; \
+                     list-units*) echo \"$*\" >'{}'; printf '{listed}' ;; \
+                     show*) echo \"$*\" >'{}'; cat <<'E'\n{}E\n;; esac\n",
+                    list_args.display(),
                     args.display(),
                     shown.join("\n")
                 ),
             )
             .unwrap();
+            let _ = std::fs::remove_file(&args);
             std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
             let conf = d.path().join("node.conf");
             std::fs::write(
@@ -278,6 +289,9 @@ mod tests {
                 .output()
                 .unwrap();
             String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let run_with = |failed: &str, shown: &[String], state: &str, earlier: Option<&[String]>| {
+            run_listed(failed, "", shown, state, earlier)
         };
         let run =
             |failed: &str, shown: &[String], state: &str| run_with(failed, shown, state, None);
@@ -335,6 +349,40 @@ mod tests {
         assert_eq!(
             run_with("", &bad, "running", Some(&bad[3..])),
             "ran:e2scrub_reap.service,unmasked:apt-daily.timer,ran:apt-daily.timer,inactive:getty@tty1.service"
+        );
+        // What PID 1 holds is settled by list-units: masked (or not-found)
+        // and inactive masks, enabled units in any state; `show` is not run.
+        let held = "e2scrub_reap.service masked inactive dead x\\n\
+                    apt-daily.timer masked inactive dead x\\n\
+                    gone.timer not-found inactive dead x\\n\
+                    getty@tty1.service loaded active running x\\n";
+        assert_eq!(run_listed("", held, &bad, "running", None), "none");
+        assert!(!args.exists(), "show asked though all was listed");
+        let listed: Vec<String> = std::fs::read_to_string(&list_args)
+            .unwrap()
+            .split_whitespace()
+            .skip(5)
+            .map(String::from)
+            .collect();
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        // A listed enabled unit that is not active is judged as listed.
+        let idle = held.replace("loaded active running", "loaded inactive dead");
+        assert_eq!(
+            run_listed("", &idle, &good, "running", None),
+            "inactive:getty@tty1.service"
+        );
+        // A mask PID 1 holds unmasked, and one it does not hold, are asked.
+        let unmasked = "e2scrub_reap.service masked inactive dead x\\n\
+                        apt-daily.timer loaded active waiting x\\n\
+                        getty@tty1.service loaded active running x\\n";
+        assert_eq!(
+            run_listed("", unmasked, &bad[1..3], "running", None),
+            "unmasked:apt-daily.timer,ran:apt-daily.timer"
+        );
+        let asked = std::fs::read_to_string(&args).unwrap();
+        assert_eq!(
+            asked.split_whitespace().skip(3).collect::<Vec<_>>(),
+            ["apt-daily.timer", "gone.timer"]
         );
     }
 
